@@ -1,0 +1,51 @@
+"""Library settings, read once from ``VIPARE_*`` environment variables (or passed explicitly)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_MODEL_PATH", "Settings"]
+
+MODEL_FILE = "vipare-yolo11n.onnx"
+
+
+def _default_model_path() -> Path:
+    """The shipped model: ``weights/`` of a source checkout, else where a wheel install put it."""
+    checkout = Path(__file__).resolve().parent.parent / "weights" / MODEL_FILE
+    installed = Path(sys.prefix) / "share" / "vipare" / "weights" / MODEL_FILE
+    return checkout if checkout.exists() or not installed.exists() else installed
+
+
+DEFAULT_MODEL_PATH = _default_model_path()
+
+
+class Settings(BaseSettings):
+    """Detection, intake and geotagging settings.
+
+    Every field can be set from the environment with the ``VIPARE_`` prefix, e.g.
+    ``VIPARE_CONF_THRESHOLD=0.3``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="ignore")
+
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX detector to load.")
+    conf_threshold: float = Field(0.25, ge=0, le=1, description="A detection must score above this to be kept.")
+    iou_threshold: float = Field(0.45, ge=0, le=1, description="Class-aware NMS overlap threshold.")
+    max_detections: int = Field(100, ge=1, description="Most detections kept per image.")
+    verdict_threshold: float = Field(
+        0.35, ge=0, le=1, description="A photo counts as dumping when a deposit scores at least this."
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session; 0 lets onnxruntime use all cores."
+    )
+    max_image_bytes: int = Field(40 * 1024 * 1024, ge=1, description="Largest accepted file, in bytes.")
+    max_image_pixels: int = Field(
+        120_000_000, ge=1, description="Largest accepted image, in pixels (guards decompression bombs)."
+    )
+    gps_conflict_m: float = Field(
+        250.0, gt=0, description="EXIF and caller positions further apart than this are flagged."
+    )
