@@ -1,0 +1,383 @@
+"""The ONNX detector: one onnxruntime CPU session, read-only after load, shared by every caller.
+
+Three stages, the outer two pure (see :mod:`vipare.boxes`)::
+
+    preprocess   letterbox + blob                     Detector.preprocess(image) -> (blob, Letterbox)
+    inference    onnxruntime session.run              Detector.run(blob) -> raw head output
+    postprocess  decode + class-aware NMS + map back  Detector.postprocess(raw, lb, ...) -> detections
+
+The model file is the contract: class names, input size and stride are read from the metadata the
+Ultralytics exporter writes, and a model without them is refused at load time.
+
+Thread safety: nothing is mutated after ``__init__`` and onnxruntime's ``InferenceSession.run`` is
+thread-safe, so one ``Detector`` serves all threads without a lock.
+
+CPU budget: each ``session.run`` uses up to ``intra_op_threads`` threads (0 = onnxruntime's default,
+one per core). With several processes (uvicorn workers) on one machine, keep
+``workers x intra_op_threads <= cores`` so sessions do not fight over cores.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoSuchFile,
+    RuntimeException,
+)
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
+
+from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
+from vipare.errors import ModelError, ModelMetadataError
+from vipare.results import Detection, ModelInfo
+from vipare.settings import Settings
+from vipare.taxonomy import is_deposit
+
+__all__ = ["REQUIRED_METADATA", "Detector", "ModelMetadata", "parse_metadata"]
+
+REQUIRED_METADATA = ("names", "imgsz", "stride")
+"""Metadata keys a model must carry (the Ultralytics ONNX exporter writes all three)."""
+
+_REEXPORT_HINT = (
+    "re-export the model with Ultralytics (`YOLO(weights).export(format='onnx')`, as training/ does), "
+    "which writes names, imgsz and stride into the ONNX metadata"
+)
+
+# onnxruntime's own exception types (they derive from Exception directly, not RuntimeError).
+_ORT_ERRORS: tuple[type[Exception], ...] = (
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoSuchFile,
+    OrtNotImplemented,
+    RuntimeException,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What vipare reads from an ONNX model's custom metadata.
+
+    Attributes:
+        names: class names in output order (index = class id).
+        imgsz: model input ``(height, width)`` in pixels.
+        stride: the model's largest stride in pixels.
+        version: the exporter's ``version`` entry (Ultralytics version), when present.
+        taxonomy_version: ``vipare_taxonomy_version``, when the model was trained on vipare's classes.
+    """
+
+    names: tuple[str, ...]
+    imgsz: tuple[int, int]
+    stride: int
+    version: str | None = None
+    taxonomy_version: str | None = None
+
+
+def _literal(meta: Mapping[str, str], key: str) -> Any:
+    if key not in meta:
+        raise ModelMetadataError(f"model metadata has no '{key}' entry; {_REEXPORT_HINT}")
+    try:
+        return ast.literal_eval(meta[key])  # a literal parser: never eval() metadata
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise ModelMetadataError(f"model metadata '{key}' is not a literal: {meta[key]!r:.200}") from exc
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not float(value).is_integer() or value < 1:
+        return None
+    return int(value)
+
+
+def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
+    """Read class names, input size and stride from an ONNX model's custom metadata map.
+
+    Args:
+        meta: key -> string map as written by Ultralytics' exporter, e.g.
+            ``{"names": "{0: 'dumped_waste', 1: 'bin'}", "imgsz": "[640, 640]", "stride": "32"}``.
+
+    Returns:
+        The parsed metadata.
+
+    Raises:
+        ModelMetadataError: when a required key is missing or malformed, or the model is not a
+            detection model.
+    """
+    task = meta.get("task")
+    if task is not None and task != "detect":
+        raise ModelMetadataError(f"model task is '{task}'; vipare needs a detection ('detect') model")
+
+    raw_names = _literal(meta, "names")
+    if isinstance(raw_names, list | tuple):
+        raw_names = dict(enumerate(raw_names))
+    try:
+        names_map = {int(k): v for k, v in raw_names.items()}
+    except (AttributeError, TypeError, ValueError):
+        names_map = {}
+    if (
+        not names_map
+        or sorted(names_map) != list(range(len(names_map)))
+        or not all(isinstance(v, str) and v for v in names_map.values())
+    ):
+        raise ModelMetadataError(
+            f"model metadata 'names' must map class ids 0..n-1 to names, got {meta['names']!r:.200}"
+        )
+    names = tuple(names_map[i] for i in range(len(names_map)))
+
+    stride = _positive_int(_literal(meta, "stride"))
+    if stride is None:
+        raise ModelMetadataError(f"model metadata 'stride' must be a positive integer: {meta['stride']!r}")
+
+    raw_size = _literal(meta, "imgsz")
+    sizes = list(raw_size) if isinstance(raw_size, list | tuple) else [raw_size]
+    if len(sizes) == 1:
+        sizes *= 2  # a single number means a square input, as in Ultralytics
+    height, width = (_positive_int(s) for s in sizes) if len(sizes) == 2 else (None, None)
+    if height is None or width is None or height % stride or width % stride:
+        raise ModelMetadataError(
+            f"model metadata 'imgsz' must be [height, width], positive multiples of stride {stride}, "
+            f"got {meta['imgsz']!r}"
+        )
+
+    return ModelMetadata(
+        names=names,
+        imgsz=(height, width),
+        stride=stride,
+        version=meta.get("version"),
+        taxonomy_version=meta.get("vipare_taxonomy_version"),
+    )
+
+
+class Detector:
+    """A YOLO detector exported to ONNX by Ultralytics, run with onnxruntime on the CPU.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        conf_threshold: a detection must score above this, in [0, 1].
+        iou_threshold: class-aware NMS drops a box overlapping a better one of its class by more
+            than this IoU, in [0, 1].
+        max_detections: most detections returned per image (at least 1).
+        intra_op_threads: onnxruntime threads per inference; 0 lets onnxruntime use every core.
+        warmup: run one inference on a blank input at load, so the first photo is not slow and a
+            model whose output does not match its metadata fails here rather than on a request.
+
+    Raises:
+        ModelError: the file is missing, unreadable, not ONNX, or its inputs/outputs do not fit a
+            YOLO detection head for its class names.
+        ModelMetadataError: the model lacks ``names``, ``imgsz`` or ``stride`` metadata.
+        ValueError: a threshold or count is out of range.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        conf_threshold: float,
+        iou_threshold: float,
+        max_detections: int,
+        intra_op_threads: int,
+        warmup: bool = True,
+    ) -> None:
+        if not 0.0 <= conf_threshold <= 1.0:
+            raise ValueError(f"conf_threshold must be within [0, 1], got {conf_threshold}")
+        if not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be within [0, 1], got {iou_threshold}")
+        if max_detections < 1:
+            raise ValueError(f"max_detections must be at least 1, got {max_detections}")
+        if intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be 0 (default) or more, got {intra_op_threads}")
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+
+        path = Path(model_path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ModelError(f"model file {path} does not exist (set VIPARE_MODEL_PATH)") from exc
+        except OSError as exc:
+            raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+        if not data:
+            raise ModelError(f"model file {path} is empty")
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            # Load from the bytes just hashed, so the sha256 is that of the weights in use.
+            self._session = ort.InferenceSession(
+                data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except _ORT_ERRORS as exc:
+            raise ModelError(f"{path} is not a usable ONNX model: {exc}") from exc
+
+        self._meta = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
+        self._input_name, self._dynamic = self._check_input(path)
+        self._output_name = self._check_output(path)
+        self._info = ModelInfo(
+            name=path.stem,
+            sha256=hashlib.sha256(data).hexdigest(),
+            classes=list(self._meta.names),
+            input_size=self._meta.imgsz,
+            stride=self._meta.stride,
+            version=self._meta.version,
+            taxonomy_version=self._meta.taxonomy_version,
+        )
+        if warmup:
+            self._check_raw(self.run(np.zeros((1, 3, *self._meta.imgsz), dtype=np.float32)))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Detector:
+        """Load ``settings.model_path`` with the thresholds and thread count from ``settings``."""
+        return cls(
+            settings.model_path,
+            conf_threshold=settings.conf_threshold,
+            iou_threshold=settings.iou_threshold,
+            max_detections=settings.max_detections,
+            intra_op_threads=settings.intra_op_threads,
+        )
+
+    def _check_input(self, path: Path) -> tuple[str, bool]:
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path} has {len(inputs)} inputs; a YOLO detector has one image input")
+        node = inputs[0]
+        if node.type != "tensor(float)":
+            raise ModelError(f"{path} input '{node.name}' is {node.type}; vipare feeds tensor(float)")
+        shape = list(node.shape)
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
+            raise ModelError(f"{path} input '{node.name}' has shape {shape}; expected 1 x 3 x height x width")
+        hw = shape[2:]
+        dynamic = not all(isinstance(d, int) for d in hw)
+        if not dynamic and tuple(hw) != self._meta.imgsz:
+            raise ModelError(
+                f"{path} input is {hw[0]} x {hw[1]} but its metadata 'imgsz' says "
+                f"{self._meta.imgsz[0]} x {self._meta.imgsz[1]}"
+            )
+        return node.name, dynamic
+
+    def _check_output(self, path: Path) -> str:
+        node = self._session.get_outputs()[0]
+        shape = list(node.shape)
+        rows = 4 + len(self._meta.names)
+        if len(shape) != 3 or (isinstance(shape[1], int) and shape[1] != rows):
+            raise ModelError(
+                f"{path} output '{node.name}' has shape {shape}; a YOLO detection head for "
+                f"{len(self._meta.names)} classes gives 1 x {rows} x anchors"
+            )
+        return str(node.name)
+
+    def _check_raw(self, raw: np.ndarray) -> None:
+        rows = 4 + len(self._meta.names)
+        if raw.ndim != 3 or raw.shape[0] != 1 or raw.shape[1] != rows:
+            raise ModelError(
+                f"model output has shape {raw.shape}; a YOLO detection head for "
+                f"{len(self._meta.names)} classes gives 1 x {rows} x anchors"
+            )
+
+    @property
+    def info(self) -> ModelInfo:
+        """Identity of the loaded model: file stem, sha256, classes, input size, stride, versions."""
+        return self._info
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Model input ``(height, width)`` in pixels."""
+        return self._meta.imgsz
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session (shared and thread-safe; for benchmarks timing bare ``run``)."""
+        return self._session
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Class names in output order."""
+        return self._meta.names
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox an ``H x W x 3`` uint8 RGB image into a ``1 x 3 x h x w`` float32 blob."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
+        boxed, lb = letterbox(image, self._meta.imgsz, self._meta.stride, auto=self._dynamic)
+        return to_blob(boxed), lb
+
+    def run(self, blob: np.ndarray) -> np.ndarray:
+        """Run the session on a blob; returns the raw ``1 x (4 + nc) x N`` head output."""
+        try:
+            outputs = self._session.run([self._output_name], {self._input_name: blob})
+        except _ORT_ERRORS as exc:
+            raise ModelError(f"inference failed: {exc}") from exc
+        return np.asarray(outputs[0])
+
+    def postprocess(
+        self, raw: np.ndarray, lb: Letterbox, *, original_size: tuple[int, int] | None = None
+    ) -> list[Detection]:
+        """Decode, suppress and map a raw output back to original-image detections.
+
+        Args:
+            raw: ``1 x (4 + nc) x N`` head output from :meth:`run`.
+            lb: the letterbox :meth:`preprocess` returned with the blob.
+            original_size: ``(width, height)`` of the full-size image when the preprocessed array
+                was a reduced decode; defaults to the preprocessed array's size.
+
+        Returns:
+            Detections, best score first, boxes in original-image pixels.
+        """
+        self._check_raw(raw)
+        boxes, scores, class_ids = decode(raw, conf_threshold=self.conf_threshold)
+        keep = nms(
+            boxes, scores, class_ids, iou_threshold=self.iou_threshold, max_detections=self.max_detections
+        )
+        width, height = original_size or (lb.source[1], lb.source[0])
+        mapped = scale_boxes(boxes[keep], lb, original_size=(width, height))
+        image_area = float(width * height)
+        detections = []
+        for (x1, y1, x2, y2), score, class_id in zip(
+            mapped.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
+        ):
+            label = self._meta.names[class_id]
+            detections.append(
+                Detection(
+                    label=label,
+                    class_id=class_id,
+                    score=min(max(score, 0.0), 1.0),
+                    box=(x1, y1, x2, y2),
+                    area_fraction=min(max((x2 - x1) * (y2 - y1) / image_area, 0.0), 1.0),
+                    deposit=is_deposit(label),
+                )
+            )
+        return detections
+
+    def detect(self, image: np.ndarray, *, original_size: tuple[int, int] | None = None) -> list[Detection]:
+        """Detect objects in one image.
+
+        Args:
+            image: ``H x W x 3`` uint8 RGB array, orientation-corrected; may be a reduced decode.
+            original_size: ``(width, height)`` of the full-size image when ``image`` is a reduced
+                decode; defaults to ``image``'s own size.
+
+        Returns:
+            Detections, best score first, with boxes in pixels of the full-size image.
+        """
+        if original_size is not None and (original_size[0] < 1 or original_size[1] < 1):
+            raise ValueError(f"original_size must be a positive (width, height), got {original_size}")
+        blob, lb = self.preprocess(image)
+        return self.postprocess(self.run(blob), lb, original_size=original_size)
