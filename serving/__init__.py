@@ -1,0 +1,1 @@
+"""vipare HTTP service."""

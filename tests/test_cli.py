@@ -1,0 +1,104 @@
+"""``vipare detect``: files, folders and globs in; JSON lines or a table out; bad files reported, not fatal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.imagegen import make_photo
+from tests.onnxgen import make_detector_onnx
+from vipare.cli import main
+
+NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = np.zeros((1, 7, 1), dtype=np.float32)
+    raw[0, :, 0] = [32, 32, 32, 32, 0.8, 0.0, 0.0]
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_detector_onnx(path, names=NAMES, imgsz=(64, 64), stride=32, raw=raw)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(make_photo("JPEG", (400, 300), lat=49.1, lon=6.17))
+    (folder / "sub" / "b.png").write_bytes(make_photo("PNG", (300, 400)))
+    (folder / "notes.txt").write_text("not a photo, and not picked from a folder")
+    return folder
+
+
+def _run(*args: str) -> tuple[int, list[dict], str]:
+    result = CliRunner().invoke(main, ["detect", *args])
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return result.exit_code, lines, result.stderr
+
+
+def test_folder_gives_one_json_object_per_image(model: Path, photos: Path) -> None:
+    code, lines, err = _run("--model", str(model), str(photos))
+    assert code == 0, err
+    assert [Path(x["source"]).name for x in lines] == ["a.jpg", "b.png"]
+    assert lines[0]["location"]["source"] == "exif"
+    assert lines[1]["location"] is None
+    assert lines[0]["verdict"]["dumping"] is True
+    assert lines[1]["image"]["width"] == 300 and lines[1]["image"]["height"] == 400
+
+
+def test_glob_and_lat_lon(model: Path, photos: Path) -> None:
+    code, lines, _ = _run("--model", str(model), "--lat", "-33.5", "--lon", "151.25", "--accuracy", "8",
+                          str(photos / "**" / "*.png"))
+    assert code == 0
+    assert len(lines) == 1
+    assert lines[0]["location"]["source"] == "client"
+    assert lines[0]["location"]["lat"] == -33.5 and lines[0]["location"]["accuracy_m"] == 8
+
+
+def test_bad_files_are_reported_and_the_rest_processed(model: Path, photos: Path) -> None:
+    bad = photos / "broken.jpg"
+    bad.write_text("hello, I am text")
+    empty = photos / "empty.jpg"
+    empty.write_bytes(b"")
+    code, lines, err = _run("--model", str(model), str(bad), str(photos / "a.jpg"), str(empty),
+                            str(photos / "missing.jpg"))
+    assert code == 1
+    assert len(lines) == 1 and lines[0]["source"].endswith("a.jpg")
+    errors = err.strip().splitlines()
+    assert len(errors) == 3
+    assert all(line.startswith("error: ") for line in errors)
+    assert "broken.jpg" in errors[0] and "empty.jpg" in errors[1] and "missing.jpg" in errors[2]
+
+
+def test_table_and_annotated_output(model: Path, photos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "annotated"
+    result = CliRunner().invoke(main, ["detect", "--model", str(model), "--format", "table",
+                                       "--save-annotated", str(out), str(photos)])
+    assert result.exit_code == 0, result.stderr
+    assert "DUMPING" in result.stdout and "dumped_waste" in result.stdout
+    written = sorted(out.glob("*.jpg"))
+    assert [p.name.split("-")[0] for p in written] == ["a", "b"]
+    with Image.open(written[0]) as im:
+        assert im.size == (400, 300)  # drawn on the full-size photo
+        drawn = np.asarray(im).astype(int)
+    # The deposit box spans x 100..300, y 50..250 of the 400x300 photo: its left edge is drawn in red.
+    edge = drawn[60:240, 99:102]
+    assert ((edge[..., 0] - edge[..., 2]) > 60).mean() > 0.8
+
+
+def test_missing_model_is_a_clear_error(photos: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["detect", "--model", str(tmp_path / "nope.onnx"), str(photos)])
+    assert result.exit_code == 1
+    assert "nope.onnx" in result.stderr
+
+
+def test_lat_without_lon_is_a_usage_error(model: Path, photos: Path) -> None:
+    result = CliRunner().invoke(main, ["detect", "--model", str(model), "--lat", "49", str(photos)])
+    assert result.exit_code == 2
+    assert "--lon" in result.stderr
