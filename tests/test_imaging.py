@@ -174,15 +174,15 @@ def test_invalid_orientation_is_ignored(value: int) -> None:
 # JPEG draft mode
 
 
-def test_draft_decodes_a_phone_photo_at_the_model_size() -> None:
-    image = load_image(big_jpeg(), target_size=(640, 640))
-    assert image.array.shape == (756, 1008, 3)
+def test_draft_decodes_a_phone_photo_near_the_model_size() -> None:
+    image = load_image(big_jpeg(), target_size=(320, 320))
+    assert image.array.shape == (756, 1008, 3)  # 1/4 scale: at least twice the 320x240 letterbox
     assert (image.info.width, image.info.height) == (4032, 3024)
     assert image.scale == (4.0, 4.0)
 
 
 def test_draft_with_orientation_6() -> None:
-    image = load_image(big_jpeg(6), target_size=(640, 640))
+    image = load_image(big_jpeg(6), target_size=(320, 320))
     assert image.array.shape == (1008, 756, 3)
     assert (image.info.width, image.info.height) == (3024, 4032)
     assert image.info.orientation == 6
@@ -190,25 +190,36 @@ def test_draft_with_orientation_6() -> None:
 
 
 @pytest.mark.parametrize(
-    ("orientation", "target", "shape"),
+    ("orientation", "target", "oversample", "shape"),
     [
-        (None, (320, 320), (378, 504)),  # 1/8
-        (None, (1280, 1280), (1512, 2016)),  # letterbox 1280x960 -> 1/2
-        (None, (3024, 4032), (3024, 4032)),  # the model wants full size
-        (None, None, (3024, 4032)),
-        (6, (384, 640), (504, 378)),  # upright 3024x4032 into 640x384: letterbox 288x384 -> 1/8
-        (8, (1024, 640), (1008, 756)),  # upright 3024x4032 into 640x1024: letterbox 640x853 -> 1/4
+        (None, (320, 320), 1, (378, 504)),  # letterbox 320x240 -> 1/8
+        (None, (320, 320), 2, (756, 1008)),  # twice that -> 1/4
+        (None, (640, 640), 1, (756, 1008)),
+        (None, (640, 640), 2, (1512, 2016)),  # 1280x960 -> 1/2
+        (None, (1280, 1280), 2, (3024, 4032)),  # even 1/2 would be too small: full size
+        (None, (3024, 4032), 1, (3024, 4032)),  # the model wants full size
+        (None, None, 2, (3024, 4032)),
+        (6, (384, 640), 1, (504, 378)),  # upright 3024x4032 into 640x384: letterbox 288x384 -> 1/8
+        (6, (384, 640), 2, (1008, 756)),
+        (8, (1024, 640), 1, (1008, 756)),  # upright 3024x4032 into 640x1024: letterbox 640x853 -> 1/4
+        (8, (1024, 640), 2, (2016, 1512)),
     ],
 )
 def test_draft_scale_table(
-    orientation: int | None, target: tuple[int, int] | None, shape: tuple[int, int]
+    orientation: int | None, target: tuple[int, int] | None, oversample: int, shape: tuple[int, int]
 ) -> None:
-    image = load_image(big_jpeg(orientation), target_size=target)
+    image = load_image(big_jpeg(orientation), target_size=target, draft_oversample=oversample)
     assert image.array.shape[:2] == shape
-    if target is not None:  # the letterbox resize only ever shrinks
+    if target is not None:  # the letterbox resize only ever shrinks, by at least `oversample`
         height, width = image.info.height, image.info.width
-        ratio = min(target[0] / height, target[1] / width)
-        assert image.array.shape[0] >= round(height * ratio) and image.array.shape[1] >= round(width * ratio)
+        ratio = oversample * min(target[0] / height, target[1] / width)
+        assert image.array.shape[0] >= min(height, round(height * ratio))
+        assert image.array.shape[1] >= min(width, round(width * ratio))
+
+
+def test_draft_oversample_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="draft_oversample"):
+        load_image(big_jpeg(), target_size=(320, 320), draft_oversample=0)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", pytest.param("HEIF", marks=needs_heif)])

@@ -7,7 +7,9 @@ a file name. Then, in order:
 1. limits: the byte size (a path is checked with ``stat`` before it is read), then the pixel count
    from the header, before anything is decoded;
 2. JPEG draft mode: with ``target_size``, libjpeg decodes at 1/2, 1/4 or 1/8 scale when the model's
-   letterbox would shrink the photo anyway (a 4032x3024 photo for a 640 model decodes at 1008x756);
+   letterbox would shrink the photo at least ``draft_oversample`` times more anyway (a 4032x3024
+   photo for a 320 model decodes at 1008x756: twice the letterbox size, so the final resize still
+   averages pixels as it does for the training photos);
 3. decode once, then read EXIF from the same image: orientation, DateTimeOriginal, GPS;
 4. apply the EXIF orientation (all 8 values, as ``ImageOps.exif_transpose``) and convert to RGB.
 
@@ -149,12 +151,17 @@ class DecodedImage:
         return self.info.width / width, self.info.height / height
 
 
+DRAFT_OVERSAMPLE = 2
+"""Default for ``load_image(draft_oversample=...)``: reduced JPEG decodes keep twice the model size."""
+
+
 def load_image(
     source: bytes | str | os.PathLike[str],
     *,
     max_bytes: int = _DEFAULT_MAX_BYTES,
     max_pixels: int = _DEFAULT_MAX_PIXELS,
     target_size: tuple[int, int] | None = None,
+    draft_oversample: int = DRAFT_OVERSAMPLE,
 ) -> DecodedImage:
     """Read a photo: check limits, decode once (reduced for JPEG when possible), orient, read EXIF.
 
@@ -165,10 +172,13 @@ def load_image(
             header before decoding (``Settings.max_image_pixels``). Pillow's own limit
             (``2 * Image.MAX_IMAGE_PIXELS``, about 179 MP) also applies.
         target_size: the model's input ``(height, width)``. For a JPEG, libjpeg then decodes with
-            the strongest reduction (1/2, 1/4 or 1/8) whose result is still at least the letterbox
-            size (``round(w * r) x round(h * r)``, ``r = min(height / h, width / w)`` on the upright
-            size), so the letterbox resize only ever shrinks. Other formats decode at full size, as
-            does None.
+            the strongest reduction (1/2, 1/4 or 1/8) whose result is still at least
+            ``draft_oversample`` times the letterbox size (``round(w * r) x round(h * r)``,
+            ``r = min(height / h, width / w)`` on the upright size), so the letterbox resize only
+            ever shrinks. Other formats decode at full size, as does None.
+        draft_oversample: how many times the letterbox size a reduced JPEG decode keeps (>= 1).
+            With 2, photos near the model size decode exactly as Ultralytics reads them (full
+            decode, then one resize) and only large photos are reduced.
 
     Returns:
         The upright RGB array (see :class:`DecodedImage` for shapes), the file's facts and GPS fix.
@@ -185,6 +195,8 @@ def load_image(
     """
     if max_bytes < 1 or max_pixels < 1:
         raise ValueError(f"max_bytes and max_pixels must be >= 1, got {max_bytes} and {max_pixels}")
+    if draft_oversample < 1:
+        raise ValueError(f"draft_oversample must be >= 1, got {draft_oversample}")
     if target_size is not None and (len(target_size) != 2 or min(target_size) < 1):
         raise ValueError(f"target_size must be (height, width) in pixels, got {target_size!r}")
     data = _read(source, max_bytes)
@@ -196,7 +208,7 @@ def load_image(
     with _quiet_pillow():
         img = _open(data, max_pixels)
     try:
-        return _decode(img, data, target_size)
+        return _decode(img, data, target_size, draft_oversample)
     finally:
         img.close()
 
@@ -305,7 +317,9 @@ def _not_opened(data: bytes) -> Exception:
 # Decoding
 
 
-def _decode(img: Image.Image, data: bytes, target_size: tuple[int, int] | None) -> DecodedImage:
+def _decode(
+    img: Image.Image, data: bytes, target_size: tuple[int, int] | None, draft_oversample: int
+) -> DecodedImage:
     fmt = _FORMAT_NAMES[img.format or ""]
     stored_size = img.size
     # pillow-heif applies the HEIF rotation/mirror (irot/imir) while decoding and resets the EXIF
@@ -316,7 +330,7 @@ def _decode(img: Image.Image, data: bytes, target_size: tuple[int, int] | None) 
         if fmt == "JPEG" and target_size is not None:
             with _quiet_pillow():  # a JPEG's EXIF is parsed from APP1 without decoding the pixels
                 orientation = _orientation(img)
-            request = _draft_request(stored_size, orientation, target_size)
+            request = _draft_request(stored_size, orientation, target_size, draft_oversample)
             if request is not None:
                 img.draft("RGB", request)
         img.load()
@@ -368,18 +382,18 @@ def _corrupt(fmt: str, exc: BaseException) -> CorruptImageError:
 
 
 def _draft_request(
-    stored_size: tuple[int, int], orientation: int, target_size: tuple[int, int]
+    stored_size: tuple[int, int], orientation: int, target_size: tuple[int, int], oversample: int
 ) -> tuple[int, int] | None:
     """The size to ask ``Image.draft`` for, in the file's stored orientation, or None for full size.
 
-    It is the letterbox's resized (unpadded) size, ``round(w * r), round(h * r)`` with
-    ``r = min(target_h / h, target_w / w)`` on the upright size. Pillow then picks the strongest
-    reduction (1/2, 1/4, 1/8) whose result is no smaller, so the letterbox resize only ever shrinks.
+    It is ``oversample`` times the letterbox's resized (unpadded) size, ``round(w * r), round(h * r)``
+    with ``r = oversample * min(target_h / h, target_w / w)`` on the upright size. Pillow then picks
+    the strongest reduction (1/2, 1/4, 1/8) whose result is no smaller.
     """
     swapped = orientation in _SWAPS_AXES
     width, height = stored_size[::-1] if swapped else stored_size
-    ratio = min(target_size[0] / height, target_size[1] / width)
-    if ratio * 2 > 1:  # even a 1/2 scale would be smaller than the letterbox size
+    ratio = oversample * min(target_size[0] / height, target_size[1] / width)
+    if ratio * 2 > 1:  # even a 1/2 scale would be smaller than the requested size
         return None
     size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
     return (size[1], size[0]) if swapped else size
