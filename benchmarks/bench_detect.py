@@ -16,6 +16,7 @@ end-to-end / (decode + session.run) <= 1.15 and Ultralytics / vipare >= 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -72,16 +73,26 @@ def main() -> None:
         yolo.predict(str(paths[0]), imgsz=(h, w), conf=settings.conf_threshold, iou=settings.iou_threshold,
                      max_det=settings.max_detections, verbose=False)
 
-    times: dict[str, list[float]] = {"decode": [], "session.run": [], "vipare end to end": [], "ultralytics": []}
+    def ultralytics_predict(p: Path) -> object:
+        assert yolo is not None
+        return yolo.predict(str(p), imgsz=(h, w), conf=settings.conf_threshold, iou=settings.iou_threshold,
+                            max_det=settings.max_detections, verbose=False)
+
+    def bare_run(p: Path) -> object:
+        return session.run(None, {input_name: blobs[p]})
+
+    stages: dict[str, Callable[[Path], object]] = {
+        "decode": pipeline.decode,
+        "session.run": bare_run,
+        "vipare end to end": pipeline.analyze,
+    }
+    if yolo is not None:
+        stages["ultralytics"] = ultralytics_predict
+    times: dict[str, list[float]] = {name: [] for name in stages}
     for _ in range(args.rounds):
         for p in paths:
-            times["decode"].append(_timed(lambda p=p: pipeline.decode(p)))
-            times["session.run"].append(_timed(lambda p=p: session.run(None, {input_name: blobs[p]})))
-            times["vipare end to end"].append(_timed(lambda p=p: pipeline.analyze(p)))
-            if yolo is not None:
-                times["ultralytics"].append(_timed(lambda p=p: yolo.predict(
-                    str(p), imgsz=(h, w), conf=settings.conf_threshold, iou=settings.iou_threshold,
-                    max_det=settings.max_detections, verbose=False)))
+            for name, stage in stages.items():
+                times[name].append(_timed(functools.partial(stage, p)))
 
     import onnxruntime
 

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -129,8 +129,9 @@ def detect(
     from vipare.pipeline import Pipeline
     from vipare.settings import Settings
 
-    overrides = {k: v for k, v in {"model_path": model_path, "conf_threshold": conf_threshold,
-                                   "intra_op_threads": intra_op_threads}.items() if v is not None}
+    given: dict[str, Any] = {"model_path": model_path, "conf_threshold": conf_threshold,
+                             "intra_op_threads": intra_op_threads}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     client: ClientPosition | None = None
     if (lat is None) != (lon is None):

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="ignore")
 
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX detector to load.")
-    conf_threshold: float = Field(0.25, ge=0, le=1, description="A detection must score above this to be kept.")
+    conf_threshold: float = Field(
+        0.25, ge=0, le=1, description="A detection must score above this to be kept."
+    )
     iou_threshold: float = Field(0.45, ge=0, le=1, description="Class-aware NMS overlap threshold.")
     max_detections: int = Field(100, ge=1, description="Most detections kept per image.")
     verdict_threshold: float = Field(
