@@ -304,3 +304,14 @@ def test_scale_boxes_round_trip(decoded_shape: tuple[int, int], original_size: t
 
     back = scale_boxes(model_input, lb, original_size=original_size)
     np.testing.assert_allclose(back, original, rtol=1e-9, atol=1e-6)
+
+
+def test_decode_multi_label_keeps_every_class_above_threshold() -> None:
+    raw = np.zeros((1, 7, 2), dtype=np.float32)
+    raw[0, :, 0] = [10, 10, 4, 4, 0.6, 0.3, 0.05]  # two classes above 0.25
+    raw[0, :, 1] = [30, 30, 2, 2, 0.1, 0.1, 0.9]
+    boxes, scores, classes = decode(raw, conf_threshold=0.25)
+    assert classes.tolist() == [0, 2]
+    boxes, scores, classes = decode(raw, conf_threshold=0.25, multi_label=True)
+    assert sorted(zip(classes.tolist(), scores.round(2).tolist())) == [(0, 0.6), (1, 0.3), (2, 0.9)]
+    np.testing.assert_allclose(boxes[classes == 1][0], [8, 8, 12, 12])

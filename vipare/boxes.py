@@ -117,7 +117,9 @@ def to_blob(letterboxed: np.ndarray) -> np.ndarray:
     return blob
 
 
-def decode(output: np.ndarray, *, conf_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode(
+    output: np.ndarray, *, conf_threshold: float, multi_label: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read candidate boxes from a raw YOLO detection head output.
 
     Keeps anchors whose best class score is strictly above ``conf_threshold`` (as Ultralytics
@@ -127,6 +129,8 @@ def decode(output: np.ndarray, *, conf_threshold: float) -> tuple[np.ndarray, np
         output: ``1 x (4 + nc) x N`` array: ``cx, cy, w, h`` in model-input pixels, then
             ``nc`` sigmoid class scores.
         conf_threshold: minimum score in [0, 1]; an anchor must score above it.
+        multi_label: keep every class of an anchor that scores above the threshold, not only its
+            best one. Evaluation protocols (mAP) use it; detection for people does not.
 
     Returns:
         ``boxes`` ``K x 4`` float32 xyxy in model-input pixels, ``scores`` ``K`` float32, and
@@ -141,10 +145,15 @@ def decode(output: np.ndarray, *, conf_threshold: float) -> tuple[np.ndarray, np
         raise ValueError(f"expected a 1 x (4 + nc) x N output, got shape {output.shape}")
     pred = output[0]
     class_scores = pred[4:]
-    keep = np.flatnonzero(class_scores.max(axis=0) > conf_threshold)
-    candidates = pred[:, keep]
-    class_ids = candidates[4:].argmax(axis=0)
-    scores = candidates[4:][class_ids, np.arange(keep.size)].astype(np.float32, copy=False)
+    if multi_label:
+        class_ids, keep = np.nonzero(class_scores > conf_threshold)
+        scores = class_scores[class_ids, keep].astype(np.float32, copy=False)
+        candidates = pred[:4, keep]
+    else:
+        keep = np.flatnonzero(class_scores.max(axis=0) > conf_threshold)
+        candidates = pred[:, keep]
+        class_ids = candidates[4:].argmax(axis=0)
+        scores = candidates[4:][class_ids, np.arange(keep.size)].astype(np.float32, copy=False)
     cx, cy, bw, bh = candidates[:4]
     half_w, half_h = bw / 2, bh / 2
     boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(

@@ -27,7 +27,9 @@ __all__ = ["main"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
 
 # Subcommands living outside the library, loaded on first use: name -> "module:attribute".
-_LAZY_COMMANDS: dict[str, str] = {}
+_LAZY_COMMANDS: dict[str, str] = {
+    "evaluate": "training.evaluate:evaluate_command",
+}
 
 
 class _LazyGroup(click.Group):

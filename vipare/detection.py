@@ -328,7 +328,14 @@ class Detector:
         return np.asarray(outputs[0])
 
     def postprocess(
-        self, raw: np.ndarray, lb: Letterbox, *, original_size: tuple[int, int] | None = None
+        self,
+        raw: np.ndarray,
+        lb: Letterbox,
+        *,
+        original_size: tuple[int, int] | None = None,
+        conf_threshold: float | None = None,
+        max_detections: int | None = None,
+        multi_label: bool = False,
     ) -> list[Detection]:
         """Decode, suppress and map a raw output back to original-image detections.
 
@@ -337,15 +344,18 @@ class Detector:
             lb: the letterbox :meth:`preprocess` returned with the blob.
             original_size: ``(width, height)`` of the full-size image when the preprocessed array
                 was a reduced decode; defaults to the preprocessed array's size.
+            conf_threshold: overrides the detector's score threshold for this call.
+            max_detections: overrides the detector's detection cap for this call.
+            multi_label: keep every class of an anchor above the threshold (mAP protocol).
 
         Returns:
             Detections, best score first, boxes in original-image pixels.
         """
         self._check_raw(raw)
-        boxes, scores, class_ids = decode(raw, conf_threshold=self.conf_threshold)
-        keep = nms(
-            boxes, scores, class_ids, iou_threshold=self.iou_threshold, max_detections=self.max_detections
-        )
+        conf = self.conf_threshold if conf_threshold is None else conf_threshold
+        cap = self.max_detections if max_detections is None else max_detections
+        boxes, scores, class_ids = decode(raw, conf_threshold=conf, multi_label=multi_label)
+        keep = nms(boxes, scores, class_ids, iou_threshold=self.iou_threshold, max_detections=cap)
         width, height = original_size or (lb.source[1], lb.source[0])
         mapped = scale_boxes(boxes[keep], lb, original_size=(width, height))
         image_area = float(width * height)
