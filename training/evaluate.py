@@ -166,10 +166,10 @@ def resolve_source(dataset: Path) -> Source:
 
 
 def _collect(
-    detector: Detector, source: Source, split: str, max_images: int | None
+    detector: Detector, source: Source, splits: Sequence[str], max_images: int | None
 ) -> tuple[list[ImageEval], list[list[Detection]], float]:
     """Run the detector once per image; decode twice: the mAP protocol and the shipped settings."""
-    samples, _ = import_split(source, split)
+    samples = [sample for split in splits for sample in import_split(source, split)[0]]
     samples = samples[:max_images] if max_images else samples
     images: list[ImageEval] = []
     shipped: list[list[Detection]] = []
@@ -199,7 +199,7 @@ def _collect(
 
 
 def evaluate(
-    model: Path, dataset: Path, *, split: str = "val", settings: Settings | None = None,
+    model: Path, dataset: Path, *, split: str | Sequence[str] = "val", settings: Settings | None = None,
     max_images: int | None = None,
 ) -> Evaluation:
     """Measure ``model`` on one split of ``dataset`` through :class:`vipare.detection.Detector`.
@@ -207,7 +207,7 @@ def evaluate(
     Args:
         model: the ONNX file.
         dataset: YOLO dataset folder or data.yaml (see :func:`resolve_source`).
-        split: split folder name.
+        split: split folder name, or several whose images are pooled.
         settings: shipped thresholds (score, NMS IoU, verdict); defaults to ``Settings()``.
         max_images: evaluate only the first N images (smoke tests).
     """
@@ -216,7 +216,8 @@ def evaluate(
     detector = Detector(model, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
                         max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads)
     names = list(detector.names)
-    images, shipped, seconds = _collect(detector, source, split, max_images)
+    splits = [split] if isinstance(split, str) else list(split)
+    images, shipped, seconds = _collect(detector, source, splits, max_images)
 
     correct = [match_detections(i.gt_boxes, i.gt_classes, i.boxes, i.classes) for i in images]
     all_correct = np.concatenate(correct) if correct else np.zeros((0, len(IOU_THRESHOLDS)), bool)
@@ -248,7 +249,7 @@ def evaluate(
     metrics = {
         "model": model.name,
         "dataset": str(dataset),
-        "split": split,
+        "split": "+".join(splits),
         "input_size": list(detector.input_size),
         "images": len(images),
         "labels": int(len(gt_classes)),
@@ -314,17 +315,18 @@ def ultralytics_map50(model: Path, data_yaml: Path, imgsz: int, settings: Settin
 @click.command("evaluate")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
-@click.option("--split", default="val", show_default=True, help="Split folder under images/ and labels/.")
+@click.option("--split", "splits", multiple=True, default=["val"], show_default=True,
+              help="Split folder under images/ and labels/; repeat to pool several.")
 @click.option("--max-images", type=click.IntRange(1), default=None, help="Only the first N images.")
 @click.option("--compare-ultralytics", is_flag=True,
               help="Also run Ultralytics' validator on the same ONNX (needs a taxonomy-named dataset).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics to this JSON file.")
-def evaluate_command(model: Path, dataset: Path, split: str, max_images: int | None,
+def evaluate_command(model: Path, dataset: Path, splits: tuple[str, ...], max_images: int | None,
                      compare_ultralytics: bool, output: Path | None) -> None:
     """Measure MODEL on DATASET through the vipare detector and print the metrics as JSON."""
     settings = Settings()
-    result = evaluate(model, dataset, split=split, settings=settings, max_images=max_images).as_dict()
+    result = evaluate(model, dataset, split=splits, settings=settings, max_images=max_images).as_dict()
     if compare_ultralytics:
         source = resolve_source(dataset)
         if set(source.mapping) != set(source.mapping.values()):
