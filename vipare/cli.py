@@ -29,6 +29,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
 # Subcommands living outside the library, loaded on first use: name -> "module:attribute".
 _LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "training.evaluate:evaluate_command",
+    "serve": "serving.cli:serve",
+    "keys": "serving.cli:keys",
 }
 
 

@@ -1,0 +1,103 @@
+"""The application factory.
+
+``create_app()`` builds the FastAPI app; its lifespan (once per worker process) migrates the
+database to the latest revision, refuses to serve beyond loopback without API keys, deletes photo
+files a crash left unreferenced, loads the model once and warms it up in the background:
+``/readyz`` answers 503 and uploads 503 until the first inference has run.
+
+Requests never run model or file work on the event loop: decoding and inference run in worker
+threads (at most ``analysis_slots`` at once), database work in FastAPI's thread pool.
+
+Run it with ``vipare serve`` (see :mod:`serving.cli`), or ``uvicorn --factory serving.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from importlib.metadata import PackageNotFoundError, version
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from serving.config import ServiceSettings
+from serving.errors import install_error_handlers
+from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
+from serving.observability import Metrics, RequestLogMiddleware, configure_logging
+from serving.routes import exports, incidents, keys, ops, reports
+from serving.service import Service, start_service
+from vipare.detection import Detector
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("serving.app")
+
+
+def _version() -> str:
+    try:
+        return version("vipare")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0"
+
+
+def create_app(settings: ServiceSettings | None = None, *, detector: Detector | None = None) -> FastAPI:
+    """Build the service's application.
+
+    Args:
+        settings: the service's settings; read from ``VIPARE_*`` variables when omitted.
+        detector: an already loaded detector to use instead of loading ``settings.model_path`` (tests
+            share one); it keeps its own thresholds and thread count.
+
+    Returns:
+        The app; the database, photo store and model are set up by its lifespan.
+    """
+    settings = settings or ServiceSettings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service: Service = await anyio.to_thread.run_sync(start_service, settings, metrics, detector)
+        app.state.service = service
+        warm_up = asyncio.create_task(_warm_up(service))
+        try:
+            yield
+        finally:
+            warm_up.cancel()
+            with suppress(asyncio.CancelledError):
+                await warm_up
+            service.close()
+
+    app = FastAPI(
+        title="vipare",
+        version=_version(),
+        summary="Illegal dumping reports from street photos, grouped into incidents for cleansing teams.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(reports.upload_router)
+    app.include_router(reports.router)
+    app.include_router(incidents.router)
+    app.include_router(exports.router)
+    app.include_router(keys.router)
+    upload_limit = settings.max_image_bytes + FORM_OVERHEAD_BYTES
+    upload_refusal = (
+        f"The upload is larger than the service accepts: send one photo of at most {settings.max_image_bytes} "
+        "bytes (the JPEG or HEIC the phone made is fine; do not send RAW files or videos)."
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=JSON_BODY_LIMIT,
+        limits={reports.UPLOAD_PATH: (upload_limit, upload_refusal, "image_too_large")},
+    )
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: logs every answer, 413s included
+    return app
+
+
+async def _warm_up(service: Service) -> None:
+    await anyio.to_thread.run_sync(service.warm_up)

@@ -1,0 +1,196 @@
+"""API keys, roles and what each role may do.
+
+A key looks like ``vpr_<prefix>_<secret>``: the prefix (10 hex digits) is public and finds the row;
+only the sha256 of the secret is stored, and it is compared with :func:`hmac.compare_digest`. The
+secret has 256 random bits, so a plain sha256 is enough (no password hashing: nothing to brute-force).
+
+Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
+
+    role      may
+    agent     upload photos; read its own reports and their photos
+    camera    upload frames (its surveyed position, when stored with the key, locates frames without GPS)
+    manager   read every report and incident, change incident states, export (CSV, GeoJSON, Open311)
+    admin     create, list and revoke keys
+
+No key at all: the service is open to whoever reaches it, with every permission, and
+:func:`serving.config.check_exposure` refuses to start it on anything but loopback. The first key
+created closes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.models import ApiKey, utcnow
+from vipare.geotag import CameraPosition
+
+__all__ = [
+    "LOCAL",
+    "ROLE_PERMISSIONS",
+    "Permission",
+    "Principal",
+    "Role",
+    "authenticate",
+    "create_key",
+    "hash_secret",
+    "revoke_key",
+]
+
+KEY_PREFIX = "vpr"
+_KEY_PATTERN = re.compile(r"^vpr_([0-9a-f]{10})_([A-Za-z0-9_-]{20,100})$")
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+class Role(StrEnum):
+    """Who a key belongs to."""
+
+    AGENT = "agent"
+    CAMERA = "camera"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    """One thing a key may do."""
+
+    REPORT_CREATE = "report:create"
+    REPORT_READ_OWN = "report:read-own"
+    REPORT_READ_ALL = "report:read-all"
+    INCIDENT_READ = "incident:read"
+    INCIDENT_TRANSITION = "incident:transition"
+    EXPORT = "export"
+    KEY_MANAGE = "key:manage"
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.AGENT: frozenset({Permission.REPORT_CREATE, Permission.REPORT_READ_OWN}),
+    Role.CAMERA: frozenset({Permission.REPORT_CREATE}),
+    Role.MANAGER: frozenset(
+        {
+            Permission.REPORT_READ_OWN,
+            Permission.REPORT_READ_ALL,
+            Permission.INCIDENT_READ,
+            Permission.INCIDENT_TRANSITION,
+            Permission.EXPORT,
+        }
+    ),
+    Role.ADMIN: frozenset({Permission.KEY_MANAGE}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request.
+
+    Attributes:
+        key_id: the API key's row id; None for the open local mode (no key exists).
+        name: the key's name, recorded with reports and transitions.
+        role: the key's role; None in the open local mode.
+        permissions: what the caller may do.
+        camera: the camera's surveyed position, for camera keys that have one.
+    """
+
+    key_id: int | None
+    name: str
+    role: Role | None
+    permissions: frozenset[Permission]
+    camera: CameraPosition | None = None
+
+    @property
+    def client_ref(self) -> str:
+        """Identifies the uploader for de-duplication: the same photo from the same client counts once."""
+        return "local" if self.key_id is None else f"key:{self.key_id}"
+
+    @property
+    def actor(self) -> str:
+        """How the caller appears in an incident's history."""
+        return f"{self.name} ({self.role or 'local'})"
+
+    def can(self, permission: Permission) -> bool:
+        """True when the caller holds ``permission``."""
+        return permission in self.permissions
+
+
+LOCAL = Principal(key_id=None, name="local", role=None, permissions=frozenset(Permission))
+"""The caller when no API key exists (open local mode)."""
+
+
+def hash_secret(secret: str) -> str:
+    """Hex sha256 of a key's secret part."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(
+    session: Session, role: Role, name: str, camera: CameraPosition | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; the caller commits.
+
+    Args:
+        session: an open session (in a write transaction).
+        role: the key's role.
+        name: who or what holds the key (a person, a team, a camera), shown in histories.
+        camera: a camera's surveyed position (camera keys only).
+
+    Returns:
+        The new row and the full key, which is shown once and never stored.
+    """
+    if camera is not None and role is not Role.CAMERA:
+        raise ValueError("only camera keys carry a position")
+    prefix = secrets.token_hex(5)
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey(
+        prefix=prefix,
+        secret_sha256=hash_secret(secret),
+        role=role.value,
+        name=name,
+        created_at=utcnow(),
+        camera_lat=camera.lat if camera else None,
+        camera_lon=camera.lon if camera else None,
+        camera_accuracy_m=camera.accuracy_m if camera else None,
+    )
+    session.add(row)
+    session.flush()
+    return row, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def principal_for(row: ApiKey) -> Principal:
+    """The caller a key row stands for."""
+    role = Role(row.role)
+    camera = None
+    if row.camera_lat is not None and row.camera_lon is not None:
+        camera = CameraPosition(
+            camera_id=row.name, lat=row.camera_lat, lon=row.camera_lon, accuracy_m=row.camera_accuracy_m
+        )
+    return Principal(key_id=row.id, name=row.name, role=role, permissions=ROLE_PERMISSIONS[role], camera=camera)
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    """The caller holding ``presented``, or None for a malformed, unknown or revoked key.
+
+    The secret is compared in constant time; an unknown prefix still costs one comparison.
+    """
+    match = _KEY_PATTERN.match(presented.strip())
+    if match is None:
+        return None
+    prefix, secret = match.groups()
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    expected = row.secret_sha256 if row is not None else _DUMMY_HASH
+    if not hmac.compare_digest(hash_secret(secret), expected) or row is None or row.revoked_at is not None:
+        return None
+    return principal_for(row)
+
+
+def revoke_key(session: Session, key_id: int) -> ApiKey | None:
+    """Revoke a key (idempotent); None when there is no such key. The caller commits."""
+    row = session.get(ApiKey, key_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row

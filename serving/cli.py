@@ -1,0 +1,148 @@
+"""``vipare serve`` and ``vipare keys``: run the service, manage its API keys.
+
+Both read the same settings as the service (``VIPARE_*`` variables; the options below override
+them), so ``vipare keys`` works on the database the service uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from serving.auth import Role, create_key, revoke_key
+from serving.config import ServiceSettings, UnsafeConfigurationError, check_exposure
+from serving.db import active_key_count, engine_from_settings, migrate, session_factory, write_session
+from serving.models import ApiKey
+from vipare.errors import LocationError
+from vipare.geotag import CameraPosition
+
+__all__ = ["keys", "serve"]
+
+_WORKERS_HELP = (
+    "uvicorn worker processes. CPU budget: workers x analysis slots (VIPARE_ANALYSIS_SLOTS, default "
+    "cores // (workers x threads)) x onnxruntime threads (VIPARE_INTRA_OP_THREADS, default 1) should not "
+    "exceed the cores. One worker already uses every core for concurrent uploads; more workers help when "
+    "requests other than uploads dominate. With SQLite, writes queue whatever the count."
+)
+
+
+def _settings(**overrides: Any) -> ServiceSettings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return ServiceSettings(**given)
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1; others need an API key first).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
+@click.option("--workers", type=click.IntRange(1), default=None, help=_WORKERS_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Database and photo store folder (default ./vipare-data, or VIPARE_DATA_DIR).")
+@click.option("--log-level", default=None, help="Level of the JSON log lines (default INFO).")
+def serve(host: str | None, port: int | None, workers: int | None, data_dir: Path | None,
+          log_level: str | None) -> None:
+    """Run the HTTP service (uploads, incidents, exports, Open311) with uvicorn."""
+    import uvicorn
+
+    overrides = {"host": host, "port": port, "workers": workers, "data_dir": data_dir, "log_level": log_level}
+    settings = _settings(**overrides)
+    # Worker processes build their settings from the environment: hand the options down that way.
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"VIPARE_{name.upper()}"] = str(value)
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)  # once, before the workers start (each worker's start-up then finds it done)
+        with session_factory(engine)() as session:
+            check_exposure(settings, active_key_count(session))
+    except UnsafeConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,  # the service writes its own JSON line per request
+        log_level=settings.log_level.lower(),
+    )
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored hashed; a key is shown once, when created)."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True,
+              help="agent: upload, read own; camera: upload; manager: read all, change states, export; "
+                   "admin: manage keys.")
+@click.option("--name", default=None, help="Who or what holds it (shown in incident histories); default: the role.")
+@click.option("--lat", type=float, default=None, help="Camera keys: the camera's surveyed latitude.")
+@click.option("--lon", type=float, default=None, help="Camera keys: the camera's surveyed longitude.")
+@click.option("--accuracy", "accuracy_m", type=float, default=None, help="Camera keys: position accuracy, metres.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def create(role: str, name: str | None, lat: float | None, lon: float | None, accuracy_m: float | None,
+           data_dir: Path | None) -> None:
+    """Create a key and print it, once."""
+    camera = None
+    if (lat is None) != (lon is None):
+        raise click.UsageError("give both --lat and --lon, or neither")
+    if lat is not None and lon is not None:
+        if role != Role.CAMERA.value:
+            raise click.UsageError("only camera keys carry a position")
+        try:
+            camera = CameraPosition(camera_id=name or role, lat=lat, lon=lon, accuracy_m=accuracy_m)
+        except LocationError as exc:
+            raise click.UsageError(str(exc)) from exc
+    settings = _settings(data_dir=data_dir)
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        with write_session(session_factory(engine)) as session:
+            row, key = create_key(session, Role(role), name or role, camera)
+            row_id = row.id
+    finally:
+        engine.dispose()
+    click.echo(key)
+    click.echo(f"key #{row_id} ({role}) created; it is shown only now: store it safely.", err=True)
+
+
+@keys.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def list_keys(data_dir: Path | None) -> None:
+    """List keys (never their secrets)."""
+    from sqlalchemy import select
+
+    settings = _settings(data_dir=data_dir)
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}Z" if row.revoked_at else "active"
+                click.echo(f"{row.id}\tvpr_{row.prefix}_…\t{row.role}\t{row.name}\t{state}")
+    finally:
+        engine.dispose()
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def revoke(key_id: int, data_dir: Path | None) -> None:
+    """Revoke a key at once."""
+    settings = _settings(data_dir=data_dir)
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        with write_session(session_factory(engine)) as session:
+            found = revoke_key(session, key_id) is not None
+    finally:
+        engine.dispose()
+    if not found:
+        raise click.ClickException(f"there is no key #{key_id}")
+    click.echo(f"key #{key_id} revoked")

@@ -1,0 +1,138 @@
+"""Service settings: the library's settings plus where data lives, how to listen and how incidents group.
+
+Read once, from ``VIPARE_*`` environment variables (or passed explicitly), like the library's own
+:class:`vipare.Settings`, which this class extends: one object carries the model, intake limits and
+thresholds as well as the service's options.
+
+CPU budget (STYLE point 13). Each analysis runs one onnxruntime ``session.run`` with
+``intra_op_threads`` threads; each worker process runs up to ``analysis_slots`` analyses at once;
+uvicorn runs ``workers`` processes. Keep::
+
+    workers x analysis_slots x intra_op_threads <= CPU cores
+
+The service defaults to one thread per analysis and as many slots as cores per worker, which keeps
+every core busy under concurrent uploads. For the lowest latency of a single upload on an idle
+machine, use ``analysis_slots=1`` and ``intra_op_threads=cores`` instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from vipare.settings import Settings
+
+__all__ = ["ServiceSettings", "UnsafeConfigurationError", "check_exposure", "is_loopback"]
+
+SQLITE_FILE = "vipare.db"
+
+
+class UnsafeConfigurationError(RuntimeError):
+    """The service would start in a state that exposes data or cannot work; the message says what to do."""
+
+
+class ServiceSettings(Settings):
+    """Settings of the HTTP service; every field reads ``VIPARE_<NAME>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="ignore")
+
+    # -- where data lives
+    data_dir: Path = Field(
+        Path("vipare-data"), description="Folder for the SQLite database and the photo store (created)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/vipare; default: an SQLite file "
+        "in data_dir.",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        10_000, ge=0, description="How long an SQLite writer waits for another one before failing."
+    )
+
+    # -- how to listen
+    host: str = Field("127.0.0.1", description="Interface to bind; anything but loopback needs API keys.")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (see the CPU budget above).")
+    intra_op_threads: int = Field(
+        1, ge=0, description="onnxruntime threads per analysis (0: all cores); see the CPU budget above."
+    )
+    analysis_slots: int = Field(
+        0, ge=0, description="Photos analysed at once per worker; 0: cores // (workers x intra_op_threads)."
+    )
+    log_level: str = Field("INFO", description="Level of the service's JSON log lines.")
+
+    # -- incidents: when does a report join an existing incident?
+    incident_radius_m: float = Field(
+        30.0, gt=0, description="A deposit joins an open incident of its class family within this distance."
+    )
+    incident_window_days: float = Field(
+        7.0,
+        gt=0,
+        description="...and only if that incident was last seen at most this long before the photo was taken.",
+    )
+
+    # -- queries
+    page_size: int = Field(100, ge=1, description="Default number of items per page.")
+    max_page_size: int = Field(1000, ge=1, description="Largest page a client may ask for.")
+    orphan_grace_s: float = Field(
+        3600.0,
+        ge=0,
+        description="While other workers run, unreferenced photo files younger than this are kept at start-up "
+        "(they may belong to an upload in flight).",
+    )
+
+    @model_validator(mode="after")
+    def _page_sizes(self) -> ServiceSettings:
+        if self.page_size > self.max_page_size:
+            raise ValueError(f"page_size ({self.page_size}) must not exceed max_page_size ({self.max_page_size})")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``database_url``, or the SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def photo_dir(self) -> Path:
+        """Folder of the photo store."""
+        return self.data_dir / "photos"
+
+    @property
+    def effective_analysis_slots(self) -> int:
+        """``analysis_slots``, or what fits the CPU budget when it is 0."""
+        if self.analysis_slots:
+            return self.analysis_slots
+        cores = os.cpu_count() or 1
+        threads = self.intra_op_threads or cores
+        return max(1, cores // (self.workers * threads))
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_exposure(settings: ServiceSettings, active_keys: int) -> None:
+    """Refuse to serve beyond this machine when no API key exists.
+
+    Without keys the service is open (see :mod:`serving.auth`), which is only acceptable on loopback.
+
+    Raises:
+        UnsafeConfigurationError: ``settings.host`` is not loopback and ``active_keys`` is 0.
+    """
+    if active_keys == 0 and not is_loopback(settings.host):
+        raise UnsafeConfigurationError(
+            f"refusing to listen on {settings.host}: no API key exists, so anyone could read and change "
+            "incidents. Create one first (vipare keys create --role admin), or bind to 127.0.0.1."
+        )

@@ -1,0 +1,133 @@
+"""The database: engine, sessions, migrations, and the one way to write.
+
+SQLite by default (a file under the data directory), PostgreSQL through ``VIPARE_DATABASE_URL``;
+queries stay portable (no spatial extension: positions are plain ``lat``/``lon`` columns).
+
+SQLite connections are set up for a service: WAL journal (readers never block the writer),
+``synchronous=FULL`` (a committed report survives a power cut, not only a crash), foreign keys on,
+a busy timeout, and SQLAlchemy emits ``BEGIN`` itself so that reads are transactional too (the
+``sqlite3`` module's legacy mode would run SELECTs outside the transaction).
+
+Writers take turns: :func:`write_session` starts every write transaction by updating one row of
+``write_locks``. On SQLite that takes the database's write lock before anything is read (so no
+transaction ever has to upgrade a stale read snapshot); on PostgreSQL it is a row lock. Either way,
+"look for a nearby open incident, else open one" cannot race with itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from serving.config import ServiceSettings
+from serving.models import WRITE_LOCK_NAME, ApiKey, WriteLock
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "active_key_count",
+    "alembic_config",
+    "current_revision",
+    "engine_from_settings",
+    "head_revision",
+    "make_engine",
+    "migrate",
+    "session_factory",
+    "write_session",
+]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
+    """Create the engine for ``url``; for an SQLite file, create its folder and set it up (see module doc)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "")  # IMMEDIATE: write lock now
+        connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
+
+    return engine
+
+
+def engine_from_settings(settings: ServiceSettings) -> Engine:
+    """The engine for ``settings.resolved_database_url``."""
+    return make_engine(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (responses are built from them)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session in a write transaction that holds the write lock; commits on success, rolls back on error."""
+    with sessions() as session, session.begin():
+        session.execute(
+            update(WriteLock).where(WriteLock.name == WRITE_LOCK_NAME).values(counter=WriteLock.counter + 1)
+        )
+        yield session
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration pointing at ``serving/migrations`` (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (default: the latest), in one transaction.
+
+    On SQLite the transaction takes the write lock first, so workers starting together on a new
+    database migrate one after the other instead of failing on each other's changes.
+    """
+    config = alembic_config()
+    with engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The latest revision in ``serving/migrations``."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def active_key_count(session: Session) -> int:
+    """How many API keys are not revoked."""
+    return session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0

@@ -1,0 +1,170 @@
+"""Incidents in the shapes other systems read: GeoJSON, CSV, Open311 GeoReport v2.
+
+GeoJSON follows RFC 7946: a Point's coordinates are ``[lon, lat]`` in WGS 84, rounded to 7 decimals
+(about 1 cm). CSV columns are :data:`CSV_COLUMNS`: one row per incident, address fields left empty
+(the service does not geocode), one timestamp column per status (when the incident last entered it).
+Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2/) is served read-only, JSON only: one
+service per deposit class; requests are incidents; ``open`` while new, confirmed or scheduled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from serving.incidents import OPEN_STATUSES, Status
+from serving.models import Incident
+from serving.schemas import IncidentFeature, IncidentProperties, PointGeometry
+from vipare.taxonomy import CLASSES
+
+__all__ = [
+    "CSV_COLUMNS",
+    "OPEN311_SERVICES",
+    "csv_lines",
+    "csv_row",
+    "incident_feature",
+    "open311_request",
+    "open311_status",
+]
+
+COORDINATE_DECIMALS = 7
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "id",
+    "class",
+    "status",
+    "lat",
+    "lon",
+    "street",
+    "house_number",
+    "postcode",
+    "city",
+    "first_seen",
+    "last_seen",
+    "new_at",
+    "confirmed_at",
+    "scheduled_at",
+    "cleaned_at",
+    "rejected_at",
+    "duplicate_at",
+    "merged_into",
+    "report_count",
+    "recurrence_count",
+    "recurrence_of",
+)
+
+OPEN311_SERVICES: tuple[dict[str, Any], ...] = tuple(
+    {
+        "service_code": c.name,
+        "service_name": c.name.replace("_", " ").capitalize(),
+        "description": c.description,
+        "metadata": False,
+        "type": "realtime",
+        "keywords": "illegal dumping, waste, cleansing",
+        "group": "street cleansing",
+    }
+    for c in CLASSES
+    if c.deposit
+)
+"""One Open311 service per deposit class of the taxonomy."""
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else ""
+
+
+def incident_feature(incident: Incident) -> IncidentFeature:
+    """An incident as a GeoJSON Feature (``[lon, lat]``)."""
+    return IncidentFeature(
+        id=incident.id,
+        geometry=PointGeometry(
+            coordinates=(round(incident.lon, COORDINATE_DECIMALS), round(incident.lat, COORDINATE_DECIMALS))
+        ),
+        properties=IncidentProperties(
+            id=incident.id,
+            status=Status(incident.status),
+            label=incident.label,
+            family=incident.family,
+            first_seen=incident.first_seen,
+            last_seen=incident.last_seen,
+            report_count=incident.report_count,
+            recurrence_count=incident.recurrence_count,
+            recurrence_of=incident.recurrence_of_id,
+            merged_into=incident.merged_into_id,
+            max_score=round(incident.max_score, 4),
+            updated_at=incident.updated_at,
+        ),
+    )
+
+
+def csv_row(incident: Incident, times: Mapping[str, datetime]) -> list[str]:
+    """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it."""
+    return [
+        str(incident.id),
+        incident.label,
+        incident.status,
+        f"{incident.lat:.{COORDINATE_DECIMALS}f}",
+        f"{incident.lon:.{COORDINATE_DECIMALS}f}",
+        "",
+        "",
+        "",
+        "",
+        _iso(incident.first_seen),
+        _iso(incident.last_seen),
+        *(_iso(times.get(status.value)) for status in Status),
+        str(incident.merged_into_id or ""),
+        str(incident.report_count),
+        str(incident.recurrence_count),
+        str(incident.recurrence_of_id or ""),
+    ]
+
+
+def csv_lines(rows: Iterable[list[str]]) -> Iterator[str]:
+    """The header, then each row, as CSV text lines (RFC 4180, CRLF line ends)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in _with_header(rows):
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _with_header(rows: Iterable[list[str]]) -> Iterator[list[str]]:
+    yield list(CSV_COLUMNS)
+    yield from rows
+
+
+def open311_status(status: str) -> str:
+    """Open311's two statuses: ``open`` or ``closed``."""
+    return "open" if Status(status) in OPEN_STATUSES else "closed"
+
+
+def open311_request(incident: Incident, *, status_notes: str | None, media_url: str | None) -> dict[str, Any]:
+    """An incident as an Open311 GeoReport v2 service request."""
+    notes = status_notes
+    if incident.status == Status.DUPLICATE.value and incident.merged_into_id is not None:
+        notes = f"duplicate of {incident.merged_into_id}" + (f": {status_notes}" if status_notes else "")
+    return {
+        "service_request_id": str(incident.id),
+        "status": open311_status(incident.status),
+        "status_notes": notes,
+        "service_name": incident.label.replace("_", " ").capitalize(),
+        "service_code": incident.label,
+        "description": f"{incident.label.replace('_', ' ')} ({incident.status}), "
+        f"reported by {incident.report_count} photo(s)",
+        "agency_responsible": None,
+        "service_notice": None,
+        "requested_datetime": _iso(incident.first_seen),
+        "updated_datetime": _iso(incident.updated_at),
+        "expected_datetime": None,
+        "address": None,
+        "address_id": None,
+        "zipcode": None,
+        "lat": round(incident.lat, COORDINATE_DECIMALS),
+        "long": round(incident.lon, COORDINATE_DECIMALS),
+        "media_url": media_url,
+    }

@@ -1,0 +1,346 @@
+"""Incidents: one deposit at one place, however many photos report it, and its workflow.
+
+Grouping (:func:`assign`), for a report whose verdict is dumping, at its position and the time the
+photo was taken (``observed_at``):
+
+1. **late**: a photo taken before a *cleaned* incident there was cleaned (a phone that uploads at the
+   end of the day) is attached to it - no new incident for a deposit already gone;
+2. else **join** the nearest *open* incident (new, confirmed, scheduled) of the same class family
+   within ``radius_m`` that was last seen at most ``window`` before the photo;
+3. else **open** a new incident. If an incident was cleaned there before the photo was taken, the new
+   one is a recurrence: it points at the last cleaned one and counts one more recurrence at that place.
+
+Class families (:data:`FAMILIES`): ``dumped_waste`` and ``overflowing_bin`` are one family, ``waste``.
+Waste heaped around a bin is both, and the model (like people) calls it either way from photo to
+photo; the crew that comes clears both. The incident's ``label`` is the class of its best detection.
+
+Workflow (:data:`ALLOWED_TRANSITIONS`)::
+
+    new ──> confirmed ──> scheduled ──> cleaned
+    new, confirmed ──> scheduled or cleaned   (a crew may skip a step)
+    scheduled ──> confirmed                   (taken off the schedule)
+    new, confirmed, scheduled ──> rejected    (false alarm) ──> confirmed (reopened after all)
+    new, confirmed, scheduled ──> duplicate   (merged into another incident; its reports move there)
+
+Every change, the opening included, is a :class:`~serving.models.Transition`: from, to, who, when,
+comment. ``cleaned`` and ``duplicate`` are final: a deposit found again after cleaning is a new
+incident (a recurrence), and a merge is not undone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from serving.models import Incident, Report, Transition, utcnow
+from vipare.geotag import EARTH_RADIUS_M, haversine_m
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "FAMILIES",
+    "OPEN_STATUSES",
+    "GroupingPolicy",
+    "IncidentAction",
+    "InvalidMergeError",
+    "InvalidTransitionError",
+    "Status",
+    "assign",
+    "family_of",
+    "lat_lon_box",
+    "nearby",
+    "transition",
+]
+
+
+class Status(StrEnum):
+    """Where an incident stands."""
+
+    NEW = "new"
+    CONFIRMED = "confirmed"
+    SCHEDULED = "scheduled"
+    CLEANED = "cleaned"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+OPEN_STATUSES: frozenset[Status] = frozenset({Status.NEW, Status.CONFIRMED, Status.SCHEDULED})
+
+ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset(
+        {Status.CONFIRMED, Status.SCHEDULED, Status.CLEANED, Status.REJECTED, Status.DUPLICATE}
+    ),
+    Status.CONFIRMED: frozenset({Status.SCHEDULED, Status.CLEANED, Status.REJECTED, Status.DUPLICATE}),
+    Status.SCHEDULED: frozenset({Status.CONFIRMED, Status.CLEANED, Status.REJECTED, Status.DUPLICATE}),
+    Status.REJECTED: frozenset({Status.CONFIRMED}),
+    Status.CLEANED: frozenset(),
+    Status.DUPLICATE: frozenset(),
+}
+
+FAMILIES: dict[str, str] = {"dumped_waste": "waste", "overflowing_bin": "waste"}
+"""Deposit class -> class family; reports join incidents of their family. Unknown classes are their own family."""
+
+
+class IncidentAction(StrEnum):
+    """What a report did to its incident."""
+
+    OPENED = "opened"
+    JOINED = "joined"
+    LATE = "late"
+
+
+class InvalidTransitionError(Exception):
+    """The incident's current status does not allow the requested one (HTTP 409)."""
+
+
+class InvalidMergeError(Exception):
+    """A duplicate transition without a usable target, or a target given for another transition (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """When a report joins an incident.
+
+    Attributes:
+        radius_m: largest distance, metres, between the report and the incident's position.
+        window: longest time between the incident's last sighting and the photo.
+    """
+
+    radius_m: float
+    window: timedelta
+
+
+def family_of(label: str) -> str:
+    """The class family of a deposit class."""
+    return FAMILIES.get(label, label)
+
+
+# --------------------------------------------------------------------------------------------------
+# Space
+
+
+def lat_lon_box(
+    lat_col: InstrumentedAttribute[float],
+    lon_col: InstrumentedAttribute[float],
+    min_lon: float,
+    min_lat: float,
+    max_lon: float,
+    max_lat: float,
+) -> ColumnElement[bool]:
+    """SQL condition: the point lies in the box; ``min_lon > max_lon`` means the box crosses the antimeridian."""
+    lat_ok = lat_col.between(min_lat, max_lat)
+    if min_lon <= max_lon:
+        return and_(lat_ok, lon_col.between(min_lon, max_lon))
+    return and_(lat_ok, or_(lon_col >= min_lon, lon_col <= max_lon))
+
+
+def _box_around(lat: float, lon: float, radius_m: float) -> tuple[float, float, float, float]:
+    """(min_lon, min_lat, max_lon, max_lat) of a box holding every point within ``radius_m``."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
+    cos_lat = math.cos(math.radians(min(89.9, abs(lat) + dlat)))
+    dlon = min(180.0, dlat / cos_lat)
+    min_lon, max_lon = lon - dlon, lon + dlon
+    if dlon >= 180.0:
+        min_lon, max_lon = -180.0, 180.0
+    elif min_lon < -180.0:
+        min_lon += 360.0
+    elif max_lon > 180.0:
+        max_lon -= 360.0
+    return min_lon, max(-90.0, lat - dlat), max_lon, min(90.0, lat + dlat)
+
+
+def _lon_delta(from_lon: float, to_lon: float) -> float:
+    """Signed shortest difference of longitudes, degrees in [-180, 180) (across the antimeridian too)."""
+    return (to_lon - from_lon + 180.0) % 360.0 - 180.0
+
+
+def _wrap(lon: float) -> float:
+    """A longitude brought back into [-180, 180)."""
+    return (lon + 180.0) % 360.0 - 180.0
+
+
+def nearby(
+    session: Session, lat: float, lon: float, radius_m: float, *where: ColumnElement[bool]
+) -> list[tuple[Incident, float]]:
+    """Incidents within ``radius_m`` of a point (and matching ``where``), nearest first, with their distance.
+
+    An indexed box query narrows the rows; the haversine distance decides.
+    """
+    box = lat_lon_box(Incident.lat, Incident.lon, *_box_around(lat, lon, radius_m))
+    rows = session.scalars(select(Incident).where(box, *where)).all()
+    found = [(incident, haversine_m(lat, lon, incident.lat, incident.lon)) for incident in rows]
+    return sorted((pair for pair in found if pair[1] <= radius_m), key=lambda pair: (pair[1], pair[0].id))
+
+
+# --------------------------------------------------------------------------------------------------
+# Grouping
+
+
+def assign(
+    session: Session, report: Report, policy: GroupingPolicy, *, actor: str, actor_key_id: int | None
+) -> tuple[Incident, IncidentAction]:
+    """Give a dumping report its incident (see the module doc); the caller commits.
+
+    Args:
+        session: a session in a write transaction (:func:`serving.db.write_session`).
+        report: a flushed report with ``dumping`` true, its ``label``, position and ``observed_at``.
+        policy: radius and time window.
+        actor: who uploaded, for the history of a newly opened incident.
+        actor_key_id: the uploader's key id, if any.
+
+    Returns:
+        The incident and whether the report opened it, joined it, or arrived late at a cleaned one.
+    """
+    if not report.dumping or report.label is None:
+        raise ValueError("only a report with a deposit joins an incident")
+    family, seen = family_of(report.label), report.observed_at
+    same_family = Incident.family == family
+
+    cleaned_near = [
+        incident
+        for incident, _ in nearby(
+            session, report.lat, report.lon, policy.radius_m, same_family, Incident.status == Status.CLEANED.value
+        )
+    ]
+    for incident in cleaned_near:  # first: a photo of a deposit since cleaned is not news
+        if incident.cleaned_at is not None and incident.first_seen - policy.window <= seen <= incident.cleaned_at:
+            return _attach(report, incident, IncidentAction.LATE)
+
+    open_near = nearby(
+        session, report.lat, report.lon, policy.radius_m,
+        same_family, Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= seen - policy.window,
+    )
+    if open_near:
+        return _attach(report, open_near[0][0], IncidentAction.JOINED)
+
+    cleaned_before = [i for i in cleaned_near if i.cleaned_at is not None and i.cleaned_at <= seen]
+    previous = max(cleaned_before, key=lambda i: (i.cleaned_at, i.id), default=None)
+    now = utcnow()
+    incident = Incident(
+        family=family,
+        label=report.label,
+        status=Status.NEW.value,
+        lat=report.lat,
+        lon=report.lon,
+        first_seen=seen,
+        last_seen=seen,
+        max_score=report.score,
+        report_count=1,
+        recurrence_of_id=previous.id if previous else None,
+        recurrence_count=previous.recurrence_count + 1 if previous else 0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    comment = f"opened by report #{report.id}"
+    if previous is not None:
+        comment += f"; deposit again where #{previous.id} was cleaned"
+    session.add(
+        Transition(
+            incident_id=incident.id, from_status=None, to_status=Status.NEW.value, at=now,
+            actor=actor, actor_key_id=actor_key_id, comment=comment,
+        )
+    )
+    report.incident_id, report.incident_action = incident.id, IncidentAction.OPENED.value
+    return incident, IncidentAction.OPENED
+
+
+def _attach(report: Report, incident: Incident, action: IncidentAction) -> tuple[Incident, IncidentAction]:
+    count = incident.report_count + 1
+    incident.lat += (report.lat - incident.lat) / count  # running mean of the reports' positions
+    incident.lon = _wrap(incident.lon + _lon_delta(incident.lon, report.lon) / count)
+    incident.report_count = count
+    incident.first_seen = min(incident.first_seen, report.observed_at)
+    incident.last_seen = max(incident.last_seen, report.observed_at)
+    if report.score > incident.max_score and report.label is not None:
+        incident.max_score, incident.label = report.score, report.label
+    incident.updated_at = utcnow()
+    report.incident_id, report.incident_action = incident.id, action.value
+    return incident, action
+
+
+# --------------------------------------------------------------------------------------------------
+# Workflow
+
+
+def transition(
+    session: Session,
+    incident: Incident,
+    to: Status,
+    *,
+    actor: str,
+    actor_key_id: int | None,
+    comment: str | None = None,
+    merged_into_id: int | None = None,
+    at: datetime | None = None,
+) -> Transition:
+    """Move an incident to status ``to`` and record who, when and why; the caller commits.
+
+    A ``duplicate`` transition needs ``merged_into_id``: the incident's reports move to that one,
+    whose counts, times and position are recomputed.
+
+    Raises:
+        InvalidTransitionError: ``to`` is not allowed from the current status.
+        InvalidMergeError: no, or an unusable, merge target; or a target given for another status.
+    """
+    current = Status(incident.status)
+    allowed = ALLOWED_TRANSITIONS[current]
+    if to not in allowed:
+        choices = ", ".join(sorted(allowed)) or "nothing: it is final"
+        raise InvalidTransitionError(f"incident #{incident.id} is {current}; it can go to {choices}, not {to}")
+    if merged_into_id is not None and to is not Status.DUPLICATE:
+        raise InvalidMergeError("merged_into is only for the duplicate status")
+    at = at or utcnow()
+    if to is Status.DUPLICATE:
+        target = _merge_target(session, incident, merged_into_id)
+        session.execute(update(Report).where(Report.incident_id == incident.id).values(incident_id=target.id))
+        _recompute(target, list(session.scalars(select(Report).where(Report.incident_id == target.id))))
+        target.updated_at = at
+        incident.report_count = 0
+        incident.merged_into_id = target.id
+    if to is Status.CLEANED:
+        incident.cleaned_at = at
+    incident.status = to.value
+    incident.updated_at = at
+    row = Transition(
+        incident_id=incident.id, from_status=current.value, to_status=to.value, at=at,
+        actor=actor, actor_key_id=actor_key_id, comment=comment, merged_into_id=merged_into_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _merge_target(session: Session, incident: Incident, target_id: int | None) -> Incident:
+    if target_id is None:
+        raise InvalidMergeError("a duplicate needs merged_into: the id of the incident it duplicates")
+    if target_id == incident.id:
+        raise InvalidMergeError("an incident cannot be merged into itself")
+    target = session.get(Incident, target_id)
+    if target is None:
+        raise InvalidMergeError(f"merged_into: there is no incident #{target_id}")
+    if target.status == Status.DUPLICATE.value:
+        raise InvalidMergeError(
+            f"incident #{target_id} is itself a duplicate of #{target.merged_into_id}; merge into that one"
+        )
+    return target
+
+
+def _recompute(incident: Incident, reports: list[Report]) -> None:
+    """Counts, times, position and best class of an incident from its reports."""
+    if not reports:
+        return
+    incident.report_count = len(reports)
+    incident.first_seen = min(r.observed_at for r in reports)
+    incident.last_seen = max(r.observed_at for r in reports)
+    incident.lat = sum(r.lat for r in reports) / len(reports)
+    origin = reports[0].lon
+    incident.lon = _wrap(origin + sum(_lon_delta(origin, r.lon) for r in reports) / len(reports))
+    best = max(reports, key=lambda r: r.score)
+    if best.label is not None:
+        incident.max_score, incident.label = best.score, best.label

@@ -1,0 +1,188 @@
+"""Database tables (SQLAlchemy 2 ORM). The schema itself is created by the Alembic migrations.
+
+Portable on purpose: plain ``lat``/``lon`` float columns with a composite index (no PostGIS), JSON
+columns for what vipare returns about a photo, and timestamps stored as UTC.
+
+::
+
+    api_keys      who may call the service (hashed secrets, a role, a camera's position)
+    incidents     one deposit at one place: status, position, first/last seen, counts
+    reports       one uploaded photo: detections, verdict, location, model identity, its incident
+    transitions   every status change of an incident: from, to, who, when, comment
+    write_locks   one row every write transaction updates first, so writers take turns
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["ApiKey", "Base", "Incident", "Report", "Transition", "UTCDateTime", "WriteLock", "utcnow"]
+
+WRITE_LOCK_NAME = "writes"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and read back as timezone-aware UTC, the same on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; store timezone-aware ones")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with named constraints (Alembic's batch mode on SQLite needs the names)."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class WriteLock(Base):
+    """Rows updated first by every write transaction: writers then queue on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "write_locks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    counter: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ApiKey(Base):
+    """An API key. Only the key's public prefix and the sha256 of its secret are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A fixed camera's surveyed position, used when its frames carry no GPS.
+    camera_lat: Mapped[float | None] = mapped_column(Float, default=None)
+    camera_lon: Mapped[float | None] = mapped_column(Float, default=None)
+    camera_accuracy_m: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class Incident(Base):
+    """One deposit at one place, fed by the reports that joined it."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index(None, "lat", "lon"),
+        Index(None, "status", "last_seen"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_score: Mapped[float] = mapped_column(Float)
+    report_count: Mapped[int] = mapped_column(Integer, default=0)
+    recurrence_of_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
+    recurrence_count: Mapped[int] = mapped_column(Integer, default=0)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
+    cleaned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    reports: Mapped[list[Report]] = relationship(
+        back_populates="incident", order_by="Report.id", foreign_keys="Report.incident_id"
+    )
+    transitions: Mapped[list[Transition]] = relationship(
+        back_populates="incident", order_by="Transition.id", foreign_keys="Transition.incident_id"
+    )
+
+
+class Report(Base):
+    """One uploaded photo and what vipare said about it. The photo file is named by ``sha256``."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("client_ref", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_ref: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True, default=None)
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    photo_ext: Mapped[str] = mapped_column(String(8))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    camera_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    dumping: Mapped[bool] = mapped_column(Boolean)
+    score: Mapped[float] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(32), default=None)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    location_source: Mapped[str] = mapped_column(String(16))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    image: Mapped[dict[str, Any]] = mapped_column(JSON)
+    detections: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    verdict: Mapped[dict[str, Any]] = mapped_column(JSON)
+    location: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model: Mapped[dict[str, Any]] = mapped_column(JSON)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
+    incident_action: Mapped[str | None] = mapped_column(String(16), default=None)
+
+    incident: Mapped[Incident | None] = relationship(back_populates="reports", foreign_keys=[incident_id])
+
+
+class Transition(Base):
+    """One status change of an incident (its opening included): who, when, why."""
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(240))
+    actor_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
+
+    incident: Mapped[Incident] = relationship(back_populates="transitions", foreign_keys=[incident_id])

@@ -1,0 +1,252 @@
+"""Taking in one photo: de-duplicate, analyse, locate, store, group into an incident.
+
+Order of :func:`submit`, chosen so that a rejected upload writes nothing and an accepted one is
+never half-written:
+
+1. the same photo (sha256) from the same client already stored? Answer with that report (200);
+2. check the coordinates sent with it (422 when invalid);
+3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
+   the file cannot be used);
+4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
+   says how to send one. A report nobody can find cannot be collected, so it is not stored;
+5. write the photo file (GPS removed) atomically;
+6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
+   incident; commit. Then answer 201.
+
+A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import anyio.to_thread
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from serving.auth import Permission, Principal
+from serving.db import write_session
+from serving.errors import LocationMissingError
+from serving.incidents import IncidentAction, Status, assign
+from serving.models import Report, utcnow
+from serving.photos import EXTENSIONS
+from serving.schemas import IncidentRef, ReportForm, ReportLinks, ReportOut
+from serving.service import Service
+from vipare.errors import LocationError, VipareError
+from vipare.geotag import CameraPosition, ClientPosition
+from vipare.pipeline import Pipeline
+from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
+
+__all__ = ["CLOCK_SKEW", "can_read", "find_report", "observed_time", "report_out", "submit"]
+
+CLOCK_SKEW = timedelta(minutes=10)
+"""A capture time later than reception by more than this is a wrong clock, and ignored."""
+
+LOCATION_MISSING = (
+    "This photo carries no usable GPS position and none was sent with it, so nobody could find the "
+    "deposit. Send the phone's position with the photo: the form fields lat and lon in decimal degrees "
+    "(WGS 84), and accuracy_m in metres if known. In a browser, navigator.geolocation.getCurrentPosition() "
+    "gives them (coords.latitude, coords.longitude, coords.accuracy). Nothing was stored: send the photo "
+    "again with its position."
+)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of an upload: the report's id, and whether this upload created it."""
+
+    report_id: int
+    created: bool
+
+
+async def submit(service: Service, principal: Principal, data: bytes, form: ReportForm) -> Submitted:
+    """Take in one uploaded photo (see the module doc for the order of the steps).
+
+    Raises:
+        vipare.ImageError: the file cannot be used as a photo (its subclasses map to 413/415/422).
+        vipare.LocationError: the coordinates sent are invalid.
+        LocationMissingError: no usable position at all.
+        ModelNotReadyError: the model is not warm yet.
+    """
+    pipeline = service.require_ready()
+    received = utcnow()
+    sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+    existing = await anyio.to_thread.run_sync(_existing_id, service, principal.client_ref, sha256)
+    if existing is not None:
+        service.metrics.reports.labels(outcome="duplicate").inc()
+        return Submitted(existing, created=False)
+    try:
+        client = _client_position(form)
+        result = await anyio.to_thread.run_sync(
+            _analyze, service, pipeline, data, client, _camera_position(principal, form),
+            limiter=service.analysis_limiter,
+        )
+        if result.location is None:
+            raise LocationMissingError(LOCATION_MISSING)
+    except (VipareError, LocationMissingError):
+        service.metrics.reports.labels(outcome="rejected").inc()
+        raise
+    ext = EXTENSIONS[result.image.format]
+    await anyio.to_thread.run_sync(service.photos.put, data, sha256, ext)
+    outcome = await anyio.to_thread.run_sync(
+        _persist, service, principal, result, form, ext, received
+    )
+    service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
+    if outcome.created:
+        service.metrics.count_detections(result.detections)
+    return outcome
+
+
+def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:
+    with service.sessions() as session:
+        report = find_report(session, client_ref, sha256)
+        return report.id if report is not None else None
+
+
+def _client_position(form: ReportForm) -> ClientPosition | None:
+    if form.lat is None and form.lon is None:
+        return None
+    if form.lat is None or form.lon is None:
+        raise LocationError("Send both lat and lon (decimal degrees, WGS 84), or neither.")
+    return ClientPosition(lat=form.lat, lon=form.lon, accuracy_m=form.accuracy_m)
+
+
+def _camera_position(principal: Principal, form: ReportForm) -> CameraPosition | None:
+    camera = principal.camera
+    if camera is None:
+        return None
+    return CameraPosition(
+        camera_id=form.camera_id or camera.camera_id, lat=camera.lat, lon=camera.lon, accuracy_m=camera.accuracy_m
+    )
+
+
+def _analyze(
+    service: Service,
+    pipeline: Pipeline,
+    data: bytes,
+    client: ClientPosition | None,
+    camera: CameraPosition | None,
+) -> ImageResult:
+    start = time.perf_counter()
+    image = pipeline.decode(data)
+    decoded = time.perf_counter()
+    result = pipeline.analyze(image, client=client, camera=camera)
+    service.metrics.analysis.labels(stage="decode").observe(decoded - start)
+    service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
+    return result
+
+
+def observed_time(form: ReportForm, result: ImageResult, received: datetime) -> tuple[datetime, datetime | None]:
+    """When the photo was taken, for grouping, and the capture time to store (None when unknown).
+
+    The first known of: ``captured_at`` sent with the photo, the EXIF GPS time, the EXIF capture time
+    when it has a UTC offset. A time more than :data:`CLOCK_SKEW` after reception is ignored.
+    Otherwise the reception time.
+    """
+    location = result.location
+    gps_time = location.gps_time if location is not None and location.source == "exif" else None
+    exif_time = result.image.captured_at
+    candidates = (form.captured_at, gps_time, exif_time if exif_time and exif_time.tzinfo else None)
+    for candidate in candidates:
+        if candidate is not None and candidate <= received + CLOCK_SKEW:
+            taken = candidate.astimezone(UTC)
+            return taken, taken
+    return received, None
+
+
+def _persist(
+    service: Service, principal: Principal, result: ImageResult, form: ReportForm, ext: str, received: datetime
+) -> Submitted:
+    location = result.location
+    assert location is not None  # checked by submit
+    observed, captured = observed_time(form, result, received)
+    deposits = [d for d in result.detections if d.deposit]
+    best = max(deposits, key=lambda d: d.score, default=None)
+    try:
+        with write_session(service.sessions) as session:
+            twin = find_report(session, principal.client_ref, result.image.sha256)
+            if twin is not None:
+                return Submitted(twin.id, created=False)
+            report = Report(
+                client_ref=principal.client_ref,
+                api_key_id=principal.key_id,
+                submitted_by=principal.name,
+                sha256=result.image.sha256,
+                photo_ext=ext,
+                received_at=received,
+                observed_at=observed,
+                captured_at=captured,
+                camera_id=form.camera_id or location.camera_id,
+                note=form.note,
+                dumping=result.verdict.dumping,
+                score=result.verdict.score,
+                label=best.label if best else None,
+                lat=location.lat,
+                lon=location.lon,
+                location_source=location.source,
+                model_sha256=result.model.sha256,
+                image=result.image.model_dump(mode="json"),
+                detections=[d.model_dump(mode="json") for d in result.detections],
+                verdict=result.verdict.model_dump(mode="json"),
+                location=location.model_dump(mode="json"),
+                model=result.model.model_dump(mode="json"),
+            )
+            session.add(report)
+            session.flush()
+            if report.dumping:
+                assign(session, report, service.policy, actor=principal.actor, actor_key_id=principal.key_id)
+            return Submitted(report.id, created=True)
+    except IntegrityError:  # a twin committed by another process between our look and our insert
+        existing = _existing_id(service, principal.client_ref, result.image.sha256)
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
+
+
+def find_report(session: Session, client_ref: str, sha256: str) -> Report | None:
+    """The report of this photo from this client, if any."""
+    return session.scalar(select(Report).where(Report.client_ref == client_ref, Report.sha256 == sha256))
+
+
+def load_report(session: Session, report_id: int) -> Report | None:
+    """A report with its incident loaded."""
+    return session.scalar(select(Report).options(selectinload(Report.incident)).where(Report.id == report_id))
+
+
+def can_read(principal: Principal, report: Report) -> bool:
+    """Managers read every report; agents (and the local caller) their own."""
+    if principal.can(Permission.REPORT_READ_ALL):
+        return True
+    return principal.can(Permission.REPORT_READ_OWN) and report.client_ref == principal.client_ref
+
+
+def report_out(report: Report) -> ReportOut:
+    """The API's view of a report (its incident must be loaded)."""
+    incident = None
+    if report.incident_id is not None and report.incident is not None:
+        incident = IncidentRef(
+            id=report.incident_id,
+            status=Status(report.incident.status),
+            action=IncidentAction(report.incident_action or IncidentAction.JOINED),
+            url=f"/v1/incidents/{report.incident_id}",
+        )
+    base = f"/v1/reports/{report.id}"
+    return ReportOut(
+        id=report.id,
+        received_at=report.received_at,
+        observed_at=report.observed_at,
+        submitted_by=report.submitted_by,
+        camera_id=report.camera_id,
+        note=report.note,
+        image=ImageInfo.model_validate(report.image),
+        detections=[Detection.model_validate(d) for d in report.detections],
+        verdict=Verdict.model_validate(report.verdict),
+        location=Location.model_validate(report.location),
+        model=ModelInfo.model_validate(report.model),
+        incident=incident,
+        links=ReportLinks(self=base, image=f"{base}/image", annotated_image=f"{base}/image/annotated"),
+    )

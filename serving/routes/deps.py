@@ -1,0 +1,141 @@
+"""FastAPI dependencies: the service, a database session, the caller and what it may do.
+
+A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the Open311 routes also
+read the ``api_key`` query parameter, as Open311 clients do. No key: 401. A key whose role lacks the
+permission: 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from serving.auth import LOCAL, Permission, Principal, authenticate
+from serving.errors import AuthenticationError, PermissionDeniedError
+from serving.observability import LOG_EXTRA_KEY
+from serving.schemas import MAX_ID
+from serving.service import Service
+
+__all__ = [
+    "IdPath",
+    "Limit",
+    "Offset",
+    "ServiceDep",
+    "SessionDep",
+    "get_principal",
+    "get_service",
+    "get_session",
+    "require",
+    "require_open311",
+]
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The id.")]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Items per page (capped by the server).")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="Items to skip.")]
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+_query = APIKeyQuery(name="api_key", auto_error=False, description="The API key (Open311 clients).")
+
+_NO_KEY = (
+    "Send an API key: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. "
+    "An administrator creates one with: vipare keys create --role agent --name <who>"
+)
+
+_ACTIONS: dict[Permission, str] = {
+    Permission.REPORT_CREATE: "upload photos",
+    Permission.REPORT_READ_OWN: "read reports",
+    Permission.REPORT_READ_ALL: "read every report",
+    Permission.INCIDENT_READ: "read incidents",
+    Permission.INCIDENT_TRANSITION: "change incident states",
+    Permission.EXPORT: "export incidents",
+    Permission.KEY_MANAGE: "manage API keys",
+}
+
+
+def get_service(request: Request) -> Service:
+    """The service built at start-up."""
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_session(service: ServiceDep) -> Iterator[Session]:
+    """A read session for the request."""
+    with service.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _identify(request: Request, service: Service, key: str | None) -> Principal:
+    with service.sessions() as session:
+        if key is None:
+            if not service.open_mode(session):
+                raise AuthenticationError(_NO_KEY, headers={"WWW-Authenticate": "Bearer"})
+            principal: Principal | None = LOCAL
+        else:
+            principal = authenticate(session, key)
+    if principal is None:
+        raise AuthenticationError(
+            "This API key is unknown or revoked; ask an administrator for a valid one.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    log = request.scope.get(LOG_EXTRA_KEY)
+    if isinstance(log, dict):
+        log["key"] = principal.actor
+    return principal
+
+
+def get_principal(
+    request: Request,
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    """The caller, from its API key."""
+    return _identify(request, service, bearer.credentials if bearer else header)
+
+
+def get_open311_principal(
+    request: Request,
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+    query: Annotated[str | None, Depends(_query)],
+) -> Principal:
+    """The caller, from its API key, which Open311 clients may also send as ``?api_key=``."""
+    return _identify(request, service, bearer.credentials if bearer else header or query)
+
+
+def _check(principal: Principal, permission: Permission) -> Principal:
+    if not principal.can(permission):
+        role = str(principal.role)
+        article = "An" if role[:1] in "aeiou" else "A"
+        raise PermissionDeniedError(f"{article} {role} key may not {_ACTIONS[permission]}.")
+    return principal
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """A dependency giving the caller, or answering 403 when its role lacks ``permission``."""
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        return _check(principal, permission)
+
+    return dependency
+
+
+def require_open311(permission: Permission) -> Callable[[Principal], Principal]:
+    """As :func:`require`, accepting the ``api_key`` query parameter too."""
+
+    def dependency(principal: Annotated[Principal, Depends(get_open311_principal)]) -> Principal:
+        return _check(principal, permission)
+
+    return dependency

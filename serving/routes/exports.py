@@ -1,0 +1,166 @@
+"""Exports for managers and city systems: CSV, GeoJSON, and Open311 GeoReport v2 (read-only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from serving.auth import Permission, Principal
+from serving.errors import ErrorBody
+from serving.exports import OPEN311_SERVICES, csv_lines, csv_row, incident_feature, open311_request
+from serving.incidents import OPEN_STATUSES, Status
+from serving.models import utcnow
+from serving.queries import IncidentFilter, batches, iter_incidents, last_comments, latest_reports, state_times
+from serving.routes.deps import IdPath, ServiceDep, require, require_open311
+from serving.routes.incidents import FilterDep
+from serving.schemas import MAX_ID, Timestamp
+from serving.service import Service
+
+__all__ = ["OPEN311_DEFAULT_DAYS", "OPEN311_MAX_REQUESTS", "router"]
+
+OPEN311_DEFAULT_DAYS = 90
+"""Open311: without dates or ids, requests.json returns the last 90 days."""
+OPEN311_MAX_REQUESTS = 1000
+"""Open311: at most this many requests per answer."""
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+    403: {"model": ErrorBody, "description": "The key's role may not export."},
+}
+
+router = APIRouter(responses=_AUTH_ERRORS)
+ExportPrincipal = Annotated[Principal, Depends(require(Permission.EXPORT))]
+Open311Principal = Annotated[Principal, Depends(require_open311(Permission.EXPORT))]
+
+
+@router.get(
+    "/v1/exports/incidents.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "One row per incident."}},
+    tags=["exports"],
+    summary="Incidents as CSV",
+)
+def export_csv(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal) -> StreamingResponse:
+    """Every matching incident: id, class, status, lat, lon, address fields (empty: not geocoded),
+    first and last seen, when it entered each status, merge target, report and recurrence counts.
+    """
+
+    def rows() -> Iterator[list[str]]:
+        with service.sessions() as session:
+            for batch in batches(iter_incidents(session, flt)):
+                times = state_times(session, [i.id for i in batch])
+                for incident in batch:
+                    yield csv_row(incident, times[incident.id])
+
+    return StreamingResponse(
+        csv_lines(rows()),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
+    )
+
+
+@router.get(
+    "/v1/exports/incidents.geojson",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/geo+json": {}}, "description": "A FeatureCollection."}},
+    tags=["exports"],
+    summary="Incidents as one GeoJSON file",
+)
+def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal) -> StreamingResponse:
+    """Every matching incident in one FeatureCollection (RFC 7946, ``[lon, lat]``), without paging."""
+
+    def chunks() -> Iterator[str]:
+        yield '{"type":"FeatureCollection","features":['
+        with service.sessions() as session:
+            for n, incident in enumerate(iter_incidents(session, flt)):
+                yield ("," if n else "") + incident_feature(incident).model_dump_json()
+        yield "]}"
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/geo+json",
+        headers={"Content-Disposition": 'attachment; filename="incidents.geojson"'},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Open311 GeoReport v2
+
+
+@router.get("/open311/v2/services.json", tags=["open311"], summary="Open311 service list")
+def open311_services(_principal: Open311Principal) -> list[dict[str, Any]]:
+    """One service per deposit class."""
+    return list(OPEN311_SERVICES)
+
+
+def _open311_requests(service: Service, request: Request, flt: IncidentFilter, limit: int) -> list[dict[str, Any]]:
+    base = str(request.base_url).rstrip("/")
+    with service.sessions() as session:
+        incidents = list(iter_incidents(session, flt, limit=limit))
+        ids = [i.id for i in incidents]
+        notes, latest = last_comments(session, ids), latest_reports(session, ids)
+    return [
+        open311_request(
+            incident,
+            status_notes=notes.get(incident.id),
+            media_url=f"{base}/v1/reports/{latest[incident.id]}/image/annotated" if incident.id in latest else None,
+        )
+        for incident in incidents
+    ]
+
+
+@router.get("/open311/v2/requests.json", tags=["open311"], summary="Open311 service requests")
+def open311_requests(
+    request: Request,
+    service: ServiceDep,
+    _principal: Open311Principal,
+    service_request_id: Annotated[str | None, Query(description="Comma-separated incident ids.")] = None,
+    service_code: Annotated[str | None, Query(description="Comma-separated classes.")] = None,
+    start_date: Annotated[Timestamp | None, Query(description="Requested at or after (ISO 8601).")] = None,
+    end_date: Annotated[Timestamp | None, Query(description="Requested at or before (ISO 8601).")] = None,
+    status: Annotated[Literal["open", "closed"] | None, Query(description="open or closed")] = None,
+) -> Any:
+    """Incidents as Open311 requests, most recently seen first; the last 90 days when no ids or dates are given."""
+    ids: tuple[int, ...] = ()
+    if service_request_id:
+        try:
+            ids = tuple(int(part) for part in service_request_id.split(",") if part.strip())
+            if not all(1 <= i <= MAX_ID for i in ids):
+                raise ValueError("out of range")
+        except ValueError:
+            return JSONResponse([{"code": 400, "description": "service_request_id: comma-separated numbers"}], 400)
+    if not ids and start_date is None and end_date is None:
+        start_date = utcnow() - timedelta(days=OPEN311_DEFAULT_DAYS)
+    statuses: tuple[Status, ...] = ()
+    if status == "open":
+        statuses = tuple(OPEN_STATUSES)
+    elif status == "closed":
+        statuses = tuple(s for s in Status if s not in OPEN_STATUSES)
+    flt = IncidentFilter(
+        statuses=statuses,
+        labels=tuple(c.strip() for c in service_code.split(",") if c.strip()) if service_code else (),
+        ids=ids,
+        opened_since=start_date,
+        opened_until=end_date,
+    )
+    return _open311_requests(service, request, flt, OPEN311_MAX_REQUESTS)
+
+
+@router.get(
+    "/open311/v2/requests/{request_id}.json",
+    tags=["open311"],
+    responses={404: {"description": "Open311 error list: [{code, description}]."}},
+    summary="One Open311 service request",
+)
+def open311_request_by_id(
+    request_id: IdPath, request: Request, service: ServiceDep, _principal: Open311Principal
+) -> Any:
+    """One incident as a one-element list, as Open311 answers."""
+    found = _open311_requests(service, request, IncidentFilter(ids=(request_id,)), 1)
+    if not found:
+        return JSONResponse([{"code": 404, "description": f"no service request {request_id}"}], status_code=404)
+    return found

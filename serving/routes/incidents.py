@@ -1,0 +1,185 @@
+"""``/v1/incidents``: the map (GeoJSON), one incident with its reports and history, status changes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, selectinload
+
+from serving.auth import Permission, Principal
+from serving.db import write_session
+from serving.errors import ErrorBody, NotFoundError
+from serving.exports import incident_feature
+from serving.incidents import Status, transition
+from serving.models import Incident, Report
+from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
+from serving.reports import report_out
+from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
+from serving.schemas import FeatureCollection, IncidentDetail, Link, Timestamp, TransitionIn, TransitionOut
+
+__all__ = ["GeoJSONResponse", "incident_filter", "router"]
+
+
+class GeoJSONResponse(JSONResponse):
+    """JSON with the GeoJSON media type (RFC 7946)."""
+
+    media_type = "application/geo+json"
+
+
+router = APIRouter(
+    tags=["incidents"],
+    responses={
+        401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+        403: {"model": ErrorBody, "description": "The key's role may not do this."},
+    },
+)
+
+
+def incident_filter(
+    bbox: Annotated[
+        str | None,
+        Query(
+            description="min_lon,min_lat,max_lon,max_lat in decimal degrees (WGS 84)", examples=["6.1,49.1,6.2,49.2"]
+        ),
+    ] = None,
+    status: Annotated[list[Status] | None, Query(description="Any of these statuses (repeat the parameter).")] = None,
+    class_: Annotated[
+        list[str] | None, Query(alias="class", description="Any of these classes, e.g. dumped_waste.")
+    ] = None,
+    since: Annotated[
+        Timestamp | None, Query(description="Seen at or after this time (ISO 8601 with offset).")
+    ] = None,
+    until: Annotated[Timestamp | None, Query(description="Seen at or before this time.")] = None,
+) -> IncidentFilter:
+    """The filters shared by the map, the exports."""
+    box: Bbox | None = None
+    if bbox is not None:
+        try:
+            box = parse_bbox(bbox)
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("query", "bbox"), "msg": str(exc), "input": bbox}]
+            ) from None
+    return IncidentFilter(bbox=box, statuses=tuple(status or ()), labels=tuple(class_ or ()), since=since, until=until)
+
+
+FilterDep = Annotated[IncidentFilter, Depends(incident_filter)]
+
+
+@router.get(
+    "/v1/incidents",
+    response_model=FeatureCollection,
+    response_class=GeoJSONResponse,
+    summary="Incidents on a map (GeoJSON)",
+)
+def get_incidents(
+    request: Request,
+    session: SessionDep,
+    service: ServiceDep,
+    flt: FilterDep,
+    _principal: Annotated[Principal, Depends(require(Permission.INCIDENT_READ))],
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> Any:
+    """Incidents matching the filters, most recently seen first, as a GeoJSON FeatureCollection.
+
+    Coordinates are ``[lon, lat]``. ``numberMatched`` counts all matches; ``links`` holds the next and
+    previous pages.
+    """
+    size = min(limit or service.settings.page_size, service.settings.max_page_size)
+    matched = count_incidents(session, flt)
+    features = [incident_feature(i) for i in list_incidents(session, flt, limit=size, offset=offset)]
+    links = [Link(href=str(request.url), rel="self")]
+    if offset + len(features) < matched:
+        links.append(Link(href=str(request.url.include_query_params(offset=offset + size, limit=size)), rel="next"))
+    if offset > 0:
+        previous = max(0, offset - size)
+        links.append(Link(href=str(request.url.include_query_params(offset=previous, limit=size)), rel="prev"))
+    collection = FeatureCollection(
+        features=features, numberMatched=matched, numberReturned=len(features), links=links
+    )
+    return GeoJSONResponse(collection.model_dump(mode="json"))
+
+
+def incident_detail(session: Session, incident_id: int) -> IncidentDetail:
+    """An incident with its reports and history.
+
+    Raises:
+        NotFoundError: no such incident.
+    """
+    incident = session.get(
+        Incident,
+        incident_id,
+        options=[selectinload(Incident.reports).selectinload(Report.incident), selectinload(Incident.transitions)],
+    )
+    if incident is None:
+        raise NotFoundError(f"There is no incident #{incident_id}.")
+    feature = incident_feature(incident)
+    return IncidentDetail(
+        id=feature.id,
+        geometry=feature.geometry,
+        properties=feature.properties,
+        reports=[report_out(r) for r in incident.reports],
+        history=[
+            TransitionOut(
+                id=t.id,
+                from_status=Status(t.from_status) if t.from_status else None,
+                to_status=Status(t.to_status),
+                at=t.at,
+                actor=t.actor,
+                comment=t.comment,
+                merged_into=t.merged_into_id,
+            )
+            for t in incident.transitions
+        ],
+    )
+
+
+@router.get(
+    "/v1/incidents/{incident_id}",
+    response_model=IncidentDetail,
+    responses={404: {"model": ErrorBody, "description": "No such incident."}},
+    summary="One incident, its reports and history",
+)
+def get_incident(
+    incident_id: IdPath,
+    session: SessionDep,
+    _principal: Annotated[Principal, Depends(require(Permission.INCIDENT_READ))],
+) -> IncidentDetail:
+    """The incident as a GeoJSON Feature, with every report that joined it and every status change."""
+    return incident_detail(session, incident_id)
+
+
+@router.post(
+    "/v1/incidents/{incident_id}/transitions",
+    status_code=201,
+    response_model=IncidentDetail,
+    responses={
+        404: {"model": ErrorBody, "description": "No such incident."},
+        409: {"model": ErrorBody, "description": "The incident's status does not allow this change."},
+        422: {"description": "Invalid body, or an unusable merge target (code invalid_merge)."},
+    },
+    summary="Change an incident's status",
+)
+def post_transition(
+    incident_id: IdPath,
+    body: TransitionIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.INCIDENT_TRANSITION))],
+) -> IncidentDetail:
+    """Move the incident to ``to`` (confirmed, scheduled, cleaned, rejected, duplicate), recording who,
+    when and ``comment``. ``duplicate`` needs ``merged_into``; the incident's reports move there.
+    """
+    with write_session(service.sessions) as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFoundError(f"There is no incident #{incident_id}.")
+        transition(
+            session, incident, body.to, actor=principal.actor, actor_key_id=principal.key_id,
+            comment=body.comment, merged_into_id=body.merged_into,
+        )
+    with service.sessions() as session:
+        return incident_detail(session, incident_id)

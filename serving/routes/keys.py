@@ -1,0 +1,83 @@
+"""``/v1/keys``: administrators create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import func, select
+
+from serving.auth import Permission, Principal, Role, create_key, revoke_key
+from serving.db import write_session
+from serving.errors import ErrorBody, NotFoundError, ServiceError
+from serving.models import ApiKey
+from serving.routes.deps import IdPath, ServiceDep, SessionDep, require
+from serving.schemas import KeyCreate, KeyCreated, KeyOut
+from vipare.geotag import CameraPosition
+
+__all__ = ["LastAdminKeyError", "key_out", "router"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+    403: {"model": ErrorBody, "description": "Only admin keys manage keys."},
+}
+
+router = APIRouter(tags=["keys"], responses=_ERRORS)
+AdminPrincipal = Annotated[Principal, Depends(require(Permission.KEY_MANAGE))]
+
+
+class LastAdminKeyError(ServiceError):
+    """Revoking this key would leave nobody able to manage keys."""
+
+    status_code, code = 409, "last_admin_key"
+
+
+def key_out(row: ApiKey) -> KeyOut:
+    """A key without its secret."""
+    return KeyOut(
+        id=row.id, prefix=row.prefix, role=Role(row.role), name=row.name, created_at=row.created_at,
+        revoked_at=row.revoked_at, camera_lat=row.camera_lat, camera_lon=row.camera_lon,
+    )
+
+
+@router.post("/v1/keys", status_code=201, response_model=KeyCreated, summary="Create a key")
+def post_key(body: KeyCreate, service: ServiceDep, _principal: AdminPrincipal) -> KeyCreated:
+    """Create a key. The answer holds the key itself, shown this once: only its hash is stored."""
+    camera = None
+    if body.camera_lat is not None and body.camera_lon is not None:
+        camera = CameraPosition(
+            camera_id=body.name, lat=body.camera_lat, lon=body.camera_lon, accuracy_m=body.camera_accuracy_m
+        )
+    with write_session(service.sessions) as session:
+        row, key = create_key(session, body.role, body.name, camera)
+        out = key_out(row)
+    return KeyCreated(**out.model_dump(), key=key)
+
+
+@router.get("/v1/keys", response_model=list[KeyOut], summary="List keys")
+def get_keys(session: SessionDep, _principal: AdminPrincipal) -> list[KeyOut]:
+    """Every key, revoked ones included, without secrets."""
+    return [key_out(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
+
+
+@router.delete(
+    "/v1/keys/{key_id}",
+    response_model=KeyOut,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "The last admin key."}},
+    summary="Revoke a key",
+)
+def delete_key(key_id: IdPath, service: ServiceDep, _principal: AdminPrincipal) -> KeyOut:
+    """Revoke a key at once (idempotent). The last active admin key cannot be revoked."""
+    with write_session(service.sessions) as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFoundError(f"There is no key #{key_id}.")
+        if row.role == Role.ADMIN.value and row.revoked_at is None:
+            admins = session.scalar(
+                select(func.count()).select_from(ApiKey)
+                .where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+            )
+            if (admins or 0) <= 1:
+                raise LastAdminKeyError("This is the last admin key; create another admin key before revoking it.")
+        revoke_key(session, key_id)
+        return key_out(row)

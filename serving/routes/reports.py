@@ -1,0 +1,239 @@
+"""``/v1/reports``: upload a photo, read reports and their photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+from starlette.datastructures import UploadFile
+
+from serving.auth import Permission, Principal
+from serving.errors import ErrorBody, NotFoundError
+from serving.models import Report
+from serving.observability import LOG_EXTRA_KEY
+from serving.photos import MEDIA_TYPES, render_annotated
+from serving.reports import can_read, load_report, report_out, submit
+from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
+from serving.schemas import NOTE_MAX, ReportForm, ReportOut, ReportPage
+from serving.service import Service
+from vipare.results import Detection
+
+__all__ = ["UPLOAD_PATH", "router", "upload_router"]
+
+UPLOAD_PATH = "/v1/reports"
+
+PHOTO_FIELD = "photo"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        401: "No API key, or an unknown or revoked one.",
+        403: "The key's role may not do this.",
+        404: "No such report, or not one of yours.",
+    }.items()
+}
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReportOut, "description": "The same photo was already sent by this client: its first report."},
+    401: _ERRORS[401],
+    403: _ERRORS[403],
+    413: {"model": ErrorBody, "description": "The upload or the image is too large."},
+    415: {"model": ErrorBody, "description": "Not a JPEG, PNG, WebP or HEIC photo."},
+    422: {
+        "description": "Unreadable photo (empty, cut short, damaged), invalid coordinates, or no usable location "
+        "(code location_missing: send lat and lon with the photo); or invalid form fields.",
+    },
+    503: {"model": ErrorBody, "description": "The model is still loading; retry after the Retry-After delay."},
+}
+
+
+def _upload_body_schema() -> dict[str, Any]:
+    fields = ReportForm.model_json_schema()["properties"]
+    photo = {"type": "string", "format": "binary", "description": "The photo: JPEG, PNG, WebP or HEIC."}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [PHOTO_FIELD],
+                        "properties": {PHOTO_FIELD: photo, **fields},
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        }
+    }
+
+
+upload_router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], responses=_ERRORS)
+
+
+@upload_router.post(
+    UPLOAD_PATH,
+    status_code=201,
+    response_model=ReportOut,
+    responses=_UPLOAD_ERRORS,
+    openapi_extra=_upload_body_schema(),
+    summary="Upload a photo",
+)
+async def create_report(
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_CREATE))],
+) -> ReportOut:
+    """Upload one photo (multipart field ``photo``) with optional ``lat``, ``lon``, ``accuracy_m``,
+    ``captured_at``, ``camera_id`` and ``note``.
+
+    201 with the new report: detections, verdict, location and its source, model identity, and the
+    incident it opened or joined. 200 with the first report when this client already sent the same
+    photo (it counts once). The key is checked and the model's readiness too before the body is read;
+    the body's size is counted while it streams in.
+    """
+    service.require_ready()
+    data, form = await _read_upload(request)
+    outcome = await submit(service, principal, data, form)
+    log = request.scope.get(LOG_EXTRA_KEY)
+    if isinstance(log, dict):
+        log["report_id"] = outcome.report_id
+    response.status_code = 201 if outcome.created else 200
+    return await anyio.to_thread.run_sync(_report_out, service, outcome.report_id)
+
+
+def _report_out(service: Service, report_id: int) -> ReportOut:
+    with service.sessions() as session:
+        report = load_report(session, report_id)
+        assert report is not None, "a report just stored or found"
+        return report_out(report)
+
+
+async def _read_upload(request: Request) -> tuple[bytes, ReportForm]:
+    form = await request.form(
+        max_files=1, max_fields=len(ReportForm.model_fields) + 4, max_part_size=4 * NOTE_MAX + 1024
+    )
+    try:
+        photo = form.get(PHOTO_FIELD)
+        if not isinstance(photo, UploadFile):
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body", PHOTO_FIELD), "input": None,
+                  "msg": f"Send the photo as a file in the multipart/form-data field '{PHOTO_FIELD}'."}]
+            )
+        fields: dict[str, Any] = {}
+        for name, value in form.multi_items():
+            if name == PHOTO_FIELD:
+                continue
+            if not isinstance(value, str):
+                raise RequestValidationError(
+                    [{"type": "string_type", "loc": ("body", name), "input": None, "msg": "Send text, not a file."}]
+                )
+            if value.strip():  # an empty HTML form field means "not given"
+                fields[name] = value
+        try:
+            parsed = ReportForm.model_validate(fields)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+            raise RequestValidationError(errors) from None
+        data = await photo.read()
+    finally:
+        await form.close()
+    return data, parsed
+
+
+@router.get("/v1/reports", response_model=ReportPage, summary="List reports")
+def list_reports(
+    session: SessionDep,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+    limit: Limit = None,
+    offset: Offset = 0,
+    dumping: Annotated[bool | None, Query(description="Only photos with (true) or without (false) dumping.")] = None,
+) -> ReportPage:
+    """Reports, newest first: every report for a manager, an agent's own otherwise."""
+    size = min(limit or service.settings.page_size, service.settings.max_page_size)
+    where = []
+    if not principal.can(Permission.REPORT_READ_ALL):
+        where.append(Report.client_ref == principal.client_ref)
+    if dumping is not None:
+        where.append(Report.dumping.is_(dumping))
+    total = session.scalar(select(func.count()).select_from(Report).where(*where)) or 0
+    page = session.scalars(
+        select(Report).options(selectinload(Report.incident)).where(*where)
+        .order_by(Report.id.desc()).limit(size).offset(offset)
+    )
+    return ReportPage(items=[report_out(r) for r in page], total=total, limit=size, offset=offset)
+
+
+def _readable(session: Session, principal: Principal, report_id: int) -> Report:
+    report = load_report(session, report_id)
+    if report is None or not can_read(principal, report):
+        raise NotFoundError(f"There is no report #{report_id} you may read.")
+    return report
+
+
+@router.get("/v1/reports/{report_id}", response_model=ReportOut, summary="Read a report")
+def get_report(
+    report_id: IdPath,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+) -> ReportOut:
+    """One report (managers: any; agents: their own)."""
+    return report_out(_readable(session, principal, report_id))
+
+
+@router.get(
+    "/v1/reports/{report_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The stored photo."}},
+    summary="The photo",
+)
+def get_report_image(
+    report_id: IdPath,
+    session: SessionDep,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+) -> FileResponse:
+    """The stored photo, as uploaded but without its EXIF GPS."""
+    report = _readable(session, principal, report_id)
+    path = service.photos.path(report.sha256, report.photo_ext)
+    if not path.exists():
+        raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
+    return FileResponse(path, media_type=MEDIA_TYPES[report.photo_ext])
+
+
+@router.get(
+    "/v1/reports/{report_id}/image/annotated",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo with boxes, JPEG."}},
+    summary="The photo with the detections drawn",
+)
+async def get_report_annotated(
+    report_id: IdPath,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+) -> Response:
+    """The photo, upright, with each detection's box and score, at most 1600 pixels wide or high."""
+
+    def find() -> tuple[Path, list[Detection]]:
+        with service.sessions() as session:
+            report = _readable(session, principal, report_id)
+            path = service.photos.path(report.sha256, report.photo_ext)
+            return path, [Detection.model_validate(d) for d in report.detections]
+
+    path, detections = await anyio.to_thread.run_sync(find)
+    if not path.exists():
+        raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
+    jpeg = await anyio.to_thread.run_sync(
+        lambda: render_annotated(path, detections, max_pixels=service.settings.max_image_pixels),
+        limiter=service.analysis_limiter,
+    )
+    return Response(jpeg, media_type="image/jpeg")

@@ -1,0 +1,255 @@
+"""What the service sends and accepts, as pydantic models (they also make the OpenAPI schema).
+
+A report reuses the library's own result types (:mod:`vipare.results`): detections, verdict,
+location and model identity are exactly what :meth:`vipare.Pipeline.analyze` returned.
+GeoJSON follows RFC 7946: coordinates are ``[lon, lat]``; collections carry the OGC API Features
+members ``numberMatched``, ``numberReturned`` and ``links`` for paging.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from serving.auth import Role
+from serving.incidents import IncidentAction, Status
+from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict
+
+__all__ = [
+    "FeatureCollection",
+    "IncidentDetail",
+    "IncidentFeature",
+    "IncidentProperties",
+    "IncidentRef",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyOut",
+    "Link",
+    "ModelOut",
+    "ReportForm",
+    "ReportOut",
+    "ReportPage",
+    "MAX_ID",
+    "Timestamp",
+    "TransitionIn",
+    "TransitionOut",
+]
+
+NOTE_MAX = 2000
+COMMENT_MAX = 2000
+MAX_ID = 2**63 - 1
+"""Largest id a database integer column holds (larger ones are refused with 422, not a 500)."""
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+    if not 1970 <= utc.year <= 9998:
+        raise ValueError("the time must be between 1970 and 9998")
+    return utc
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_in_range)]
+"""A timezone-aware time (ISO 8601 with an offset), returned in UTC; years 1970 to 9998."""
+
+
+class ReportForm(BaseModel):
+    """The text fields sent with a photo (multipart/form-data, next to the file field ``photo``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float | None = Field(None, description="Latitude, decimal degrees (WGS 84), from the phone's geolocation.")
+    lon: float | None = Field(None, description="Longitude, decimal degrees (WGS 84).")
+    accuracy_m: float | None = Field(None, description="Horizontal accuracy of lat/lon, metres.")
+    captured_at: Timestamp | None = Field(
+        None, description="When the photo was taken, ISO 8601 with a UTC offset (e.g. 2024-05-01T09:30:00+02:00)."
+    )
+    camera_id: str | None = Field(None, min_length=1, max_length=100, description="Which camera took the frame.")
+    note: str | None = Field(None, max_length=NOTE_MAX, description="Free text from the agent.")
+
+
+class IncidentRef(BaseModel):
+    """The incident a report belongs to."""
+
+    id: int
+    status: Status
+    action: IncidentAction = Field(
+        description="opened: this report opened it; joined: it joined it; late: taken before its cleaning."
+    )
+    url: str
+
+
+class ReportLinks(BaseModel):
+    """Where to fetch more about a report."""
+
+    self: str
+    image: str = Field(description="The stored photo (EXIF GPS removed).")
+    annotated_image: str = Field(description="The photo with the detections drawn, as JPEG.")
+
+
+class ReportOut(BaseModel):
+    """One uploaded photo and what the service made of it."""
+
+    id: int
+    received_at: datetime
+    observed_at: datetime = Field(
+        description="When the photo was taken (captured_at, else EXIF GPS time, else EXIF time with offset), "
+        "else when it was received; used to group reports into incidents."
+    )
+    submitted_by: str
+    camera_id: str | None
+    note: str | None
+    image: ImageInfo
+    detections: list[Detection]
+    verdict: Verdict
+    location: Location
+    model: ModelInfo
+    incident: IncidentRef | None = Field(description="None when the photo shows no deposit.")
+    links: ReportLinks
+
+
+class ReportPage(BaseModel):
+    """A page of reports, newest first."""
+
+    items: list[ReportOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TransitionOut(BaseModel):
+    """One entry of an incident's history."""
+
+    id: int
+    from_status: Status | None
+    to_status: Status
+    at: datetime
+    actor: str
+    comment: str | None
+    merged_into: int | None
+
+
+class TransitionIn(BaseModel):
+    """A requested status change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Status
+    comment: str | None = Field(None, max_length=COMMENT_MAX)
+    merged_into: int | None = Field(
+        None, ge=1, le=MAX_ID, description="For 'duplicate': the incident this one duplicates."
+    )
+
+
+class IncidentProperties(BaseModel):
+    """An incident's properties in GeoJSON."""
+
+    id: int
+    status: Status
+    label: str = Field(description="Class of the incident's best detection (dumped_waste, overflowing_bin).")
+    family: str
+    first_seen: datetime
+    last_seen: datetime
+    report_count: int
+    recurrence_count: int = Field(description="Deposits found at this place after a cleaning, up to this one.")
+    recurrence_of: int | None
+    merged_into: int | None
+    max_score: float
+    updated_at: datetime
+
+
+class PointGeometry(BaseModel):
+    """A GeoJSON point, ``[lon, lat]``."""
+
+    type: Literal["Point"] = "Point"
+    coordinates: tuple[float, float]
+
+
+class IncidentFeature(BaseModel):
+    """An incident as a GeoJSON Feature."""
+
+    type: Literal["Feature"] = "Feature"
+    id: int
+    geometry: PointGeometry
+    properties: IncidentProperties
+
+
+class Link(BaseModel):
+    """A link to another page."""
+
+    href: str
+    rel: str
+    type: str = "application/geo+json"
+
+
+class FeatureCollection(BaseModel):
+    """Incidents as a GeoJSON FeatureCollection, with paging members."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[IncidentFeature]
+    numberMatched: int  # noqa: N815 - OGC API Features member names
+    numberReturned: int  # noqa: N815
+    links: list[Link] = Field(default_factory=list)
+
+
+class IncidentDetail(IncidentFeature):
+    """An incident with its reports and its history."""
+
+    reports: list[ReportOut]
+    history: list[TransitionOut]
+
+
+class KeyCreate(BaseModel):
+    """A key to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    name: str = Field(min_length=1, max_length=200, description="Who or what holds it; shown in histories.")
+    camera_lat: float | None = Field(None, description="Camera keys: the camera's surveyed latitude.")
+    camera_lon: float | None = None
+    camera_accuracy_m: float | None = None
+
+    @model_validator(mode="after")
+    def _camera_fields(self) -> KeyCreate:
+        given = [v is not None for v in (self.camera_lat, self.camera_lon)]
+        if any(given) and self.role is not Role.CAMERA:
+            raise ValueError("only camera keys carry a position (camera_lat, camera_lon)")
+        if any(given) and not all(given):
+            raise ValueError("give both camera_lat and camera_lon, or neither")
+        return self
+
+
+class KeyOut(BaseModel):
+    """A key, without its secret."""
+
+    id: int
+    prefix: str
+    role: Role
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    camera_lat: float | None
+    camera_lon: float | None
+
+
+class KeyCreated(KeyOut):
+    """A new key, with the secret shown this once."""
+
+    key: str = Field(description="Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. Shown once.")
+
+
+class ModelOut(BaseModel):
+    """The model the service runs and the thresholds it applies."""
+
+    model: ModelInfo
+    conf_threshold: float
+    iou_threshold: float
+    verdict_threshold: float
+    deposit_classes: list[str]
+    class_families: dict[str, str]
+    ready: bool

@@ -1,0 +1,142 @@
+"""The service's long-lived parts, built once per process at start-up (see :func:`start_service`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import anyio
+import numpy as np
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from serving.config import ServiceSettings, check_exposure, is_loopback
+from serving.db import active_key_count, engine_from_settings, migrate, session_factory
+from serving.errors import ModelNotReadyError
+from serving.incidents import GroupingPolicy
+from serving.models import Report
+from serving.observability import Metrics
+from serving.photos import PhotoStore, WorkerLock
+from vipare.detection import Detector
+from vipare.pipeline import Pipeline
+
+__all__ = ["Service", "start_service"]
+
+logger = logging.getLogger("serving.service")
+
+NOT_READY_RETRY_S = 5
+
+
+@dataclass
+class Service:
+    """Everything a request needs: settings, database, photo store, model, metrics.
+
+    Attributes:
+        ready: True once the model has run one warm-up inference.
+        analysis_limiter: bounds the photos analysed at once (``settings.effective_analysis_slots``).
+    """
+
+    settings: ServiceSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    photos: PhotoStore
+    metrics: Metrics
+    pipeline: Pipeline
+    worker_lock: WorkerLock
+    ready: bool = False
+    analysis_limiter: anyio.CapacityLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.analysis_limiter = anyio.CapacityLimiter(self.settings.effective_analysis_slots)
+
+    @property
+    def policy(self) -> GroupingPolicy:
+        """How reports group into incidents."""
+        return GroupingPolicy(
+            radius_m=self.settings.incident_radius_m, window=timedelta(days=self.settings.incident_window_days)
+        )
+
+    def require_ready(self) -> Pipeline:
+        """The pipeline, once warm.
+
+        Raises:
+            ModelNotReadyError: still warming up (HTTP 503 with Retry-After).
+        """
+        if not self.ready:
+            raise ModelNotReadyError(
+                "The model is still loading; send the photo again in a few seconds.",
+                headers={"Retry-After": str(NOT_READY_RETRY_S)},
+            )
+        return self.pipeline
+
+    def open_mode(self, session: Session) -> bool:
+        """True when no API key exists and the service only listens on loopback: callers need no key."""
+        return is_loopback(self.settings.host) and active_key_count(session) == 0
+
+    def warm_up(self) -> None:
+        """Run one inference on a blank picture (first runs are slow), then declare the service ready."""
+        height, width = self.pipeline.detector.input_size
+        self.pipeline.detector.detect(np.zeros((height, width, 3), dtype=np.uint8), original_size=(width, height))
+        self.ready = True
+        self.metrics.ready.set(1)
+        logger.info("ready", extra={"model_sha256": self.pipeline.detector.info.sha256})
+
+    def close(self) -> None:
+        """Release the database and the worker lock."""
+        self.ready = False
+        self.engine.dispose()
+        self.worker_lock.release()
+
+
+def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detector | None = None) -> Service:
+    """Build the service: migrate the database, check exposure, clean the photo store, load the model.
+
+    Blocking; run it off the event loop.
+
+    Args:
+        settings: the service's settings.
+        metrics: where to count.
+        detector: an already loaded detector (tests share one); loaded from ``settings`` when omitted.
+
+    Raises:
+        UnsafeConfigurationError: bound beyond loopback with no API key.
+        vipare.ModelError: the model cannot be loaded.
+    """
+    engine = engine_from_settings(settings)
+    lock: WorkerLock | None = None
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions() as session:
+            check_exposure(settings, active_key_count(session))
+        photos = PhotoStore(settings.photo_dir)
+        lock = WorkerLock(settings.data_dir / ".workers.lock")
+        alone = lock.acquire()
+        try:
+            removed = photos.remove_orphans(
+                _referenced(sessions), older_than_s=0.0 if alone else settings.orphan_grace_s
+            )
+        finally:
+            lock.share()
+        if removed:
+            logger.warning("orphan photos removed", extra={"count": removed})
+        pipeline = Pipeline(detector=detector, settings=settings)
+    except BaseException:
+        engine.dispose()
+        if lock is not None:
+            lock.release()
+        raise
+    return Service(
+        settings=settings, engine=engine, sessions=sessions, photos=photos, metrics=metrics,
+        pipeline=pipeline, worker_lock=lock,
+    )
+
+
+def _referenced(sessions: sessionmaker[Session]) -> Callable[[Sequence[str]], set[str]]:
+    def referenced(shas: Sequence[str]) -> set[str]:
+        with sessions() as session:
+            return set(session.scalars(select(Report.sha256).where(Report.sha256.in_(list(shas)))))
+
+    return referenced

@@ -1,0 +1,119 @@
+"""Exports: CSV columns and values, GeoJSON in lon/lat order, Open311 GeoReport v2 shapes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from serving.exports import CSV_COLUMNS
+from tests.serving.helpers import Server, deposit_photo, moved
+
+LYON = (45.7640, 4.8357)
+OPEN311_REQUEST_KEYS = {
+    "service_request_id", "status", "status_notes", "service_name", "service_code", "description",
+    "agency_responsible", "service_notice", "requested_datetime", "updated_datetime", "expected_datetime",
+    "address", "address_id", "zipcode", "lat", "long", "media_url",
+}
+
+
+@pytest.fixture(scope="module")
+def incidents(server: Server) -> dict[str, int]:
+    """Two incidents near Lyon: one cleaned (with its whole history), one still new."""
+    cleaned = server.upload(deposit_photo(1, lat=LYON[0], lon=LYON[1])).json()["incident"]["id"]
+    for to in ("confirmed", "scheduled", "cleaned"):
+        response = server.client.post(f"/v1/incidents/{cleaned}/transitions", json={"to": to, "comment": f"now {to}"},
+                                      headers=server.headers("manager"))
+        assert response.status_code == 201
+    other = moved(*LYON, east_m=500)
+    fresh = server.upload(deposit_photo(2, lat=other[0], lon=other[1])).json()["incident"]["id"]
+    return {"cleaned": cleaned, "new": fresh}
+
+
+def _csv(server: Server, **params: Any) -> tuple[list[str], list[dict[str, str]]]:
+    response = server.client.get("/v1/exports/incidents.csv", params=params, headers=server.headers("manager"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    reader = csv.DictReader(io.StringIO(response.text))
+    return list(reader.fieldnames or []), list(reader)
+
+
+def test_csv_has_the_columns_councils_ask_for(server: Server, incidents: dict[str, int]) -> None:
+    header, rows = _csv(server)
+    assert header == list(CSV_COLUMNS)
+    by_id = {int(r["id"]): r for r in rows}
+    cleaned = by_id[incidents["cleaned"]]
+    assert (cleaned["class"], cleaned["status"]) == ("dumped_waste", "cleaned")
+    assert float(cleaned["lat"]) == pytest.approx(LYON[0], abs=1e-6)
+    assert float(cleaned["lon"]) == pytest.approx(LYON[1], abs=1e-6)
+    assert cleaned["street"] == cleaned["house_number"] == cleaned["postcode"] == cleaned["city"] == ""
+    stamps = [cleaned[c] for c in ("new_at", "confirmed_at", "scheduled_at", "cleaned_at")]
+    assert all(stamps) and stamps == sorted(stamps)
+    assert cleaned["rejected_at"] == cleaned["duplicate_at"] == cleaned["merged_into"] == ""
+    assert (cleaned["report_count"], cleaned["recurrence_count"], cleaned["recurrence_of"]) == ("1", "0", "")
+    assert datetime.fromisoformat(cleaned["first_seen"]) <= datetime.fromisoformat(cleaned["last_seen"])
+    fresh = by_id[incidents["new"]]
+    assert fresh["status"] == "new" and fresh["new_at"] and fresh["confirmed_at"] == ""
+
+
+def test_csv_takes_the_map_filters(server: Server, incidents: dict[str, int]) -> None:
+    _, rows = _csv(server, status="new", bbox=f"{LYON[1] - 0.1},{LYON[0] - 0.1},{LYON[1] + 0.1},{LYON[0] + 0.1}")
+    assert [int(r["id"]) for r in rows] == [incidents["new"]]
+
+
+def test_geojson_export_is_rfc7946(server: Server, incidents: dict[str, int]) -> None:
+    response = server.client.get("/v1/exports/incidents.geojson", headers=server.headers("manager"))
+    assert response.headers["content-type"].startswith("application/geo+json")
+    collection = json.loads(response.text)
+    assert collection["type"] == "FeatureCollection"
+    feature = next(f for f in collection["features"] if f["id"] == incidents["cleaned"])
+    assert feature["geometry"] == {"type": "Point", "coordinates": [pytest.approx(LYON[1]), pytest.approx(LYON[0])]}
+    assert feature["properties"]["status"] == "cleaned"
+
+
+def test_open311_services(server: Server) -> None:
+    services = server.client.get("/open311/v2/services.json", headers=server.headers("manager")).json()
+    assert {s["service_code"] for s in services} == {"dumped_waste", "overflowing_bin"}
+    for service in services:
+        assert {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"} <= set(service)
+        assert service["metadata"] is False and service["type"] == "realtime"
+
+
+def test_open311_requests(server: Server, incidents: dict[str, int]) -> None:
+    key = server.keys["manager"]
+    # The key as Open311 clients send it: a query parameter.
+    everything = server.client.get("/open311/v2/requests.json", params={"api_key": key}).json()
+    by_id = {r["service_request_id"]: r for r in everything}
+    cleaned, fresh = by_id[str(incidents["cleaned"])], by_id[str(incidents["new"])]
+    assert set(cleaned) == OPEN311_REQUEST_KEYS
+    assert (cleaned["status"], fresh["status"]) == ("closed", "open")
+    assert cleaned["status_notes"] == "now cleaned"
+    assert (cleaned["lat"], cleaned["long"]) == (pytest.approx(LYON[0]), pytest.approx(LYON[1]))
+    assert cleaned["service_code"] == "dumped_waste"
+    assert cleaned["media_url"].endswith("/image/annotated")
+
+    headers = server.headers("manager")
+    closed = server.client.get("/open311/v2/requests.json", params={"status": "closed"}, headers=headers).json()
+    assert str(incidents["new"]) not in {r["service_request_id"] for r in closed}
+    chosen = server.client.get("/open311/v2/requests.json", params={"service_request_id": f"{incidents['new']}"},
+                               headers=headers).json()
+    assert [r["service_request_id"] for r in chosen] == [str(incidents["new"])]
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert server.client.get("/open311/v2/requests.json", params={"start_date": future}, headers=headers).json() == []
+    bad = server.client.get("/open311/v2/requests.json", params={"service_request_id": "1,x"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()[0]["code"] == 400
+
+
+def test_open311_one_request(server: Server, incidents: dict[str, int]) -> None:
+    headers = server.headers("manager")
+    one = server.client.get(f"/open311/v2/requests/{incidents['new']}.json", headers=headers)
+    assert one.status_code == 200
+    assert [r["service_request_id"] for r in one.json()] == [str(incidents["new"])]
+    missing = server.client.get("/open311/v2/requests/999999.json", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json() == [{"code": 404, "description": "no service request 999999"}]

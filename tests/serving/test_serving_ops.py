@@ -1,0 +1,197 @@
+"""Operations: readiness, model identity, metrics, the log line, migrations at start, orphan clean-up, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.db import current_revision, head_revision
+from serving.models import Base
+from serving.observability import JsonFormatter
+from serving.photos import WorkerLock
+from serving.service import Service
+from tests.serving.helpers import Server, deposit_photo, running, server_at, service_settings
+from vipare.cli import main
+from vipare.detection import Detector
+
+NANTES = (47.2184, -1.5536)
+
+
+def test_health_model_and_metrics(server: Server) -> None:
+    assert server.client.get("/healthz").json() == {"status": "ok"}
+    ready = server.client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["model_sha256"] == server.service.pipeline.detector.info.sha256
+    model = server.client.get("/v1/model").json()
+    assert model["model"]["classes"] == ["dumped_waste", "overflowing_bin", "bin"]
+    assert model["deposit_classes"] == ["dumped_waste", "overflowing_bin"]
+    assert model["class_families"] == {"dumped_waste": "waste", "overflowing_bin": "waste"}
+    assert server.upload(deposit_photo(1, lat=NANTES[0], lon=NANTES[1])).status_code == 201
+    assert server.upload(b"").status_code == 422
+    metrics = server.client.get("/metrics").text
+    assert 'vipare_http_requests_total{method="POST",route="/v1/reports",status="201"} 1.0' in metrics
+    assert 'vipare_detections_total{label="dumped_waste"}' in metrics
+    assert 'vipare_reports_total{outcome="created"} 1.0' in metrics
+    assert 'vipare_reports_total{outcome="rejected"} 1.0' in metrics
+    assert 'vipare_analysis_duration_seconds_count{stage="detect"} 1.0' in metrics
+    assert "vipare_ready 1.0" in metrics
+    schema = server.client.get("/openapi.json").json()
+    upload = schema["paths"]["/v1/reports"]["post"]
+    assert upload["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["photo"]
+    assert {"401", "403", "413", "415", "422", "503"} <= set(upload["responses"])
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_one_json_log_line_per_request(server: Server) -> None:
+    handler = _Lines()
+    access = logging.getLogger("serving.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)  # the test apps log warnings only
+    try:
+        response = server.client.get("/v1/incidents/424242", headers=server.headers("manager"))
+        server.client.get("/open311/v2/services.json", params={"api_key": server.keys["manager"]})
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(logging.NOTSET)
+    assert response.status_code == 404
+    first, second = handler.lines
+    assert first["event"] == "request" and first["request_id"] == response.headers["x-request-id"]
+    assert (first["method"], first["route"], first["status"]) == ("GET", "/v1/incidents/{incident_id}", 404)
+    assert first["key"] == "test-manager (manager)" and first["duration_ms"] >= 0
+    assert server.keys["manager"] not in json.dumps(second)  # query strings are never logged
+
+
+def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    warm_up = Service.warm_up
+
+    def slow_warm_up(self: Service) -> None:
+        release.wait(10)
+        warm_up(self)
+
+    monkeypatch.setattr(Service, "warm_up", slow_warm_up)
+    with TestClient(create_app(service_settings(tmp_path), detector=detector)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        upload = client.post("/v1/reports", files={"photo": ("a.jpg", deposit_photo(2), "image/jpeg")})
+        assert upload.status_code == 503 and upload.json()["code"] == "model_not_ready"
+        assert upload.headers["retry-after"] == "5"
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Path, detector: Detector) -> None:
+    with server_at(tmp_path, detector) as first:
+        engine = first.service.engine
+        assert current_revision(engine) == head_revision() == "0001"
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        report = first.upload(deposit_photo(3, lat=NANTES[0], lon=NANTES[1])).json()
+        key = first.keys["manager"]
+    with running(create_app(service_settings(tmp_path), detector=detector)) as client:
+        again = client.get(f"/v1/reports/{report['id']}", headers={"X-API-Key": key})
+        assert again.status_code == 200 and again.json()["id"] == report["id"]
+
+
+def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) -> None:
+    with server_at(tmp_path, detector) as first:
+        first.upload(deposit_photo(4, lat=NANTES[0], lon=NANTES[1]))
+        kept = list(first.service.photos.files())
+    assert len(kept) == 1
+    photos = tmp_path / "photos"
+    fresh_orphan = photos / "ab" / ("ab" + "0" * 62 + ".jpg")
+    old_orphan = photos / "cd" / ("cd" + "0" * 62 + ".jpg")
+    leftover = photos / "ab" / ".tmp-123"
+    for path in (fresh_orphan, old_orphan, leftover):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"written before a crash")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_orphan, (two_hours_ago, two_hours_ago))
+
+    other_worker = WorkerLock(tmp_path / ".workers.lock")  # another worker runs: keep what may be in flight
+    assert other_worker.acquire()
+    other_worker.share()
+    try:
+        with running(create_app(service_settings(tmp_path), detector=detector)):
+            pass
+    finally:
+        other_worker.release()
+    assert fresh_orphan.exists() and not old_orphan.exists() and kept[0].exists()
+
+    with running(create_app(service_settings(tmp_path), detector=detector)):  # alone: every orphan goes
+        pass
+    assert not fresh_orphan.exists() and not leftover.exists() and kept[0].exists()
+
+
+def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HOST", "PORT", "WORKERS", "DATA_DIR", "LOG_LEVEL"):  # serve exports its options to workers
+        monkeypatch.setenv(f"VIPARE_{name}", "unset")
+        monkeypatch.delenv(f"VIPARE_{name}")
+    runner = CliRunner()
+    assert {"serve", "keys"} <= set(runner.invoke(main, ["--help"]).stdout.split())
+
+    data = str(tmp_path / "data")
+    refused = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--data-dir", data])
+    assert refused.exit_code == 1 and "no API key exists" in refused.stderr
+
+    created = runner.invoke(main, ["keys", "create", "--role", "manager", "--name", "depot", "--data-dir", data])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("vpr_") and len(key.splitlines()) == 1
+    listed = runner.invoke(main, ["keys", "list", "--data-dir", data]).stdout
+    assert "manager" in listed and "depot" in listed and key.rsplit("_", 1)[1] not in listed
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
+    options = ["--host", "0.0.0.0", "--port", "8123", "--workers", "2", "--data-dir", data]
+    started = runner.invoke(main, ["serve", *options])
+    assert started.exit_code == 0, started.output
+    assert calls == [("serving.app:create_app", {
+        "factory": True, "host": "0.0.0.0", "port": 8123, "workers": 2, "access_log": False, "log_level": "info",
+    })]
+    assert os.environ["VIPARE_WORKERS"] == "2" and os.environ["VIPARE_DATA_DIR"] == data
+
+    assert runner.invoke(main, ["keys", "revoke", "1", "--data-dir", data]).exit_code == 0
+    assert runner.invoke(main, ["keys", "revoke", "99", "--data-dir", data]).exit_code == 1
+
+
+def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.db import make_engine, migrate
+
+    def start(_: int) -> str | None:
+        engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        try:
+            migrate(engine)
+            return current_revision(engine)
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(start, range(4))) == ["0001"] * 4

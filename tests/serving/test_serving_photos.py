@@ -1,0 +1,79 @@
+"""The photo store: GPS removed in place (picture and other tags kept), atomic writes, orphan clean-up."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.ExifTags import IFD, Base
+
+from serving import photos
+from serving.photos import PhotoStore, strip_gps
+from tests.imagegen import make_photo
+from vipare.imaging import load_image
+
+TAKEN = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF"])
+def test_gps_is_blanked_in_place(fmt: str) -> None:
+    photo = make_photo(fmt, (96, 64), lat=49.1193, lon=-6.1757, altitude=180.0, hpos_error=4.0, orientation=6,
+                       captured_at=TAKEN, gps_time=TAKEN, pattern="noise")
+    stripped = strip_gps(photo)
+    assert len(stripped) == len(photo)
+    before, after = load_image(photo), load_image(stripped)
+    assert before.gps is not None and after.gps is None
+    assert np.array_equal(before.array, after.array)
+    assert after.info.orientation == before.info.orientation
+    with Image.open(io.BytesIO(stripped)) as img:
+        exif = img.getexif()
+        assert exif.get_ifd(IFD.GPSInfo) == {}
+        assert exif.get_ifd(IFD.Exif).get(Base.DateTimeOriginal) == "2024:05:01 09:30:00"
+
+
+def test_a_photo_without_gps_is_kept_as_it_is() -> None:
+    photo = make_photo("JPEG", (64, 48), captured_at=TAKEN)
+    assert strip_gps(photo) is photo
+
+
+def test_an_exif_block_that_cannot_be_walked_is_re_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> bool:
+        raise ValueError("EXIF offset out of bounds")
+
+    monkeypatch.setattr(photos, "_blank_gps_ifd", broken)
+    photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
+    stripped = strip_gps(photo)
+    assert load_image(stripped).gps is None
+    assert load_image(stripped).array.shape == load_image(photo).array.shape
+
+
+def test_the_store_writes_once_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = PhotoStore(tmp_path / "photos")
+    photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
+    sha = "ab" + "1" * 62
+    assert store.put(photo, sha, "jpg") is True
+    assert store.put(photo, sha, "jpg") is False
+    assert [p.name for p in store.files()] == [f"{sha}.jpg"]
+    assert load_image(store.path(sha, "jpg")).gps is None
+
+
+def test_orphans_are_found_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PhotoStore(tmp_path / "photos")
+    shas = [f"{i:02x}" + "0" * 62 for i in range(7)]
+    for sha in shas:
+        store.put(make_photo("PNG", (8, 8)), sha, "png")
+    asked: list[int] = []
+
+    def referenced(batch: Sequence[str]) -> set[str]:
+        asked.append(len(batch))
+        return {s for s in batch if int(s[:2], 16) % 2 == 0}  # even ones have a report
+
+    monkeypatch.setattr(photos, "_ORPHAN_BATCH", 3)
+    removed = store.remove_orphans(referenced)
+    assert removed == 3 and asked == [3, 3, 1]
+    assert sorted(p.name[:2] for p in store.files()) == ["00", "02", "04", "06"]
