@@ -17,26 +17,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.machine import machine
 from benchmarks.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -96,7 +85,7 @@ def main() -> None:
 
     import onnxruntime
 
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} logical cores; onnxruntime {onnxruntime.__version__}")
+    print(f"machine: {machine()}; onnxruntime {onnxruntime.__version__}")
     print(f"model: {args.model.name} input {h}x{w}; threads {args.threads or 'all'}")
     print(f"photos: {len(paths)} JPEGs {paths[0].name}.., 12 MP, {min(sizes):.1f}-{max(sizes):.1f} MB, "
           f"EXIF GPS + orientation; {args.rounds} rounds")

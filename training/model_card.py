@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,21 +24,12 @@ __all__ = ["measure_cost", "render", "main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def measure_cost(model: Path, photos: Sequence[Path], *, threads: int = 0, rounds: int = 2) -> dict[str, Any]:
     """Wall-clock and CPU time per photo of ``Pipeline.analyze`` (decode to result) on ``photos``.
 
     CPU time is the process's user + system time, so it counts every onnxruntime thread.
     """
+    from benchmarks.machine import machine
     from vipare import Pipeline, Settings
 
     pipeline = Pipeline(settings=Settings(model_path=model, intra_op_threads=threads))
@@ -58,7 +47,7 @@ def measure_cost(model: Path, photos: Sequence[Path], *, threads: int = 0, round
         "threads": threads or "all",
         "median_ms": round(statistics.median(wall), 1),
         "median_cpu_ms": round(statistics.median(cpu), 1),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} logical cores",
+        "machine": machine(),
     }
 
 
