@@ -26,7 +26,7 @@ from serving.config import ServiceSettings
 from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
-from serving.routes import exports, incidents, keys, ops, reports
+from serving.routes import batches, cameras, exports, incidents, keys, ops, pages, reports
 from serving.service import Service, start_service
 from vipare.detection import Detector
 
@@ -85,6 +85,9 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(incidents.router)
     app.include_router(exports.router)
     app.include_router(keys.router)
+    app.include_router(cameras.router)
+    app.include_router(batches.router)
+    app.include_router(pages.router)
     upload_limit = settings.max_image_bytes + FORM_OVERHEAD_BYTES
     upload_refusal = (
         f"The upload is larger than the service accepts: send one photo of at most {settings.max_image_bytes} "
@@ -93,7 +96,15 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=JSON_BODY_LIMIT,
-        limits={reports.UPLOAD_PATH: (upload_limit, upload_refusal, "image_too_large")},
+        limits={
+            reports.UPLOAD_PATH: (upload_limit, upload_refusal, "image_too_large"),
+            batches.BATCH_PATH: (
+                upload_limit,
+                f"The batch is larger than one upload may be ({upload_limit} bytes in all); send fewer frames "
+                "per request.",
+                "image_too_large",
+            ),
+        },
     )
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: logs every answer, 413s included
     return app

@@ -8,9 +8,15 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
 
     role      may
     agent     upload photos; read its own reports and their photos
-    camera    upload frames (its surveyed position, when stored with the key, locates frames without GPS)
-    manager   read every report and incident, change incident states, export (CSV, GeoJSON, Open311)
-    admin     create, list and revoke keys
+    camera    upload frames, one or many at once (its surveyed position, when stored with the key or in
+              the camera registry, locates frames without GPS)
+    manager   read every report and incident, change incident states, export (CSV, GeoJSON, Open311);
+              manage the camera registry
+    admin     create, list and revoke keys; manage the camera registry
+
+A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
+then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
+HTTP and found again in a batch job counts once), located by the registry's position.
 
 No key at all: the service is open to whoever reaches it, with every permission, and
 :func:`serving.config.check_exposure` refuses to start it on anything but loopback. The first key
@@ -29,7 +35,8 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.models import ApiKey, utcnow
+from serving.errors import UnknownCameraError
+from serving.models import ApiKey, Camera, CameraKey, utcnow
 from vipare.geotag import CameraPosition
 
 __all__ = [
@@ -39,8 +46,12 @@ __all__ = [
     "Principal",
     "Role",
     "authenticate",
+    "camera_client_ref",
+    "camera_principal",
     "create_key",
     "hash_secret",
+    "key_camera",
+    "principal_for",
     "revoke_key",
 ]
 
@@ -68,11 +79,13 @@ class Permission(StrEnum):
     INCIDENT_TRANSITION = "incident:transition"
     EXPORT = "export"
     KEY_MANAGE = "key:manage"
+    BATCH_CREATE = "batch:create"
+    CAMERA_MANAGE = "camera:manage"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.AGENT: frozenset({Permission.REPORT_CREATE, Permission.REPORT_READ_OWN}),
-    Role.CAMERA: frozenset({Permission.REPORT_CREATE}),
+    Role.CAMERA: frozenset({Permission.REPORT_CREATE, Permission.BATCH_CREATE}),
     Role.MANAGER: frozenset(
         {
             Permission.REPORT_READ_OWN,
@@ -80,9 +93,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INCIDENT_READ,
             Permission.INCIDENT_TRANSITION,
             Permission.EXPORT,
+            Permission.CAMERA_MANAGE,
         }
     ),
-    Role.ADMIN: frozenset({Permission.KEY_MANAGE}),
+    Role.ADMIN: frozenset({Permission.KEY_MANAGE, Permission.CAMERA_MANAGE}),
 }
 
 
@@ -96,6 +110,7 @@ class Principal:
         role: the key's role; None in the open local mode.
         permissions: what the caller may do.
         camera: the camera's surveyed position, for camera keys that have one.
+        camera_id: the registered camera a camera key is tied to (or a batch job writes for).
     """
 
     key_id: int | None
@@ -103,10 +118,17 @@ class Principal:
     role: Role | None
     permissions: frozenset[Permission]
     camera: CameraPosition | None = None
+    camera_id: str | None = None
 
     @property
     def client_ref(self) -> str:
-        """Identifies the uploader for de-duplication: the same photo from the same client counts once."""
+        """Identifies the uploader for de-duplication: the same photo from the same client counts once.
+
+        ``camera:<id>`` for a registered camera (whichever key or batch job sends its frames),
+        ``key:<id>`` for other keys, ``local`` in the open local mode.
+        """
+        if self.camera_id is not None:
+            return camera_client_ref(self.camera_id)
         return "local" if self.key_id is None else f"key:{self.key_id}"
 
     @property
@@ -123,13 +145,32 @@ LOCAL = Principal(key_id=None, name="local", role=None, permissions=frozenset(Pe
 """The caller when no API key exists (open local mode)."""
 
 
+def camera_client_ref(camera_id: str) -> str:
+    """The ``client_ref`` of a registered camera's reports."""
+    return f"camera:{camera_id}"
+
+
+def camera_principal(camera_id: str, position: CameraPosition | None, name: str) -> Principal:
+    """The caller for frames of a registered camera sent by something other than a key (a batch job).
+
+    Args:
+        camera_id: the registered camera.
+        position: its position, for frames without GPS; None for a mobile camera.
+        name: who sends them, recorded with the reports and in incident histories.
+    """
+    role = Role.CAMERA
+    return Principal(
+        key_id=None, name=name, role=role, permissions=ROLE_PERMISSIONS[role], camera=position, camera_id=camera_id
+    )
+
+
 def hash_secret(secret: str) -> str:
     """Hex sha256 of a key's secret part."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def create_key(
-    session: Session, role: Role, name: str, camera: CameraPosition | None = None
+    session: Session, role: Role, name: str, camera: CameraPosition | None = None, *, camera_id: str | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key; the caller commits.
 
@@ -138,12 +179,20 @@ def create_key(
         role: the key's role.
         name: who or what holds the key (a person, a team, a camera), shown in histories.
         camera: a camera's surveyed position (camera keys only).
+        camera_id: the registered camera the key belongs to (camera keys only).
 
     Returns:
         The new row and the full key, which is shown once and never stored.
+
+    Raises:
+        UnknownCameraError: ``camera_id`` is not in the registry.
     """
-    if camera is not None and role is not Role.CAMERA:
-        raise ValueError("only camera keys carry a position")
+    if (camera is not None or camera_id is not None) and role is not Role.CAMERA:
+        raise ValueError("only camera keys carry a position or a camera")
+    if camera_id is not None and session.get(Camera, camera_id) is None:
+        raise UnknownCameraError(
+            f"There is no camera {camera_id!r} in the registry; add it first (vipare cameras add, or POST /v1/cameras)."
+        )
     prefix = secrets.token_hex(5)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(
@@ -158,18 +207,42 @@ def create_key(
     )
     session.add(row)
     session.flush()
+    if camera_id is not None:
+        session.add(CameraKey(key_id=row.id, camera_id=camera_id))
+        session.flush()
     return row, f"{KEY_PREFIX}_{prefix}_{secret}"
 
 
-def principal_for(row: ApiKey) -> Principal:
-    """The caller a key row stands for."""
+def principal_for(row: ApiKey, registered: Camera | None = None) -> Principal:
+    """The caller a key row stands for.
+
+    Args:
+        row: the key.
+        registered: the registered camera the key is tied to, if any; its position, when it has one,
+            takes precedence over the one stored with the key.
+    """
     role = Role(row.role)
     camera = None
-    if row.camera_lat is not None and row.camera_lon is not None:
+    camera_name = registered.id if registered is not None else row.name
+    if registered is not None and registered.lat is not None and registered.lon is not None:
         camera = CameraPosition(
-            camera_id=row.name, lat=row.camera_lat, lon=row.camera_lon, accuracy_m=row.camera_accuracy_m
+            camera_id=camera_name, lat=registered.lat, lon=registered.lon, accuracy_m=registered.accuracy_m
         )
-    return Principal(key_id=row.id, name=row.name, role=role, permissions=ROLE_PERMISSIONS[role], camera=camera)
+    elif row.camera_lat is not None and row.camera_lon is not None:
+        camera = CameraPosition(
+            camera_id=camera_name, lat=row.camera_lat, lon=row.camera_lon, accuracy_m=row.camera_accuracy_m
+        )
+    return Principal(
+        key_id=row.id, name=row.name, role=role, permissions=ROLE_PERMISSIONS[role], camera=camera,
+        camera_id=registered.id if registered is not None else None,
+    )
+
+
+def key_camera(session: Session, key_id: int) -> Camera | None:
+    """The registered camera a key is tied to, if any."""
+    return session.scalar(
+        select(Camera).join(CameraKey, CameraKey.camera_id == Camera.id).where(CameraKey.key_id == key_id)
+    )
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
@@ -185,7 +258,7 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     expected = row.secret_sha256 if row is not None else _DUMMY_HASH
     if not hmac.compare_digest(hash_secret(secret), expected) or row is None or row.revoked_at is not None:
         return None
-    return principal_for(row)
+    return principal_for(row, key_camera(session, row.id))
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey | None:

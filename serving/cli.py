@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from serving.auth import Role, create_key, revoke_key
+from serving.cameras import CAMERA_FIELDS, CameraFileError, CameraSpec, list_cameras, load_camera_file, upsert_cameras
 from serving.config import ServiceSettings, UnsafeConfigurationError, check_exposure
 from serving.db import active_key_count, engine_from_settings, migrate, session_factory, write_session
+from serving.errors import UnknownCameraError
 from serving.models import ApiKey
 from vipare.errors import LocationError
 from vipare.geotag import CameraPosition
 
-__all__ = ["keys", "serve"]
+__all__ = ["cameras", "keys", "serve"]
 
 _WORKERS_HELP = (
     "uvicorn worker processes. CPU budget: workers x analysis slots (VIPARE_ANALYSIS_SLOTS, default "
@@ -85,10 +88,15 @@ def keys() -> None:
 @click.option("--lat", type=float, default=None, help="Camera keys: the camera's surveyed latitude.")
 @click.option("--lon", type=float, default=None, help="Camera keys: the camera's surveyed longitude.")
 @click.option("--accuracy", "accuracy_m", type=float, default=None, help="Camera keys: position accuracy, metres.")
+@click.option("--camera", "camera_id", default=None,
+              help="Camera keys: the registered camera (vipare cameras add) the key belongs to; its frames are "
+              "then that camera's, placed at its registered position and counted once with batch jobs'.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def create(role: str, name: str | None, lat: float | None, lon: float | None, accuracy_m: float | None,
-           data_dir: Path | None) -> None:
+           camera_id: str | None, data_dir: Path | None) -> None:
     """Create a key and print it, once."""
+    if camera_id is not None and role != Role.CAMERA.value:
+        raise click.UsageError("only camera keys belong to a camera")
     camera = None
     if (lat is None) != (lon is None):
         raise click.UsageError("give both --lat and --lon, or neither")
@@ -104,8 +112,10 @@ def create(role: str, name: str | None, lat: float | None, lon: float | None, ac
     try:
         migrate(engine)
         with write_session(session_factory(engine)) as session:
-            row, key = create_key(session, Role(role), name or role, camera)
+            row, key = create_key(session, Role(role), name or camera_id or role, camera, camera_id=camera_id)
             row_id = row.id
+    except UnknownCameraError as exc:
+        raise click.ClickException(exc.detail) from exc
     finally:
         engine.dispose()
     click.echo(key)
@@ -146,3 +156,79 @@ def revoke(key_id: int, data_dir: Path | None) -> None:
     if not found:
         raise click.ClickException(f"there is no key #{key_id}")
     click.echo(f"key #{key_id} revoked")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cameras
+
+
+@click.group()
+def cameras() -> None:
+    """Register street cameras: id, position, heading, description (see serving/cameras.py)."""
+
+
+def _upsert(settings: ServiceSettings, specs: list[CameraSpec]) -> tuple[int, int]:
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        with write_session(session_factory(engine)) as session:
+            return upsert_cameras(session, specs)
+    finally:
+        engine.dispose()
+
+
+@cameras.command("add")
+@click.argument("camera_id")
+@click.option("--lat", type=float, default=None, help="Surveyed latitude, decimal degrees (none: a mobile camera).")
+@click.option("--lon", type=float, default=None, help="Surveyed longitude, decimal degrees.")
+@click.option("--accuracy", "accuracy_m", type=float, default=None, help="Position accuracy, metres.")
+@click.option("--heading", "heading_deg", type=float, default=None,
+              help="Which way it looks, degrees clockwise from north.")
+@click.option("--description", default=None, help="Where it is, what it watches.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def add_camera(camera_id: str, lat: float | None, lon: float | None, accuracy_m: float | None,
+               heading_deg: float | None, description: str | None, data_dir: Path | None) -> None:
+    """Add a camera, or replace the fields of a registered one."""
+    try:
+        spec = CameraSpec(id=camera_id, lat=lat, lon=lon, accuracy_m=accuracy_m, heading_deg=heading_deg,
+                          description=description)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(str(e["msg"]) for e in exc.errors(include_url=False))) from None
+    added, _ = _upsert(_settings(data_dir=data_dir), [spec])
+    click.echo(f"camera {camera_id} {'added' if added else 'updated'}")
+
+
+@cameras.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def import_cameras(file: Path, data_dir: Path | None) -> None:
+    """Add or update the cameras of a CSV or YAML file (columns id, lat, lon, accuracy_m, heading_deg, description)."""
+    try:
+        specs = load_camera_file(file)
+    except CameraFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    added, updated = _upsert(_settings(data_dir=data_dir), specs)
+    click.echo(f"{len(specs)} cameras read: {added} added, {updated} updated, {len(specs) - added - updated} unchanged")
+
+
+@cameras.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def list_camera_command(data_dir: Path | None) -> None:
+    """List the cameras, as CSV (the format vipare cameras import reads)."""
+    import csv
+    import io
+
+    settings = _settings(data_dir=data_dir)
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        with session_factory(engine)() as session:
+            rows = [CameraSpec.of(camera) for camera in list_cameras(session)]
+    finally:
+        engine.dispose()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CAMERA_FIELDS)
+    for spec in rows:
+        writer.writerow(["" if (value := getattr(spec, name)) is None else value for name in CAMERA_FIELDS])
+    click.echo(out.getvalue(), nl=False)

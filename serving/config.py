@@ -78,12 +78,21 @@ class ServiceSettings(Settings):
     # -- queries
     page_size: int = Field(100, ge=1, description="Default number of items per page.")
     max_page_size: int = Field(1000, ge=1, description="Largest page a client may ask for.")
+    max_batch_frames: int = Field(
+        100, ge=1, description="Most frames in one POST /v1/batches (its body has the byte limit of one upload)."
+    )
     orphan_grace_s: float = Field(
         3600.0,
         ge=0,
         description="While other workers run, unreferenced photo files younger than this are kept at start-up "
         "(they may belong to an upload in flight).",
     )
+
+    # -- pages: the maps' background; none set: markers on a plain background, no tile request at all
+    tile_url: str | None = Field(
+        None, description="Map tile URL template for the pages, e.g. https://tile.example.org/{z}/{x}/{y}.png."
+    )
+    tile_attribution: str = Field("", description="Attribution shown with the tiles (HTML, as the provider asks).")
 
     @model_validator(mode="after")
     def _page_sizes(self) -> ServiceSettings:

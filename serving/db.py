@@ -16,6 +16,8 @@ transaction ever has to upgrade a stale read snapshot); on PostgreSQL it is a ro
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,10 +64,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_begin)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _use_wal(cursor, busy_timeout_ms / 1000.0)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -74,6 +76,24 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".rstrip())
 
     return engine
+
+
+def _use_wal(cursor: Any, timeout_s: float) -> None:
+    """Switch the database file to WAL (persistent), unless it already is.
+
+    The switch needs an exclusive lock and SQLite refuses it at once, without waiting, while another
+    connection is migrating a new database: retry until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def engine_from_settings(settings: ServiceSettings) -> Engine:

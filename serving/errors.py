@@ -19,11 +19,15 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`AuthenticationError`            401     unauthenticated
 :class:`PermissionDeniedError`          403     forbidden
 :class:`NotFoundError`                  404     not_found
+:class:`UnknownCameraError`             422     unknown_camera
+:class:`CameraExistsError`              409     camera_exists
 ``InvalidTransitionError``              409     invalid_transition
 ``InvalidMergeError``                   422     invalid_merge
 ======================================  ======  =================================
 
 Routes raise these and never catch bare ``Exception``; anything else is a bug and a 500.
+:func:`error_status` gives the same status and code for an error caught one by one (the frames of
+``POST /v1/batches``, each answered in the list).
 """
 
 from __future__ import annotations
@@ -45,12 +49,15 @@ from vipare.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "CameraExistsError",
     "ErrorBody",
     "LocationMissingError",
     "ModelNotReadyError",
     "NotFoundError",
     "PermissionDeniedError",
     "ServiceError",
+    "UnknownCameraError",
+    "error_status",
     "install_error_handlers",
 ]
 
@@ -104,6 +111,18 @@ class NotFoundError(ServiceError):
     status_code, code = 404, "not_found"
 
 
+class UnknownCameraError(ServiceError):
+    """A camera id that is not in the registry."""
+
+    status_code, code = 422, "unknown_camera"
+
+
+class CameraExistsError(ServiceError):
+    """A camera created with an id the registry already holds."""
+
+    status_code, code = 409, "camera_exists"
+
+
 _LIBRARY_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (EmptyImageError, 422, "empty_image"),
     (CorruptImageError, 422, "corrupt_image"),
@@ -114,6 +133,16 @@ _LIBRARY_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidTransitionError, 409, "invalid_transition"),
     (InvalidMergeError, 422, "invalid_merge"),
 )
+
+
+def error_status(exc: Exception) -> tuple[int, str] | None:
+    """The HTTP status and code the service answers ``exc`` with, or None for an unexpected error."""
+    if isinstance(exc, ServiceError):
+        return exc.status_code, exc.code
+    for error_type, status, code in _LIBRARY_ERRORS:
+        if isinstance(exc, error_type):
+            return status, code
+    return None
 
 
 def _json(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

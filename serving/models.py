@@ -6,6 +6,8 @@ columns for what vipare returns about a photo, and timestamps stored as UTC.
 ::
 
     api_keys      who may call the service (hashed secrets, a role, a camera's position)
+    cameras       the registry of street cameras: id, surveyed position, heading, description
+    camera_keys   which camera an API key belongs to (at most one per key)
     incidents     one deposit at one place: status, position, first/last seen, counts
     reports       one uploaded photo: detections, verdict, location, model identity, its incident
     transitions   every status change of an incident: from, to, who, when, comment
@@ -34,7 +36,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["ApiKey", "Base", "Incident", "Report", "Transition", "UTCDateTime", "WriteLock", "utcnow"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Camera",
+    "CameraKey",
+    "Incident",
+    "Report",
+    "Transition",
+    "UTCDateTime",
+    "WriteLock",
+    "utcnow",
+]
 
 WRITE_LOCK_NAME = "writes"
 
@@ -186,3 +199,31 @@ class Transition(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
 
     incident: Mapped[Incident] = relationship(back_populates="transitions", foreign_keys=[incident_id])
+
+
+class Camera(Base):
+    """A street camera: fixed (with its surveyed position) or mobile (no position: its frames carry GPS).
+
+    The id is short and safe in a folder name (``serving.cameras.CAMERA_ID_PATTERN``): batch jobs
+    find a frame's camera by the folder it lies in.
+    """
+
+    __tablename__ = "cameras"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lat: Mapped[float | None] = mapped_column(Float, default=None)
+    lon: Mapped[float | None] = mapped_column(Float, default=None)
+    accuracy_m: Mapped[float | None] = mapped_column(Float, default=None)
+    heading_deg: Mapped[float | None] = mapped_column(Float, default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CameraKey(Base):
+    """Ties an API key to a registered camera: its uploads are that camera's frames."""
+
+    __tablename__ = "camera_keys"
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id"), index=True)

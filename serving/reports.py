@@ -14,6 +14,10 @@ never half-written:
    incident; commit. Then answer 201.
 
 A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes.
+
+Step 6 is :func:`store_report`, which works in a write transaction the caller holds: the batch
+jobs (:mod:`serving.batch`) write their frames through it too, several per transaction, so that a
+frame reaches the same incidents, with the same de-duplication, whichever way it came in.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session, selectinload
 from serving.auth import Permission, Principal
 from serving.db import write_session
 from serving.errors import LocationMissingError
-from serving.incidents import IncidentAction, Status, assign
+from serving.incidents import GroupingPolicy, IncidentAction, Status, assign
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
 from serving.schemas import IncidentRef, ReportForm, ReportLinks, ReportOut
@@ -41,7 +45,17 @@ from vipare.geotag import CameraPosition, ClientPosition
 from vipare.pipeline import Pipeline
 from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
 
-__all__ = ["CLOCK_SKEW", "can_read", "find_report", "observed_time", "report_out", "submit"]
+__all__ = [
+    "CLOCK_SKEW",
+    "LOCATION_MISSING",
+    "Submitted",
+    "can_read",
+    "find_report",
+    "observed_time",
+    "report_out",
+    "store_report",
+    "submit",
+]
 
 CLOCK_SKEW = timedelta(minutes=10)
 """A capture time later than reception by more than this is a wrong clock, and ignored."""
@@ -63,8 +77,18 @@ class Submitted:
     created: bool
 
 
-async def submit(service: Service, principal: Principal, data: bytes, form: ReportForm) -> Submitted:
+async def submit(
+    service: Service, principal: Principal, data: bytes, form: ReportForm, *, fallback_time: datetime | None = None
+) -> Submitted:
     """Take in one uploaded photo (see the module doc for the order of the steps).
+
+    Args:
+        service: the running service.
+        principal: the caller.
+        data: the photo's bytes.
+        form: the fields sent with it.
+        fallback_time: when the photo was taken, used only when neither ``form`` nor EXIF says
+            (a time read from a camera frame's file name).
 
     Raises:
         vipare.ImageError: the file cannot be used as a photo (its subclasses map to 413/415/422).
@@ -93,7 +117,7 @@ async def submit(service: Service, principal: Principal, data: bytes, form: Repo
     ext = EXTENSIONS[result.image.format]
     await anyio.to_thread.run_sync(service.photos.put, data, sha256, ext)
     outcome = await anyio.to_thread.run_sync(
-        _persist, service, principal, result, form, ext, received
+        _persist, service, principal, result, form, ext, received, fallback_time
     )
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
     if outcome.created:
@@ -120,7 +144,8 @@ def _camera_position(principal: Principal, form: ReportForm) -> CameraPosition |
     if camera is None:
         return None
     return CameraPosition(
-        camera_id=form.camera_id or camera.camera_id, lat=camera.lat, lon=camera.lon, accuracy_m=camera.accuracy_m
+        camera_id=principal.camera_id or form.camera_id or camera.camera_id,
+        lat=camera.lat, lon=camera.lon, accuracy_m=camera.accuracy_m,
     )
 
 
@@ -140,17 +165,20 @@ def _analyze(
     return result
 
 
-def observed_time(form: ReportForm, result: ImageResult, received: datetime) -> tuple[datetime, datetime | None]:
+def observed_time(
+    result: ImageResult, received: datetime, *, sent: datetime | None = None, fallback: datetime | None = None
+) -> tuple[datetime, datetime | None]:
     """When the photo was taken, for grouping, and the capture time to store (None when unknown).
 
-    The first known of: ``captured_at`` sent with the photo, the EXIF GPS time, the EXIF capture time
-    when it has a UTC offset. A time more than :data:`CLOCK_SKEW` after reception is ignored.
-    Otherwise the reception time.
+    The first known of: ``sent`` (``captured_at`` sent with the photo), the EXIF GPS time, the EXIF
+    capture time when it has a UTC offset, ``fallback`` (a batch job's reading of a naive EXIF time or
+    of the file name). A time more than :data:`CLOCK_SKEW` after reception is ignored. Otherwise the
+    reception time.
     """
     location = result.location
     gps_time = location.gps_time if location is not None and location.source == "exif" else None
     exif_time = result.image.captured_at
-    candidates = (form.captured_at, gps_time, exif_time if exif_time and exif_time.tzinfo else None)
+    candidates = (sent, gps_time, exif_time if exif_time and exif_time.tzinfo else None, fallback)
     for candidate in candidates:
         if candidate is not None and candidate <= received + CLOCK_SKEW:
             taken = candidate.astimezone(UTC)
@@ -159,52 +187,100 @@ def observed_time(form: ReportForm, result: ImageResult, received: datetime) -> 
 
 
 def _persist(
-    service: Service, principal: Principal, result: ImageResult, form: ReportForm, ext: str, received: datetime
+    service: Service,
+    principal: Principal,
+    result: ImageResult,
+    form: ReportForm,
+    ext: str,
+    received: datetime,
+    fallback_time: datetime | None,
 ) -> Submitted:
-    location = result.location
-    assert location is not None  # checked by submit
-    observed, captured = observed_time(form, result, received)
-    deposits = [d for d in result.detections if d.deposit]
-    best = max(deposits, key=lambda d: d.score, default=None)
     try:
         with write_session(service.sessions) as session:
-            twin = find_report(session, principal.client_ref, result.image.sha256)
-            if twin is not None:
-                return Submitted(twin.id, created=False)
-            report = Report(
-                client_ref=principal.client_ref,
-                api_key_id=principal.key_id,
-                submitted_by=principal.name,
-                sha256=result.image.sha256,
-                photo_ext=ext,
-                received_at=received,
-                observed_at=observed,
-                captured_at=captured,
-                camera_id=form.camera_id or location.camera_id,
-                note=form.note,
-                dumping=result.verdict.dumping,
-                score=result.verdict.score,
-                label=best.label if best else None,
-                lat=location.lat,
-                lon=location.lon,
-                location_source=location.source,
-                model_sha256=result.model.sha256,
-                image=result.image.model_dump(mode="json"),
-                detections=[d.model_dump(mode="json") for d in result.detections],
-                verdict=result.verdict.model_dump(mode="json"),
-                location=location.model_dump(mode="json"),
-                model=result.model.model_dump(mode="json"),
+            return store_report(
+                session, principal, result, ext=ext, received=received, policy=service.policy,
+                captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
             )
-            session.add(report)
-            session.flush()
-            if report.dumping:
-                assign(session, report, service.policy, actor=principal.actor, actor_key_id=principal.key_id)
-            return Submitted(report.id, created=True)
     except IntegrityError:  # a twin committed by another process between our look and our insert
         existing = _existing_id(service, principal.client_ref, result.image.sha256)
         if existing is None:
             raise
         return Submitted(existing, created=False)
+
+
+def store_report(
+    session: Session,
+    principal: Principal,
+    result: ImageResult,
+    *,
+    ext: str,
+    received: datetime,
+    policy: GroupingPolicy,
+    captured_at: datetime | None = None,
+    fallback_time: datetime | None = None,
+    camera_id: str | None = None,
+    note: str | None = None,
+) -> Submitted:
+    """Insert the report of an analysed photo and give it its incident; the caller commits.
+
+    The photo file must already be in the store (``PhotoStore.put``) under ``result.image.sha256``.
+
+    Args:
+        session: a session in a write transaction (:func:`serving.db.write_session`).
+        principal: who sent the photo; with the sha256, it decides whether the photo is a twin.
+        result: what the pipeline said about the photo; its ``location`` must not be None.
+        ext: the stored file's extension (:data:`serving.photos.EXTENSIONS`).
+        received: when it was received (UTC).
+        policy: how reports group into incidents.
+        captured_at: the capture time sent with the photo, if any.
+        fallback_time: a capture time to use when neither ``captured_at`` nor EXIF gives one.
+        camera_id: the camera named with the photo (a camera key tied to a registered camera wins).
+        note: free text.
+
+    Returns:
+        The report's id; ``created`` is False when this client's report of the same photo already exists.
+
+    Raises:
+        LocationMissingError: ``result`` has no location.
+    """
+    location = result.location
+    if location is None:
+        raise LocationMissingError(LOCATION_MISSING)
+    twin = find_report(session, principal.client_ref, result.image.sha256)
+    if twin is not None:
+        return Submitted(twin.id, created=False)
+    observed, captured = observed_time(result, received, sent=captured_at, fallback=fallback_time)
+    deposits = [d for d in result.detections if d.deposit]
+    best = max(deposits, key=lambda d: d.score, default=None)
+    report = Report(
+        client_ref=principal.client_ref,
+        api_key_id=principal.key_id,
+        submitted_by=principal.name,
+        sha256=result.image.sha256,
+        photo_ext=ext,
+        received_at=received,
+        observed_at=observed,
+        captured_at=captured,
+        camera_id=principal.camera_id or camera_id or location.camera_id,
+        note=note,
+        dumping=result.verdict.dumping,
+        score=result.verdict.score,
+        label=best.label if best else None,
+        lat=location.lat,
+        lon=location.lon,
+        location_source=location.source,
+        model_sha256=result.model.sha256,
+        image=result.image.model_dump(mode="json"),
+        detections=[d.model_dump(mode="json") for d in result.detections],
+        verdict=result.verdict.model_dump(mode="json"),
+        location=location.model_dump(mode="json"),
+        model=result.model.model_dump(mode="json"),
+    )
+    session.add(report)
+    session.flush()
+    if report.dumping:
+        assign(session, report, policy, actor=principal.actor, actor_key_id=principal.key_id)
+    return Submitted(report.id, created=True)
 
 
 def find_report(session: Session, client_ref: str, sha256: str) -> Report | None:

@@ -213,10 +213,17 @@ class KeyCreate(BaseModel):
     camera_lat: float | None = Field(None, description="Camera keys: the camera's surveyed latitude.")
     camera_lon: float | None = None
     camera_accuracy_m: float | None = None
+    camera_id: str | None = Field(
+        None, max_length=32,
+        description="Camera keys: the registered camera (/v1/cameras) the key belongs to. Its frames are then "
+        "that camera's: placed at the registry's position, and counted once with those of batch jobs.",
+    )
 
     @model_validator(mode="after")
     def _camera_fields(self) -> KeyCreate:
         given = [v is not None for v in (self.camera_lat, self.camera_lon)]
+        if self.camera_id is not None and self.role is not Role.CAMERA:
+            raise ValueError("only camera keys belong to a camera (camera_id)")
         if any(given) and self.role is not Role.CAMERA:
             raise ValueError("only camera keys carry a position (camera_lat, camera_lon)")
         if any(given) and not all(given):
@@ -235,6 +242,7 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     camera_lat: float | None
     camera_lon: float | None
+    camera_id: str | None = Field(None, description="The registered camera the key belongs to, if any.")
 
 
 class KeyCreated(KeyOut):

@@ -22,7 +22,7 @@ from serving.photos import PhotoStore, WorkerLock
 from vipare.detection import Detector
 from vipare.pipeline import Pipeline
 
-__all__ = ["Service", "start_service"]
+__all__ = ["Service", "Storage", "grouping_policy", "open_storage", "start_service"]
 
 logger = logging.getLogger("serving.service")
 
@@ -54,9 +54,7 @@ class Service:
     @property
     def policy(self) -> GroupingPolicy:
         """How reports group into incidents."""
-        return GroupingPolicy(
-            radius_m=self.settings.incident_radius_m, window=timedelta(days=self.settings.incident_window_days)
-        )
+        return grouping_policy(self.settings)
 
     def require_ready(self) -> Pipeline:
         """The pipeline, once warm.
@@ -90,6 +88,63 @@ class Service:
         self.worker_lock.release()
 
 
+def grouping_policy(settings: ServiceSettings) -> GroupingPolicy:
+    """How reports group into incidents, from ``incident_radius_m`` and ``incident_window_days``."""
+    return GroupingPolicy(radius_m=settings.incident_radius_m, window=timedelta(days=settings.incident_window_days))
+
+
+@dataclass
+class Storage:
+    """The database and the photo store, open, with this process counted among their writers.
+
+    Attributes:
+        engine: the database engine, migrated to the latest revision.
+        sessions: the session factory.
+        photos: the photo store.
+        worker_lock: held shared while this process may write (see :class:`serving.photos.WorkerLock`).
+    """
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    photos: PhotoStore
+    worker_lock: WorkerLock
+
+    def close(self) -> None:
+        """Release the database and the worker lock."""
+        self.engine.dispose()
+        self.worker_lock.release()
+
+
+def open_storage(settings: ServiceSettings) -> Storage:
+    """Migrate the database, open the photo store and delete the files a crash left unreferenced.
+
+    Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
+    process that holds the worker lock keeps the others from deleting its files between file and commit.
+    """
+    engine = engine_from_settings(settings)
+    lock: WorkerLock | None = None
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        photos = PhotoStore(settings.photo_dir)
+        lock = WorkerLock(settings.data_dir / ".workers.lock")
+        alone = lock.acquire()
+        try:
+            removed = photos.remove_orphans(
+                _referenced(sessions), older_than_s=0.0 if alone else settings.orphan_grace_s
+            )
+        finally:
+            lock.share()
+        if removed:
+            logger.warning("orphan photos removed", extra={"count": removed})
+    except BaseException:
+        engine.dispose()
+        if lock is not None:
+            lock.release()
+        raise
+    return Storage(engine=engine, sessions=sessions, photos=photos, worker_lock=lock)
+
+
 def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detector | None = None) -> Service:
     """Build the service: migrate the database, check exposure, clean the photo store, load the model.
 
@@ -104,33 +159,17 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
         UnsafeConfigurationError: bound beyond loopback with no API key.
         vipare.ModelError: the model cannot be loaded.
     """
-    engine = engine_from_settings(settings)
-    lock: WorkerLock | None = None
+    storage = open_storage(settings)
     try:
-        migrate(engine)
-        sessions = session_factory(engine)
-        with sessions() as session:
+        with storage.sessions() as session:
             check_exposure(settings, active_key_count(session))
-        photos = PhotoStore(settings.photo_dir)
-        lock = WorkerLock(settings.data_dir / ".workers.lock")
-        alone = lock.acquire()
-        try:
-            removed = photos.remove_orphans(
-                _referenced(sessions), older_than_s=0.0 if alone else settings.orphan_grace_s
-            )
-        finally:
-            lock.share()
-        if removed:
-            logger.warning("orphan photos removed", extra={"count": removed})
         pipeline = Pipeline(detector=detector, settings=settings)
     except BaseException:
-        engine.dispose()
-        if lock is not None:
-            lock.release()
+        storage.close()
         raise
     return Service(
-        settings=settings, engine=engine, sessions=sessions, photos=photos, metrics=metrics,
-        pipeline=pipeline, worker_lock=lock,
+        settings=settings, engine=storage.engine, sessions=storage.sessions, photos=storage.photos, metrics=metrics,
+        pipeline=pipeline, worker_lock=storage.worker_lock,
     )
 
 

@@ -54,6 +54,8 @@ _ACTIONS: dict[Permission, str] = {
     Permission.INCIDENT_TRANSITION: "change incident states",
     Permission.EXPORT: "export incidents",
     Permission.KEY_MANAGE: "manage API keys",
+    Permission.BATCH_CREATE: "send batches of camera frames",
+    Permission.CAMERA_MANAGE: "manage the camera registry",
 }
 
 

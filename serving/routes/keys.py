@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from sqlalchemy import func, select
 
-from serving.auth import Permission, Principal, Role, create_key, revoke_key
+from serving.auth import Permission, Principal, Role, create_key, key_camera, revoke_key
 from serving.db import write_session
 from serving.errors import ErrorBody, NotFoundError, ServiceError
-from serving.models import ApiKey
+from serving.models import ApiKey, CameraKey
 from serving.routes.deps import IdPath, ServiceDep, SessionDep, require
 from serving.schemas import KeyCreate, KeyCreated, KeyOut
 from vipare.geotag import CameraPosition
@@ -32,11 +32,11 @@ class LastAdminKeyError(ServiceError):
     status_code, code = 409, "last_admin_key"
 
 
-def key_out(row: ApiKey) -> KeyOut:
-    """A key without its secret."""
+def key_out(row: ApiKey, camera_id: str | None = None) -> KeyOut:
+    """A key without its secret; ``camera_id``: the registered camera it belongs to."""
     return KeyOut(
         id=row.id, prefix=row.prefix, role=Role(row.role), name=row.name, created_at=row.created_at,
-        revoked_at=row.revoked_at, camera_lat=row.camera_lat, camera_lon=row.camera_lon,
+        revoked_at=row.revoked_at, camera_lat=row.camera_lat, camera_lon=row.camera_lon, camera_id=camera_id,
     )
 
 
@@ -49,15 +49,16 @@ def post_key(body: KeyCreate, service: ServiceDep, _principal: AdminPrincipal) -
             camera_id=body.name, lat=body.camera_lat, lon=body.camera_lon, accuracy_m=body.camera_accuracy_m
         )
     with write_session(service.sessions) as session:
-        row, key = create_key(session, body.role, body.name, camera)
-        out = key_out(row)
+        row, key = create_key(session, body.role, body.name, camera, camera_id=body.camera_id)
+        out = key_out(row, body.camera_id)
     return KeyCreated(**out.model_dump(), key=key)
 
 
 @router.get("/v1/keys", response_model=list[KeyOut], summary="List keys")
 def get_keys(session: SessionDep, _principal: AdminPrincipal) -> list[KeyOut]:
     """Every key, revoked ones included, without secrets."""
-    return [key_out(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
+    tied = {key_id: camera_id for key_id, camera_id in session.execute(select(CameraKey.key_id, CameraKey.camera_id))}
+    return [key_out(row, tied.get(row.id)) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
 @router.delete(
@@ -80,4 +81,4 @@ def delete_key(key_id: IdPath, service: ServiceDep, _principal: AdminPrincipal) 
             if (admins or 0) <= 1:
                 raise LastAdminKeyError("This is the last admin key; create another admin key before revoking it.")
         revoke_key(session, key_id)
-        return key_out(row)
+        return key_out(row, camera.id if (camera := key_camera(session, key_id)) else None)

@@ -106,7 +106,7 @@ def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: p
 def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector) as first:
         engine = first.service.engine
-        assert current_revision(engine) == head_revision() == "0001"
+        assert current_revision(engine) == head_revision() == "0002"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -194,4 +194,4 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
             engine.dispose()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        assert list(pool.map(start, range(4))) == ["0001"] * 4
+        assert list(pool.map(start, range(4))) == ["0002"] * 4

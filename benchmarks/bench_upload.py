@@ -1,0 +1,192 @@
+"""Upload latency of 12 MP phone photos through a real ``vipare serve``, next to the library's own time.
+
+Photos are phone-like 4032x3024 JPEGs of 3-5 MB with EXIF GPS and orientation (``phone_photos.py``).
+On the same photos, with the same onnxruntime thread count, it times:
+
+* library: ``Pipeline.analyze(<file bytes>)`` (decode, detect, verdict, location) in this process;
+* upload: ``POST /v1/reports`` to ``vipare serve`` on 127.0.0.1 (one worker, a fresh SQLite data
+  folder), from sending the request to the end of the 201 answer: multipart transfer, sha256,
+  decode, detect, removing GPS, writing the photo with fsync, committing the rows, the JSON answer.
+  Each request sends a distinct file (a JPEG comment makes its sha256 new), so none is answered
+  from the duplicate check;
+
+first one at a time (1 client), then ``--clients`` at once (threads sharing the pipeline; clients
+each with its connection). Library and upload measurements alternate in small blocks, so both see
+the same background load. It prints p50/p95 of each, the ratio p50 upload / p50 library at the same
+concurrency (the service's overhead; with several clients the server also queues analyses beyond
+``VIPARE_ANALYSIS_SLOTS``), the mean decode + detect time the server measured itself (its Prometheus
+metrics), and the throughput over the blocks. Requests are bounded by ``--requests`` per concurrency; two uploads
+warm the server first and are not counted.
+
+    python -m benchmarks.bench_upload --photos 8 --requests 24 --clients 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+
+from benchmarks.phone_photos import make_phone_photos
+from tests.serving.helpers import bearer
+from tests.serving.live import cli_key, start_server
+from vipare import Pipeline, Settings
+
+WARM_UP_UPLOADS = 2
+_ANALYSIS = re.compile(r'^vipare_analysis_duration_seconds_(sum|count)\{stage="(decode|detect)"\} (\S+)$', re.MULTILINE)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def distinct(jpeg: bytes, tag: str) -> bytes:
+    """The same JPEG with a comment (COM segment) after its APPn segments: same picture, new sha256."""
+    at = 2  # after SOI
+    while at + 4 <= len(jpeg) and jpeg[at] == 0xFF and 0xE0 <= jpeg[at + 1] <= 0xEF:
+        at += 2 + struct.unpack(">H", jpeg[at + 2 : at + 4])[0]
+    text = tag.encode()
+    return jpeg[:at] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + jpeg[at:]
+
+
+def _percentiles(seconds: Sequence[float]) -> tuple[float, float]:
+    """(p50, p95) in milliseconds (p95: nearest rank)."""
+    ordered = sorted(seconds)
+    p95 = ordered[max(0, min(len(ordered) - 1, round(0.95 * len(ordered)) - 1))]
+    return statistics.median(ordered) * 1000.0, p95 * 1000.0
+
+
+@dataclass
+class Timings:
+    """Durations of single operations and the wall time of the blocks that ran them."""
+
+    seconds: list[float] = field(default_factory=list)
+    wall: float = 0.0
+
+    def run(self, work: Callable[[int], float], indices: Sequence[int], concurrency: int) -> None:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            self.seconds += pool.map(work, indices)
+        self.wall += time.perf_counter() - start
+
+
+def _analysis_totals(url: str) -> tuple[float, float]:
+    """(seconds the server spent decoding and detecting, analyses) so far, from its metrics."""
+    text = httpx2.get(f"{url}/metrics", timeout=60).text
+    found = {(kind, stage): float(value) for kind, stage, value in _ANALYSIS.findall(text)}
+    return found.get(("sum", "decode"), 0.0) + found.get(("sum", "detect"), 0.0), found.get(("count", "detect"), 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=8, help="distinct 12 MP photos (reused across requests)")
+    parser.add_argument("--requests", type=int, default=24, help="timed uploads (and library runs) per concurrency")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the second measurement")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per analysis (server and library)")
+    parser.add_argument("--slots", type=int, default=0, help="server analyses at once (0: cores // threads)")
+    parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "vipare-phone-photos")
+    args = parser.parse_args()
+
+    load_before = _load()
+    paths = make_phone_photos(args.photo_dir, args.photos)
+    photos = [p.read_bytes() for p in paths]
+    sizes = [len(p) / 1e6 for p in photos]
+    cores = os.cpu_count() or 1
+    slots = args.slots or max(1, cores // (args.threads or cores))
+    pipeline = Pipeline(settings=Settings(intra_op_threads=args.threads))
+    pipeline.analyze(photos[0])
+
+    def analyze(i: int) -> float:
+        start = time.perf_counter()
+        pipeline.analyze(photos[i % len(photos)])
+        return time.perf_counter() - start
+
+    concurrencies = (1, args.clients)
+    library = {c: Timings() for c in concurrencies}
+    uploads = {c: Timings() for c in concurrencies}
+    in_server: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="vipare-bench-upload-") as tmp:
+        data_dir = Path(tmp) / "data"
+        key = cli_key(data_dir, "agent", "bench")
+        server = start_server(
+            data_dir, {"VIPARE_INTRA_OP_THREADS": str(args.threads), "VIPARE_ANALYSIS_SLOTS": str(slots)}
+        )
+        counter = iter(range(10**9))
+        lock = threading.Lock()
+        local = threading.local()
+
+        def upload(i: int) -> float:
+            with lock:
+                n = next(counter)
+            if not hasattr(local, "client"):
+                local.client = httpx2.Client(base_url=server.url, headers=bearer(key), timeout=300)
+            body = distinct(photos[i % len(photos)], f"vipare bench upload {n}")
+            start = time.perf_counter()
+            response = local.client.post("/v1/reports", files={"photo": (f"IMG_{n:04d}.jpg", body, "image/jpeg")})
+            elapsed = time.perf_counter() - start
+            if response.status_code != 201:
+                raise RuntimeError(f"upload {n}: {response.status_code} {response.text[:300]}")
+            return elapsed
+
+        try:
+            uploads[1].run(upload, range(WARM_UP_UPLOADS), 1)
+            uploads[1] = Timings()
+            for concurrency in concurrencies:
+                before = _analysis_totals(server.url)
+                for block in range(0, args.requests, concurrency):  # alternate: same background load for both
+                    indices = range(block, min(block + concurrency, args.requests))
+                    library[concurrency].run(analyze, indices, concurrency)
+                    uploads[concurrency].run(upload, indices, concurrency)
+                after = _analysis_totals(server.url)
+                in_server[concurrency] = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1000.0
+        finally:
+            server.stop()
+
+    import onnxruntime
+
+    print(f"machine: {_cpu_name()}, {cores} logical cores; {platform.python_implementation()} "
+          f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}; "
+          f"load average {load_before} before, {_load()} after")
+    print(f"server: vipare serve on 127.0.0.1, 1 worker, VIPARE_INTRA_OP_THREADS={args.threads}, "
+          f"VIPARE_ANALYSIS_SLOTS={slots}; SQLite (WAL, synchronous=FULL) and photo store in {tempfile.gettempdir()}")
+    print(f"photos: {len(paths)} JPEGs 4032x3024, {min(sizes):.1f}-{max(sizes):.1f} MB, EXIF GPS + orientation; "
+          f"{args.requests} timed requests per concurrency, each upload a distinct file")
+    for concurrency in concurrencies:
+        lib_p50, lib_p95 = _percentiles(library[concurrency].seconds)
+        up_p50, up_p95 = _percentiles(uploads[concurrency].seconds)
+        who = "1 client " if concurrency == 1 else f"{concurrency} clients"
+        lib_rate = len(library[concurrency].seconds) / library[concurrency].wall
+        up_rate = len(uploads[concurrency].seconds) / uploads[concurrency].wall
+        print(f"  {who}  library Pipeline.analyze  p50 {lib_p50:6.0f} ms  p95 {lib_p95:6.0f} ms  "
+              f"{lib_rate:5.2f} photos/s")
+        print(f"  {who}  upload POST /v1/reports   p50 {up_p50:6.0f} ms  p95 {up_p95:6.0f} ms  {up_rate:5.2f} photos/s"
+              f"  (decode+detect in the server: {in_server[concurrency]:.0f} ms mean)")
+        alone = _percentiles(library[1].seconds)[0]
+        versus_alone = "" if concurrency == 1 else f"; / p50 library one photo at a time = {up_p50 / alone:.2f}"
+        print(f"  {who}  p50 upload / p50 library = {up_p50 / lib_p50:.2f}{versus_alone}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Engines run the frames' analyses and hand the outcomes back in the order of the tasks.
+
+* :class:`LocalEngine`: a process pool on this machine, one onnxruntime session per worker process
+  (made by the pool's initializer), ``intra_op_threads`` per session. ``workers=0`` analyses in the
+  job's own process (debugging, tests).
+* :class:`~serving.batch.ray_engine.RayEngine` (``--engine ray``, the ``vipare[ray]`` extra): Ray
+  Data with one stateful detector per actor.
+
+Either way the outcomes come back in task order, so the job writes frames in the same order however
+many workers ran them, and a resumed job writes the rest in the order a clean run would have.
+
+CPU budget: ``workers x threads <= cores``. The job's own process decodes nothing; it reads and
+hashes the frames and writes the results.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from serving.batch.frames import FrameOutcome, FrameTask, analyze_frame, analyze_in_worker, init_worker
+from serving.photos import PhotoStore
+from vipare.pipeline import Pipeline
+from vipare.settings import Settings
+
+__all__ = ["Engine", "LocalEngine", "available_cores", "thread_budget"]
+
+IN_FLIGHT_PER_WORKER = 4
+"""Tasks queued per worker: enough to keep it busy while the job waits on the oldest one."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_budget(workers: int, threads: int | None = None) -> int:
+    """onnxruntime threads per worker: ``threads`` when given, else ``max(1, cores // workers)``."""
+    if threads is not None:
+        return threads
+    return max(1, available_cores() // max(1, workers))
+
+
+class Engine(Protocol):
+    """Runs frame analyses."""
+
+    def describe(self) -> str:
+        """One line for the log: the engine, its workers and threads."""
+        ...
+
+    def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
+        """Analyse the tasks; yield one outcome per task, in task order."""
+        ...
+
+
+class LocalEngine:
+    """A process pool on this machine.
+
+    Args:
+        settings: the library settings; ``intra_op_threads`` is each worker's thread count.
+        workers: worker processes; 0 runs the analyses in this process.
+        photo_dir: the photo store workers put accepted frames in; None to keep no photos.
+    """
+
+    def __init__(self, settings: Settings, *, workers: int, photo_dir: Path | None) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
+        self.settings = settings
+        self.workers = workers
+        self.photo_dir = photo_dir
+
+    def describe(self) -> str:
+        """``local: N workers x T threads``."""
+        where = f"{self.workers} worker processes" if self.workers else "in the job's process"
+        return f"local engine, {where} x {self.settings.intra_op_threads} onnxruntime threads"
+
+    def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
+        """Analyse in the pool, at most ``IN_FLIGHT_PER_WORKER`` tasks per worker queued at once."""
+        if self.workers == 0:
+            yield from self._inline(tasks)
+            return
+        # spawn, not fork: the job's process holds database connections and threads (progress bar).
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None, os.getpid()),
+        )
+        in_flight: deque[Future[FrameOutcome]] = deque()
+        try:
+            for task in tasks:
+                in_flight.append(pool.submit(analyze_in_worker, task))
+                while len(in_flight) >= self.workers * IN_FLIGHT_PER_WORKER:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _inline(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
+        pipeline = Pipeline(settings=self.settings)
+        photos = PhotoStore(self.photo_dir) if self.photo_dir else None
+        for task in tasks:
+            yield analyze_frame(pipeline, task, photos)

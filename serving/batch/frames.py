@@ -1,0 +1,237 @@
+"""One frame's analysis, as a worker process or a Ray actor runs it: bytes in, a result or an error out.
+
+Light on purpose: a worker imports this module (the library, the photo store) and nothing of the
+database or the web framework. Everything here crosses process boundaries, so it is plain picklable
+data (:class:`FrameTask` in, :class:`FrameOutcome` out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from serving.photos import EXTENSIONS, PhotoStore
+from vipare.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+from vipare.geotag import CameraPosition, ClientPosition
+from vipare.pipeline import Pipeline
+from vipare.results import ImageResult
+from vipare.settings import Settings
+
+__all__ = [
+    "ERROR_KINDS",
+    "FrameOutcome",
+    "FrameRef",
+    "FrameTask",
+    "analyze_frame",
+    "analyze_in_worker",
+    "close_archives",
+    "init_worker",
+    "read_frame",
+    "set_thread_budget",
+]
+
+ERROR_KINDS: Final[dict[type[ImageError], str]] = {
+    EmptyImageError: "empty_image",
+    CorruptImageError: "corrupt_image",
+    UnsupportedImageError: "unsupported_image",
+    ImageTooLargeError: "image_too_large",
+}
+"""Intake errors -> the kind a batch reports: the codes ``serving.errors`` answers a single upload with."""
+
+LOCATION_MISSING: Final = (
+    "the frame has no GPS, frames.csv gives it no lat/lon and its camera has no position; register the "
+    "camera's position (vipare cameras add ID --lat --lon) or give lat,lon in frames.csv"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """Where a frame's bytes are: a file, or a member of a zip archive.
+
+    Attributes:
+        path: the file, or the zip archive.
+        member: the member's name in the archive; None for a plain file.
+    """
+
+    path: str
+    member: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}!{self.member}" if self.member is not None else self.path
+
+
+def error_kind(exc: ImageError) -> str:
+    """The batch's name for an intake error (the service's error code for it)."""
+    for error_type, kind in ERROR_KINDS.items():
+        if isinstance(exc, error_type):
+            return kind
+    return "unreadable_image"
+
+
+# One open archive per zip per process: reopening reads the central directory each time.
+_ZIPS: dict[str, zipfile.ZipFile] = {}
+_ZIPS_LOCK = threading.Lock()
+
+
+def read_frame(ref: FrameRef, max_bytes: int) -> bytes:
+    """The frame's bytes, refusing before reading them when they are over ``max_bytes``.
+
+    Raises:
+        ImageTooLargeError: over ``max_bytes`` (a zip member's declared size counts, before inflating).
+        OSError: the file cannot be read (``zipfile.BadZipFile`` included).
+    """
+    if ref.member is None:
+        size = os.stat(ref.path).st_size
+        if size > max_bytes:
+            raise ImageTooLargeError(f"the file is {size} bytes, over the {max_bytes} byte limit")
+        with open(ref.path, "rb") as file:
+            data = file.read(max_bytes + 1)
+    else:
+        try:
+            with _ZIPS_LOCK:  # a ZipFile shares one file handle between its members
+                archive = _ZIPS.get(ref.path) or _ZIPS.setdefault(ref.path, zipfile.ZipFile(ref.path))
+                info = archive.getinfo(ref.member)
+                if info.file_size > max_bytes:
+                    raise ImageTooLargeError(f"the member is {info.file_size} bytes, over the {max_bytes} byte limit")
+                with archive.open(info) as member:
+                    data = member.read(max_bytes + 1)
+        except (zipfile.BadZipFile, KeyError, RuntimeError, EOFError) as exc:
+            raise OSError(f"cannot read {ref.member} from {ref.path}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"the file is over the {max_bytes} byte limit")
+    return data
+
+
+def close_archives() -> None:
+    """Close the zip archives :func:`read_frame` opened in this process."""
+    with _ZIPS_LOCK:
+        for archive in _ZIPS.values():
+            archive.close()
+        _ZIPS.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTask:
+    """A frame to analyse.
+
+    Attributes:
+        index: its place in the job (frames are written in this order).
+        name: its name relative to the source (``cam12/20240501_093000.jpg``), stored as the result's source.
+        ref: where its bytes are.
+        sha256: hex sha256 of its bytes, as the job read them when it listed the frame.
+        camera: its camera's position, the last resort for a frame without GPS.
+        client: a position given for the frame in ``frames.csv`` (a vehicle's GPS log).
+    """
+
+    index: int
+    name: str
+    ref: FrameRef
+    sha256: str
+    camera: CameraPosition | None
+    client: ClientPosition | None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOutcome:
+    """What became of a frame.
+
+    Attributes:
+        index: the task's index.
+        result: the analysis, with a location; None on error.
+        error: ``(kind, message)`` when the frame cannot be used.
+        photo_stored: True when the worker already put the photo in the store.
+        seconds: time spent on it in the worker (read, decode, detect, store).
+    """
+
+    index: int
+    result: ImageResult | None = None
+    error: tuple[str, str] | None = None
+    photo_stored: bool = False
+    seconds: float = field(default=0.0, compare=False)
+
+
+def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None = None) -> FrameOutcome:
+    """Read, check, decode and analyse one frame; put its photo in ``photos`` when it can be stored.
+
+    Never raises for a bad frame: unreadable, changed since listed, not an image or without any
+    position, it comes back as an error outcome.
+    """
+    start = time.perf_counter()
+
+    def failed(kind: str, message: str) -> FrameOutcome:
+        return FrameOutcome(task.index, error=(kind, message), seconds=time.perf_counter() - start)
+
+    try:
+        data = read_frame(task.ref, pipeline.settings.max_image_bytes)
+    except ImageError as exc:
+        return failed(error_kind(exc), str(exc))
+    except OSError as exc:
+        return failed("unreadable", f"{exc.strerror or exc}")
+    if hashlib.sha256(data).hexdigest() != task.sha256:
+        return failed("changed", "the file changed while the job ran; run the job again to take the new version")
+    try:
+        image = pipeline.decode(data)
+        result = pipeline.analyze(image, client=task.client, camera=task.camera, name=task.name)
+    except ImageError as exc:
+        return failed(error_kind(exc), str(exc))
+    if result.location is None:
+        return failed("location_missing", LOCATION_MISSING)
+    stored = False
+    if photos is not None:
+        photos.put(data, task.sha256, EXTENSIONS[result.image.format])
+        stored = True
+    return FrameOutcome(task.index, result=result, photo_stored=stored, seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker processes
+
+
+_WORKER: tuple[Pipeline, PhotoStore | None] | None = None
+
+
+def set_thread_budget(threads: int) -> None:
+    """Hold this process's OpenCV pool to ``threads`` (the letterbox resize); onnxruntime's is in Settings."""
+    import cv2
+
+    cv2.setNumThreads(max(1, threads))
+
+
+def init_worker(settings: Settings, photo_dir: str | None, parent_pid: int) -> None:
+    """Process-pool initializer: one pipeline (one onnxruntime session) per worker process.
+
+    Args:
+        settings: the library settings, ``intra_op_threads`` set to this worker's share of the cores.
+        photo_dir: the photo store the worker writes accepted frames to; None to leave it to the parent.
+        parent_pid: the job's process; the worker exits when it is gone (killed with -9, say).
+    """
+    global _WORKER
+    set_thread_budget(settings.intra_op_threads)
+    _WORKER = (Pipeline(settings=settings), PhotoStore(Path(photo_dir)) if photo_dir else None)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def analyze_in_worker(task: FrameTask) -> FrameOutcome:
+    """The function the pool runs: :func:`analyze_frame` with the worker's pipeline and store."""
+    if _WORKER is None:  # pragma: no cover - the pool always runs init_worker first
+        raise RuntimeError("init_worker has not run in this process")
+    pipeline, photos = _WORKER
+    return analyze_frame(pipeline, task, photos)

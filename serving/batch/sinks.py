@@ -1,0 +1,261 @@
+"""Where a batch job's results go, and how it knows which frames an earlier run already took.
+
+Two sinks, one contract: :meth:`known` gives the ``(camera_id, sha256)`` pairs already written, and
+:meth:`write` writes accepted frames so that each is either fully written or not at all.
+
+* :class:`StoreSink`: the service's own store (``--data-dir`` / ``VIPARE_DATABASE_URL``). Each call
+  to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store_report`,
+  the function the upload route uses: same de-duplication (one report per client and sha256; a
+  registered camera's client is ``camera:<id>``, whichever way its frames come), same incidents.
+  The photo files are already in the store (workers put them) when the rows are committed; a crash
+  in between leaves files no row references, which the next start deletes.
+* :class:`JsonlSink`: one JSON object per line, appended, flushed and fsynced line by line, each
+  with its frame's camera and sha256. On opening, a last line without its newline (the job was
+  killed while writing it) is cut off; a damaged complete line stops the job. The file is locked
+  while a job appends to it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from serving.auth import Principal, camera_client_ref, camera_principal
+from serving.cameras import CameraSpec, position_of
+from serving.config import ServiceSettings
+from serving.db import write_session
+from serving.models import Report, utcnow
+from serving.photos import EXTENSIONS
+from serving.reports import observed_time, store_report
+from serving.service import grouping_policy, open_storage
+from vipare.results import ImageResult
+
+__all__ = ["Accepted", "JsonlSink", "Sink", "SinkError", "StoreSink", "Written"]
+
+BATCH_SUBMITTER = "vipare batch"
+"""How batch jobs appear in reports (``submitted_by``) and incident histories."""
+
+
+class SinkError(RuntimeError):
+    """The output cannot be used (locked by another job, damaged); the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An analysed frame, ready to be written.
+
+    Attributes:
+        name: the frame's name in the source.
+        camera_id: its camera.
+        result: the analysis (with a location).
+        captured_at: the time ``frames.csv`` gives it, if any.
+        fallback_time: the time read from a naive EXIF clock or the file name, used when neither the
+            sidecar nor EXIF (GPS time, or a time with offset) gives one.
+    """
+
+    name: str
+    camera_id: str
+    result: ImageResult
+    captured_at: datetime | None
+    fallback_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What writing one frame did.
+
+    Attributes:
+        created: False when the same frame of the same camera was already there (a twin).
+        incident_action: opened, joined or late when the frame's deposit reached an incident.
+    """
+
+    created: bool
+    incident_action: str | None = None
+
+
+class Sink(Protocol):
+    """Where results go."""
+
+    photo_dir: Path | None
+    """The photo store the workers put accepted frames in; None when the sink keeps no photos."""
+
+    def known(self, camera_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """``(camera_id, sha256)`` of the frames already written for these cameras."""
+        ...
+
+    def write(self, items: Sequence[Accepted]) -> list[Written]:
+        """Write the frames, all or none of them."""
+        ...
+
+    def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
+        """Put a photo in the store, when the worker that analysed it could not."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds."""
+        ...
+
+
+class StoreSink:
+    """The service's store: reports and incidents in its database, photos in its photo store.
+
+    Args:
+        settings: the service's settings (database, data folder, grouping policy).
+        registry: the registered cameras by id.
+    """
+
+    def __init__(self, settings: ServiceSettings, registry: dict[str, CameraSpec]) -> None:
+        self.storage = open_storage(settings)
+        self.photo_dir: Path | None = self.storage.photos.root
+        self.policy = grouping_policy(settings)
+        self._principals: dict[str, Principal] = {
+            camera_id: camera_principal(camera_id, position_of(spec), BATCH_SUBMITTER)
+            for camera_id, spec in registry.items()
+        }
+
+    def known(self, camera_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """Frames these cameras already have reports for, by any way they came (batch or camera key)."""
+        refs = {camera_client_ref(c): c for c in camera_ids}
+        found: set[tuple[str, str]] = set()
+        with self.storage.sessions() as session:
+            for chunk in _chunks(sorted(refs), 500):
+                rows = session.execute(select(Report.client_ref, Report.sha256).where(Report.client_ref.in_(chunk)))
+                found.update((refs[ref], sha256) for ref, sha256 in rows)
+        return found
+
+    def write(self, items: Sequence[Accepted]) -> list[Written]:
+        """Store the reports of these frames and give them their incidents, in one transaction."""
+        received = utcnow()
+        written: list[Written] = []
+        with write_session(self.storage.sessions) as session:
+            for item in items:
+                submitted = store_report(
+                    session, self._principals[item.camera_id], item.result,
+                    ext=EXTENSIONS[item.result.image.format], received=received, policy=self.policy,
+                    captured_at=item.captured_at, fallback_time=item.fallback_time, camera_id=item.camera_id,
+                )
+                report = session.get(Report, submitted.report_id) if submitted.created else None
+                written.append(Written(submitted.created, report.incident_action if report is not None else None))
+        return written
+
+    def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
+        """Put a photo in the store (GPS removed, atomically)."""
+        self.storage.photos.put(data, sha256, ext)
+
+    def close(self) -> None:
+        """Release the database and the worker lock."""
+        self.storage.close()
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class JsonlSink:
+    """JSON lines: one object per frame, ``{"frame", "camera_id", "sha256", "captured_at", "observed_at",
+    "received_at", "result"}``, where ``result`` is the library's :class:`~vipare.results.ImageResult`.
+
+    Args:
+        path: the file; created when missing, appended to otherwise (see the module doc).
+
+    Raises:
+        SinkError: another job holds the file, or a complete line is not a JSON object with
+            ``camera_id`` and ``sha256``.
+    """
+
+    photo_dir: Path | None = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise SinkError(
+                f"{path} is being written by another batch job; wait for it, or use another file"
+            ) from None
+        try:
+            self._known, self.dropped_bytes = self._recover()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _recover(self) -> tuple[set[tuple[str, str]], int]:
+        """Read what earlier runs wrote; cut off a torn last line. Returns the known frames and bytes cut."""
+        known: set[tuple[str, str]] = set()
+        end = 0  # just after the last complete line
+        with open(self.path, "rb") as file:
+            for number, line in enumerate(file, 1):
+                if not line.endswith(b"\n"):  # the last line, cut short by a kill
+                    break
+                end += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    known.add((str(record["camera_id"]), str(record["sha256"])))
+                except (ValueError, KeyError, TypeError):
+                    raise SinkError(
+                        f"{self.path} line {number} is not a result line of vipare batch; move the file away or "
+                        "give another --output"
+                    ) from None
+        size = os.fstat(self._fd).st_size
+        if end < size:
+            os.truncate(self.path, end)
+            os.fsync(self._fd)
+        return known, size - end
+
+    def known(self, camera_ids: Iterable[str]) -> set[tuple[str, str]]:
+        """Frames of these cameras the file already holds."""
+        wanted = set(camera_ids)
+        return {pair for pair in self._known if pair[0] in wanted}
+
+    def write(self, items: Sequence[Accepted]) -> list[Written]:
+        """Append one line per frame, each flushed to disk before the next."""
+        received = utcnow()
+        written = []
+        for item in items:
+            key = (item.camera_id, item.result.image.sha256)
+            if key in self._known:
+                written.append(Written(created=False))
+                continue
+            observed, captured = observed_time(
+                item.result, received, sent=item.captured_at, fallback=item.fallback_time
+            )
+            record: dict[str, Any] = {
+                "frame": item.name,
+                "camera_id": item.camera_id,
+                "sha256": item.result.image.sha256,
+                "captured_at": captured.isoformat() if captured else None,
+                "observed_at": observed.isoformat(),
+                "received_at": received.isoformat(),
+                "result": item.result.model_dump(mode="json"),
+            }
+            line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+            view = memoryview(line)
+            while view:  # one write per line in practice: a kill leaves whole lines and at most a torn last one
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+            self._known.add(key)
+            written.append(Written(created=True))
+        return written
+
+    def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
+        """JSON lines keep no photos."""
+
+    def close(self) -> None:
+        """Release the file and its lock."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

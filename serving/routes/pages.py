@@ -1,0 +1,128 @@
+"""The pages: the field agent's upload page (``/``) and the cleansing manager's map (``/manager``).
+
+Plain HTML, CSS and JavaScript from ``serving/web/static``, no build step. Leaflet and
+Leaflet.markercluster come from the npm registry, pinned by ``serving/web/package-lock.json`` and
+installed with ``npm ci --prefix serving/web``; this router serves them from
+``serving/web/node_modules`` under ``/vendor/<package>/``: no CDN, no third-party code in the
+repository. Without them the pages still load and say how to install them.
+
+The pages hold no data. They call the API with the key the user typed once (kept in the browser's
+localStorage) and read ``/v1/ui-config`` (no key needed): the tile layer (``VIPARE_TILE_URL``,
+``VIPARE_TILE_ATTRIBUTION``; none set: markers on a plain background and no tile request at all),
+the classes, the workflow and the upload limit. Pages are sent with a Content-Security-Policy that
+lets them load scripts and talk to this origin only (images also from the tile server, when set).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from serving.config import ServiceSettings
+from serving.errors import NotFoundError
+from serving.incidents import ALLOWED_TRANSITIONS, FAMILIES, OPEN_STATUSES, Status
+from vipare.taxonomy import DEPOSIT_CLASSES
+
+__all__ = ["NODE_MODULES", "STATIC_DIR", "VENDOR", "router", "ui_config"]
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+STATIC_DIR = WEB_DIR / "static"
+NODE_MODULES = WEB_DIR / "node_modules"
+VENDOR: dict[str, str] = {"leaflet": "leaflet/dist", "leaflet.markercluster": "leaflet.markercluster/dist"}
+"""``/vendor/<name>/...`` -> the folder under :data:`NODE_MODULES` it serves."""
+
+_INSTALL = "npm ci --prefix serving/web"
+_REVALIDATE = {"Cache-Control": "no-cache"}  # revalidate (ETag): a new release is seen at once
+
+router = APIRouter()
+
+
+def _tile_source(tile_url: str | None) -> str:
+    """The CSP source of the tile server: its origin, ``{s}`` subdomains as a wildcard."""
+    if not tile_url:
+        return ""
+    parts = urlsplit(tile_url)
+    host = parts.netloc.replace("{s}", "*")
+    return f" {parts.scheme}://{host}" if parts.scheme in ("http", "https") and host else ""
+
+
+def _page(request: Request, name: str) -> FileResponse:
+    settings: ServiceSettings = request.app.state.settings
+    policy = (
+        "default-src 'self'; script-src 'self'; connect-src 'self'; "
+        f"img-src 'self' data: blob:{_tile_source(settings.tile_url)}; "
+        "style-src 'self' 'unsafe-inline'; "  # Leaflet positions its panes and markers with inline styles
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    headers = {**_REVALIDATE, "Content-Security-Policy": policy, "Referrer-Policy": "same-origin"}
+    if not (STATIC_DIR / name).is_file():
+        raise NotFoundError(f"The pages are not installed with this copy of vipare ({STATIC_DIR} is missing).")
+    return FileResponse(STATIC_DIR / name, media_type="text/html; charset=utf-8", headers=headers)
+
+
+@router.get("/", include_in_schema=False)
+def agent_page(request: Request) -> FileResponse:
+    """The field agent's page: take or pick a photo, send it with the phone's position."""
+    return _page(request, "agent.html")
+
+
+@router.get("/manager", include_in_schema=False)
+def manager_page(request: Request) -> FileResponse:
+    """The cleansing manager's map of incidents."""
+    return _page(request, "manager.html")
+
+
+async def _serve(directory: Path, path: str, request: Request) -> Response:
+    # StaticFiles keeps requests inside the folder and answers 304 to a matching ETag.
+    files = StaticFiles(directory=directory, check_dir=False)
+    response = await files.get_response(os.path.normpath(path), request.scope)
+    response.headers.update(_REVALIDATE)
+    return response
+
+
+@router.get("/static/{path:path}", include_in_schema=False)
+async def static_file(path: str, request: Request) -> Response:
+    """The pages' own scripts and styles."""
+    return await _serve(STATIC_DIR, path, request)
+
+
+@router.get("/vendor/{package}/{path:path}", include_in_schema=False)
+async def vendor_file(package: str, path: str, request: Request) -> Response:
+    """Leaflet and Leaflet.markercluster, from ``serving/web/node_modules``."""
+    if package not in VENDOR:
+        raise NotFoundError(f"No front-end library is called {package!r}.")
+    directory = NODE_MODULES / VENDOR[package]
+    if not directory.is_dir():
+        raise NotFoundError(f"The map library {package} is not installed on the server: run {_INSTALL}.")
+    return await _serve(directory, path, request)
+
+
+def ui_config(settings: ServiceSettings) -> dict[str, Any]:
+    """What the pages need to know about this service (no secret, no data)."""
+    installed = all((NODE_MODULES / folder).is_dir() for folder in VENDOR.values())
+    return {
+        "tile_url": settings.tile_url or None,
+        "tile_attribution": settings.tile_attribution,
+        "map_library": installed,
+        "map_library_install": _INSTALL,
+        "max_image_bytes": settings.max_image_bytes,
+        "deposit_classes": sorted(DEPOSIT_CLASSES),
+        "class_families": dict(FAMILIES),
+        "statuses": [s.value for s in Status],
+        "open_statuses": [s.value for s in Status if s in OPEN_STATUSES],
+        "transitions": {s.value: sorted(t.value for t in ALLOWED_TRANSITIONS[s]) for s in Status},
+    }
+
+
+@router.get("/v1/ui-config", tags=["pages"], summary="What the pages need to know")
+def get_ui_config(request: Request) -> dict[str, Any]:
+    """The map's tile layer (none: a plain background), whether the map library is installed, the
+    upload limit, the deposit classes and the workflow (allowed changes from each status). No key needed.
+    """
+    return ui_config(request.app.state.settings)

@@ -1,0 +1,508 @@
+// The cleansing manager's page: incidents on a clustered map coloured by state, filters, a panel
+// with one incident's photos (boxes drawn by the service), reports and history, state changes with
+// a comment, and CSV / GeoJSON exports. Everything goes through the API with the manager's key.
+
+import { applyText, has, pct, t, when } from "./i18n.js";
+import {
+  ApiError, KeyStore, apiFetch, apiJson, coords, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded,
+  refusalMessage, showMapMissing,
+} from "./common.js";
+
+const keys = new KeyStore("manager");
+const $ = (id) => document.getElementById(id);
+const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
+const stateLabel = (state) => t(`state.${state}`);
+
+const PAGE = 1000; // the service's default largest page
+const MAX_MARKERS = 10000;
+const LIST_MAX = 300; // entries in the side list; the map shows them all
+const PHOTOS_SHOWN = 6;
+
+let config = null;
+let map = null;
+let cluster = null;
+const markers = new Map(); // incident id -> Leaflet marker
+let features = [];
+let selectedId = null;
+let photos = { incident: null, urls: new Map() }; // annotated photos of the incident shown: report id -> blob URL
+
+// ------------------------------------------------------------------------------------------------
+// Messages, key
+
+let messageTimer = null;
+
+/** A message over the page; errors stay until clicked or replaced, others go after a few seconds. */
+function showMessage(text, kind = "error") {
+  const box = $("message");
+  box.textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = !text;
+  clearTimeout(messageTimer);
+  if (text && kind !== "error") messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
+}
+
+function renderKey(openMode = false) {
+  const label = keys.label();
+  $("key-button").textContent = openMode ? t("key.open_mode")
+    : label ? `${t("key.signed_in", { prefix: label })} · ${t("key.sign_out")}` : t("key.none");
+}
+
+function showSignIn(show) {
+  $("sign-in").hidden = !show;
+  if (show) $("key-input").focus();
+}
+
+async function saveKey(event) {
+  event.preventDefault();
+  const key = $("key-input").value.trim();
+  if (!key) return;
+  const previous = keys.get();
+  keys.set(key);
+  $("key-input").value = "";
+  showMessage(t("key.checking"), "info");
+  if (await load({ fit: true })) {
+    showSignIn(false);
+    showMessage("", "info");
+  } else if (previous) {
+    keys.set(previous);
+  } else {
+    keys.clear();
+  }
+  renderKey();
+}
+
+function signOut() {
+  keys.clear();
+  clearMap();
+  closeDetail();
+  renderKey();
+  showSignIn(true);
+}
+
+/** Handle a failed call: a key problem asks for a key, anything else is shown. */
+function failed(error) {
+  if (error instanceof ApiError) {
+    showMessage(error.message, "error");
+    if (error.status === 401 || error.status === 403) showSignIn(true);
+  } else {
+    showMessage(t("err.network"), "error");
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Filters
+
+function buildFilters() {
+  const states = $("state-filter");
+  for (const state of config.statuses) {
+    const box = el("input", { type: "checkbox", name: "status", value: state,
+      checked: config.open_statuses.includes(state) });
+    states.append(el("label", { class: "state-choice" }, box, el("span", { class: `dot st-${state}` }),
+      el("span", { text: stateLabel(state) })));
+  }
+  const select = $("class-filter");
+  for (const name of config.deposit_classes) select.append(el("option", { value: name, text: classLabel(name) }));
+}
+
+function resetFilters() {
+  for (const box of $("state-filter").querySelectorAll("input")) box.checked = config.open_statuses.includes(box.value);
+  $("class-filter").value = "";
+  $("since").value = "";
+  $("until").value = "";
+}
+
+/** The query of GET /v1/incidents and the exports, from the filters (dates are local days). */
+function filterQuery() {
+  const query = new URLSearchParams();
+  const states = [...$("state-filter").querySelectorAll("input:checked")].map((box) => box.value);
+  if (states.length && states.length < config.statuses.length) states.forEach((s) => query.append("status", s));
+  if ($("class-filter").value) query.append("class", $("class-filter").value);
+  if ($("since").value) query.append("since", new Date(`${$("since").value}T00:00:00`).toISOString());
+  if ($("until").value) query.append("until", new Date(`${$("until").value}T23:59:59.999`).toISOString());
+  return query;
+}
+
+function filtersValid() {
+  if ($("since").value && $("until").value && $("since").value > $("until").value) {
+    showMessage(`${t("mgr.from")} > ${t("mgr.to")}`, "error");
+    return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The map and the list
+
+function setupMap() {
+  const element = $("map");
+  if (!mapLibraryLoaded(true)) {
+    showMapMissing(element, config);
+    return;
+  }
+  const L = window.L;
+  map = makeMap(element, config, { worldCopyJump: true });
+  map.setView([20, 0], 2);
+  L.control.scale({ imperial: false }).addTo(map);
+  cluster = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 50 });
+  map.addLayer(cluster);
+  const legend = L.control({ position: "bottomleft" });
+  legend.onAdd = () => el("div", { class: "legend" },
+    el("strong", { text: t("map.legend") }),
+    ...config.statuses.map((s) => el("div", {}, el("span", { class: `dot st-${s}` }), el("span", { text: stateLabel(s) }))));
+  legend.addTo(map);
+  window.vipareMap = map; // for the browser tests and the console
+}
+
+function clearMap() {
+  if (cluster) cluster.clearLayers();
+  markers.clear();
+  features = [];
+  $("incident-list").replaceChildren();
+  $("count").textContent = "";
+}
+
+function markerFor(feature) {
+  const L = window.L;
+  const { id, status, label } = feature.properties;
+  const [lon, lat] = feature.geometry.coordinates;
+  const icon = L.divIcon({
+    className: `vp-marker st-${status}`, iconSize: [18, 18], iconAnchor: [9, 9],
+    html: `<span data-incident="${Number(id)}"></span>`,
+  });
+  const marker = L.marker([lat, lon], { icon, title: `#${id} ${classLabel(label)} · ${stateLabel(status)}`,
+    riseOnHover: true });
+  marker.on("click", () => select(id, { fromMap: true }));
+  return marker;
+}
+
+/** Load the incidents matching the filters; true when it worked. */
+async function load({ fit = false } = {}) {
+  if (!filtersValid()) return false;
+  $("count").textContent = t("mgr.loading");
+  const query = filterQuery();
+  const found = [];
+  let matched = 0;
+  try {
+    for (let offset = 0; offset < MAX_MARKERS; offset += PAGE) {
+      query.set("limit", PAGE);
+      query.set("offset", offset);
+      const page = await apiJson(keys, `/v1/incidents?${query}`);
+      found.push(...page.features);
+      matched = page.numberMatched;
+      if (!page.features.length || found.length >= matched) break;
+    }
+  } catch (error) {
+    $("count").textContent = "";
+    failed(error);
+    return false;
+  }
+  features = found;
+  $("count").textContent = found.length < matched ? t("mgr.count_capped", { shown: found.length, n: matched })
+    : t("mgr.count", { n: matched });
+  renderList();
+  if (cluster) {
+    cluster.clearLayers();
+    markers.clear();
+    for (const feature of features) markers.set(feature.properties.id, markerFor(feature));
+    cluster.addLayers([...markers.values()]);
+    highlight(selectedId);
+    if (fit && markers.size) {
+      map.fitBounds(cluster.getBounds(), { padding: [40, 40], maxZoom: 17 });
+    }
+  }
+  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+  return true;
+}
+
+function renderList() {
+  const list = $("incident-list");
+  $("list-hint").textContent = features.length ? t("mgr.choose") : t("mgr.none");
+  list.replaceChildren(...features.slice(0, LIST_MAX).map((feature) => {
+    const p = feature.properties;
+    return el("li", {},
+      el("button", { type: "button", class: "incident-entry", dataset: { id: p.id },
+        onclick: () => select(p.id, { fromMap: false }) },
+        el("span", { class: `dot st-${p.status}` }),
+        el("span", { class: "grow" },
+          el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),
+          el("span", { class: "muted", text: ` · ${stateLabel(p.status)} · ${t("mgr.ago_reports", { n: p.report_count })}` }),
+          el("span", { class: "muted block", text: when(p.last_seen) }))));
+  }));
+}
+
+function highlight(id) {
+  for (const [markerId, marker] of markers) {
+    const element = marker.getElement();
+    if (element) element.classList.toggle("selected", markerId === id);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// One incident
+
+function dropPhotos() {
+  photos.urls.forEach((url) => URL.revokeObjectURL(url));
+  photos = { incident: null, urls: new Map() };
+}
+
+async function select(id, { fromMap = false } = {}) {
+  selectedId = id;
+  if (photos.incident !== id) {
+    dropPhotos();
+    photos.incident = id;
+  }
+  let detail;
+  try {
+    detail = await apiJson(keys, `/v1/incidents/${id}`);
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  renderDetail(detail);
+  if (window.matchMedia("(max-width: 899px)").matches) $("panel").scrollIntoView({ behavior: "smooth" });
+  const marker = markers.get(id);
+  if (marker && !fromMap) {
+    cluster.zoomToShowLayer(marker, () => {
+      map.setView(marker.getLatLng(), Math.max(map.getZoom(), 16));
+      highlight(id);
+    });
+  }
+  highlight(id);
+}
+
+function closeDetail() {
+  selectedId = null;
+  dropPhotos();
+  $("detail-view").hidden = true;
+  $("detail-view").replaceChildren();
+  $("list-view").hidden = false;
+  highlight(null);
+}
+
+function actionLabel(from, to) {
+  if (to === "confirmed" && from === "rejected") return t("action.reopen");
+  if (to === "confirmed" && from === "scheduled") return t("action.unschedule");
+  return t(`action.${to}`);
+}
+
+function renderDetail(detail) {
+  const p = detail.properties;
+  const [lon, lat] = detail.geometry.coordinates;
+
+  const facts = [
+    [t("mgr.class"), classLabel(p.label)],
+    [t("mgr.first_seen"), when(p.first_seen)],
+    [t("mgr.last_seen"), when(p.last_seen)],
+    [t("mgr.reports"), String(p.report_count)],
+    [t("mgr.position"), coords(lat, lon)],
+  ];
+  if (p.recurrence_count) facts.push([t("mgr.recurrence"), String(p.recurrence_count)]);
+  if (p.merged_into) facts.push([t("mgr.merged_into"), `#${p.merged_into}`]);
+
+  const view = $("detail-view");
+  view.replaceChildren(
+    el("button", { type: "button", class: "link back", text: `← ${t("mgr.back")}`, onclick: closeDetail }),
+    el("h2", { class: "incident-title" }, el("span", { text: t("mgr.incident", { id: p.id }) }),
+      el("span", { class: `badge st-${p.status}`, id: "incident-state", dataset: { state: p.status },
+        text: stateLabel(p.status) })),
+    el("dl", { class: "facts" }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
+    actionsSection(detail),
+    photosSection(detail),
+    timelineSection(detail),
+    historySection(detail),
+  );
+  view.dataset.id = p.id;
+  view.hidden = false;
+  $("list-view").hidden = true;
+  view.scrollTop = 0;
+}
+
+function actionsSection(detail) {
+  const p = detail.properties;
+  const allowed = config.statuses.filter((s) => (config.transitions[p.status] || []).includes(s)); // workflow order
+  const section = el("section", { class: "actions" }, el("h3", { text: t("mgr.actions") }));
+  if (!allowed.length) {
+    section.append(el("p", { class: "muted", text: t("mgr.final") }));
+    return section;
+  }
+  const comment = el("textarea", { id: "comment", rows: 2, maxlength: 2000, placeholder: t("mgr.comment_placeholder") });
+  section.append(el("label", { for: "comment", text: t("mgr.comment") }), comment);
+  const buttons = el("div", { class: "row wrap" });
+  for (const to of allowed.filter((s) => s !== "duplicate")) {
+    buttons.append(el("button", { type: "button", class: `small act st-${to}`, dataset: { to },
+      text: actionLabel(p.status, to), onclick: () => change(p.id, to, comment.value) }));
+  }
+  section.append(buttons);
+  if (allowed.includes("duplicate")) {
+    const target = el("input", { id: "merge-target", type: "number", min: 1, inputmode: "numeric", class: "narrow" });
+    section.append(el("div", { class: "row wrap merge" },
+      el("label", { for: "merge-target", text: t("mgr.duplicate_of") }), target,
+      el("button", { type: "button", class: "small act", dataset: { to: "duplicate" }, text: t("action.duplicate"),
+        onclick: () => {
+          const into = Number(target.value);
+          if (!Number.isInteger(into) || into < 1) showMessage(t("mgr.merge_target"), "error");
+          else change(p.id, "duplicate", comment.value, into);
+        } })));
+  }
+  return section;
+}
+
+async function change(id, to, comment, mergedInto = null) {
+  const body = { to, comment: comment.trim() || null };
+  if (mergedInto) body.merged_into = mergedInto;
+  for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = true;
+  let detail;
+  try {
+    detail = await apiJson(keys, `/v1/incidents/${id}/transitions`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  } catch (error) {
+    for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = false;
+    failed(error);
+    return;
+  }
+  showMessage(t("mgr.done", { id, state: stateLabel(detail.properties.status) }), "ok");
+  renderDetail(detail);
+  await load();
+}
+
+function photosSection(detail) {
+  const reports = [...detail.reports].sort((a, b) => b.observed_at.localeCompare(a.observed_at));
+  const grid = el("div", { class: "photos" });
+  for (const report of reports.slice(0, PHOTOS_SHOWN)) {
+    const figure = el("figure", { class: "photo", dataset: { report: report.id } },
+      el("figcaption", { class: "muted", text: when(report.observed_at) }));
+    figure.addEventListener("click", () => figure.classList.toggle("enlarged"));
+    grid.append(figure);
+    loadPhoto(figure, report);
+  }
+  const section = el("section", {}, el("h3", { text: t("mgr.photos") }), grid);
+  if (reports.length > PHOTOS_SHOWN) {
+    section.append(el("p", { class: "muted", text: t("mgr.more_photos", { n: reports.length - PHOTOS_SHOWN }) }));
+  }
+  return section;
+}
+
+async function loadPhoto(figure, report) {
+  const incident = photos.incident;
+  const alt = t("mgr.incident", { id: incident });
+  if (photos.urls.has(report.id)) {
+    figure.prepend(el("img", { src: photos.urls.get(report.id), alt }));
+    return;
+  }
+  try {
+    const response = await apiFetch(keys, report.links.annotated_image);
+    if (!response.ok) {
+      const { code, detail } = await errorOf(response);
+      throw new Error(refusalMessage(response.status, code, detail, { role: "manager" }));
+    }
+    const url = URL.createObjectURL(await response.blob());
+    if (photos.incident !== incident) {
+      URL.revokeObjectURL(url); // another incident was chosen meanwhile
+      return;
+    }
+    photos.urls.set(report.id, url);
+    figure.prepend(el("img", { src: url, alt }));
+  } catch (error) {
+    figure.prepend(el("p", { class: "muted", text: error.message || t("err.network") }));
+  }
+}
+
+function timelineSection(detail) {
+  const reports = [...detail.reports].sort((a, b) => b.observed_at.localeCompare(a.observed_at));
+  const list = el("ol", { class: "timeline" }, ...reports.map((r) => {
+    const loc = r.location;
+    const verdict = r.verdict.dumping ? `${t("result.dumping")} ${pct(r.verdict.score)}` : t("result.clean");
+    const source = `${t(`source.${loc.source}`)}${loc.accuracy_m ? ` ± ${Math.round(loc.accuracy_m)} m` : ""}`;
+    return el("li", {},
+      el("time", { datetime: r.observed_at, text: when(r.observed_at) }),
+      el("div", { text: t("mgr.report_line", { who: r.submitted_by, verdict, source }) }),
+      r.incident ? el("div", { class: "muted", text: t(`incident_action.${r.incident.action}`) }) : null,
+      r.note ? el("blockquote", { text: r.note }) : null);
+  }));
+  return el("section", {}, el("h3", { text: t("mgr.timeline") }), list);
+}
+
+function historySection(detail) {
+  const list = el("ol", { class: "history" }, ...[...detail.history].reverse().map((h) => el("li", {},
+    el("time", { datetime: h.at, text: when(h.at) }),
+    el("div", {},
+      h.from_status ? el("span", { class: `badge st-${h.from_status}`, text: stateLabel(h.from_status) }) : null,
+      h.from_status ? " → " : null,
+      el("span", { class: `badge st-${h.to_status}`, text: stateLabel(h.to_status) }),
+      h.merged_into ? ` #${h.merged_into}` : null,
+      el("span", { class: "muted", text: ` ${t("mgr.by", { who: h.actor })}` })),
+    h.comment ? el("blockquote", { class: "comment", text: h.comment }) : null)));
+  return el("section", {}, el("h3", { text: t("mgr.history") }), list);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Exports: fetched with the key header, then saved from a blob
+
+async function exportAs(format) {
+  if (!filtersValid()) return;
+  const name = `incidents-${new Date().toISOString().slice(0, 10)}.${format}`;
+  let blob;
+  try {
+    const response = await apiFetch(keys, `/v1/exports/incidents.${format}?${filterQuery()}`);
+    if (!response.ok) {
+      const { code, detail } = await errorOf(response);
+      throw new ApiError(response.status, code, detail,
+        refusalMessage(response.status, code, detail, { role: "manager" }));
+    }
+    blob = await response.blob();
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  showMessage(t("mgr.exported", { name }), "ok");
+}
+
+// ------------------------------------------------------------------------------------------------
+
+async function start() {
+  applyText();
+  document.title = `vipare · ${t("app.manager_title")}`;
+  config = await loadUiConfig();
+  buildFilters();
+  setupMap();
+  if (window.matchMedia("(max-width: 700px)").matches) $("filters-box").open = false; // the map first
+  window.matchMedia("(min-width: 900px)").addEventListener("change", (e) => { if (e.matches) $("filters-box").open = true; });
+  $("key-form").addEventListener("submit", saveKey);
+  $("message").addEventListener("click", () => { $("message").hidden = true; });
+  $("key-button").addEventListener("click", () => (keys.get() ? signOut() : showSignIn($("sign-in").hidden)));
+  // Filters apply as soon as they change.
+  $("filters").addEventListener("change", () => load({ fit: true }));
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); load({ fit: true }); });
+  $("reset").addEventListener("click", () => { resetFilters(); load({ fit: true }); });
+  $("refresh").addEventListener("click", () => load());
+  for (const button of document.querySelectorAll("[data-export]")) {
+    button.addEventListener("click", () => exportAs(button.dataset.export));
+  }
+  renderKey();
+  if (keys.get()) {
+    await load({ fit: true });
+  } else {
+    // No key stored: an open local service (no key exists at all) answers without one.
+    try {
+      const response = await apiFetch(keys, "/v1/incidents?limit=1");
+      if (response.ok) {
+        renderKey(true);
+        await load({ fit: true });
+      } else {
+        showSignIn(true);
+      }
+    } catch {
+      showMessage(t("err.network"), "error");
+    }
+  }
+  document.body.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,171 @@
+"""Batch jobs end to end, fast: the stand-in model, analyses in the test's process (``workers=0``).
+
+The store: every usable frame becomes one report of its camera, placed by EXIF, frames.csv or the
+camera, timed by frames.csv, EXIF or its name, grouped into incidents; a second run skips them.
+JSON lines: one line per frame, fsynced; a torn last line is cut off and its frame written again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from serving.batch.job import BatchConfig, run_batch
+from serving.batch.progress import Reporter, Summary
+from serving.batch.sinks import SinkError
+from serving.config import ServiceSettings
+from serving.db import engine_from_settings, session_factory
+from serving.models import Incident, Report
+from serving.photos import PhotoStore
+from tests.imagegen import make_photo, pattern_array
+from vipare.cli import main
+
+CAMERAS_CSV = (
+    "id,lat,lon,accuracy_m,heading_deg,description\n"
+    "cam-a,49.1193,6.1757,3,90,rue X facing the bins\n"
+    "truck-1,,,,,sweeper\n"
+)
+
+
+def frame(seed: int, **exif: object) -> bytes:
+    """A small JPEG of its own (seeded noise), with EXIF as ``make_photo`` takes it."""
+    return make_photo("JPEG", array=pattern_array((64, 48), "noise", seed=seed), **exif)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """Frames of a fixed camera and a truck, with the usual problems among them."""
+    root = tmp_path / "frames"
+    files = {
+        "cam-a/cam-a_20240501_093000.jpg": frame(1),  # time from the name, position from the camera
+        "cam-a/cam-a_20240501_094000.jpg": frame(2),
+        "cam-a/copy_of_first.jpg": frame(1),  # the same frame again: a duplicate
+        "cam-a/broken.jpg": frame(3)[:200],  # cut short
+        "truck-1/t1.jpg": frame(4),  # frames.csv gives its position and time
+        "truck-1/t2.jpg": frame(5, lat=49.2001, lon=6.2001,  # its own GPS, and an EXIF time with offset
+                                 captured_at=datetime(2024, 5, 2, 8, 0, tzinfo=UTC)),
+        "truck-1/t3.jpg": frame(6),  # no position at all
+        "cam-z/z.jpg": frame(7),  # an unregistered camera
+    }
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "frames.csv").write_text(
+        "file,camera_id,captured_at,lat,lon\n"
+        "truck-1/t1.jpg,truck-1,2024-05-01T12:00:00+02:00,49.3001,6.3001\n"
+    )
+    (tmp_path / "cameras.csv").write_text(CAMERAS_CSV)
+    return root
+
+
+def _run(source: Path, settings: ServiceSettings, **options: object) -> Summary:
+    config = BatchConfig(source=str(source), cameras_file=source.parent / "cameras.csv", workers=0, threads=1,
+                         **options)  # type: ignore[arg-type]
+    return run_batch(config, settings, Reporter(live=False))
+
+
+def test_frames_become_reports_of_their_camera_and_a_second_run_skips_them(
+    source: Path, settings: ServiceSettings
+) -> None:
+    first = _run(source, settings)
+    assert (first.frames, first.written, first.duplicates, first.skipped) == (8, 4, 1, 0)
+    assert first.errors == {"corrupt_image": 1, "location_missing": 1, "unknown_camera": 1}
+    assert first.deposits == 4 and sum(first.incidents.values()) == 4
+
+    engine = engine_from_settings(settings)
+    try:
+        with session_factory(engine)() as session:
+            reports = {r.image["sha256"][:8]: r for r in session.scalars(select(Report))}
+            by_source = {r.location["source"]: r for r in reports.values()}
+            camera = [r for r in reports.values() if r.location_source == "camera"]
+            assert {r.client_ref for r in reports.values()} == {"camera:cam-a", "camera:truck-1"}
+            assert {r.submitted_by for r in reports.values()} == {"vipare batch"}
+            assert sorted(r.observed_at for r in camera) == [
+                datetime(2024, 5, 1, 9, 30, tzinfo=UTC), datetime(2024, 5, 1, 9, 40, tzinfo=UTC)
+            ]
+            assert all((r.lat, r.lon, r.camera_id) == (49.1193, 6.1757, "cam-a") for r in camera)
+            client = by_source["client"]
+            assert (client.lat, client.lon, client.camera_id) == (49.3001, 6.3001, "truck-1")
+            assert client.observed_at == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+            exif = by_source["exif"]
+            assert round(exif.lat, 4) == 49.2001 and exif.observed_at == datetime(2024, 5, 2, 8, 0, tzinfo=UTC)
+            incidents = session.scalars(select(Incident)).all()
+            assert sorted(i.report_count for i in incidents) == [1, 1, 2]  # cam-a's two frames: one incident
+            photos = PhotoStore(settings.photo_dir)
+            assert all(photos.path(r.sha256, r.photo_ext).exists() for r in reports.values())
+    finally:
+        engine.dispose()
+
+    second = _run(source, settings)
+    assert (second.written, second.skipped, second.duplicates, second.analysed) == (0, 5, 0, 2)  # the copy too
+    assert second.errors == first.errors  # failed frames are tried again
+
+
+def test_json_lines_resume_after_a_torn_last_line(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "results.jsonl"
+    first = _run(source, settings, output=out)
+    assert first.written == 4 and not settings.photo_dir.exists()  # no store, no photos
+    lines = out.read_bytes().splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    assert [r["frame"] for r in records] == sorted(r["frame"] for r in records)  # written in name order
+    assert records[0]["result"]["location"]["source"] == "camera"
+    assert records[0]["captured_at"] == "2024-05-01T09:30:00+00:00"
+
+    # A kill while the last line was being written: a line and a half left on disk.
+    out.write_bytes(b"".join(lines[:2]) + lines[2][:25])
+    resumed = _run(source, settings, output=out)
+    assert (resumed.written, resumed.skipped) == (2, 3)  # the copy of the first frame too
+    again = [json.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(again) == 4 and {(r["camera_id"], r["sha256"]) for r in again} == {
+        (r["camera_id"], r["sha256"]) for r in records
+    }
+    assert out.read_bytes().endswith(b"\n")
+
+    assert _run(source, settings, output=out).written == 0
+
+
+def test_a_damaged_complete_line_stops_the_job(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    out.write_text('{"camera_id": "cam-a", "sha256": "ab"}\nnot json\n')
+    with pytest.raises(SinkError, match="line 2 is not a result line"):
+        _run(source, settings, output=out)
+
+
+def test_the_command_prints_a_summary_and_fails_when_frames_fail(
+    source: Path, settings: ServiceSettings, tmp_path: Path
+) -> None:
+    data_dir = str(settings.data_dir)
+    runner = CliRunner()
+    common = ["--data-dir", data_dir, "--model", str(settings.model_path), "--workers", "0", "--no-progress"]
+    added = runner.invoke(main, ["cameras", "import", str(tmp_path / "cameras.csv"), "--data-dir", data_dir])
+    assert added.exit_code == 0 and "2 added" in added.output
+    result = runner.invoke(main, ["batch", str(source), *common])
+    assert result.exit_code == 1, result.output
+    assert "batch: written     4 (4 with deposits" in result.output
+    assert "errors      3 (1 corrupt_image, 1 location_missing, 1 unknown_camera)" in result.output
+    assert "error: cam-a/broken.jpg: corrupt_image:" in result.output
+
+    clean = runner.invoke(main, ["batch", f"{source}/cam-a/cam-a_*.jpg", "--camera", "cam-a", *common])
+    assert clean.exit_code == 0, clean.output
+    assert "skipped     2" in clean.output
+
+    listed = runner.invoke(main, ["cameras", "list", "--data-dir", data_dir])
+    assert listed.output.splitlines() == [
+        "id,lat,lon,accuracy_m,heading_deg,description",
+        "cam-a,49.1193,6.1757,3.0,90.0,rue X facing the bins",
+        "truck-1,,,,,sweeper",
+    ]
+    moved = runner.invoke(main, ["cameras", "add", "cam-a", "--lat", "49.2", "--lon", "6.2", "--data-dir", data_dir])
+    assert moved.exit_code == 0 and "updated" in moved.output
+    bad = runner.invoke(main, ["cameras", "add", "cam a", "--data-dir", data_dir])
+    assert bad.exit_code == 2 and "pattern" in bad.output
+
+
+def test_a_missing_source_is_a_clear_error(settings: ServiceSettings, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["batch", str(tmp_path / "nowhere"), "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 1 and "no such folder or zip archive" in result.output

@@ -1,0 +1,112 @@
+"""Acceptance: a 200-frame batch killed half-way with SIGKILL and resumed ends with every frame processed
+exactly once, and with the same reports and incidents as a clean run on a fresh store.
+
+The frames are the shared validation photos shrunk to 320 px (``benchmarks/camera_frames.py``): three
+fixed cameras and a truck with its GPS log in ``frames.csv``, 50 minutes apart. The job runs as
+``vipare batch`` in its own process group (2 workers x 1 thread, 8 frames per transaction); the test
+kills the whole group once a third of the frames are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.camera_frames import make_camera_frames
+from tests.batch.store_view import report_rows, store_view
+
+ROOT = Path(__file__).resolve().parents[2]
+VAL_DIR = ROOT.parent / "shared" / "datasets" / "street-waste-cn" / "images" / "val"
+FRAMES = 200
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    photos = sorted(VAL_DIR.glob("*.jpg"))[:FRAMES] if VAL_DIR.is_dir() else []
+    if len(photos) < FRAMES:
+        pytest.skip(f"needs {FRAMES} validation photos in {VAL_DIR}")
+    return make_camera_frames(tmp_path_factory.mktemp("batch"), FRAMES, size=320, photos=photos)
+
+
+def _command(frames: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "vipare.cli", "batch", str(frames), "--cameras", str(frames.parent / "cameras.csv"),
+        "--data-dir", str(data_dir), "--workers", "2", "--threads", "1", "--commit-every", "8", "--no-progress",
+        "--log-every", "5", *extra,
+    ]
+
+
+def _committed(data_dir: Path) -> int:
+    database = data_dir / "vipare.db"
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return int(connection.execute("SELECT count(*) FROM reports").fetchone()[0])
+    except sqlite3.OperationalError:  # the job is still creating the tables
+        return 0
+
+
+def _summary_count(stderr: str, label: str) -> int:
+    match = re.search(rf"batch: {label}\s+(\d+)", stderr)
+    assert match, stderr
+    return int(match[1])
+
+
+def _expected_keys(frames: Path) -> set[tuple[str, str]]:
+    return {
+        (f"camera:{path.parent.name}", hashlib.sha256(path.read_bytes()).hexdigest())
+        for path in frames.rglob("*.jpg")
+    }
+
+
+def test_a_killed_job_resumes_and_matches_a_clean_run(frames: Path, tmp_path: Path) -> None:
+    resumed_dir, clean_dir = tmp_path / "resumed", tmp_path / "clean"
+    expected = _expected_keys(frames)
+    assert len(expected) == FRAMES
+
+    log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below, after the kill
+    job = subprocess.Popen(_command(frames, resumed_dir), stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _committed(resumed_dir) < FRAMES // 3:
+            assert job.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "the job never got a third of the way"
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the job and its workers, as a crash would
+        job.wait()
+        log.close()
+    at_kill = _committed(resumed_dir)
+    assert FRAMES // 3 <= at_kill < FRAMES, f"killed at {at_kill} frames"
+
+    resumed = subprocess.run(_command(frames, resumed_dir), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _summary_count(resumed.stderr, "skipped") == at_kill
+    assert _summary_count(resumed.stderr, "written") == FRAMES - at_kill
+
+    rows = report_rows(resumed_dir)
+    assert len(rows) == FRAMES and set(rows) == expected  # every frame, once
+
+    clean = subprocess.run(_command(frames, clean_dir), capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    assert _summary_count(clean.stderr, "written") == FRAMES
+
+    after_kill, fresh = store_view(resumed_dir), store_view(clean_dir)
+    assert after_kill["reports"] == fresh["reports"]
+    assert after_kill["incidents"] == fresh["incidents"]
+    assert len(fresh["incidents"]) >= 3 and sum(len(k) for k in fresh["incidents"]) > FRAMES // 2
+    # One photo file per frame, none left over from the frames in flight at the kill.
+    assert after_kill["photos"] == {sha for _, sha in expected} and after_kill["photo_files"] == FRAMES
