@@ -176,17 +176,22 @@ def test_invalid_orientation_is_ignored(value: int) -> None:
 
 def test_draft_decodes_a_phone_photo_near_the_model_size() -> None:
     image = load_image(big_jpeg(), target_size=(320, 320))
-    assert image.array.shape == (756, 1008, 3)  # 1/4 scale: at least twice the 320x240 letterbox
+    assert image.array.shape == (378, 504, 3)  # 1/8 scale: at least 1.5 times the 320x240 letterbox
     assert (image.info.width, image.info.height) == (4032, 3024)
-    assert image.scale == (4.0, 4.0)
+    assert image.scale == (8.0, 8.0)
 
 
 def test_draft_with_orientation_6() -> None:
     image = load_image(big_jpeg(6), target_size=(320, 320))
-    assert image.array.shape == (1008, 756, 3)
+    assert image.array.shape == (504, 378, 3)
     assert (image.info.width, image.info.height) == (3024, 4032)
     assert image.info.orientation == 6
-    assert image.scale == (4.0, 4.0)
+    assert image.scale == (8.0, 8.0)
+
+
+def test_photo_twice_the_model_size_decodes_in_full() -> None:
+    image = load_image(make_photo("JPEG", (640, 640)), target_size=(320, 320))
+    assert image.array.shape == (640, 640, 3)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +202,7 @@ def test_draft_with_orientation_6() -> None:
         (None, (640, 640), 1, (756, 1008)),
         (None, (640, 640), 2, (1512, 2016)),  # 1280x960 -> 1/2
         (None, (1280, 1280), 2, (3024, 4032)),  # even 1/2 would be too small: full size
+        (None, (640, 640), 1.5, (756, 1008)),  # 960x720 -> 1/4
         (None, (3024, 4032), 1, (3024, 4032)),  # the model wants full size
         (None, None, 2, (3024, 4032)),
         (6, (384, 640), 1, (504, 378)),  # upright 3024x4032 into 640x384: letterbox 288x384 -> 1/8
@@ -206,7 +212,7 @@ def test_draft_with_orientation_6() -> None:
     ],
 )
 def test_draft_scale_table(
-    orientation: int | None, target: tuple[int, int] | None, oversample: int, shape: tuple[int, int]
+    orientation: int | None, target: tuple[int, int] | None, oversample: float, shape: tuple[int, int]
 ) -> None:
     image = load_image(big_jpeg(orientation), target_size=target, draft_oversample=oversample)
     assert image.array.shape[:2] == shape

@@ -7,9 +7,9 @@ a file name. Then, in order:
 1. limits: the byte size (a path is checked with ``stat`` before it is read), then the pixel count
    from the header, before anything is decoded;
 2. JPEG draft mode: with ``target_size``, libjpeg decodes at 1/2, 1/4 or 1/8 scale when the model's
-   letterbox would shrink the photo at least ``draft_oversample`` times more anyway (a 4032x3024
-   photo for a 320 model decodes at 1008x756: twice the letterbox size, so the final resize still
-   averages pixels as it does for the training photos);
+   decoded photo would still be at least ``draft_oversample`` (1.5) times the letterbox size (a
+   4032x3024 photo for a 320 model decodes at 504x378); a 640 px photo for that model decodes in
+   full, exactly as the training and Ultralytics' own reader see it;
 3. decode once, then read EXIF from the same image: orientation, DateTimeOriginal, GPS;
 4. apply the EXIF orientation (all 8 values, as ``ImageOps.exif_transpose``) and convert to RGB.
 
@@ -151,8 +151,10 @@ class DecodedImage:
         return self.info.width / width, self.info.height / height
 
 
-DRAFT_OVERSAMPLE = 2
-"""Default for ``load_image(draft_oversample=...)``: reduced JPEG decodes keep twice the model size."""
+DRAFT_OVERSAMPLE = 1.5
+"""Default for ``load_image(draft_oversample=...)``: a reduced JPEG decode keeps at least 1.5 times
+the letterbox size. Photos up to twice the model size (the 640 px dataset photos for a 320 model)
+then decode in full, exactly as Ultralytics reads them, while a 12 MP phone photo decodes at 1/8."""
 
 
 def load_image(
@@ -161,7 +163,7 @@ def load_image(
     max_bytes: int = _DEFAULT_MAX_BYTES,
     max_pixels: int = _DEFAULT_MAX_PIXELS,
     target_size: tuple[int, int] | None = None,
-    draft_oversample: int = DRAFT_OVERSAMPLE,
+    draft_oversample: float = DRAFT_OVERSAMPLE,
 ) -> DecodedImage:
     """Read a photo: check limits, decode once (reduced for JPEG when possible), orient, read EXIF.
 
@@ -177,8 +179,8 @@ def load_image(
             ``r = min(height / h, width / w)`` on the upright size), so the letterbox resize only
             ever shrinks. Other formats decode at full size, as does None.
         draft_oversample: how many times the letterbox size a reduced JPEG decode keeps (>= 1).
-            With 2, photos near the model size decode exactly as Ultralytics reads them (full
-            decode, then one resize) and only large photos are reduced.
+            Above 1, photos near the model size decode in full, exactly as Ultralytics reads
+            them (full decode, then one resize), and only large photos are reduced.
 
     Returns:
         The upright RGB array (see :class:`DecodedImage` for shapes), the file's facts and GPS fix.
@@ -318,7 +320,7 @@ def _not_opened(data: bytes) -> Exception:
 
 
 def _decode(
-    img: Image.Image, data: bytes, target_size: tuple[int, int] | None, draft_oversample: int
+    img: Image.Image, data: bytes, target_size: tuple[int, int] | None, draft_oversample: float
 ) -> DecodedImage:
     fmt = _FORMAT_NAMES[img.format or ""]
     stored_size = img.size
@@ -382,7 +384,7 @@ def _corrupt(fmt: str, exc: BaseException) -> CorruptImageError:
 
 
 def _draft_request(
-    stored_size: tuple[int, int], orientation: int, target_size: tuple[int, int], oversample: int
+    stored_size: tuple[int, int], orientation: int, target_size: tuple[int, int], oversample: float
 ) -> tuple[int, int] | None:
     """The size to ask ``Image.draft`` for, in the file's stored orientation, or None for full size.
 
