@@ -94,3 +94,14 @@ def test_result_json_round_trip(pipeline: Pipeline) -> None:
     text = result.model_dump_json()
     assert ImageResult.model_validate_json(text) == result
     assert json.loads(text)["detections"][0]["label"] == "dumped_waste"
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_boxes_are_in_the_upright_frame_of_a_rotated_photo(pipeline: Pipeline, orientation: int) -> None:
+    # Stored 640x480 and turned by EXIF: upright it is 480x640, letterboxed at scale 0.1 with 8 px
+    # of padding left and right of the 48x64 resized photo.
+    data = make_photo("JPEG", (640, 480), orientation=orientation)
+    result = pipeline.analyze(data)
+    assert (result.image.width, result.image.height) == (480, 640)
+    # The model's deposit box spans x 8..24, y 16..48 of its 64x64 input.
+    np.testing.assert_allclose(result.detections[0].box, (0, 160, 160, 480), atol=1e-3)
