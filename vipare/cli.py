@@ -31,6 +31,8 @@ _LAZY_COMMANDS: dict[str, str] = {
     "evaluate": "training.evaluate:evaluate_command",
     "serve": "serving.cli:serve",
     "keys": "serving.cli:keys",
+    "cameras": "serving.cli:cameras",
+    "batch": "serving.batch.cli:batch",
 }
 
 
