@@ -102,3 +102,15 @@ def test_lat_without_lon_is_a_usage_error(model: Path, photos: Path) -> None:
     result = CliRunner().invoke(main, ["detect", "--model", str(model), "--lat", "49", str(photos)])
     assert result.exit_code == 2
     assert "--lon" in result.stderr
+
+
+def test_commands_of_missing_extras_are_listed_and_explain_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vipare import cli
+
+    monkeypatch.setitem(cli._LAZY_COMMANDS, "train", "training.not_installed_module:train")
+    runner = CliRunner()
+    shown = runner.invoke(main, ["--help"])
+    assert shown.exit_code == 0 and "detect" in shown.stdout and "needs vipare[train]" in shown.stdout
+    ran = runner.invoke(main, ["train", "--epochs", "3"])
+    assert ran.exit_code == 1
+    assert "pip install 'vipare[train]'" in ran.stderr

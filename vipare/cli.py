@@ -46,13 +46,27 @@ class _LazyGroup(click.Group):
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
-                raise click.ClickException(
-                    f"'vipare {cmd_name}' needs an optional dependency that is not installed ({exc.name}); "
-                    f"install the matching extra, e.g. pip install 'vipare[{_extra_for(cmd_name)}]'"
-                ) from exc
+                return _unavailable(cmd_name, exc)
             command: click.Command = getattr(module, attr)
             return command
         return super().get_command(ctx, cmd_name)
+
+
+def _unavailable(cmd_name: str, exc: ImportError) -> click.Command:
+    """A stand-in for a command whose extra is not installed: listed in --help, explains itself when run."""
+    extra = _extra_for(cmd_name)
+    message = (
+        f"'vipare {cmd_name}' needs an optional dependency that is not installed ({exc.name}); "
+        f"install the matching extra: pip install 'vipare[{extra}]'"
+    )
+
+    def explain(**_: object) -> None:
+        raise click.ClickException(message)
+
+    return click.Command(
+        cmd_name, callback=explain, help=message, short_help=f"(needs vipare[{extra}])",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 def _extra_for(cmd_name: str) -> str:
