@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -31,20 +30,11 @@ import time
 from pathlib import Path
 
 from benchmarks.camera_frames import make_camera_frames, validation_photos
+from benchmarks.machine import cpu_name
 from vipare import Settings
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _children_cpu() -> float:
+def _childrencpu_name() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -58,9 +48,9 @@ def _vipare(frames: Path, data_dir: Path, workers: int, model: Path) -> tuple[fl
         "--data-dir", str(data_dir), "--workers", str(workers), "--threads", "1", "--model", str(model),
         "--no-progress", "--log-every", "600",
     ]
-    cpu, start = _children_cpu(), time.perf_counter()
+    cpu, start = _childrencpu_name(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    seconds, cpu = time.perf_counter() - start, _childrencpu_name() - cpu
     if done.returncode != 0:
         raise SystemExit(f"vipare batch failed:\n{done.stderr}")
     match = re.search(r"frames analysed, ([\d.]+) frames/s", done.stderr)
@@ -102,7 +92,7 @@ def main() -> None:
     input_size = Detector.from_settings(settings.model_copy(update={"intra_op_threads": 1})).input_size
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{_cpu()}, {os.cpu_count()} cores, load average {load:.2f} at start")
+    print(f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at start")
     print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model.name}, input {input_size}")
     results: dict[str, float] = {}
     n = args.frames

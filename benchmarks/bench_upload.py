@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import struct
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import httpx2
 
+from benchmarks.machine import cpu_name
 from benchmarks.phone_photos import make_phone_photos
 from tests.serving.helpers import bearer
 from tests.serving.live import cli_key, start_server
@@ -46,16 +46,6 @@ from vipare import Pipeline, Settings
 
 WARM_UP_UPLOADS = 2
 _ANALYSIS = re.compile(r'^vipare_analysis_duration_seconds_(sum|count)\{stage="(decode|detect)"\} (\S+)$', re.MULTILINE)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _load() -> str:
@@ -166,7 +156,7 @@ def main() -> None:
 
     import onnxruntime
 
-    print(f"machine: {_cpu_name()}, {cores} logical cores; {platform.python_implementation()} "
+    print(f"machine: {cpu_name()}, {cores} logical cores; {platform.python_implementation()} "
           f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}; "
           f"load average {load_before} before, {_load()} after")
     print(f"server: vipare serve on 127.0.0.1, 1 worker, VIPARE_INTRA_OP_THREADS={args.threads}, "
