@@ -1,0 +1,89 @@
+"""Dataset import: label parsing, class mapping, dedupe, hashing, written layout (synthetic, fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.datasets import Box, Sample, Source, dataset_hash, import_split, parse_label_text, write_dataset
+from vipare.taxonomy import class_names
+
+BOX_LINE = "1 0.5 0.5 0.2 0.4"
+POLYGON_LINE = "0 0.1 0.2 0.3 0.2 0.3 0.6 0.1 0.6"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", []),
+        (BOX_LINE, [Box(1, 0.5, 0.5, 0.2, 0.4)]),
+        (POLYGON_LINE, [Box(0, 0.2, 0.4, 0.2, 0.4)]),
+        (f"{BOX_LINE}\n{POLYGON_LINE}", [Box(1, 0.5, 0.5, 0.2, 0.4), Box(0, 0.2, 0.4, 0.2, 0.4)]),
+        ("1 0.05 0.5 0.2 0.2", [Box(1, 0.075, 0.5, 0.15, 0.2)]),  # clipped at the left edge
+    ],
+)
+def test_parse_label_text(text: str, expected: list[Box]) -> None:
+    boxes, dropped = parse_label_text(text, {0: 0, 1: 1})
+    assert len(boxes) == len(expected)
+    for got, want in zip(boxes, expected, strict=True):
+        assert got.cls == want.cls
+        assert (got.cx, got.cy, got.w, got.h) == pytest.approx((want.cx, want.cy, want.w, want.h))
+    assert not dropped
+
+
+def test_parse_label_text_drops_unmapped_and_malformed() -> None:
+    boxes, dropped = parse_label_text("2 0.5 0.5 0.1 0.1\n0 0.5 0.5\n0 0.5 0.5 0 0.1", {0: 0, 2: None})
+    assert boxes == []
+    assert dropped == {"unmapped_class": 1, "malformed_line": 1, "empty_box": 1}
+
+
+def test_parse_label_text_rejects_undeclared_class() -> None:
+    with pytest.raises(KeyError):
+        parse_label_text(BOX_LINE, {0: 0})
+
+
+def _write_source(root: Path, images: dict[str, bytes], labels: dict[str, str]) -> Source:
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "data.yaml").write_text(yaml.safe_dump({"names": {0: "garbage", 1: "garbage_bin", 2: "other"}}))
+    for name, data in images.items():
+        (root / "images" / "train" / name).write_bytes(data)
+    for stem, text in labels.items():
+        # No trailing newline, like the shared sets.
+        (root / "labels" / "train" / f"{stem}.txt").write_text(text)
+    return Source("toy", root, {"garbage": "dumped_waste", "garbage_bin": "bin", "other": None})
+
+
+def test_import_and_write(tmp_path: Path) -> None:
+    source = _write_source(
+        tmp_path / "src",
+        {"a.jpg": b"image-a", "b.jpg": b"image-b", "c.jpg": b"image-a"},
+        {"a": "0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1", "b": "2 0.5 0.5 0.2 0.2", "c": "0 0.5 0.5 0.2 0.2"},
+    )
+    samples, dropped = import_split(source, "train")
+    assert [s.image.name for s in samples] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert dropped == {"unmapped_class": 1}
+    names = class_names()
+    assert [b.cls for b in samples[0].boxes] == [names.index("dumped_waste"), names.index("bin")]
+
+    info = write_dataset(tmp_path / "out", {"train": samples[:2], "val": samples[2:]})
+    assert info.images == {"train": 1, "val": 1}  # a.jpg has the bytes of c.jpg, which is in val
+    assert info.dropped == {"image_also_in_val": 1}
+    data = yaml.safe_load(info.data_yaml.read_text())
+    assert list(data["names"].values()) == names
+    link = tmp_path / "out" / "images" / "train" / "toy__b.jpg"
+    assert link.is_symlink() and link.read_bytes() == b"image-b"
+    assert (tmp_path / "out" / "labels" / "train" / "toy__b.txt").read_text() == ""
+
+
+def test_dataset_hash_ignores_order_and_paths() -> None:
+    one = Sample("x", Path("/a/1.jpg"), "h1", (Box(0, 0.5, 0.5, 0.1, 0.1),))
+    two = Sample("y", Path("/b/2.jpg"), "h2", ())
+    moved = Sample("x", Path("/elsewhere/1.jpg"), "h1", (Box(0, 0.5, 0.5, 0.1, 0.1),))
+    names = class_names()
+    assert dataset_hash({"train": [one, two]}, names) == dataset_hash({"train": [two, moved]}, names)
+    assert dataset_hash({"train": [one]}, names) != dataset_hash({"val": [one]}, names)
+    relabelled = Sample("x", Path("/a/1.jpg"), "h1", (Box(1, 0.5, 0.5, 0.1, 0.1),))
+    assert dataset_hash({"train": [one]}, names) != dataset_hash({"train": [relabelled]}, names)

@@ -1,0 +1,68 @@
+"""Dataset -> fine-tune -> ONNX export, end to end on a handful of photos (slow, marked ``train``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("ultralytics")
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from training.datasets import SOURCES, import_split, write_dataset  # noqa: E402
+from training.export import export_model  # noqa: E402
+from training.train import TrainConfig, fine_tune  # noqa: E402
+from vipare.taxonomy import class_names  # noqa: E402
+
+SOURCE = SOURCES["street-waste-cn"]
+pytestmark = [
+    pytest.mark.train,
+    pytest.mark.skipif(not SOURCE.root.exists(), reason="shared dataset missing"),
+]
+
+TRAIN_PHOTOS = 16
+VAL_PHOTOS = 8
+TINY_IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    train, _ = import_split(SOURCE, "train")
+    val, _ = import_split(SOURCE, "val")
+    out = tmp_path_factory.mktemp("data")
+    return write_dataset(out, {"train": train[:TRAIN_PHOTOS], "val": val[:VAL_PHOTOS]}).data_yaml
+
+
+def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        data=data_yaml,
+        model=Path("yolo11n.yaml"),  # from scratch: the architecture ships with Ultralytics
+        project=tmp_path / "runs",
+        name="tiny",
+        epochs=1,
+        imgsz=TINY_IMGSZ,
+        batch=VAL_PHOTOS,
+        workers=0,
+        cache="",
+        device="cpu",
+    )
+    run_dir = fine_tune(config)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["data_hash"] and record["finished"] and record["software"]["ultralytics"]
+    assert (run_dir / "train.log").stat().st_size > 0
+    assert (run_dir / "weights" / "best.pt").exists()
+
+    out = tmp_path / "weights" / "model.onnx"
+    # An untrained net's scores sit near zero, so parity is checked with the shipping tolerances.
+    result = export_model(run_dir, out, parity_images=2, val_batch=VAL_PHOTOS)
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert {"names", "imgsz", "stride", "task", "version"} <= props.keys()
+    assert props["imgsz"] == f"[{TINY_IMGSZ}, {TINY_IMGSZ}]"
+    assert json.loads(props["vipare_class_names"]) == class_names()
+    assert props["vipare_data_hash"] == record["data_hash"]
+    assert "mAP50" in json.loads(props["vipare_metrics"])
+    card = json.loads(result.card_path.read_text())
+    assert card["epochs_done"] == 1 and card["imgsz"] == TINY_IMGSZ

@@ -1,0 +1,400 @@
+"""Import YOLO-format datasets into the project taxonomy and write a run-directory dataset.
+
+Each public dataset names its classes its own way; the mapping to :mod:`vipare.taxonomy` is declared
+here, once per source (``SOURCES``). Source classes mapped to ``None`` are dropped. Label lines are
+YOLO boxes (``cls cx cy w h``) or YOLO polygons (``cls x1 y1 x2 y2 ...``); polygons become their
+bounding boxes. Images are deduplicated by the sha256 of their bytes; an image that is in a
+validation split is removed from training splits (no leak).
+
+The written dataset is a folder Ultralytics can train on::
+
+    OUT/images/{train,val}/<source>__<name>   symlinks to the shared images
+    OUT/labels/{train,val}/<source>__<stem>.txt
+    OUT/data.yaml                             names in taxonomy order
+    OUT/dataset.json                          content hash, counts, sources, mapping
+
+Run::
+
+    python -m training.datasets runs/data/swcn --train street-waste-cn:train --val street-waste-cn:val
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from training.paths import SHARED_DATASETS
+from vipare.taxonomy import TAXONOMY_VERSION, class_names
+
+__all__ = [
+    "SOURCES",
+    "Box",
+    "box_from_corners",
+    "file_sha256",
+    "DatasetInfo",
+    "Sample",
+    "Source",
+    "dataset_hash",
+    "import_split",
+    "parse_label_text",
+    "write_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+BOX_FIELDS = 5  # cls cx cy w h
+MIN_POLYGON_POINTS = 3
+HASH_CHUNK_BYTES = 1 << 20
+SOURCE_SEPARATOR = "__"
+VAL_SPLIT = "val"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A YOLO-format dataset on disk and how its classes map to the project taxonomy.
+
+    Attributes:
+        name: short identifier used in file names and records.
+        root: folder with ``data.yaml``, ``images/<split>`` and ``labels/<split>``.
+        mapping: source class name -> project class name, or None to drop the class.
+    """
+
+    name: str
+    root: Path
+    mapping: Mapping[str, str | None]
+
+    def source_names(self) -> dict[int, str]:
+        """Class index -> class name, from the source's ``data.yaml``."""
+        names = yaml.safe_load((self.root / "data.yaml").read_text())["names"]
+        if isinstance(names, list):
+            return dict(enumerate(str(n) for n in names))
+        return {int(k): str(v) for k, v in names.items()}
+
+
+SOURCES: dict[str, Source] = {
+    "street-waste-cn": Source(
+        "street-waste-cn",
+        SHARED_DATASETS / "street-waste-cn",
+        {"garbage": "dumped_waste", "overflow": "overflowing_bin", "garbage_bin": "bin"},
+    ),
+    "trash-bags-kr": Source(
+        "trash-bags-kr",
+        SHARED_DATASETS / "trash-bags-kr",
+        {"general_trashbag": "dumped_waste", "other_trashbag": "dumped_waste"},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Box:
+    """One label box, normalized to the image size.
+
+    Attributes:
+        cls: project class index (taxonomy order).
+        cx, cy, w, h: centre and size, fractions of image width/height in [0, 1].
+    """
+
+    cls: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+    def line(self) -> str:
+        """The YOLO label line of this box."""
+        return f"{self.cls} {self.cx:.6f} {self.cy:.6f} {self.w:.6f} {self.h:.6f}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its converted labels.
+
+    Attributes:
+        source: source name.
+        image: path of the original image.
+        sha256: hex digest of the image bytes.
+        boxes: labels in the project taxonomy (may be empty: background image).
+    """
+
+    source: str
+    image: Path
+    sha256: str
+    boxes: tuple[Box, ...]
+
+
+@dataclass
+class DatasetInfo:
+    """What :func:`write_dataset` wrote.
+
+    Attributes:
+        root: dataset folder.
+        data_yaml: path of its ``data.yaml``.
+        data_hash: content hash, see :func:`dataset_hash`.
+        images: image count per split.
+        boxes: box count per split and class name.
+        dropped: counts of what the import left out (duplicates, leaks, unmapped classes).
+    """
+
+    root: Path
+    data_yaml: Path
+    data_hash: str
+    images: dict[str, int] = field(default_factory=dict)
+    boxes: dict[str, dict[str, int]] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _clip01(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+def box_from_corners(cls: int, x0: float, y0: float, x1: float, y1: float) -> Box | None:
+    """A box from normalized corners, clipped to the image; None when nothing is left."""
+    x0, y0, x1, y1 = _clip01(x0), _clip01(y0), _clip01(x1), _clip01(y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Box(cls, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)
+
+
+def parse_label_text(text: str, class_map: Mapping[int, int | None]) -> tuple[list[Box], Counter[str]]:
+    """Parse one YOLO label file's text (boxes or polygons) into project boxes.
+
+    Args:
+        text: file content; lines may or may not end with a newline.
+        class_map: source class index -> project class index, or None to drop.
+
+    Returns:
+        The boxes, and counts of dropped lines by reason.
+
+    Raises:
+        KeyError: for a class index absent from ``class_map`` (an undeclared class).
+    """
+    boxes: list[Box] = []
+    dropped: Counter[str] = Counter()
+    for raw in text.splitlines():
+        parts = raw.split()
+        if not parts:
+            continue
+        target = class_map[int(float(parts[0]))]
+        if target is None:
+            dropped["unmapped_class"] += 1
+            continue
+        values = [float(v) for v in parts[1:]]
+        if len(parts) == BOX_FIELDS:
+            cx, cy, w, h = values
+            x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        elif len(values) % 2 == 0 and len(values) // 2 >= MIN_POLYGON_POINTS:
+            xs, ys = values[0::2], values[1::2]
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        else:
+            dropped["malformed_line"] += 1
+            continue
+        box = box_from_corners(target, x0, y0, x1, y1)
+        if box is None:
+            dropped["empty_box"] += 1
+            continue
+        boxes.append(box)
+    return boxes, dropped
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _class_map(source: Source, project_names: Sequence[str]) -> dict[int, int | None]:
+    """Source class index -> project class index; every source class must be declared."""
+    out: dict[int, int | None] = {}
+    for index, name in source.source_names().items():
+        if name not in source.mapping:
+            raise KeyError(f"{source.name}: class {name!r} has no declared mapping")
+        target = source.mapping[name]
+        out[index] = None if target is None else project_names.index(target)
+    return out
+
+
+def import_split(
+    source: Source, split: str, project_names: Sequence[str] | None = None
+) -> tuple[list[Sample], Counter[str]]:
+    """Read one split of a source.
+
+    Args:
+        source: the dataset.
+        split: folder name under ``images/`` and ``labels/``.
+        project_names: class names in model order; defaults to the taxonomy.
+
+    Returns:
+        Samples in file-name order, and counts of what was dropped.
+    """
+    names = list(project_names) if project_names is not None else class_names()
+    class_map = _class_map(source, names)
+    image_dir, label_dir = source.root / "images" / split, source.root / "labels" / split
+    samples: list[Sample] = []
+    dropped: Counter[str] = Counter()
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        label = label_dir / f"{image.stem}.txt"
+        # Label files have no trailing newline: read each file on its own, never concatenated.
+        text = label.read_text() if label.exists() else ""
+        boxes, why = parse_label_text(text, class_map)
+        dropped.update(why)
+        samples.append(Sample(source.name, image, file_sha256(image), tuple(boxes)))
+    return samples, dropped
+
+
+def _dedupe(splits: Mapping[str, Iterable[Sample]]) -> tuple[dict[str, list[Sample]], Counter[str]]:
+    """Drop repeated images: within a split, and in other splits when the image is in ``val``."""
+    dropped: Counter[str] = Counter()
+    val_hashes = {s.sha256 for s in splits.get(VAL_SPLIT, [])}
+    out: dict[str, list[Sample]] = {}
+    for split, samples in splits.items():
+        seen: set[str] = set()
+        kept: list[Sample] = []
+        for sample in samples:
+            if sample.sha256 in seen:
+                dropped["duplicate_image"] += 1
+                continue
+            if split != VAL_SPLIT and sample.sha256 in val_hashes:
+                dropped["image_also_in_val"] += 1
+                continue
+            seen.add(sample.sha256)
+            kept.append(sample)
+        out[split] = kept
+    return out, dropped
+
+
+def dataset_hash(splits: Mapping[str, Sequence[Sample]], names: Sequence[str]) -> str:
+    """Content hash of a dataset: class names, and per split every image's sha256 and labels.
+
+    Independent of file paths and of the order samples were read in.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"names": list(names), "taxonomy": TAXONOMY_VERSION}).encode())
+    for split in sorted(splits):
+        rows = sorted(f"{split}\t{s.sha256}\t" + ";".join(b.line() for b in s.boxes) for s in splits[split])
+        for row in rows:
+            digest.update(row.encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _output_name(sample: Sample) -> str:
+    return f"{sample.source}{SOURCE_SEPARATOR}{sample.image.name}"
+
+
+def write_dataset(
+    out: Path,
+    splits: Mapping[str, Sequence[Sample]],
+    names: Sequence[str] | None = None,
+    import_dropped: Mapping[str, int] | None = None,
+) -> DatasetInfo:
+    """Write a run-directory dataset (symlinked images, converted labels, data.yaml).
+
+    Args:
+        out: folder to create; files of a previous write are replaced.
+        splits: samples per split name (``train``, ``val``...).
+        names: class names in model order; defaults to the taxonomy.
+        import_dropped: counts of label lines the import dropped, recorded with the dataset.
+
+    Returns:
+        What was written.
+    """
+    class_list = list(names) if names is not None else class_names()
+    deduped, dropped = _dedupe(splits)
+    info = DatasetInfo(root=out.resolve(), data_yaml=out.resolve() / "data.yaml", data_hash="")
+    info.data_hash = dataset_hash(deduped, class_list)
+    dropped.update(import_dropped or {})
+    info.dropped = dict(dropped)
+    for split, samples in deduped.items():
+        image_dir, label_dir = out / "images" / split, out / "labels" / split
+        image_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        per_class: Counter[str] = Counter()
+        for sample in samples:
+            name = _output_name(sample)
+            link = image_dir / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(sample.image.resolve())
+            (label_dir / f"{Path(name).stem}.txt").write_text("".join(f"{b.line()}\n" for b in sample.boxes))
+            per_class.update(class_list[b.cls] for b in sample.boxes)
+        info.images[split] = len(samples)
+        info.boxes[split] = {n: per_class.get(n, 0) for n in class_list}
+    data = {
+        "path": str(info.root),
+        **{s: f"images/{s}" for s in deduped},
+        "names": dict(enumerate(class_list)),
+    }
+    info.data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    record = {
+        "data_hash": info.data_hash,
+        "taxonomy_version": TAXONOMY_VERSION,
+        "names": class_list,
+        "images": info.images,
+        "boxes": info.boxes,
+        "dropped": info.dropped,
+        "sources": {
+            s.source: str(SOURCES[s.source].root) if s.source in SOURCES else "" for v in deduped.values() for s in v
+        },
+        "mappings": {n: dict(src.mapping) for n, src in SOURCES.items()},
+    }
+    (out / "dataset.json").write_text(json.dumps(record, indent=2))
+    return info
+
+
+def _parse_spec(spec: str) -> tuple[Source, str]:
+    """``street-waste-cn:train`` -> (source, split)."""
+    name, _, split = spec.partition(":")
+    if name not in SOURCES or not split:
+        raise argparse.ArgumentTypeError(f"expected SOURCE:SPLIT with SOURCE in {sorted(SOURCES)}, got {spec!r}")
+    return SOURCES[name], split
+
+
+def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
+    """Import ``SOURCE:SPLIT`` specs into the train and val splits of a dataset at ``out``."""
+    splits: dict[str, list[Sample]] = {"train": [], VAL_SPLIT: []}
+    dropped: Counter[str] = Counter()
+    for split, specs in (("train", train), (VAL_SPLIT, val)):
+        for spec in specs:
+            source, source_split = _parse_spec(spec)
+            samples, why = import_split(source, source_split)
+            splits[split].extend(samples)
+            dropped.update(why)
+    return write_dataset(out, splits, import_dropped=dropped)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line; prints the dataset record."""
+    parser = argparse.ArgumentParser(description="Import YOLO datasets into the vipare taxonomy.")
+    parser.add_argument("out", type=Path, help="dataset folder to write (e.g. runs/data/swcn)")
+    parser.add_argument("--train", nargs="*", default=["street-waste-cn:train"], help="SOURCE:SPLIT ...")
+    parser.add_argument("--val", nargs="+", default=["street-waste-cn:val"], help="SOURCE:SPLIT ...")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    info = build(args.out, args.train, args.val)
+    print(
+        json.dumps(
+            {
+                "data_yaml": str(info.data_yaml),
+                "data_hash": info.data_hash,
+                "images": info.images,
+                "boxes": info.boxes,
+                "dropped": info.dropped,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

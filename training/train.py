@@ -1,0 +1,278 @@
+"""Fine-tune YOLO11n on an imported dataset, reproducibly and offline.
+
+The run directory records everything needed to trace the weights: ``run.json`` (configuration,
+seed, dataset hash, software versions, start/end times), ``train.log`` (Ultralytics' log), and
+Ultralytics' own ``args.yaml``, ``results.csv`` and ``weights/{last,best}.pt``.
+
+Run (background, as training takes hours on a CPU)::
+
+    nohup .venv/bin/python -m training.train --data runs/data/swcn/data.yaml \\
+        --model runs/pretrained/yolo11n-coco.pt --name swcn-320 --until 05:10 \\
+        > runs/train-swcn-320.out 2>&1 &
+
+Resume an interrupted run from its ``last.pt``::
+
+    python -m training.train --name swcn-320 --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "fine_tune", "hours_until", "software_versions"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = Path("runs/train")
+DEFAULT_PRETRAINED = Path("runs/pretrained/yolo11n-coco.pt")
+RUN_RECORD = "run.json"
+LOG_FILE = "train.log"
+DATASET_RECORD = "dataset.json"
+VERSIONED_PACKAGES = (
+    "ultralytics",
+    "torch",
+    "torchvision",
+    "numpy",
+    "opencv-python",
+    "opencv-python-headless",
+    "onnx",
+)
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings; every field is recorded in ``run.json``.
+
+    Attributes:
+        data: ``data.yaml`` written by :mod:`training.datasets`.
+        model: checkpoint to start from (see :mod:`training.pretrained`).
+        project: parent folder of run directories.
+        name: run directory name under ``project``.
+        epochs: most epochs; with ``time_hours`` Ultralytics recomputes it to fit the budget.
+        time_hours: training time budget in hours (Ultralytics ``time=``), or None.
+        imgsz: square training size in pixels.
+        batch: images per batch.
+        workers: dataloader processes.
+        cache: ``"ram"``, ``"disk"`` or ``""`` (no cache).
+        seed: random seed (Ultralytics seeds python, numpy and torch with it).
+        device: ``"cpu"``, ``"0"``...; None picks the first GPU when present, else the CPU.
+        patience: epochs without improvement before early stopping.
+        close_mosaic: last epochs trained without mosaic.
+        augment: extra Ultralytics augmentation arguments (``hsv_v`` etc.).
+    """
+
+    data: Path
+    model: Path = DEFAULT_PRETRAINED
+    project: Path = DEFAULT_PROJECT
+    name: str = "swcn"
+    epochs: int = 100
+    time_hours: float | None = None
+    imgsz: int = 320
+    batch: int = 16
+    workers: int = 2
+    cache: str = "ram"
+    seed: int = 0
+    device: str | None = None
+    patience: int = 100
+    close_mosaic: int = 10
+    augment: dict[str, float] = field(default_factory=lambda: {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.5})
+
+    @property
+    def run_dir(self) -> Path:
+        """Where Ultralytics writes this run."""
+        return (self.project / self.name).resolve()
+
+
+def hours_until(hhmm_utc: str, now: dt.datetime | None = None) -> float:
+    """Hours from ``now`` (UTC) to the next ``HH:MM`` UTC.
+
+    Args:
+        hhmm_utc: wall-clock end time, e.g. ``"05:10"``.
+        now: current time, timezone-aware; defaults to the system clock.
+
+    Returns:
+        A positive number of hours (tomorrow's time when today's has passed).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    hour, minute = (int(v) for v in hhmm_utc.split(":"))
+    end = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if end <= now:
+        end += dt.timedelta(days=1)
+    return (end - now).total_seconds() / SECONDS_PER_HOUR
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the installed training packages."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _pick_device(device: str | None) -> str:
+    if device is not None:
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _dataset_hash(data_yaml: Path) -> str | None:
+    """The hash :mod:`training.datasets` recorded next to ``data.yaml``, if any."""
+    record = data_yaml.parent / DATASET_RECORD
+    if not record.exists():
+        return None
+    return str(json.loads(record.read_text())["data_hash"])
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    """Copy Ultralytics' and this module's log records into ``path``."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("ultralytics", __name__):
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, default=str))
+
+
+def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
+    """Fine-tune (or resume) and return the run directory.
+
+    Args:
+        config: run settings. On resume only ``project``/``name`` matter: Ultralytics restores the
+            rest from ``weights/last.pt``.
+        resume: continue the run in ``config.run_dir`` from its ``weights/last.pt``.
+
+    Returns:
+        The run directory (``weights/best.pt`` inside when training finished).
+
+    Raises:
+        FileNotFoundError: on resume without ``last.pt``.
+    """
+    from training.offline import ensure_offline
+
+    ensure_offline()
+    from ultralytics import YOLO
+
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log_file(run_dir / LOG_FILE)
+    record_path = run_dir / RUN_RECORD
+    record: dict[str, Any] = json.loads(record_path.read_text()) if resume and record_path.exists() else {}
+    try:
+        if resume:
+            last = run_dir / "weights" / "last.pt"
+            if not last.exists():
+                raise FileNotFoundError(f"nothing to resume: {last} missing")
+            record.setdefault("resumes", []).append(dt.datetime.now(dt.UTC).isoformat())
+            _write_record(run_dir, record)
+            log.info("resuming %s", last)
+            YOLO(str(last)).train(resume=True, plots=False)
+        else:
+            device = _pick_device(config.device)
+            record = {
+                "config": asdict(config),
+                "device": device,
+                "data_hash": _dataset_hash(config.data),
+                "software": software_versions(),
+                "started": dt.datetime.now(dt.UTC).isoformat(),
+            }
+            _write_record(run_dir, record)
+            log.info("training %s", json.dumps(record, default=str))
+            YOLO(str(config.model)).train(
+                data=str(config.data.resolve()),
+                epochs=config.epochs,
+                time=config.time_hours,
+                imgsz=config.imgsz,
+                batch=config.batch,
+                workers=config.workers,
+                cache=config.cache or False,
+                seed=config.seed,
+                deterministic=True,
+                device=device,
+                patience=config.patience,
+                close_mosaic=config.close_mosaic,
+                project=str(config.project.resolve()),
+                name=config.name,
+                exist_ok=True,
+                plots=False,
+                amp=device != "cpu",
+                **config.augment,
+            )
+        record["finished"] = dt.datetime.now(dt.UTC).isoformat()
+        _write_record(run_dir, record)
+    finally:
+        for name in ("ultralytics", __name__):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+    return run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m training.train --data DATA.yaml [...]`` or ``--name N --resume``."""
+    parser = argparse.ArgumentParser(description="Fine-tune YOLO11n offline.")
+    parser.add_argument("--data", type=Path, help="data.yaml from training.datasets")
+    parser.add_argument("--model", type=Path, default=DEFAULT_PRETRAINED)
+    parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
+    parser.add_argument("--name", default="swcn")
+    parser.add_argument("--epochs", type=int, default=100)
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--time", type=float, dest="time_hours", help="time budget in hours")
+    budget.add_argument("--until", help="finish training by this UTC time, HH:MM")
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", default="ram")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--patience", type=int, default=100)
+    parser.add_argument("--close-mosaic", type=int, default=10)
+    parser.add_argument("--hsv-v", type=float, default=0.5, help="brightness augmentation (low light)")
+    parser.add_argument("--hsv-s", type=float, default=0.7, help="saturation augmentation")
+    parser.add_argument("--hsv-h", type=float, default=0.015, help="hue augmentation")
+    parser.add_argument("--resume", action="store_true", help="continue PROJECT/NAME from weights/last.pt")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.resume and args.data is None:
+        parser.error("--data is required unless --resume")
+    time_hours = hours_until(args.until) if args.until else args.time_hours
+    config = TrainConfig(
+        data=(args.data or Path()).resolve(),
+        model=args.model.resolve(),
+        project=args.project,
+        name=args.name,
+        epochs=args.epochs,
+        time_hours=time_hours,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        workers=args.workers,
+        cache=args.cache,
+        seed=args.seed,
+        device=args.device,
+        patience=args.patience,
+        close_mosaic=args.close_mosaic,
+        augment={"hsv_h": args.hsv_h, "hsv_s": args.hsv_s, "hsv_v": args.hsv_v},
+    )
+    print(fine_tune(config, resume=args.resume))
+
+
+if __name__ == "__main__":
+    main()
