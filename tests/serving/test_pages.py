@@ -114,8 +114,12 @@ def test_tile_server_is_the_only_other_image_source(tile_url: str | None, source
 # --------------------------------------------------------------------------------------------------
 # A real service and a real browser
 
-BROWSER = importlib.util.find_spec("playwright") is not None and CHROMIUM.exists()
-NO_BROWSER = "needs Python's playwright package and Debian's Chromium at /usr/bin/chromium"
+MAP_LIBRARY = pages.NODE_MODULES / "leaflet" / "dist" / "leaflet.js"
+BROWSER = importlib.util.find_spec("playwright") is not None and CHROMIUM.exists() and MAP_LIBRARY.exists()
+NO_BROWSER = (
+    "needs Python's playwright package, Debian's Chromium at /usr/bin/chromium and the pages' map "
+    "libraries (npm ci --prefix serving/web)"
+)
 
 
 @dataclass
