@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -112,3 +113,15 @@ def make_wrong_output_onnx(
     """A model whose output has ``4 + nc + extra_rows`` rows: it does not match its names."""
     raw = np.zeros((1, 4 + len(names) + extra_rows, anchors), dtype=np.float32)
     make_detector_onnx(path, names=names, raw=raw, imgsz=imgsz, stride=stride)
+
+
+TAXONOMY_NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
+
+
+def make_centre_deposit_onnx(path: Path) -> Path:
+    """A 64x64 model of the project's classes that finds dumped waste (score 0.8) in the middle of
+    every image: the box spans x 16..48, y 16..48 of its input."""
+    raw = np.zeros((1, 4 + len(TAXONOMY_NAMES), 1), dtype=np.float32)
+    raw[0, :, 0] = [32, 32, 32, 32, 0.8, 0.0, 0.0]
+    make_detector_onnx(path, names=TAXONOMY_NAMES, imgsz=(64, 64), stride=32, raw=raw)
+    return path

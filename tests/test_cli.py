@@ -11,19 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.imagegen import make_photo
-from tests.onnxgen import make_detector_onnx
+from tests.onnxgen import make_centre_deposit_onnx
 from vipare.cli import main
-
-NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = np.zeros((1, 7, 1), dtype=np.float32)
-    raw[0, :, 0] = [32, 32, 32, 32, 0.8, 0.0, 0.0]
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    make_detector_onnx(path, names=NAMES, imgsz=(64, 64), stride=32, raw=raw)
-    return path
+    return make_centre_deposit_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture

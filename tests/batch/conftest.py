@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 SERVE_MODULES = ("fastapi", "sqlalchemy", "alembic")
@@ -23,18 +22,12 @@ if MISSING:  # pragma: no cover - depends on the installed extras
     collect_ignore_glob = ["test_*.py"]
 else:
     from serving.config import ServiceSettings
-    from tests.onnxgen import make_detector_onnx
-
-    NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
+    from tests.onnxgen import make_centre_deposit_onnx
 
     @pytest.fixture(scope="session")
     def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         """A stand-in model that finds dumped waste (score 0.8) in the middle of every frame."""
-        raw = np.zeros((1, 7, 1), dtype=np.float32)
-        raw[0, :, 0] = [32, 32, 32, 32, 0.8, 0.0, 0.0]
-        path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-        make_detector_onnx(path, names=NAMES, imgsz=(64, 64), stride=32, raw=raw)
-        return path
+        return make_centre_deposit_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
     @pytest.fixture
     def settings(tmp_path: Path, tiny_model: Path) -> ServiceSettings:
