@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from training.validate import photo_hit_rate, split_images, ultralytics_val
+from training.validate import split_images, ultralytics_val
 from vipare.taxonomy import TAXONOMY_VERSION
 
 __all__ = ["ExportResult", "check_onnx_parity", "export_model", "vipare_metadata"]
@@ -161,8 +161,10 @@ def _holdout(onnx_path: Path, data_yaml: Path | None, imgsz: int) -> dict[str, A
     """Metrics of the shipped ONNX model on a held-out dataset, or None without one."""
     if data_yaml is None:
         return None
+    from training.evaluate import evaluate
+
     metrics = ultralytics_val(onnx_path, data_yaml, imgsz)
-    metrics["photos"] = photo_hit_rate(onnx_path, data_yaml, imgsz)
+    metrics["image_level"] = evaluate(onnx_path, data_yaml).as_dict()["image_level"]
     metrics["data_yaml"] = str(data_yaml)
     return metrics
 

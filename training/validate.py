@@ -4,24 +4,22 @@ Used by :mod:`training.export` to record the metrics in the model file and its J
 (:mod:`training.evaluate` measures the shipped model through the vipare detector instead.)
 
 Ultralytics computes COCO-style mAP at IoU 0.5 and 0.5:0.95, and precision and recall at its
-best-F1 confidence. :func:`photo_hit_rate` adds the photo-level question vipare's verdict asks.
+best-F1 confidence. The photo-level verdict is measured by :mod:`training.evaluate`, with the
+rule vipare ships (:func:`vipare.pipeline.decide_verdict`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["photo_hit_rate", "split_images", "ultralytics_val"]
+__all__ = ["split_images", "ultralytics_val"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DIGITS = 4
 # vipare's default verdict threshold (vipare.settings.Settings.verdict_threshold).
-DEFAULT_VERDICT_CONF = 0.35
-DEFAULT_DEPOSIT_CLASSES = ("dumped_waste", "overflowing_bin")
 
 
 def split_images(data_yaml: Path, split: str = "val", count: int | None = None) -> list[Path]:
@@ -75,52 +73,3 @@ def ultralytics_val(weights: Path, data_yaml: Path, imgsz: int, batch: int = 16,
         "recall": round(float(box.mr), DIGITS),
         "per_class": per_class,
     }
-
-
-def photo_hit_rate(
-    weights: Path,
-    data_yaml: Path,
-    imgsz: int,
-    conf: float = DEFAULT_VERDICT_CONF,
-    split: str = "val",
-    deposit_classes: Sequence[str] = DEFAULT_DEPOSIT_CLASSES,
-) -> dict[str, Any]:
-    """Photo-level check: among photos labelled with a deposit, how many get one detected.
-
-    This is what vipare's verdict asks (is there dumping in this photo?), and it does not depend on
-    whether a dataset boxes piles or single bags.
-
-    Args:
-        weights: ``.pt`` or ``.onnx`` model.
-        data_yaml: dataset written by :mod:`training.datasets`.
-        imgsz: square input size in pixels.
-        conf: least score of a detection that counts (vipare's verdict threshold).
-        split: dataset split.
-        deposit_classes: class names that count as a deposit.
-
-    Returns:
-        ``{"conf", "photos_with_deposit", "hits", "hit_rate", "photos_without_deposit", "false_alarms"}``.
-    """
-    from training.offline import ensure_offline
-
-    ensure_offline()
-    from ultralytics import YOLO
-
-    model = YOLO(str(weights), task="detect")
-    names = yaml.safe_load(data_yaml.read_text())["names"]
-    deposit_ids = {int(k) for k, v in names.items() if v in deposit_classes}
-    counts = {"photos_with_deposit": 0, "hits": 0, "photos_without_deposit": 0, "false_alarms": 0}
-    for image in split_images(data_yaml, split):
-        label = image.parent.parent.parent / "labels" / split / f"{image.stem}.txt"
-        lines = label.read_text().splitlines() if label.exists() else []
-        labelled = any(int(line.split()[0]) in deposit_ids for line in lines if line.strip())
-        result: Any = model.predict(str(image), imgsz=imgsz, conf=conf, verbose=False)[0]  # type: ignore[index]
-        found = any(int(c) in deposit_ids for c in result.boxes.cls.tolist())
-        if labelled:
-            counts["photos_with_deposit"] += 1
-            counts["hits"] += int(found)
-        else:
-            counts["photos_without_deposit"] += 1
-            counts["false_alarms"] += int(found)
-    rate = counts["hits"] / counts["photos_with_deposit"] if counts["photos_with_deposit"] else None
-    return {"conf": conf, **counts, "hit_rate": None if rate is None else round(rate, DIGITS)}
