@@ -149,7 +149,7 @@ def render(card: dict[str, Any]) -> str:
                          f"{c['threads']} | {c['machine']} |")
         lines.append("")
     lines += ["## Comparisons at the same budget", ""]
-    comparisons = card.get("comparisons") or []
+    comparisons = card.get("comparisons") or {}
     if not comparisons:
         lines += [
             "Not measured yet: (a) from scratch vs (b) from the imported COCO weights at the same epoch",
@@ -157,11 +157,27 @@ def render(card: dict[str, Any]) -> str:
             "",
         ]
     else:
-        lines += ["| run | start | input | epochs | mAP50 | ms/photo |", "|---|---|---|---|---|---|"]
-        for c in comparisons:
-            lines.append(f"| {c['name']} | {c['start']} | {c['imgsz']} | {c['epochs']} | {_fmt(c['map50'])} | "
-                         f"{_fmt(c.get('ms_per_photo'), 1)} |")
-        lines.append("")
+        budget, timing = comparisons["budget"], comparisons["timing"]
+        lines += [
+            f"Each run: {budget['epochs']} epochs on {budget['train_photos']} training photos "
+            f"({budget['fraction']:.0%} of the training split), batch {budget['batch']}, seed {budget['seed']}, "
+            f"device {budget['device']}; weights of the last epoch, exported to ONNX and measured through",
+            f"`vipare evaluate` on the {comparisons['runs'][0]['eval_images']} validation photos. "
+            f"Milliseconds per photo: median of {timing['what']} over {timing['photos']} validation JPEGs x "
+            f"{timing['rounds']} rounds, the models taking turns ({timing['machine']}).",
+            "",
+            "| run | start | input | epochs | train min | mAP50 | mAP50-95 | AP50 dumped_waste | "
+            "image recall | image specificity | ms/photo | CPU ms/photo |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in comparisons["runs"]:
+            lines.append(
+                f"| {c['name']} | {c['start']} | {c['imgsz']} | {c['epochs']} | {_fmt(c['train_minutes'], 1)} | "
+                f"{_fmt(c['map50'])} | {_fmt(c['map50_95'])} | {_fmt(c['ap50_dumped_waste'])} | "
+                f"{_fmt(c['image_recall'])} | {_fmt(c['image_specificity'])} | {_fmt(c['ms_per_photo'], 1)} | "
+                f"{_fmt(c['cpu_ms_per_photo'], 1)} |"
+            )
+        lines += ["", "Reproduce: `python -m training.compare --data runs/data/swcn/data.yaml`.", ""]
     lines += [
         "## Known limits",
         "",
@@ -184,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("card", type=Path, help="the model's JSON twin, e.g. weights/vipare-yolo11n.json")
     parser.add_argument("--evaluation", type=Path, action="append", default=[],
                         help="JSON from 'vipare evaluate --output' (repeatable); replaces earlier ones")
+    parser.add_argument("--comparisons", type=Path, default=None,
+                        help="comparisons.json from python -m training.compare; replaces an earlier one")
     parser.add_argument("--measure-cost", action="store_true", help="time the pipeline on this machine")
     parser.add_argument("--out", type=Path, default=None, help="Markdown path (default: MODEL_CARD.md beside it)")
     args = parser.parse_args(argv)
@@ -191,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     card = json.loads(args.card.read_text())
     if args.evaluation:
         card["evaluations"] = [json.loads(p.read_text()) for p in args.evaluation]
+    if args.comparisons:
+        card["comparisons"] = json.loads(args.comparisons.read_text())
     if args.measure_cost:
         from benchmarks.phone_photos import SHARED_VAL, make_phone_photos
 

@@ -69,6 +69,8 @@ class TrainConfig:
         device: ``"cpu"``, ``"0"``...; None picks the first GPU when present, else the CPU.
         patience: epochs without improvement before early stopping.
         close_mosaic: last epochs trained without mosaic.
+        fraction: share of the training split used (Ultralytics ``fraction=``), for budget runs.
+        val: validate after every epoch (False: only after the last one).
         augment: extra Ultralytics augmentation arguments (``hsv_v`` etc.).
     """
 
@@ -86,6 +88,8 @@ class TrainConfig:
     device: str | None = None
     patience: int = 100
     close_mosaic: int = 10
+    fraction: float = 1.0
+    val: bool = True
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.5})
 
     @property
@@ -210,6 +214,8 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
                 device=device,
                 patience=config.patience,
                 close_mosaic=config.close_mosaic,
+                fraction=config.fraction,
+                val=config.val,
                 project=str(config.project.resolve()),
                 name=config.name,
                 exist_ok=True,

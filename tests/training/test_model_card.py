@@ -39,3 +39,29 @@ def test_card_carries_the_measured_figures() -> None:
 def test_card_says_what_is_not_measured() -> None:
     text = render(CARD)
     assert text.count("Not measured yet") == 3
+
+
+COMPARISONS = {
+    "budget": {"epochs": 5, "fraction": 0.25, "train_photos": 670, "batch": 16, "seed": 0, "device": "cpu",
+               "data": "runs/data/swcn/data.yaml"},
+    "timing": {"photos": 20, "rounds": 3, "what": "Pipeline.analyze, decode to result", "threads": "all",
+               "machine": "cpu x"},
+    "runs": [
+        {"name": "scratch-320", "start": "random weights", "imgsz": 320, "epochs": 5, "train_minutes": 6.51,
+         "device": "cpu", "map50": 0.0123, "map50_95": 0.004, "ap50_dumped_waste": 0.0101, "image_recall": 0.05,
+         "image_specificity": 0.99, "eval_images": 670, "ms_per_photo": 12.34, "cpu_ms_per_photo": 20.0},
+        {"name": "coco-640", "start": "imported COCO YOLO11n", "imgsz": 640, "epochs": 5, "train_minutes": 30.0,
+         "device": "cpu", "map50": 0.8, "map50_95": 0.5, "ap50_dumped_waste": 0.7, "image_recall": None,
+         "image_specificity": 0.9, "eval_images": 670, "ms_per_photo": 40.0, "cpu_ms_per_photo": 70.0},
+    ],
+}
+
+
+def test_card_has_the_comparison_table() -> None:
+    text = render({**CARD, "comparisons": COMPARISONS})
+    assert text.count("Not measured yet") == 2
+    assert "5 epochs on 670 training photos (25% of the training split)" in text
+    assert "| scratch-320 | random weights | 320 | 5 | 6.5 | 0.012 | 0.004 | 0.010 | 0.050 | 0.990 | 12.3 | 20.0 |" \
+        in text
+    assert "| coco-640 | imported COCO YOLO11n | 640 | 5 | 30.0 | 0.800 | 0.500 | 0.700 | n/a | 0.900 | 40.0 | 70.0 |" \
+        in text

@@ -66,3 +66,27 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
     assert "mAP50" in json.loads(props["vipare_metrics"])
     card = json.loads(result.card_path.read_text())
     assert card["epochs_done"] == 1 and card["imgsz"] == TINY_IMGSZ
+
+
+def test_compare_trains_exports_evaluates_and_times_each_variant(data_yaml: Path, tmp_path: Path) -> None:
+    from training.compare import Variant, compare
+
+    variants = [Variant("tiny-64", "scratch", TINY_IMGSZ), Variant("tiny-96", "scratch", 96)]
+    out = tmp_path / "compare"
+    path = compare(data_yaml, out, variants=variants, epochs=1, fraction=1.0, batch=VAL_PHOTOS, workers=0,
+                   device="cpu", rounds=1)
+    result = json.loads(path.read_text())
+    assert [r["name"] for r in result["runs"]] == ["tiny-64", "tiny-96"]
+    assert result["budget"]["train_photos"] == TRAIN_PHOTOS
+    for row in result["runs"]:
+        assert row["epochs"] == 1 and row["eval_images"] == VAL_PHOTOS
+        assert 0.0 <= row["map50"] <= 1.0
+        assert row["ms_per_photo"] > 0 and row["cpu_ms_per_photo"] > 0
+    assert json.loads((out / "tiny-96.eval.json").read_text())["input_size"] == [96, 96]
+
+    # A second call finds every run trained, exported and evaluated, and only re-times them.
+    made = [p for p in out.rglob("*") if p.suffix in {".pt", ".onnx"} or p.name.endswith(".eval.json")]
+    stamps = {p: p.stat().st_mtime for p in made}
+    compare(data_yaml, out, variants=variants, epochs=1, fraction=1.0, batch=VAL_PHOTOS, workers=0, device="cpu",
+            rounds=1)
+    assert {p: p.stat().st_mtime for p in stamps} == stamps

@@ -1,0 +1,217 @@
+"""Same-budget training runs for the model card's comparison table.
+
+Four runs share one budget (epochs, share of the training split, seed, augmentation) and differ
+in one thing each:
+
+- ``scratch-320`` vs ``coco-320``: random initial weights against the imported COCO weights;
+- ``coco-320`` / ``coco-416`` / ``coco-640``: the input size.
+
+Each run is trained (:mod:`training.train`), exported to ONNX with the parity check
+(:mod:`training.export`, last checkpoint, as the budget is the point), evaluated through the vipare
+detector (:mod:`training.evaluate`), and then all the exported models are timed side by side, in
+interleaved rounds on the same photos, so that a busy machine slows them alike. Every step
+skips what is already on disk, and an interrupted training run resumes from its ``last.pt``::
+
+    nohup .venv/bin/python -m training.compare --data runs/data/swcn/data.yaml \\
+        > runs/compare.out 2>&1 &
+    python -m training.model_card weights/vipare-yolo11n.json --comparisons runs/compare/comparisons.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Variant", "VARIANTS", "compare", "time_models"]
+
+log = logging.getLogger(__name__)
+
+SCRATCH_MODEL = Path("yolo11n.yaml")  # the architecture file that ships with Ultralytics
+DEFAULT_OUT = Path("runs/compare")
+TIMING_PHOTOS = 20
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of the comparison: where its weights start and its square input size."""
+
+    name: str
+    start: str  # "scratch" or "coco"
+    imgsz: int
+
+
+VARIANTS = (
+    Variant("scratch-320", "scratch", 320),
+    Variant("coco-320", "coco", 320),
+    Variant("coco-416", "coco", 416),
+    Variant("coco-640", "coco", 640),
+)
+
+
+def _train(variant: Variant, data: Path, project: Path, pretrained: Path, epochs: int, fraction: float,
+           batch: int, workers: int, device: str | None) -> Path:
+    from training.train import TrainConfig, fine_tune
+
+    config = TrainConfig(
+        data=data,
+        model=SCRATCH_MODEL if variant.start == "scratch" else pretrained,
+        project=project,
+        name=variant.name,
+        epochs=epochs,
+        imgsz=variant.imgsz,
+        batch=batch,
+        workers=workers,
+        device=device,
+        close_mosaic=max(1, epochs // 5),
+        fraction=fraction,
+        val=False,
+    )
+    record_path = config.run_dir / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    last = config.run_dir / "weights" / "last.pt"
+    if record.get("finished") and last.exists():
+        log.info("%s: trained already", variant.name)
+        return config.run_dir
+    if last.exists():
+        log.info("%s: resuming", variant.name)
+        return fine_tune(config, resume=True)
+    log.info("%s: training %d epochs at %d px from %s", variant.name, epochs, variant.imgsz, variant.start)
+    return fine_tune(config)
+
+
+def _export(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
+    from training.export import export_model
+
+    card_path = onnx_path.with_suffix(".json")
+    last = run_dir / "weights" / "last.pt"
+    if not (card_path.exists() and card_path.stat().st_mtime > last.stat().st_mtime):
+        export_model(run_dir, onnx_path, weights_name="last.pt", parity_images=4)
+    return dict(json.loads(card_path.read_text()))
+
+
+def _evaluate(onnx_path: Path, data: Path) -> dict[str, Any]:
+    from training.evaluate import evaluate
+
+    path = onnx_path.with_suffix(".eval.json")
+    if not (path.exists() and path.stat().st_mtime > onnx_path.stat().st_mtime):
+        path.write_text(json.dumps(evaluate(onnx_path, data).as_dict(), indent=2) + "\n")
+    return dict(json.loads(path.read_text()))
+
+
+def time_models(models: dict[str, Path], photos: Sequence[Path], rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Median wall and CPU milliseconds per photo of ``Pipeline.analyze`` for each model.
+
+    The models take turns photo by photo, round after round, so that load from other processes
+    falls on all of them alike.
+    """
+    from vipare import Pipeline, Settings
+
+    pipelines = {name: Pipeline(settings=Settings(model_path=path)) for name, path in models.items()}
+    for pipeline in pipelines.values():
+        pipeline.analyze(photos[0])
+    wall: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for photo in photos:
+            for name, pipeline in pipelines.items():
+                w0, c0 = time.perf_counter(), time.process_time()
+                pipeline.analyze(photo)
+                wall[name].append((time.perf_counter() - w0) * 1000)
+                cpu[name].append((time.process_time() - c0) * 1000)
+    return {
+        name: {"ms_per_photo": round(statistics.median(wall[name]), 1),
+               "cpu_ms_per_photo": round(statistics.median(cpu[name]), 1)}
+        for name in models
+    }
+
+
+def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] = VARIANTS, epochs: int = 5,
+            fraction: float = 0.25, batch: int = 16, workers: int = 2, device: str | None = None,
+            pretrained: Path | None = None, timing_photos: Sequence[Path] = (), rounds: int = 3) -> Path:
+    """Train, export, evaluate and time every variant; write ``out/comparisons.json``.
+
+    Returns:
+        The path of ``comparisons.json``: ``{"budget": {...}, "timing": {...}, "runs": [...]}``.
+    """
+    from benchmarks.machine import machine
+    from training.train import DEFAULT_PRETRAINED, _pick_device
+    from training.validate import split_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    pretrained = (pretrained or DEFAULT_PRETRAINED).resolve()
+    rows, models = [], {}
+    for variant in variants:
+        run_dir = _train(variant, data, out / "train", pretrained, epochs, fraction, batch, workers, device)
+        onnx_path = out / f"{variant.name}.onnx"
+        card = _export(run_dir, onnx_path)
+        ev = _evaluate(onnx_path, data)
+        models[variant.name] = onnx_path
+        rows.append({
+            "name": variant.name,
+            "start": "random weights" if variant.start == "scratch" else "imported COCO YOLO11n",
+            "imgsz": variant.imgsz,
+            "epochs": card["epochs_done"],
+            "train_minutes": round((card["train_seconds"] or 0) / 60, 1),
+            "device": card["device"],
+            "map50": ev["map50"],
+            "map50_95": ev["map50_95"],
+            "ap50_dumped_waste": ev["per_class"]["dumped_waste"]["ap50"],
+            "image_recall": ev["image_level"]["recall"],
+            "image_specificity": ev["image_level"]["specificity"],
+            "eval_images": ev["images"],
+        })
+    photos = list(timing_photos) or split_images(data, "val", TIMING_PHOTOS)
+    timing = time_models(models, photos, rounds)
+    for row in rows:
+        row.update(timing[row["name"]])
+    train_photos = len(split_images(data, "train"))
+    result = {
+        "budget": {
+            "epochs": epochs,
+            "fraction": fraction,
+            "train_photos": round(train_photos * fraction),
+            "batch": batch,
+            "seed": 0,
+            "device": _pick_device(device),
+            "data": str(data),
+        },
+        "timing": {"photos": len(photos), "rounds": rounds, "what": "Pipeline.analyze, decode to result",
+                   "threads": "all", "machine": machine()},
+        "runs": rows,
+    }
+    path = out / "comparisons.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.compare --data DATA.yaml [--epochs 5 --fraction 0.25 --only NAME ...]``."""
+    parser = argparse.ArgumentParser(description="Same-budget comparison runs for the model card.")
+    parser.add_argument("--data", type=Path, required=True, help="data.yaml from training.datasets")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--fraction", type=float, default=0.25, help="share of the training split each run sees")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default=None, help="cpu, 0, ... (default: first GPU if any)")
+    parser.add_argument("--pretrained", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds over the photos")
+    parser.add_argument("--only", action="append", choices=[v.name for v in VARIANTS],
+                        help="run only these variants (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    variants = [v for v in VARIANTS if not args.only or v.name in args.only]
+    print(compare(args.data.resolve(), args.out, variants=variants, epochs=args.epochs, fraction=args.fraction,
+                  batch=args.batch, workers=args.workers, device=args.device, pretrained=args.pretrained,
+                  rounds=args.rounds))
+
+
+if __name__ == "__main__":
+    main()
