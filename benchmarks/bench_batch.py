@@ -1,18 +1,22 @@
 """Street-camera batch throughput: ``vipare batch`` with 1 and 2 workers against Ultralytics' ``predict``.
 
 In one run, on the same frames (``camera_frames.py``: the shared validation photos, three fixed cameras
-and a truck, ``frames.csv``), it times:
+and a truck, ``frames.csv``), each side runs as its own command, timed two ways:
 
 * ``vipare batch`` into a fresh store (reports, incidents, photo files; every frame committed), with
-  1 worker and with 2 workers, 1 onnxruntime thread each: the whole command, from starting the
-  interpreter to its exit (imports, worker start-up, model loading, database, writes included);
+  1 worker and with 2 workers, 1 onnxruntime thread each;
 * Ultralytics: ``YOLO(<the same ONNX>, task="detect").predict(<the same frames>, stream=True, ...)``
-  with the same input size and thresholds, iterating every result, in this process, from the first
-  ``predict`` call to the last result (imports and ``YOLO()`` left out; onnxruntime at its default
+  with the same input size and thresholds, iterating every result (onnxruntime at its default
   threads, as Ultralytics runs it). It only detects: nothing is decoded for EXIF, located or stored.
 
-and prints frames/s, the CPU time each spent per frame (all processes and threads: less sensitive than
-wall time to other work on the machine), and the ratio 2-worker vipare / Ultralytics (target >= 2).
+*Whole command*: from starting the interpreter to its exit (imports, worker start-up, model loading,
+database and writes included). *Inside*: vipare's job from its start to its last commit (worker
+start-up and model loading included, interpreter imports not), against Ultralytics from its first
+``predict`` call to its last result (model loading included, imports and ``YOLO()`` not).
+
+It prints frames/s both ways, the CPU time each spent per frame (all processes and threads: less
+sensitive than wall time to other work on the machine), and the ratios 2-worker vipare / Ultralytics
+(target >= 2).
 
     python -m benchmarks.bench_batch --frames 200
 """
@@ -23,6 +27,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,43 +39,60 @@ from benchmarks.machine import cpu_name
 from vipare import Settings
 
 
-def _childrencpu_name() -> float:
+def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
+def _command(command: list[str], what: str) -> tuple[float, float, str]:
+    """Seconds and CPU seconds (its processes included) of ``command``, and its stderr."""
+    cpu, start = _children_cpu(), time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr}")
+    return seconds, cpu, done.stderr
+
+
 def _vipare(frames: Path, data_dir: Path, workers: int, model: Path) -> tuple[float, float, float]:
-    """Seconds for the whole ``vipare batch`` command, its CPU seconds (workers included), and the job's
-    own frames/s from its summary.
-    """
-    command = [
+    """Seconds for the whole ``vipare batch`` command, its CPU seconds, and the job's own seconds."""
+    seconds, cpu, log = _command([
         sys.executable, "-m", "vipare.cli", "batch", str(frames), "--cameras", str(frames.parent / "cameras.csv"),
         "--data-dir", str(data_dir), "--workers", str(workers), "--threads", "1", "--model", str(model),
         "--no-progress", "--log-every", "600",
-    ]
-    cpu, start = _childrencpu_name(), time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, cpu = time.perf_counter() - start, _childrencpu_name() - cpu
-    if done.returncode != 0:
-        raise SystemExit(f"vipare batch failed:\n{done.stderr}")
-    match = re.search(r"frames analysed, ([\d.]+) frames/s", done.stderr)
-    return seconds, cpu, float(match[1]) if match else float("nan")
+    ], "vipare batch")
+    match = re.search(r"time\s+([\d.]+) s, (\d+) frames analysed", log)
+    if match is None or int(match[2]) == 0:
+        raise SystemExit(f"vipare batch analysed nothing:\n{log}")
+    return seconds, cpu, float(match[1])
 
 
-def _ultralytics(frames: Path, model: Path, settings: Settings, imgsz: tuple[int, int]) -> tuple[float, float, int]:
-    """Seconds for Ultralytics' predict over every frame, its CPU seconds, and how many results it gave."""
+def _ultralytics(frames: Path, model: Path) -> tuple[float, float, float]:
+    """Seconds for the whole Ultralytics command, its CPU seconds, and the seconds inside ``predict``."""
+    seconds, cpu, log = _command([sys.executable, "-m", "benchmarks.bench_batch", "--ultralytics-child",
+                                  str(frames), "--model", str(model)], "Ultralytics predict")
+    match = re.search(r"predict ([\d.]+) s, (\d+) results", log)
+    if match is None:
+        raise SystemExit(f"Ultralytics printed no timing:\n{log}")
+    return seconds, cpu, float(match[1])
+
+
+def ultralytics_child(frames: Path, model: Path) -> None:
+    """Run Ultralytics' predict over ``frames`` and print its time on stderr (the child side of the benchmark)."""
     from ultralytics import YOLO
 
+    from vipare.detection import Detector
+
+    settings = Settings(model_path=model)
+    height, width = Detector.from_settings(settings.model_copy(update={"intra_op_threads": 1})).input_size
     yolo = YOLO(str(model), task="detect")
-    height, width = imgsz
-    cpu, start = time.process_time(), time.perf_counter()
-    count = 0
+    start, count = time.perf_counter(), 0
     for _ in yolo.predict(
         str(frames / "**" / "*.jpg"), stream=True, imgsz=(height, width), conf=settings.conf_threshold,
         iou=settings.iou_threshold, max_det=settings.max_detections, verbose=False,
     ):
         count += 1
-    return time.perf_counter() - start, time.process_time() - cpu, count
+    print(f"predict {time.perf_counter() - start:.3f} s, {count} results", file=sys.stderr)
 
 
 def main() -> None:
@@ -79,37 +101,39 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=640, help="longest side of the frames, pixels")
     parser.add_argument("--model", type=Path, default=Settings().model_path)
     parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
+    parser.add_argument("--ultralytics-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ultralytics_child is not None:
+        ultralytics_child(args.ultralytics_child, args.model)
+        return
 
     photos = validation_photos(args.frames)
     if len(photos) < args.frames:
         raise SystemExit(f"needs {args.frames} validation photos under ../shared/datasets (found {len(photos)})")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-batch-"))
     frames = make_camera_frames(work / "batch", args.frames, size=args.size, photos=photos)
-    settings = Settings(model_path=args.model)
-    from vipare.detection import Detector
-
-    input_size = Detector.from_settings(settings.model_copy(update={"intra_op_threads": 1})).input_size
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at start")
-    print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model.name}, input {input_size}")
-    results: dict[str, float] = {}
+    print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}")
     n = args.frames
+    whole: dict[str, float] = {}
+    inside: dict[str, float] = {}
     for workers in (1, 2):
-        seconds, cpu, job_rate = _vipare(frames, work / f"store-{workers}w", workers, args.model)
-        results[f"vipare {workers}w"] = n / seconds
-        print(f"vipare batch, {workers} worker(s) x 1 thread: {seconds:6.2f} s {n / seconds:6.1f} frames/s end to end "
-              f"({job_rate:.1f} inside the job), {1000 * cpu / n:5.1f} ms CPU per frame")
-    seconds, cpu, count = _ultralytics(frames, args.model, settings, input_size)
-    if count != n:
-        raise SystemExit(f"Ultralytics gave {count} results for {n} frames")
-    results["ultralytics"] = n / seconds
-    print(f"Ultralytics predict (stream):          {seconds:6.2f} s {n / seconds:6.1f} frames/s, "
-          f"{1000 * cpu / n:5.1f} ms CPU per frame")
-    ratio = results["vipare 2w"] / results["ultralytics"]
-    print(f"vipare batch 2 workers / Ultralytics = {ratio:.2f}x (target >= 2); "
-          f"2 workers / 1 worker = {results['vipare 2w'] / results['vipare 1w']:.2f}x")
+        store = work / f"store-{workers}w"
+        shutil.rmtree(store, ignore_errors=True)
+        seconds, cpu, job = _vipare(frames, store, workers, args.model)
+        whole[f"{workers}w"], inside[f"{workers}w"] = n / seconds, n / job
+        print(f"vipare batch, {workers} worker(s) x 1 thread: whole command {seconds:6.2f} s "
+              f"{n / seconds:6.1f} frames/s; inside {job:6.2f} s {n / job:6.1f} frames/s; "
+              f"{1000 * cpu / n:5.1f} ms CPU per frame")
+    seconds, cpu, inner = _ultralytics(frames, args.model)
+    whole["ultralytics"], inside["ultralytics"] = n / seconds, n / inner
+    print(f"Ultralytics predict (stream):            whole command {seconds:6.2f} s {n / seconds:6.1f} frames/s; "
+          f"inside {inner:6.2f} s {n / inner:6.1f} frames/s; {1000 * cpu / n:5.1f} ms CPU per frame")
+    print(f"vipare batch 2 workers / Ultralytics: whole command {whole['2w'] / whole['ultralytics']:.2f}x, "
+          f"inside {inside['2w'] / inside['ultralytics']:.2f}x (target >= 2); "
+          f"2 workers / 1 worker: {whole['2w'] / whole['1w']:.2f}x whole, {inside['2w'] / inside['1w']:.2f}x inside")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ many workers ran them, and a resumed job writes the rest in the order a clean ru
 
 CPU budget: ``workers x threads <= cores``. The job's own process decodes nothing; it reads and
 hashes the frames and writes the results.
+
+Start-up: :meth:`LocalEngine.start` spawns the workers at once, so that they import onnxruntime and
+load the model while the job migrates the store and lists and hashes the frames.
 """
 
 from __future__ import annotations
@@ -56,8 +59,16 @@ class Engine(Protocol):
         """One line for the log: the engine, its workers and threads."""
         ...
 
+    def start(self) -> None:
+        """Begin starting the workers, if the engine has any to start ahead of :meth:`run`."""
+        ...
+
     def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
         """Analyse the tasks; yield one outcome per task, in task order."""
+        ...
+
+    def close(self) -> None:
+        """Stop the workers."""
         ...
 
 
@@ -76,34 +87,50 @@ class LocalEngine:
         self.settings = settings
         self.workers = workers
         self.photo_dir = photo_dir
+        self._pool: ProcessPoolExecutor | None = None
 
     def describe(self) -> str:
         """``local: N workers x T threads``."""
         where = f"{self.workers} worker processes" if self.workers else "in the job's process"
         return f"local engine, {where} x {self.settings.intra_op_threads} onnxruntime threads"
 
-    def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
-        """Analyse in the pool, at most ``IN_FLIGHT_PER_WORKER`` tasks per worker queued at once."""
-        if self.workers == 0:
-            yield from self._inline(tasks)
+    def start(self) -> None:
+        """Spawn the worker processes now; each loads its model in the pool's initializer."""
+        if self.workers == 0 or self._pool is not None:
             return
         # spawn, not fork: the job's process holds database connections and threads (progress bar).
-        pool = ProcessPoolExecutor(
+        self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=init_worker,
             initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None, os.getpid()),
         )
+        for _ in range(self.workers):  # the pool spawns a process per waiting call
+            self._pool.submit(os.getpid)
+
+    def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
+        """Analyse in the pool, at most ``IN_FLIGHT_PER_WORKER`` tasks per worker queued at once."""
+        if self.workers == 0:
+            yield from self._inline(tasks)
+            return
+        self.start()
+        assert self._pool is not None
         in_flight: deque[Future[FrameOutcome]] = deque()
         try:
             for task in tasks:
-                in_flight.append(pool.submit(analyze_in_worker, task))
+                in_flight.append(self._pool.submit(analyze_in_worker, task))
                 while len(in_flight) >= self.workers * IN_FLIGHT_PER_WORKER:
                     yield in_flight.popleft().result()
             while in_flight:
                 yield in_flight.popleft().result()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers (waiting for the frames they are on); queued frames are dropped."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _inline(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
         pipeline = Pipeline(settings=self.settings)

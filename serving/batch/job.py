@@ -134,14 +134,18 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
     reporter = reporter or Reporter(live=False)
     started = time.monotonic()
     threads = thread_budget(config.workers, config.threads)
-    source = open_source(config.source, sidecar=config.sidecar, default_camera=config.default_camera, tz=config.tz)
-    registry = load_registry(settings, cameras_file=config.cameras_file, into_store=config.output is None)
-    sink: Sink = JsonlSink(config.output) if config.output is not None else StoreSink(settings, registry)
+    library = Settings(**{name: getattr(settings, name) for name in Settings.model_fields})
+    library = library.model_copy(update={"intra_op_threads": threads})
+    Detector.from_settings(library.model_copy(update={"intra_op_threads": 1}))  # fails here, not in a worker
+    # The workers start loading their models while this process migrates, lists and hashes.
+    engine = _engine(config, library, settings.photo_dir if config.output is None else None)
+    engine.start()
+    sink: Sink | None = None
     try:
-        library = Settings(**{name: getattr(settings, name) for name in Settings.model_fields})
-        library = library.model_copy(update={"intra_op_threads": threads})
-        Detector.from_settings(library.model_copy(update={"intra_op_threads": 1}))  # fails here, not in a worker
-        engine = _engine(config, library, sink)
+        source = open_source(config.source, sidecar=config.sidecar, default_camera=config.default_camera,
+                             tz=config.tz)
+        registry = load_registry(settings, cameras_file=config.cameras_file, into_store=config.output is None)
+        sink = JsonlSink(config.output) if config.output is not None else StoreSink(settings, registry)
         summary = Summary(frames=len(source.frames))
         sidecar = f" (cameras from {source.sidecar})" if source.sidecar else ""
         reporter.start(summary, f"batch: {summary.frames} frames from {source.kind} {source.root}{sidecar}; "
@@ -158,21 +162,23 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
                           + (" ..." if len(unknown) > 10 else "") + "; add them with vipare cameras add/import")
         _Run(config, settings, sink, registry, summary, reporter).go(source.frames, engine)
     finally:
-        sink.close()
+        engine.close()
+        if sink is not None:
+            sink.close()
         close_archives()
         reporter.finish()
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
-def _engine(config: BatchConfig, library: Settings, sink: Sink) -> Engine:
+def _engine(config: BatchConfig, library: Settings, photo_dir: Path | None) -> Engine:
     if config.engine == "ray":
         from serving.batch.ray_engine import RayEngine
 
         return RayEngine(
             library, workers=max(1, config.workers), address=config.ray_address, batch_size=config.ray_batch_size
         )
-    return LocalEngine(library, workers=config.workers, photo_dir=sink.photo_dir)
+    return LocalEngine(library, workers=config.workers, photo_dir=photo_dir)
 
 
 class _Run:

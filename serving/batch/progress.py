@@ -81,7 +81,7 @@ class Summary:
             f"skipped     {self.skipped} (written by an earlier run)",
             f"duplicates  {self.duplicates}",
             f"errors      {sum(self.errors.values())} ({errors})",
-            f"time        {self.elapsed_s:.1f} s, {self.analysed} frames analysed, {self.rate:.1f} frames/s",
+            f"time        {self.elapsed_s:.2f} s, {self.analysed} frames analysed, {self.rate:.1f} frames/s",
         ]
 
 

@@ -84,6 +84,12 @@ class RayEngine:
             f"batches of {self.batch_size}"
         )
 
+    def start(self) -> None:
+        """Nothing ahead of :meth:`run`: Ray starts (or connects) only when there are frames to send."""
+
+    def close(self) -> None:
+        """Nothing to stop: :meth:`run` shuts down the Ray instance it started."""
+
     def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
         """Analyse the tasks on Ray; outcomes come back in task order."""
         import ray

@@ -169,3 +169,16 @@ def test_the_command_prints_a_summary_and_fails_when_frames_fail(
 def test_a_missing_source_is_a_clear_error(settings: ServiceSettings, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["batch", str(tmp_path / "nowhere"), "--data-dir", str(settings.data_dir)])
     assert result.exit_code == 1 and "no such folder or zip archive" in result.output
+
+
+def test_workers_started_early_are_stopped_when_the_source_is_unusable(settings: ServiceSettings,
+                                                                      tmp_path: Path) -> None:
+    import multiprocessing
+
+    from serving.batch.sources import SourceError
+
+    config = BatchConfig(source=str(tmp_path / "nowhere"), workers=2, threads=1)
+    with pytest.raises(SourceError, match="no such folder or zip archive"):
+        run_batch(config, settings, Reporter(live=False))
+    assert multiprocessing.active_children() == []
+    assert not settings.photo_dir.exists() or not any(settings.photo_dir.iterdir())
