@@ -88,6 +88,54 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a["dataset"] == b["dataset"] and a["split"] == b["split"])
+
+
+def _int8_section(card: dict[str, Any]) -> list[str]:
+    int8 = card.get("int8")
+    if not int8:
+        return []
+    q = int8["quantization"]
+    lines = [
+        "## INT8 copy, for CPUs where time is short",
+        "",
+        f"`{int8['model']}`, {int8['bytes'] / 1e6:.1f} MB, sha256 `{int8['sha256']}`: made from this model by",
+        f"`python -m training.quantize` ({q['format']}; calibrated on {q['calibration_photos']} training photos;",
+        f"{q['float_nodes']} nodes kept in float: the first convolution, the attention block, the head's",
+        "activations and box decoder).",
+        "Not the default: give it with `--model` or `VIPARE_MODEL_PATH` where its cost matters more than the",
+        "accuracy it gives up below.",
+        "",
+        "| data | photos | mAP50 float / int8 | AP50 dumped_waste float / int8 | image recall float / int8 | "
+        "image specificity float / int8 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ev in int8.get("evaluations") or []:
+        ref = next((e for e in card.get("evaluations") or [] if _same_data(e, ev)), None)
+        if ref is None:
+            continue
+        pairs = [
+            (ref["map50"], ev["map50"]),
+            (ref["per_class"]["dumped_waste"]["ap50"], ev["per_class"]["dumped_waste"]["ap50"]),
+            (ref["image_level"]["recall"], ev["image_level"]["recall"]),
+            (ref["image_level"]["specificity"], ev["image_level"]["specificity"]),
+        ]
+        lines.append(f"| {ev['dataset']} ({ev['split']}) | {ev['images']} | "
+                     + " | ".join(f"{_fmt(a)} / {_fmt(b)}" for a, b in pairs) + " |")
+    cost = int8.get("cost") or {}
+    if cost:
+        lines += ["", "| photos | ms float / int8 | CPU ms float / int8 | int8 speed-up (wall) | threads | machine |",
+                  "|---|---|---|---|---|---|"]
+        for name, c in cost.items():
+            f, i = c["float"], c["int8"]
+            lines.append(f"| {name} ({c['photos']} x {c['rounds']}, taking turns) | {f['ms_per_photo']} / "
+                         f"{i['ms_per_photo']} | {f['cpu_ms_per_photo']} / {i['cpu_ms_per_photo']} | "
+                         f"{f['ms_per_photo'] / i['ms_per_photo']:.2f}x | all | {c['machine']} |")
+    lines.append("")
+    return lines
+
+
 def render(card: dict[str, Any]) -> str:
     """The Markdown model card for a JSON twin (with ``evaluations``, ``cost`` and ``comparisons`` when measured)."""
     config = card.get("train_config") or {}
@@ -178,6 +226,7 @@ def render(card: dict[str, Any]) -> str:
                 f"{_fmt(c['cpu_ms_per_photo'], 1)} |"
             )
         lines += ["", "Reproduce: `python -m training.compare --data runs/data/swcn/data.yaml`.", ""]
+    lines += _int8_section(card)
     lines += [
         "## Known limits",
         "",
@@ -195,6 +244,24 @@ def render(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
+    """File facts and quantization record of the INT8 copy (its metadata says how it was made)."""
+    import hashlib
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "vipare_quantization" not in props:
+        raise SystemExit(f"{path} has no vipare_quantization metadata: make it with python -m training.quantize")
+    return {
+        **earlier,
+        "model": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "quantization": json.loads(props["vipare_quantization"]),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("card", type=Path, help="the model's JSON twin, e.g. weights/vipare-yolo11n.json")
@@ -202,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="JSON from 'vipare evaluate --output' (repeatable); replaces earlier ones")
     parser.add_argument("--comparisons", type=Path, default=None,
                         help="comparisons.json from python -m training.compare; replaces an earlier one")
+    parser.add_argument("--int8", type=Path, default=None, help="the INT8 copy from python -m training.quantize")
+    parser.add_argument("--int8-evaluation", type=Path, action="append", default=[],
+                        help="JSON from 'vipare evaluate --output' of the INT8 copy (repeatable)")
     parser.add_argument("--measure-cost", action="store_true", help="time the pipeline on this machine")
     parser.add_argument("--out", type=Path, default=None, help="Markdown path (default: MODEL_CARD.md beside it)")
     args = parser.parse_args(argv)
@@ -211,16 +281,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         card["evaluations"] = [json.loads(p.read_text()) for p in args.evaluation]
     if args.comparisons:
         card["comparisons"] = json.loads(args.comparisons.read_text())
+    if args.int8 is not None:
+        card["int8"] = _int8_record(args.int8, card.get("int8") or {})
+    if args.int8_evaluation:
+        card.setdefault("int8", {})["evaluations"] = [json.loads(p.read_text()) for p in args.int8_evaluation]
     if args.measure_cost:
+        from benchmarks.machine import machine
         from benchmarks.phone_photos import SHARED_VAL, make_phone_photos
+        from training.compare import time_models
 
         model = args.card.with_name(card["model"])
         phone = make_phone_photos(ROOT / "runs" / "phone-photos", 10)
         dataset = sorted(SHARED_VAL.glob("*.jpg"))[:20]
-        card["cost"] = {
-            "12 MP phone JPEGs": measure_cost(model, phone),
-            "640x640 dataset JPEGs": measure_cost(model, dataset),
-        }
+        sets = {"12 MP phone JPEGs": phone, "640x640 dataset JPEGs": dataset}
+        card["cost"] = {name: measure_cost(model, photos) for name, photos in sets.items()}
+        if card.get("int8", {}).get("model"):
+            int8_model = args.card.with_name(card["int8"]["model"])
+            card["int8"]["cost"] = {
+                name: {"photos": len(photos), "rounds": 3, "machine": machine(),
+                       **time_models({"float": model, "int8": int8_model}, photos, rounds=3)}
+                for name, photos in sets.items()
+            }
     args.card.write_text(json.dumps(card, indent=2, default=str) + "\n")
     out = args.out or args.card.with_name("MODEL_CARD.md")
     out.write_text(render(card))

@@ -65,3 +65,23 @@ def test_card_has_the_comparison_table() -> None:
         in text
     assert "| coco-640 | imported COCO YOLO11n | 640 | 5 | 30.0 | 0.800 | 0.500 | 0.700 | n/a | 0.900 | 40.0 | 70.0 |" \
         in text
+
+
+def test_card_compares_the_int8_copy_with_the_float_model() -> None:
+    int8_eval = {**EVALUATION, "map50": 0.8612,
+                 "per_class": {"dumped_waste": {**EVALUATION["per_class"]["dumped_waste"], "ap50": 0.7911}},
+                 "image_level": {**EVALUATION["image_level"], "recall": 0.9, "specificity": 0.88}}
+    other_data = {**int8_eval, "dataset": "elsewhere"}  # no float evaluation to set it beside: left out
+    int8 = {"model": "m-int8.onnx", "bytes": 3_800_000, "sha256": "cd" * 32,
+            "quantization": {"format": "QDQ", "calibration_photos": 200, "float_nodes": 90},
+            "evaluations": [int8_eval, other_data],
+            "cost": {"640 px": {"photos": 20, "rounds": 3, "machine": "cpu x",
+                                "float": {"ms_per_photo": 30.0, "cpu_ms_per_photo": 50.0},
+                                "int8": {"ms_per_photo": 20.0, "cpu_ms_per_photo": 35.0}}}}
+    text = render({**CARD, "evaluations": [EVALUATION], "int8": int8})
+    assert "`m-int8.onnx`, 3.8 MB" in text and "calibrated on 200 training photos" in text
+    assert "| runs/data/swcn/data.yaml (val) | 670 | 0.871 / 0.861 | 0.812 / 0.791 | 0.920 / 0.900 | 0.890 / 0.880 |" \
+        in text
+    assert "elsewhere" not in text
+    assert "| 640 px (20 x 3, taking turns) | 30.0 / 20.0 | 50.0 / 35.0 | 1.50x | all | cpu x |" in text
+    assert "INT8" not in render(CARD)
