@@ -182,6 +182,7 @@ def test_reads_a_pillow_exif_object() -> None:
         ({"lat": 0.0, "lon": 0.0}, "placeholder"),
         ({"lat": 49.0, "lon": 6.0, "accuracy_m": -5.0}, "accuracy"),
         ({"lat": 49.0, "lon": 6.0, "accuracy_m": math.nan}, "accuracy"),
+        ({"lat": 49.0, "lon": 6.0, "accuracy_m": 1e308}, "from 0 to 50000"),
         ({"lat": 49.0, "lon": 6.0, "altitude": 3.0}, "Extra inputs"),
     ],
 )

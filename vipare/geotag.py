@@ -55,6 +55,8 @@ Horizontal error is roughly DOP x UERE (user-equivalent range error); 5 m is a t
 phone's single-frequency GPS under open sky. EXIF does not say whether GPSDOP is HDOP or PDOP
 (GPSMeasureMode hints at it), so the estimate is coarse: ``GpsFix.accuracy_from`` says ``"dop"``.
 """
+MAX_ACCURACY_M = 50_000.0
+"""Least precise position accepted from a client or camera: beyond it, the position says no more than the city."""
 
 # Errors Pillow may raise while reading a damaged GPS IFD out of an Exif block.
 _EXIF_READ_ERRORS = (
@@ -311,8 +313,10 @@ def _check_position(lat: float, lon: float, accuracy_m: float | None) -> None:
             "The position 0, 0 is the placeholder apps send without a GPS fix; leave the coordinates out "
             "when the device has no position."
         )
-    if accuracy_m is not None and not (math.isfinite(accuracy_m) and accuracy_m >= 0.0):
-        raise LocationError(f"The accuracy {accuracy_m} m is invalid; send a number of metres >= 0, or none.")
+    if accuracy_m is not None and not (math.isfinite(accuracy_m) and 0.0 <= accuracy_m <= MAX_ACCURACY_M):
+        raise LocationError(
+            f"The accuracy {accuracy_m} m is invalid; send a number of metres from 0 to {MAX_ACCURACY_M:.0f}, or none."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
