@@ -32,10 +32,9 @@ Routes raise these and never catch bare ``Exception``; anything else is a bug an
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.incidents import InvalidMergeError, InvalidTransitionError
 from vipare.errors import (
@@ -46,6 +45,10 @@ from vipare.errors import (
     ModelError,
     UnsupportedImageError,
 )
+
+if TYPE_CHECKING:  # the batch command uses the errors without loading the web framework
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 __all__ = [
     "AuthenticationError",
@@ -146,11 +149,14 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 
 def _json(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(ErrorBody(detail=detail, code=code).model_dump(), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     async def service_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
