@@ -108,23 +108,27 @@ def _evaluate(onnx_path: Path, data: Path) -> dict[str, Any]:
 def time_models(models: dict[str, Path], photos: Sequence[Path], rounds: int = 3) -> dict[str, dict[str, float]]:
     """Median wall and CPU milliseconds per photo of ``Pipeline.analyze`` for each model.
 
-    The models take turns photo by photo, round after round, so that load from other processes
-    falls on all of them alike.
+    Each round times every model over all photos in turn, the order reversed every round, so that
+    load from other processes falls on all of them alike. The models do not alternate photo by
+    photo: onnxruntime's threads keep spinning for a moment after each run and would slow down the
+    next model's run, so each block starts with one untimed photo.
     """
     from vipare import Pipeline, Settings
 
     pipelines = {name: Pipeline(settings=Settings(model_path=path)) for name, path in models.items()}
-    for pipeline in pipelines.values():
-        pipeline.analyze(photos[0])
     wall: dict[str, list[float]] = {name: [] for name in models}
     cpu: dict[str, list[float]] = {name: [] for name in models}
+    order = list(pipelines)
     for _ in range(rounds):
-        for photo in photos:
-            for name, pipeline in pipelines.items():
+        for name in order:
+            pipeline = pipelines[name]
+            pipeline.analyze(photos[0])
+            for photo in photos:
                 w0, c0 = time.perf_counter(), time.process_time()
                 pipeline.analyze(photo)
                 wall[name].append((time.perf_counter() - w0) * 1000)
                 cpu[name].append((time.process_time() - c0) * 1000)
+        order.reverse()
     return {
         name: {"ms_per_photo": round(statistics.median(wall[name]), 1),
                "cpu_ms_per_photo": round(statistics.median(cpu[name]), 1)}

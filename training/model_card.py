@@ -129,7 +129,7 @@ def _int8_section(card: dict[str, Any]) -> list[str]:
                   "|---|---|---|---|---|---|"]
         for name, c in cost.items():
             f, i = c["float"], c["int8"]
-            lines.append(f"| {name} ({c['photos']} x {c['rounds']}, taking turns) | {f['ms_per_photo']} / "
+            lines.append(f"| {name} ({c['photos']} x {c['rounds']}, models in turn) | {f['ms_per_photo']} / "
                          f"{i['ms_per_photo']} | {f['cpu_ms_per_photo']} / {i['cpu_ms_per_photo']} | "
                          f"{f['ms_per_photo'] / i['ms_per_photo']:.2f}x | all | {c['machine']} |")
     lines.append("")
@@ -212,7 +212,7 @@ def render(card: dict[str, Any]) -> str:
             f"device {budget['device']}; weights of the last epoch, exported to ONNX and measured through",
             f"`vipare evaluate` on the {comparisons['runs'][0]['eval_images']} validation photos. "
             f"Milliseconds per photo: median of {timing['what']} over {timing['photos']} validation JPEGs x "
-            f"{timing['rounds']} rounds, the models taking turns ({timing['machine']}).",
+            f"{timing['rounds']} rounds, each model over all of them in turn ({timing['machine']}).",
             "",
             "| run | start | input | epochs | train min | mAP50 | mAP50-95 | AP50 dumped_waste | "
             "image recall | image specificity | ms/photo | CPU ms/photo |",

@@ -83,5 +83,5 @@ def test_card_compares_the_int8_copy_with_the_float_model() -> None:
     assert "| runs/data/swcn/data.yaml (val) | 670 | 0.871 / 0.861 | 0.812 / 0.791 | 0.920 / 0.900 | 0.890 / 0.880 |" \
         in text
     assert "elsewhere" not in text
-    assert "| 640 px (20 x 3, taking turns) | 30.0 / 20.0 | 50.0 / 35.0 | 1.50x | all | cpu x |" in text
+    assert "| 640 px (20 x 3, models in turn) | 30.0 / 20.0 | 50.0 / 35.0 | 1.50x | all | cpu x |" in text
     assert "INT8" not in render(CARD)
