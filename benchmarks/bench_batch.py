@@ -16,7 +16,9 @@ start-up and model loading included, interpreter imports not), against Ultralyti
 
 It prints frames/s both ways, the CPU time each spent per frame (all processes and threads: less
 sensitive than wall time to other work on the machine), and the ratios 2-worker vipare / Ultralytics
-(target >= 2).
+(target >= 2). Last, the ceiling that inference alone sets: the CPU time of one bare ``session.run``
+with one thread (the same ONNX, in this process), the frames/s two such workers would reach if
+decoding, hashing and storing cost nothing, and that ceiling over Ultralytics' frames/s.
 
     python -m benchmarks.bench_batch --frames 200
 """
@@ -77,6 +79,23 @@ def _ultralytics(frames: Path, model: Path) -> tuple[float, float, float]:
     return seconds, cpu, float(match[1])
 
 
+def _session_run_cpu_ms(model: Path, runs: int = 40) -> float:
+    """Median CPU milliseconds of one bare ``session.run`` at one thread, on a fixed input."""
+    import numpy as np
+
+    from vipare.detection import Detector
+
+    detector = Detector.from_settings(Settings(model_path=model, intra_op_threads=1))
+    blob = np.random.default_rng(0).random((1, 3, *detector.input_size), dtype=np.float32)
+    detector.run(blob)
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        detector.run(blob)
+        times.append(time.process_time() - start)
+    return 1000 * sorted(times)[runs // 2]
+
+
 def ultralytics_child(frames: Path, model: Path) -> None:
     """Run Ultralytics' predict over ``frames`` and print its time on stderr (the child side of the benchmark)."""
     from ultralytics import YOLO
@@ -134,6 +153,10 @@ def main() -> None:
     print(f"vipare batch 2 workers / Ultralytics: whole command {whole['2w'] / whole['ultralytics']:.2f}x, "
           f"inside {inside['2w'] / inside['ultralytics']:.2f}x (target >= 2); "
           f"2 workers / 1 worker: {whole['2w'] / whole['1w']:.2f}x whole, {inside['2w'] / inside['1w']:.2f}x inside")
+    run_ms = _session_run_cpu_ms(args.model)
+    ceiling = 2 * 1000 / run_ms
+    print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
+          f"would reach {ceiling:.1f} frames/s, {ceiling / inside['ultralytics']:.2f}x Ultralytics inside")
 
 
 if __name__ == "__main__":
