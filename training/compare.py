@@ -105,17 +105,20 @@ def _evaluate(onnx_path: Path, data: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def time_models(models: dict[str, Path], photos: Sequence[Path], rounds: int = 3) -> dict[str, dict[str, float]]:
+def time_models(models: dict[str, Path], photos: Sequence[Path], rounds: int = 3, *,
+                threads: int = 0) -> dict[str, dict[str, float]]:
     """Median wall and CPU milliseconds per photo of ``Pipeline.analyze`` for each model.
 
     Each round times every model over all photos in turn, the order reversed every round, so that
     load from other processes falls on all of them alike. The models do not alternate photo by
     photo: onnxruntime's threads keep spinning for a moment after each run and would slow down the
-    next model's run, so each block starts with one untimed photo.
+    next model's run, so each block starts with one untimed photo. ``threads``: onnxruntime threads per
+    session (0: all cores).
     """
     from vipare import Pipeline, Settings
 
-    pipelines = {name: Pipeline(settings=Settings(model_path=path)) for name, path in models.items()}
+    pipelines = {name: Pipeline(settings=Settings(model_path=path, intra_op_threads=threads))
+                 for name, path in models.items()}
     wall: dict[str, list[float]] = {name: [] for name in models}
     cpu: dict[str, list[float]] = {name: [] for name in models}
     order = list(pipelines)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,23 +28,15 @@ def measure_cost(model: Path, photos: Sequence[Path], *, threads: int = 0, round
     CPU time is the process's user + system time, so it counts every onnxruntime thread.
     """
     from benchmarks.machine import machine
-    from vipare import Pipeline, Settings
+    from training.compare import time_models
 
-    pipeline = Pipeline(settings=Settings(model_path=model, intra_op_threads=threads))
-    pipeline.analyze(photos[0])
-    wall, cpu = [], []
-    for _ in range(rounds):
-        for photo in photos:
-            w0, c0 = time.perf_counter(), time.process_time()
-            pipeline.analyze(photo)
-            wall.append((time.perf_counter() - w0) * 1000)
-            cpu.append((time.process_time() - c0) * 1000)
+    times = time_models({"model": model}, photos, rounds, threads=threads)["model"]
     return {
         "photos": len(photos),
         "rounds": rounds,
         "threads": threads or "all",
-        "median_ms": round(statistics.median(wall), 1),
-        "median_cpu_ms": round(statistics.median(cpu), 1),
+        "median_ms": times["ms_per_photo"],
+        "median_cpu_ms": times["cpu_ms_per_photo"],
         "machine": machine(),
     }
 

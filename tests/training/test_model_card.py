@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from training.model_card import render
+
+ROOT = Path(__file__).resolve().parents[2]
 
 EVALUATION = {
     "dataset": "runs/data/swcn/data.yaml", "split": "val", "images": 670, "labels": 1840,
@@ -85,3 +89,21 @@ def test_card_compares_the_int8_copy_with_the_float_model() -> None:
     assert "elsewhere" not in text
     assert "| 640 px (20 x 3, models in turn) | 30.0 / 20.0 | 50.0 / 35.0 | 1.50x | all | cpu x |" in text
     assert "INT8" not in render(CARD)
+
+
+def test_cost_is_measured_per_model_over_every_photo_and_round(tmp_path: Path) -> None:
+    from tests.onnxgen import make_centre_deposit_onnx
+    from training.compare import time_models
+    from training.model_card import measure_cost
+
+    model = make_centre_deposit_onnx(tmp_path / "tiny.onnx")
+    other = make_centre_deposit_onnx(tmp_path / "other.onnx")
+    photos = sorted((ROOT / "datasets" / "samples").glob("*.jpg"))[:3]
+
+    cost = measure_cost(model, photos, threads=1, rounds=2)
+    assert (cost["photos"], cost["rounds"], cost["threads"]) == (3, 2, 1)
+    assert 0 < cost["median_ms"] < 5000 and 0 < cost["median_cpu_ms"] < 5000
+
+    times = time_models({"a": model, "b": other}, photos, rounds=1)
+    assert set(times) == {"a", "b"}
+    assert all(t["ms_per_photo"] > 0 and t["cpu_ms_per_photo"] >= 0 for t in times.values())
