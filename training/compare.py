@@ -8,9 +8,10 @@ in one thing each:
 
 Each run is trained (:mod:`training.train`), exported to ONNX with the parity check
 (:mod:`training.export`, last checkpoint, as the budget is the point), evaluated through the vipare
-detector (:mod:`training.evaluate`), and then all the exported models are timed side by side, in
-interleaved rounds on the same photos, so that a busy machine slows them alike. Every step
-skips what is already on disk, and an interrupted training run resumes from its ``last.pt``::
+detector (:mod:`training.evaluate`), and then all the exported models are timed on the same photos,
+one after the other within each round and in reversed order the next, so that a busy machine slows
+them alike. Every step skips what is already on disk, and an interrupted training run resumes from
+its ``last.pt``::
 
     nohup .venv/bin/python -m training.compare --data runs/data/swcn/data.yaml \\
         > runs/compare.out 2>&1 &

@@ -157,16 +157,13 @@ def _training_facts(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _holdout(onnx_path: Path, data_yaml: Path | None, imgsz: int) -> dict[str, Any] | None:
-    """Metrics of the shipped ONNX model on a held-out dataset, or None without one."""
+def _holdout(onnx_path: Path, data_yaml: Path | None) -> dict[str, Any] | None:
+    """Metrics of the shipped ONNX model on a held-out dataset, through the vipare detector, or None."""
     if data_yaml is None:
         return None
     from training.evaluate import evaluate
 
-    metrics = ultralytics_val(onnx_path, data_yaml, imgsz)
-    metrics["image_level"] = evaluate(onnx_path, data_yaml).as_dict()["image_level"]
-    metrics["data_yaml"] = str(data_yaml)
-    return metrics
+    return {**evaluate(onnx_path, data_yaml).as_dict(), "data_yaml": str(data_yaml)}
 
 
 def _sha256(path: Path) -> str:
@@ -252,7 +249,7 @@ def export_model(
         "finished": facts["run"].get("finished"),
         "metrics": metrics,
         "onnx_parity": {"max_score_diff": score_diff, "max_box_diff_px": box_diff, "images": parity_images},
-        "holdout": _holdout(out, holdout_data, imgsz),
+        "holdout": _holdout(out, holdout_data),
         "onnx_metadata": {k: v for k, v in metadata.items() if not k.startswith("vipare_metrics")},
     }
     card_path = out.with_suffix(".json")

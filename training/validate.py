@@ -19,7 +19,6 @@ __all__ = ["split_images", "ultralytics_val"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DIGITS = 4
-# vipare's default verdict threshold (vipare.settings.Settings.verdict_threshold).
 
 
 def split_images(data_yaml: Path, split: str = "val", count: int | None = None) -> list[Path]:

@@ -57,7 +57,7 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "weights" / "model.onnx"
     # An untrained net's scores sit near zero, so parity is checked with the shipping tolerances.
-    result = export_model(run_dir, out, parity_images=2, val_batch=VAL_PHOTOS)
+    result = export_model(run_dir, out, parity_images=2, val_batch=VAL_PHOTOS, holdout_data=data_yaml)
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert {"names", "imgsz", "stride", "task", "version"} <= props.keys()
     assert props["imgsz"] == f"[{TINY_IMGSZ}, {TINY_IMGSZ}]"
@@ -66,6 +66,10 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
     assert "mAP50" in json.loads(props["vipare_metrics"])
     card = json.loads(result.card_path.read_text())
     assert card["epochs_done"] == 1 and card["imgsz"] == TINY_IMGSZ
+    # The held-out figures are those of vipare evaluate on the exported file.
+    holdout = card["holdout"]
+    assert holdout["images"] == VAL_PHOTOS and holdout["data_yaml"] == str(data_yaml)
+    assert {"map50", "per_class", "image_level"} <= holdout.keys()
 
 
 def test_compare_trains_exports_evaluates_and_times_each_variant(data_yaml: Path, tmp_path: Path) -> None:
