@@ -64,7 +64,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def _run(source: Path, settings: ServiceSettings, **options: object) -> Summary:
-    config = BatchConfig(source=str(source), cameras_file=source.parent / "cameras.csv", workers=0, threads=1,
+    options = {"workers": 0, **options}
+    config = BatchConfig(source=str(source), cameras_file=source.parent / "cameras.csv", threads=1,
                          **options)  # type: ignore[arg-type]
     return run_batch(config, settings, Reporter(live=False))
 
@@ -182,3 +183,25 @@ def test_workers_started_early_are_stopped_when_the_source_is_unusable(settings:
         run_batch(config, settings, Reporter(live=False))
     assert multiprocessing.active_children() == []
     assert not settings.photo_dir.exists() or not any(settings.photo_dir.iterdir())
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_worker_processes_give_what_the_job_process_gives(
+    source: Path, settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
+) -> None:
+    """Forked (Linux's default) or spawned, two workers write the same lines as the job's own process."""
+    from serving.batch import engines
+
+    def lines(output: Path, workers: int) -> list[dict[str, object]]:
+        summary = _run(source, settings, output=output, workers=workers)
+        assert summary.written == 4 and summary.errors == {"corrupt_image": 1, "location_missing": 1,
+                                                          "unknown_camera": 1}
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+        return [{k: r[k] for k in ("frame", "camera_id", "sha256", "captured_at", "result")} for r in records]
+
+    inline = lines(tmp_path / "inline.jsonl", workers=0)
+    monkeypatch.setattr(engines, "default_start_method", lambda: start_method)
+    assert lines(tmp_path / f"{start_method}.jsonl", workers=2) == inline
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []
