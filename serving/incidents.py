@@ -198,24 +198,22 @@ def assign(
     if not report.dumping or report.label is None:
         raise ValueError("only a report with a deposit joins an incident")
     family, seen = family_of(report.label), report.observed_at
-    same_family = Incident.family == family
-
-    cleaned_near = [
-        incident
-        for incident, _ in nearby(
-            session, report.lat, report.lon, policy.radius_m, same_family, Incident.status == Status.CLEANED.value
-        )
-    ]
+    # One query for both kinds of candidates: cleaned ones, and open ones seen within the window.
+    near = nearby(
+        session, report.lat, report.lon, policy.radius_m, Incident.family == family,
+        or_(
+            Incident.status == Status.CLEANED.value,
+            and_(Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= seen - policy.window),
+        ),
+    )
+    cleaned_near = [incident for incident, _ in near if incident.status == Status.CLEANED.value]
     for incident in cleaned_near:  # first: a photo of a deposit since cleaned is not news
         if incident.cleaned_at is not None and incident.first_seen - policy.window <= seen <= incident.cleaned_at:
             return _attach(report, incident, IncidentAction.LATE)
 
-    open_near = nearby(
-        session, report.lat, report.lon, policy.radius_m,
-        same_family, Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= seen - policy.window,
-    )
+    open_near = [incident for incident, _ in near if incident.status != Status.CLEANED.value]
     if open_near:
-        return _attach(report, open_near[0][0], IncidentAction.JOINED)
+        return _attach(report, open_near[0], IncidentAction.JOINED)
 
     cleaned_before = [i for i in cleaned_near if i.cleaned_at is not None and i.cleaned_at <= seen]
     previous = max(cleaned_before, key=lambda i: (i.cleaned_at, i.id), default=None)
