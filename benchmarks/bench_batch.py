@@ -14,13 +14,15 @@ database and writes included). *Inside*: vipare's job from its start to its last
 start-up and model loading included, interpreter imports not), against Ultralytics from its first
 ``predict`` call to its last result (model loading included, imports and ``YOLO()`` not).
 
-It prints frames/s both ways, the CPU time each spent per frame (all processes and threads: less
-sensitive than wall time to other work on the machine), and the ratios 2-worker vipare / Ultralytics
-(target >= 2). Last, the ceiling that inference alone sets: the CPU time of one bare ``session.run``
-with one thread (the same ONNX, in this process), the frames/s two such workers would reach if
-decoding, hashing and storing cost nothing, and that ceiling over Ultralytics' frames/s.
+Each round runs every side once, in turn, so that a slow spell of the machine falls on all of them;
+it prints the medians over the rounds of frames/s both ways and of the CPU time each spent per frame
+(all processes and threads: less sensitive than wall time to other work on the machine), and the
+ratios 2-worker vipare / Ultralytics (target >= 2), round by round: their median and range. Last,
+the ceiling that inference alone sets: the CPU time of one bare ``session.run`` with one thread (the
+same ONNX, in this process), the frames/s two such workers would reach if decoding, hashing and
+storing cost nothing, and that ceiling over Ultralytics' frames/s.
 
-    python -m benchmarks.bench_batch --frames 200
+    python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.camera_frames import make_camera_frames, validation_photos
@@ -114,10 +118,37 @@ def ultralytics_child(frames: Path, model: Path) -> None:
     print(f"predict {time.perf_counter() - start:.3f} s, {count} results", file=sys.stderr)
 
 
+@dataclass
+class _Side:
+    """One side's runs: seconds of the whole command, seconds inside, CPU seconds; one entry per round."""
+
+    label: str
+    whole: list[float] = field(default_factory=list)
+    inside: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, whole: float, inside: float, cpu: float) -> None:
+        self.whole.append(whole)
+        self.inside.append(inside)
+        self.cpu.append(cpu)
+
+    def line(self, frames: int) -> str:
+        whole, inside, cpu = (statistics.median(v) for v in (self.whole, self.inside, self.cpu))
+        return (f"{self.label:<42} whole command {whole:6.2f} s {frames / whole:6.1f} frames/s; "
+                f"inside {inside:6.2f} s {frames / inside:6.1f} frames/s; {1000 * cpu / frames:5.1f} ms CPU per frame")
+
+
+def _ratios(fast: _Side, slow: _Side, attr: str) -> str:
+    """Median, lowest and highest of the per-round speed ratios ``slow seconds / fast seconds``."""
+    ratios = [b / a for a, b in zip(getattr(fast, attr), getattr(slow, attr), strict=True)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=200, help="number of frames")
     parser.add_argument("--size", type=int, default=640, help="longest side of the frames, pixels")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every side once, in turn")
     parser.add_argument("--model", type=Path, default=Settings().model_path)
     parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
     parser.add_argument("--ultralytics-child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -134,29 +165,30 @@ def main() -> None:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at start")
-    print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}")
+    print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}; "
+          f"{args.rounds} rounds, medians")
     n = args.frames
-    whole: dict[str, float] = {}
-    inside: dict[str, float] = {}
-    for workers in (1, 2):
-        store = work / f"store-{workers}w"
-        shutil.rmtree(store, ignore_errors=True)
-        seconds, cpu, job = _vipare(frames, store, workers, args.model)
-        whole[f"{workers}w"], inside[f"{workers}w"] = n / seconds, n / job
-        print(f"vipare batch, {workers} worker(s) x 1 thread: whole command {seconds:6.2f} s "
-              f"{n / seconds:6.1f} frames/s; inside {job:6.2f} s {n / job:6.1f} frames/s; "
-              f"{1000 * cpu / n:5.1f} ms CPU per frame")
-    seconds, cpu, inner = _ultralytics(frames, args.model)
-    whole["ultralytics"], inside["ultralytics"] = n / seconds, n / inner
-    print(f"Ultralytics predict (stream):            whole command {seconds:6.2f} s {n / seconds:6.1f} frames/s; "
-          f"inside {inner:6.2f} s {n / inner:6.1f} frames/s; {1000 * cpu / n:5.1f} ms CPU per frame")
-    print(f"vipare batch 2 workers / Ultralytics: whole command {whole['2w'] / whole['ultralytics']:.2f}x, "
-          f"inside {inside['2w'] / inside['ultralytics']:.2f}x (target >= 2); "
-          f"2 workers / 1 worker: {whole['2w'] / whole['1w']:.2f}x whole, {inside['2w'] / inside['1w']:.2f}x inside")
+    sides = {workers: _Side(f"vipare batch, {workers} worker(s) x 1 thread:") for workers in (1, 2)}
+    ultralytics = _Side("Ultralytics predict (stream):")
+    for _ in range(args.rounds):
+        for workers, side in sides.items():
+            store = work / f"store-{workers}w"
+            shutil.rmtree(store, ignore_errors=True)
+            seconds, cpu, job = _vipare(frames, store, workers, args.model)
+            side.add(seconds, job, cpu)
+        seconds, cpu, inner = _ultralytics(frames, args.model)
+        ultralytics.add(seconds, inner, cpu)
+    for side in (*sides.values(), ultralytics):
+        print(side.line(n))
+    print(f"vipare batch 2 workers / Ultralytics: whole command {_ratios(sides[2], ultralytics, 'whole')}, "
+          f"inside {_ratios(sides[2], ultralytics, 'inside')} (target >= 2; median and range over the rounds)")
+    print(f"2 workers / 1 worker: whole command {_ratios(sides[2], sides[1], 'whole')}, "
+          f"inside {_ratios(sides[2], sides[1], 'inside')}")
     run_ms = _session_run_cpu_ms(args.model)
     ceiling = 2 * 1000 / run_ms
+    inside_ultralytics = n / statistics.median(ultralytics.inside)
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
-          f"would reach {ceiling:.1f} frames/s, {ceiling / inside['ultralytics']:.2f}x Ultralytics inside")
+          f"would reach {ceiling:.1f} frames/s, {ceiling / inside_ultralytics:.2f}x Ultralytics inside")
 
 
 if __name__ == "__main__":
