@@ -108,3 +108,22 @@ def test_commands_of_missing_extras_are_listed_and_explain_themselves(monkeypatc
     ran = runner.invoke(main, ["train", "--epochs", "3"])
     assert ran.exit_code == 1
     assert "pip install 'vipare[train]'" in ran.stderr
+
+
+def test_the_program_runs_the_command_then_skips_the_last_collection(model: Path, photos: Path) -> None:
+    """``vipare`` (the console script, ``python -m vipare.cli``) keeps the exit status and freezes the heap."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc, sys\n"
+        "from vipare.cli import run\n"
+        f"sys.argv = ['vipare', 'detect', '--model', {str(model)!r}, {str(photos / 'a.jpg')!r}, 'missing.jpg']\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, 'frozen', gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "exit 1 frozen True"  # a.jpg analysed, missing.jpg reported
+    assert json.loads(done.stdout.splitlines()[0])["source"].endswith("a.jpg")

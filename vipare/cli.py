@@ -6,6 +6,7 @@ are imported only when called, so ``vipare detect`` never loads torch or FastAPI
 
 from __future__ import annotations
 
+import gc
 import glob
 import importlib
 import os
@@ -22,7 +23,7 @@ from vipare.results import ImageResult
 if TYPE_CHECKING:
     from vipare.pipeline import Pipeline
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
 
@@ -219,5 +220,18 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
     Console().print(table)
 
 
+def run() -> None:
+    """The ``vipare`` program: :func:`main`, then exit without a last garbage collection.
+
+    When a command is done, what it leaves on the heap (the model, the store's ORM, the modules of
+    its libraries) needs no collection before the process ends: freezing it spares the interpreter's
+    last full pass (about 0.2 s after a batch job). Objects are still released as their modules go.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
