@@ -32,8 +32,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from serving.batch.frames import FrameOutcome, FrameTask, analyze_frame, analyze_in_worker, init_worker
+from serving.batch.frames import (
+    FrameOutcome,
+    FrameTask,
+    analyze_frame,
+    analyze_in_worker,
+    init_worker,
+    worker_ready,
+)
 from serving.photos import PhotoStore
+from vipare.errors import ModelError
 from vipare.pipeline import Pipeline
 from vipare.settings import Settings
 
@@ -75,7 +83,11 @@ class Engine(Protocol):
         ...
 
     def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
-        """Analyse the tasks; yield one outcome per task, in task order."""
+        """Analyse the tasks; yield one outcome per task, in task order.
+
+        Raises:
+            vipare.ModelError: the model cannot be loaded (before the first task is taken).
+        """
         ...
 
     def close(self) -> None:
@@ -105,6 +117,7 @@ class LocalEngine:
         self.photo_dir = photo_dir
         self.start_method = start_method or default_start_method()
         self._pool: ProcessPoolExecutor | None = None
+        self._ready: list[Future[ModelError | None]] = []
 
     def describe(self) -> str:
         """``local: N workers x T threads``."""
@@ -121,8 +134,8 @@ class LocalEngine:
             initializer=init_worker,
             initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None, os.getpid()),
         )
-        for _ in range(self.workers):  # a spawning pool starts a process per waiting call
-            self._pool.submit(os.getpid)
+        # A spawning pool starts a process per waiting call; a forking one starts them all at once.
+        self._ready = [self._pool.submit(worker_ready) for _ in range(self.workers)]
 
     def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
         """Analyse in the pool, at most ``IN_FLIGHT_PER_WORKER`` tasks per worker queued at once."""
@@ -133,6 +146,10 @@ class LocalEngine:
         assert self._pool is not None
         in_flight: deque[Future[FrameOutcome]] = deque()
         try:
+            for ready in self._ready:  # every worker loads the same model: the first error says it all
+                error = ready.result()
+                if error is not None:
+                    raise error
             for task in tasks:
                 in_flight.append(self._pool.submit(analyze_in_worker, task))
                 while len(in_flight) >= self.workers * IN_FLIGHT_PER_WORKER:

@@ -22,6 +22,7 @@ from vipare.errors import (
     EmptyImageError,
     ImageError,
     ImageTooLargeError,
+    ModelError,
     UnsupportedImageError,
 )
 from vipare.geotag import CameraPosition, ClientPosition
@@ -40,6 +41,7 @@ __all__ = [
     "init_worker",
     "read_frame",
     "set_thread_budget",
+    "worker_ready",
 ]
 
 ERROR_KINDS: Final[dict[type[ImageError], str]] = {
@@ -200,6 +202,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
 
 
 _WORKER: tuple[Pipeline, PhotoStore | None] | None = None
+_WORKER_ERROR: ModelError | None = None
 
 
 def set_thread_budget(threads: int) -> None:
@@ -212,15 +215,28 @@ def set_thread_budget(threads: int) -> None:
 def init_worker(settings: Settings, photo_dir: str | None, parent_pid: int) -> None:
     """Process-pool initializer: one pipeline (one onnxruntime session) per worker process.
 
+    A model that cannot be loaded is kept, for :func:`worker_ready` to hand back: the job raises it
+    with its message, where an initializer that raised would only break the pool.
+
     Args:
         settings: the library settings, ``intra_op_threads`` set to this worker's share of the cores.
         photo_dir: the photo store the worker writes accepted frames to; None to leave it to the parent.
         parent_pid: the job's process; the worker exits when it is gone (killed with -9, say).
     """
-    global _WORKER
-    set_thread_budget(settings.intra_op_threads)
-    _WORKER = (Pipeline(settings=settings), PhotoStore(Path(photo_dir)) if photo_dir else None)
+    global _WORKER, _WORKER_ERROR
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+    set_thread_budget(settings.intra_op_threads)
+    try:
+        pipeline = Pipeline(settings=settings)
+    except ModelError as exc:
+        _WORKER_ERROR = exc
+        return
+    _WORKER = (pipeline, PhotoStore(Path(photo_dir)) if photo_dir else None)
+
+
+def worker_ready() -> ModelError | None:
+    """None when this worker's model is loaded, else why it could not be (the job's first call to a worker)."""
+    return _WORKER_ERROR
 
 
 def _exit_with_parent(parent_pid: int) -> None:

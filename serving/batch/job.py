@@ -41,7 +41,6 @@ from serving.cameras import CameraSpec, list_cameras, load_camera_file, position
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory, write_session
 from serving.photos import EXTENSIONS
-from vipare.detection import Detector
 from vipare.errors import ImageError
 from vipare.results import ImageResult
 from vipare.settings import Settings
@@ -129,15 +128,15 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
         SourceError: the source or its sidecar cannot be used.
         SinkError: the output cannot be used.
         CameraFileError: ``cameras_file`` cannot be used.
-        vipare.ModelError: the model cannot be loaded (checked before any frame is read).
+        vipare.ModelError: the model cannot be loaded (known before any frame is read).
     """
     reporter = reporter or Reporter(live=False)
     started = time.monotonic()
     threads = thread_budget(config.workers, config.threads)
     library = Settings(**{name: getattr(settings, name) for name in Settings.model_fields})
     library = library.model_copy(update={"intra_op_threads": threads})
-    Detector.from_settings(library.model_copy(update={"intra_op_threads": 1}))  # fails here, not in a worker
-    # The workers start loading their models while this process migrates, lists and hashes.
+    # The workers start, and load their models, while this process migrates, lists and hashes;
+    # a model they cannot load is raised when the first frame is due.
     engine = _engine(config, library, settings.photo_dir if config.output is None else None)
     engine.start()
     sink: Sink | None = None

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from serving.batch.frames import FrameOutcome, FrameTask, analyze_frame, set_thread_budget
+from vipare.detection import Detector
 from vipare.pipeline import Pipeline
 from vipare.settings import Settings
 
@@ -85,7 +86,11 @@ class RayEngine:
         )
 
     def start(self) -> None:
-        """Nothing ahead of :meth:`run`: Ray starts (or connects) only when there are frames to send."""
+        """Load the model once here, so that one the actors could not load fails with its own message.
+
+        Ray itself starts (or connects) only when there are frames to send.
+        """
+        Detector.from_settings(self.settings.model_copy(update={"intra_op_threads": 1}))
 
     def close(self) -> None:
         """Nothing to stop: :meth:`run` shuts down the Ray instance it started."""

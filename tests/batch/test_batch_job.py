@@ -205,3 +205,29 @@ def test_worker_processes_give_what_the_job_process_gives(
     import multiprocessing
 
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_model_that_cannot_be_loaded_is_a_clear_error_and_nothing_is_written(
+    source: Path, settings: ServiceSettings, tmp_path: Path, workers: str
+) -> None:
+    """In the job's process or in its workers, a bad model stops the job with its reason, before any frame."""
+    import multiprocessing
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    result = CliRunner().invoke(main, [
+        "batch", str(source), "--cameras", str(tmp_path / "cameras.csv"), "--data-dir", str(settings.data_dir),
+        "--model", str(bad), "--workers", workers, "--threads", "1", "--no-progress",
+    ])
+    assert result.exit_code == 1, result.output
+    assert f"{bad} is not a usable ONNX model" in result.output
+    assert "Traceback" not in result.output and "written" not in result.output
+    assert multiprocessing.active_children() == []
+    engine = engine_from_settings(settings)
+    try:
+        with session_factory(engine)() as session:
+            assert session.scalars(select(Report)).all() == []
+    finally:
+        engine.dispose()
+    assert not any(p.is_file() for p in settings.photo_dir.rglob("*"))
