@@ -21,21 +21,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
 from serving.models import WRITE_LOCK_NAME, ApiKey, WriteLock
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
     "MIGRATIONS_DIR",
+    "SCHEMA_REVISION",
     "active_key_count",
     "alembic_config",
     "current_revision",
@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SCHEMA_REVISION = "0002"
+"""The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
 
 
@@ -118,6 +120,8 @@ def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
 
 def alembic_config(url: str | None = None) -> Config:
     """Alembic configuration pointing at ``serving/migrations`` (no ini file needed)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -129,8 +133,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (default: the latest), in one transaction.
 
     On SQLite the transaction takes the write lock first, so workers starting together on a new
-    database migrate one after the other instead of failing on each other's changes.
+    database migrate one after the other instead of failing on each other's changes. A database
+    already at :data:`SCHEMA_REVISION` is left alone without loading Alembic (0.2 s), as when a
+    batch job or a service worker opens an existing store.
     """
+    if revision == "head" and current_revision(engine) == SCHEMA_REVISION:
+        return
+    from alembic import command
+
     config = alembic_config()
     with engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin() as connection:
         config.attributes["connection"] = connection
@@ -140,11 +150,15 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None before the first migration."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def head_revision() -> str | None:
-    """The latest revision in ``serving/migrations``."""
+    """The latest revision in ``serving/migrations``, as Alembic reads it."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.db import current_revision, head_revision
+from serving.db import SCHEMA_REVISION, current_revision, head_revision
 from serving.models import Base
 from serving.observability import JsonFormatter
 from serving.photos import WorkerLock
@@ -106,7 +106,7 @@ def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: p
 def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector) as first:
         engine = first.service.engine
-        assert current_revision(engine) == head_revision() == "0002"
+        assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0002"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -116,6 +116,24 @@ def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Pa
     with running(create_app(service_settings(tmp_path), detector=detector)) as client:
         again = client.get(f"/v1/reports/{report['id']}", headers={"X-API-Key": key})
         assert again.status_code == 200 and again.json()["id"] == report["id"]
+
+
+def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) -> None:
+    """Batch jobs and workers opening an existing store skip Alembic; a new store is migrated with it."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    script = (
+        "import sys\n"
+        "from serving.db import make_engine, migrate, current_revision\n"
+        f"engine = make_engine({url!r})\n"
+        "migrate(engine)\n"
+        "print(current_revision(engine), 'alembic' in sys.modules)\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert runs == ["0002 True\n", "0002 False\n"]
 
 
 def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) -> None:
