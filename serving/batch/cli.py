@@ -9,13 +9,9 @@ from typing import Any
 
 import click
 
-from serving.batch.engines import available_cores
-from serving.batch.job import BatchConfig, run_batch
+from serving.batch.engines import available_cores, start_worker_server
 from serving.batch.progress import Reporter
-from serving.batch.sinks import SinkError
-from serving.batch.sources import SourceError
 from serving.batch.times import TIME_PATTERN_HELP, parse_tz
-from serving.cameras import CameraFileError
 from serving.config import ServiceSettings
 from vipare.errors import ModelError
 
@@ -111,6 +107,14 @@ def batch(
         raise click.UsageError("the Ray engine needs at least one actor (--workers 1 or more)")
     if ray_address is not None and engine != "ray":
         raise click.UsageError("--ray-address goes with --engine ray")
+    if engine == "local" and workers != 0:
+        start_worker_server()  # imports the library for the workers while this process imports the store's
+    # The database stack (SQLAlchemy, Alembic, the service's models), only now: see start_worker_server.
+    from serving.batch.job import BatchConfig, run_batch
+    from serving.batch.sinks import SinkError
+    from serving.batch.sources import SourceError
+    from serving.cameras import CameraFileError
+
     overrides: dict[str, Any] = {"data_dir": data_dir, "model_path": model_path, "conf_threshold": conf_threshold}
     settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     config = BatchConfig(

@@ -13,12 +13,14 @@ CPU budget: ``workers x threads <= cores``. The job's own process decodes nothin
 hashes the frames and writes the results.
 
 Start-up: :meth:`LocalEngine.start` starts the workers at once, so that they load the model while the
-job migrates the store and lists and hashes the frames. On Linux the workers are forked from the job's
-process, which has imported the library already: a worker then only loads its session (about 0.1 s),
-where a spawned one imports numpy, onnxruntime, OpenCV and Pillow again first (about 0.5 s of CPU each,
-on the cores the frames need). The job starts them before it opens a database connection or starts a
-thread of its own (the progress bar), and each worker makes its own onnxruntime session after the
-fork: a session is never shared across processes. Elsewhere they are spawned.
+job migrates the store and lists and hashes the frames. On Linux they come from a fork server
+(:func:`start_worker_server`): a fresh process that imports the library (numpy, onnxruntime, OpenCV,
+Pillow) once, then forks a worker per request; a worker then only loads its own session (about
+0.1 s), where a spawned one imports everything again first (about 0.5 s of CPU each, on the cores
+the frames need). The server never runs an analysis, so no thread pool of OpenCV or onnxruntime is
+half-copied into a worker, as forking the job's own process could do in a long-lived caller. The
+``vipare batch`` command starts the server before it loads the database stack, so that both import
+side by side. Elsewhere (macOS, Windows) workers are spawned.
 """
 
 from __future__ import annotations
@@ -45,15 +47,40 @@ from vipare.errors import ModelError
 from vipare.pipeline import Pipeline
 from vipare.settings import Settings
 
-__all__ = ["Engine", "LocalEngine", "available_cores", "default_start_method", "thread_budget"]
+__all__ = [
+    "WORKER_MODULES",
+    "Engine",
+    "LocalEngine",
+    "available_cores",
+    "default_start_method",
+    "start_worker_server",
+    "thread_budget",
+]
 
 IN_FLIGHT_PER_WORKER = 4
 """Tasks queued per worker: enough to keep it busy while the job waits on the oldest one."""
 
 
+WORKER_MODULES = ["serving.batch.frames"]
+"""What the fork server imports for its workers: the analysis, the library, the photo store."""
+
+
 def default_start_method() -> str:
-    """``fork`` on Linux (see the module doc), ``spawn`` elsewhere (macOS and Windows cannot fork safely)."""
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    """``forkserver`` on Linux (see the module doc), ``spawn`` elsewhere."""
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, importing :data:`WORKER_MODULES`, if workers are to come from one.
+
+    Returns at once; the server imports in the background. Later pools fork their workers from it.
+    """
+    if default_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    multiprocessing.set_forkserver_preload(WORKER_MODULES)
+    forkserver.ensure_running()
 
 
 def available_cores() -> int:
@@ -102,9 +129,8 @@ class LocalEngine:
         settings: the library settings; ``intra_op_threads`` is each worker's thread count.
         workers: worker processes; 0 runs the analyses in this process.
         photo_dir: the photo store workers put accepted frames in; None to keep no photos.
-        start_method: how worker processes start (``fork`` or ``spawn``); default
-            :func:`default_start_method`. With ``fork``, call :meth:`start` before the process opens
-            database connections or starts threads.
+        start_method: how worker processes start (``forkserver`` or ``spawn``); default
+            :func:`default_start_method`.
     """
 
     def __init__(
@@ -128,13 +154,15 @@ class LocalEngine:
         """Start the worker processes now; each loads its model in the pool's initializer."""
         if self.workers == 0 or self._pool is not None:
             return
+        if self.start_method == "forkserver":
+            start_worker_server()
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=init_worker,
-            initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None, os.getpid()),
+            initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None),
         )
-        # A spawning pool starts a process per waiting call; a forking one starts them all at once.
+        # The pool starts a process per waiting call, up to max_workers.
         self._ready = [self._pool.submit(worker_ready) for _ in range(self.workers)]
 
     def run(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:

@@ -8,6 +8,8 @@ data (:class:`FrameTask` in, :class:`FrameOutcome` out).
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import multiprocessing.process
 import os
 import threading
 import time
@@ -212,19 +214,21 @@ def set_thread_budget(threads: int) -> None:
     cv2.setNumThreads(max(1, threads))
 
 
-def init_worker(settings: Settings, photo_dir: str | None, parent_pid: int) -> None:
+def init_worker(settings: Settings, photo_dir: str | None) -> None:
     """Process-pool initializer: one pipeline (one onnxruntime session) per worker process.
 
     A model that cannot be loaded is kept, for :func:`worker_ready` to hand back: the job raises it
-    with its message, where an initializer that raised would only break the pool.
+    with its message, where an initializer that raised would only break the pool. The worker exits
+    when the job's process is gone (killed with -9, say).
 
     Args:
         settings: the library settings, ``intra_op_threads`` set to this worker's share of the cores.
         photo_dir: the photo store the worker writes accepted frames to; None to leave it to the parent.
-        parent_pid: the job's process; the worker exits when it is gone (killed with -9, say).
     """
     global _WORKER, _WORKER_ERROR
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+    job = multiprocessing.parent_process()
+    if job is not None:
+        threading.Thread(target=_exit_with, args=(job,), daemon=True, name="job-watch").start()
     set_thread_budget(settings.intra_op_threads)
     try:
         pipeline = Pipeline(settings=settings)
@@ -239,9 +243,8 @@ def worker_ready() -> ModelError | None:
     return _WORKER_ERROR
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
+def _exit_with(job: multiprocessing.process.BaseProcess) -> None:
+    job.join()  # returns when the job's process has ended, however it ended
     os._exit(1)
 
 

@@ -185,11 +185,11 @@ def test_workers_started_early_are_stopped_when_the_source_is_unusable(settings:
     assert not settings.photo_dir.exists() or not any(settings.photo_dir.iterdir())
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_worker_processes_give_what_the_job_process_gives(
     source: Path, settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start_method: str
 ) -> None:
-    """Forked (Linux's default) or spawned, two workers write the same lines as the job's own process."""
+    """From the fork server (Linux's default) or spawned, two workers write the same lines as the job's process."""
     from serving.batch import engines
 
     def lines(output: Path, workers: int) -> list[dict[str, object]]:
