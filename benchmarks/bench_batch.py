@@ -3,11 +3,13 @@
 In one run, on the same frames (``camera_frames.py``: the shared validation photos, three fixed cameras
 and a truck, ``frames.csv``), each side runs as its own command, timed two ways:
 
-* ``vipare batch`` into a fresh store (reports, incidents, photo files; every frame committed), with
-  1 worker and with 2 workers, 1 onnxruntime thread each;
-* Ultralytics: ``YOLO(<the same ONNX>, task="detect").predict(<the same frames>, stream=True, ...)``
-  with the same input size and thresholds, iterating every result (onnxruntime at its default
-  threads, as Ultralytics runs it). It only detects: nothing is decoded for EXIF, located or stored.
+* ``vipare batch`` into a new, empty store (made beforehand with ``vipare cameras import``, untimed:
+  the database and the camera registry), writing reports, incidents and photo files, every frame
+  committed; with 1 worker and with 2 workers, 1 onnxruntime thread each;
+* Ultralytics (``ultralytics_predict.py``, which imports nothing of vipare):
+  ``YOLO(<the same ONNX>, task="detect").predict(<the same frames>, stream=True, ...)`` with the same
+  input size and thresholds, iterating every result (onnxruntime at its default threads, as
+  Ultralytics runs it). It only detects: nothing is decoded for EXIF, located or stored.
 
 *Whole command*: from starting the interpreter to its exit (imports, worker start-up, model loading,
 database and writes included). *Inside*: vipare's job from its start to its last commit (worker
@@ -61,11 +63,18 @@ def _command(command: list[str], what: str) -> tuple[float, float, str]:
 
 
 def _vipare(frames: Path, data_dir: Path, workers: int, model: Path) -> tuple[float, float, float]:
-    """Seconds for the whole ``vipare batch`` command, its CPU seconds, and the job's own seconds."""
+    """Seconds for the whole ``vipare batch`` command, its CPU seconds, and the job's own seconds.
+
+    The store is made first, untimed, as an operator does once: ``vipare cameras import`` creates
+    the database and registers the cameras; the job then writes into it.
+    """
+    shutil.rmtree(data_dir, ignore_errors=True)
+    vipare = [sys.executable, "-m", "vipare.cli"]
+    _command([*vipare, "cameras", "import", str(frames.parent / "cameras.csv"), "--data-dir", str(data_dir)],
+             "vipare cameras import")
     seconds, cpu, log = _command([
-        sys.executable, "-m", "vipare.cli", "batch", str(frames), "--cameras", str(frames.parent / "cameras.csv"),
-        "--data-dir", str(data_dir), "--workers", str(workers), "--threads", "1", "--model", str(model),
-        "--no-progress", "--log-every", "600",
+        *vipare, "batch", str(frames), "--data-dir", str(data_dir), "--workers", str(workers), "--threads", "1",
+        "--model", str(model), "--no-progress", "--log-every", "600",
     ], "vipare batch")
     match = re.search(r"time\s+([\d.]+) s, (\d+) frames analysed", log)
     if match is None or int(match[2]) == 0:
@@ -73,18 +82,22 @@ def _vipare(frames: Path, data_dir: Path, workers: int, model: Path) -> tuple[fl
     return seconds, cpu, float(match[1])
 
 
-def _ultralytics(frames: Path, model: Path) -> tuple[float, float, float]:
+def _ultralytics(frames: Path, model: Path, input_size: tuple[int, int]) -> tuple[float, float, float]:
     """Seconds for the whole Ultralytics command, its CPU seconds, and the seconds inside ``predict``."""
-    seconds, cpu, log = _command([sys.executable, "-m", "benchmarks.bench_batch", "--ultralytics-child",
-                                  str(frames), "--model", str(model)], "Ultralytics predict")
+    settings = Settings(model_path=model)
+    seconds, cpu, log = _command([
+        sys.executable, "-m", "benchmarks.ultralytics_predict", str(frames), str(model),
+        "--imgsz", *map(str, input_size), "--conf", str(settings.conf_threshold),
+        "--iou", str(settings.iou_threshold), "--max-det", str(settings.max_detections),
+    ], "Ultralytics predict")
     match = re.search(r"predict ([\d.]+) s, (\d+) results", log)
     if match is None:
         raise SystemExit(f"Ultralytics printed no timing:\n{log}")
     return seconds, cpu, float(match[1])
 
 
-def _session_run_cpu_ms(model: Path, runs: int = 40) -> float:
-    """Median CPU milliseconds of one bare ``session.run`` at one thread, on a fixed input."""
+def _session_run_cpu_ms(model: Path, runs: int = 40) -> tuple[float, tuple[int, int]]:
+    """Median CPU milliseconds of one bare ``session.run`` at one thread, on a fixed input; the input size."""
     import numpy as np
 
     from vipare.detection import Detector
@@ -97,25 +110,7 @@ def _session_run_cpu_ms(model: Path, runs: int = 40) -> float:
         start = time.process_time()
         detector.run(blob)
         times.append(time.process_time() - start)
-    return 1000 * sorted(times)[runs // 2]
-
-
-def ultralytics_child(frames: Path, model: Path) -> None:
-    """Run Ultralytics' predict over ``frames`` and print its time on stderr (the child side of the benchmark)."""
-    from ultralytics import YOLO
-
-    from vipare.detection import Detector
-
-    settings = Settings(model_path=model)
-    height, width = Detector.from_settings(settings.model_copy(update={"intra_op_threads": 1})).input_size
-    yolo = YOLO(str(model), task="detect")
-    start, count = time.perf_counter(), 0
-    for _ in yolo.predict(
-        str(frames / "**" / "*.jpg"), stream=True, imgsz=(height, width), conf=settings.conf_threshold,
-        iou=settings.iou_threshold, max_det=settings.max_detections, verbose=False,
-    ):
-        count += 1
-    print(f"predict {time.perf_counter() - start:.3f} s, {count} results", file=sys.stderr)
+    return 1000 * sorted(times)[runs // 2], detector.input_size
 
 
 @dataclass
@@ -151,11 +146,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every side once, in turn")
     parser.add_argument("--model", type=Path, default=Settings().model_path)
     parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
-    parser.add_argument("--ultralytics-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.ultralytics_child is not None:
-        ultralytics_child(args.ultralytics_child, args.model)
-        return
 
     photos = validation_photos(args.frames)
     if len(photos) < args.frames:
@@ -168,15 +159,14 @@ def main() -> None:
     print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}; "
           f"{args.rounds} rounds, medians")
     n = args.frames
+    run_ms, input_size = _session_run_cpu_ms(args.model)
     sides = {workers: _Side(f"vipare batch, {workers} worker(s) x 1 thread:") for workers in (1, 2)}
     ultralytics = _Side("Ultralytics predict (stream):")
     for _ in range(args.rounds):
         for workers, side in sides.items():
-            store = work / f"store-{workers}w"
-            shutil.rmtree(store, ignore_errors=True)
-            seconds, cpu, job = _vipare(frames, store, workers, args.model)
+            seconds, cpu, job = _vipare(frames, work / f"store-{workers}w", workers, args.model)
             side.add(seconds, job, cpu)
-        seconds, cpu, inner = _ultralytics(frames, args.model)
+        seconds, cpu, inner = _ultralytics(frames, args.model, input_size)
         ultralytics.add(seconds, inner, cpu)
     for side in (*sides.values(), ultralytics):
         print(side.line(n))
@@ -184,7 +174,6 @@ def main() -> None:
           f"inside {_ratios(sides[2], ultralytics, 'inside')} (target >= 2; median and range over the rounds)")
     print(f"2 workers / 1 worker: whole command {_ratios(sides[2], sides[1], 'whole')}, "
           f"inside {_ratios(sides[2], sides[1], 'inside')}")
-    run_ms = _session_run_cpu_ms(args.model)
     ceiling = 2 * 1000 / run_ms
     inside_ultralytics = n / statistics.median(ultralytics.inside)
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
