@@ -18,7 +18,7 @@ start-up and model loading included, interpreter imports not), against Ultralyti
 
 Each round runs every side once, in turn, so that a slow spell of the machine falls on all of them;
 it prints the medians over the rounds of frames/s both ways and of the CPU time each spent per frame
-(all processes and threads: less sensitive than wall time to other work on the machine), and the
+(the machine's busy time while the command ran: less sensitive than wall time to a slow spell), and the
 ratios 2-worker vipare / Ultralytics (target >= 2), round by round: their median and range. Last,
 the ceiling that inference alone sets: the CPU time of one bare ``session.run`` with one thread (the
 same ONNX, in this process), the frames/s two such workers would reach if decoding, hashing and
@@ -47,16 +47,28 @@ from benchmarks.machine import cpu_name
 from vipare import Settings
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _busy_cpu() -> float:
+    """CPU seconds the whole machine has been busy (``/proc/stat``), else those of our waited-for children.
+
+    Machine-wide, because ``vipare batch``'s workers are the children of its fork server, which the
+    job does not wait for: their time would not reach ``RUSAGE_CHILDREN``. Other work on the
+    machine counts too, so run this on an otherwise idle machine.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:8]]
+    except OSError:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _command(command: list[str], what: str) -> tuple[float, float, str]:
-    """Seconds and CPU seconds (its processes included) of ``command``, and its stderr."""
-    cpu, start = _children_cpu(), time.perf_counter()
+    """Seconds and CPU seconds of ``command`` (see :func:`_busy_cpu`), and its stderr."""
+    cpu, start = _busy_cpu(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    seconds, cpu = time.perf_counter() - start, _busy_cpu() - cpu
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stderr}")
     return seconds, cpu, done.stderr
@@ -162,12 +174,16 @@ def main() -> None:
     run_ms, input_size = _session_run_cpu_ms(args.model)
     sides = {workers: _Side(f"vipare batch, {workers} worker(s) x 1 thread:") for workers in (1, 2)}
     ultralytics = _Side("Ultralytics predict (stream):")
-    for _ in range(args.rounds):
+    for round_ in range(1, args.rounds + 1):
         for workers, side in sides.items():
             seconds, cpu, job = _vipare(frames, work / f"store-{workers}w", workers, args.model)
             side.add(seconds, job, cpu)
         seconds, cpu, inner = _ultralytics(frames, args.model, input_size)
         ultralytics.add(seconds, inner, cpu)
+        print(f"round {round_}: whole/inside s: " + "; ".join(
+            f"{name} {side.whole[-1]:.2f}/{side.inside[-1]:.2f}"
+            for name, side in (("1 worker", sides[1]), ("2 workers", sides[2]), ("Ultralytics", ultralytics))
+        ), flush=True)
     for side in (*sides.values(), ultralytics):
         print(side.line(n))
     print(f"vipare batch 2 workers / Ultralytics: whole command {_ratios(sides[2], ultralytics, 'whole')}, "
