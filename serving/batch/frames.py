@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import multiprocessing.process
 import os
 import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Final
 
@@ -243,7 +243,7 @@ def worker_ready() -> ModelError | None:
     return _WORKER_ERROR
 
 
-def _exit_with(job: multiprocessing.process.BaseProcess) -> None:
+def _exit_with(job: BaseProcess) -> None:
     job.join()  # returns when the job's process has ended, however it ended
     os._exit(1)
 
