@@ -134,7 +134,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     On SQLite the transaction takes the write lock first, so workers starting together on a new
     database migrate one after the other instead of failing on each other's changes. A database
-    already at :data:`SCHEMA_REVISION` is left alone without loading Alembic (0.2 s), as when a
+    already at :data:`SCHEMA_REVISION` is left alone without loading Alembic, as when a
     batch job or a service worker opens an existing store.
     """
     if revision == "head" and current_revision(engine) == SCHEMA_REVISION:

@@ -225,7 +225,7 @@ def run() -> None:
 
     When a command is done, what it leaves on the heap (the model, the store's ORM, the modules of
     its libraries) needs no collection before the process ends: freezing it spares the interpreter's
-    last full pass (about 0.2 s after a batch job). Objects are still released as their modules go.
+    last full pass over it. Objects are still released as their modules go.
     """
     try:
         main()

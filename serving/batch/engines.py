@@ -14,13 +14,13 @@ hashes the frames and writes the results.
 
 Start-up: :meth:`LocalEngine.start` starts the workers at once, so that they load the model while the
 job migrates the store and lists and hashes the frames. On Linux they come from a fork server
-(:func:`start_worker_server`): a fresh process that imports the library (numpy, onnxruntime, OpenCV,
-Pillow) once, then forks a worker per request; a worker then only loads its own session (about
-0.1 s), where a spawned one imports everything again first (about 0.5 s of CPU each, on the cores
-the frames need). The server never runs an analysis, so no thread pool of OpenCV or onnxruntime is
-half-copied into a worker, as forking the job's own process could do in a long-lived caller. The
-``vipare batch`` command starts the server before it loads the database stack, so that both import
-side by side. Elsewhere (macOS, Windows) workers are spawned.
+(:func:`start_worker_server`): a fresh process that imports the library (numpy, onnxruntime,
+OpenCV, Pillow) once, then forks a worker per request; a worker then only loads its own session,
+where a spawned one imports everything again first, on the cores the frames need. The server never
+runs an analysis, so no thread pool of OpenCV or onnxruntime is half-copied into a worker, as
+forking the job's own process could do in a long-lived caller. The ``vipare batch`` command starts
+the server before it loads the database stack, so that both import side by side. Elsewhere (macOS,
+Windows) workers are spawned.
 """
 
 from __future__ import annotations
