@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -120,6 +121,8 @@ def open_storage(settings: ServiceSettings) -> Storage:
 
     Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
     process that holds the worker lock keeps the others from deleting its files between file and commit.
+    The store is swept only when a worker died without closing since the last sweep (see
+    :class:`serving.photos.WorkerLock`).
     """
     engine = engine_from_settings(settings)
     lock: WorkerLock | None = None
@@ -129,10 +132,14 @@ def open_storage(settings: ServiceSettings) -> Storage:
         photos = PhotoStore(settings.photo_dir)
         lock = WorkerLock(settings.data_dir / ".workers.lock")
         alone = lock.acquire()
+        removed = 0
         try:
-            removed = photos.remove_orphans(
-                _referenced(sessions), older_than_s=0.0 if alone else settings.orphan_grace_s
-            )
+            if lock.sweep_needed():  # else every worker since the last sweep closed cleanly: no orphan
+                grace = 0.0 if alone else settings.orphan_grace_s
+                started = time.time()
+                removed = photos.remove_orphans(_referenced(sessions), older_than_s=grace)
+                lock.swept(started - grace)
+            lock.mark()
         finally:
             lock.share()
         if removed:

@@ -150,9 +150,12 @@ def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) 
         path.write_bytes(b"written before a crash")
     two_hours_ago = time.time() - 7200
     os.utime(old_orphan, (two_hours_ago, two_hours_ago))
+    marks = tmp_path / ".writers"
+    (marks / "crashed-worker.mark").touch()  # the mark of a worker that died without closing
 
     other_worker = WorkerLock(tmp_path / ".workers.lock")  # another worker runs: keep what may be in flight
     assert other_worker.acquire()
+    other_worker.mark()
     other_worker.share()
     try:
         with running(create_app(service_settings(tmp_path), detector=detector)):
@@ -160,10 +163,51 @@ def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) 
     finally:
         other_worker.release()
     assert fresh_orphan.exists() and not old_orphan.exists() and kept[0].exists()
+    assert [p.name.split("-")[0] for p in marks.iterdir()] == ["dead"]  # not covered yet: swept again
 
     with running(create_app(service_settings(tmp_path), detector=detector)):  # alone: every orphan goes
         pass
     assert not fresh_orphan.exists() and not leftover.exists() and kept[0].exists()
+    assert list(marks.iterdir()) == []  # every worker closed: the next start has nothing to sweep
+
+
+def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clean closes leave nothing to sweep, whatever the store holds; a worker killed -9 leaves a sweep to do."""
+    import subprocess
+    import sys
+
+    from serving.photos import PhotoStore
+    from serving.service import open_storage
+
+    sweeps: list[float] = []
+    real_sweep = PhotoStore.remove_orphans
+
+    def counted(store: PhotoStore, *args: Any, **kwargs: Any) -> int:
+        sweeps.append(kwargs["older_than_s"])
+        return real_sweep(store, *args, **kwargs)
+
+    monkeypatch.setattr(PhotoStore, "remove_orphans", counted)
+    settings = service_settings(tmp_path)
+    for _ in range(3):
+        open_storage(settings).close()
+    assert sweeps == [0.0]  # the new store's first start only
+
+    script = (
+        "import os\n"
+        "from serving.config import ServiceSettings\n"
+        "from serving.service import open_storage\n"
+        f"storage = open_storage(ServiceSettings(data_dir={str(tmp_path)!r}))\n"
+        "storage.photos.root.joinpath('ee').mkdir(exist_ok=True)\n"
+        "storage.photos.root.joinpath('ee', 'ee' + '0' * 62 + '.jpg').write_bytes(b'no report')\n"
+        "os._exit(9)\n"  # dies between a photo and its report
+    )
+    assert subprocess.run([sys.executable, "-c", script], check=False, timeout=120).returncode == 9
+    orphan = settings.photo_dir / "ee" / ("ee" + "0" * 62 + ".jpg")
+    assert orphan.exists()
+    open_storage(settings).close()
+    assert sweeps == [0.0, 0.0] and not orphan.exists()
+    open_storage(settings).close()
+    assert sweeps == [0.0, 0.0]
 
 
 def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
