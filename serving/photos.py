@@ -245,8 +245,7 @@ class PhotoStore:
     def files(self) -> Iterator[Path]:
         """Every file in the store, temporary ones included, in name order.
 
-        Read with ``os.scandir``, whose entries know their type: no ``stat`` per file, which made
-        the sweep at every start would otherwise pay for every photo in the store.
+        Read with ``os.scandir``, whose entries know their type, so listing costs no ``stat`` per photo.
         """
         with os.scandir(self.root) as entries:
             folders = sorted(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))

@@ -75,11 +75,14 @@ def start_worker_server() -> None:
 
     Returns at once; the server imports in the background. Later pools fork their workers from it.
     """
-    if default_start_method() != "forkserver":
-        return
+    if default_start_method() == "forkserver":
+        _ensure_fork_server()
+
+
+def _ensure_fork_server() -> None:
     from multiprocessing import forkserver
 
-    multiprocessing.set_forkserver_preload(WORKER_MODULES)
+    multiprocessing.set_forkserver_preload(WORKER_MODULES)  # read only when the server starts
     forkserver.ensure_running()
 
 
@@ -155,7 +158,7 @@ class LocalEngine:
         if self.workers == 0 or self._pool is not None:
             return
         if self.start_method == "forkserver":
-            start_worker_server()
+            _ensure_fork_server()
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),

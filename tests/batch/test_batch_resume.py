@@ -110,3 +110,56 @@ def test_a_killed_job_resumes_and_matches_a_clean_run(frames: Path, tmp_path: Pa
     assert len(fresh["incidents"]) >= 3 and sum(len(k) for k in fresh["incidents"]) > FRAMES // 2
     # One photo file per frame, none left over from the frames in flight at the kill.
     assert after_kill["photos"] == {sha for _, sha in expected} and after_kill["photo_files"] == FRAMES
+
+
+def _wait_for_a_third(job: subprocess.Popen[bytes], data_dir: Path) -> None:
+    deadline = time.monotonic() + 120
+    while _committed(data_dir) < FRAMES // 3:
+        assert job.poll() is None, "the job ended early"
+        assert time.monotonic() < deadline, "the job never got a third of the way"
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_workers_end_when_only_the_job_is_killed(frames: Path, tmp_path: Path) -> None:
+    """kill -9 of the job's process alone: its fork server and workers go too, leaving nothing running."""
+    job = subprocess.Popen(_command(frames, tmp_path / "store"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_a_third(job, tmp_path / "store")
+        job.kill()
+        job.wait()
+        deadline = time.monotonic() + 15
+        while _group_alive(job.pid):
+            assert time.monotonic() < deadline, "worker processes outlived the killed job"
+            time.sleep(0.1)
+    finally:
+        if _group_alive(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def test_an_interrupted_job_says_so_and_stops_cleanly(frames: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole group): exit 130, the message to run again, no traceback, no process left."""
+    job = subprocess.Popen(_command(frames, tmp_path / "store"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _wait_for_a_third(job, tmp_path / "store")
+        os.killpg(job.pid, signal.SIGINT)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if _group_alive(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)
+    text = stderr.decode()
+    assert job.returncode == 130, text
+    assert "interrupted; what was written stays written" in text and "Traceback" not in text
+    deadline = time.monotonic() + 15
+    while _group_alive(job.pid):
+        assert time.monotonic() < deadline, "worker processes outlived the interrupted job"
+        time.sleep(0.1)
