@@ -30,9 +30,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.ExifTags import IFD
 
-from vipare.draw import annotate
 from vipare.geotag import gps_from_exif
-from vipare.imaging import load_image
 from vipare.results import Detection
 
 __all__ = ["EXTENSIONS", "MEDIA_TYPES", "PhotoStore", "WorkerLock", "render_annotated", "strip_gps"]
@@ -454,6 +452,9 @@ def render_annotated(
         max_side: longest side of the result, pixels.
         max_pixels: the intake's pixel limit.
     """
+    from vipare.draw import annotate  # OpenCV: only where a page asks for a drawing
+    from vipare.imaging import load_image
+
     half = max(1, max_side // 2)  # load_image keeps twice the target size when it reduces a JPEG
     image = load_image(path, max_pixels=max_pixels, target_size=(half, half))
     drawn = annotate(image.array, detections, original_size=(image.info.width, image.info.height))

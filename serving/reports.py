@@ -26,6 +26,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from sqlalchemy import select
@@ -39,11 +40,13 @@ from serving.incidents import GroupingPolicy, IncidentAction, Status, assign
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
 from serving.schemas import IncidentRef, ReportForm, ReportLinks, ReportOut
-from serving.service import Service
 from vipare.errors import LocationError, VipareError
 from vipare.geotag import CameraPosition, ClientPosition
-from vipare.pipeline import Pipeline
 from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
+
+if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
+    from serving.service import Service
+    from vipare.pipeline import Pipeline
 
 __all__ = [
     "CLOCK_SKEW",

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import anyio
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings, check_exposure, is_loopback
-from serving.db import active_key_count, engine_from_settings, migrate, session_factory
+from serving.db import active_key_count
 from serving.errors import ModelNotReadyError
 from serving.incidents import GroupingPolicy
-from serving.models import Report
 from serving.observability import Metrics
 from serving.photos import PhotoStore, WorkerLock
+from serving.storage import grouping_policy, open_storage
 from vipare.detection import Detector
 from vipare.pipeline import Pipeline
 
-__all__ = ["Service", "Storage", "grouping_policy", "open_storage", "start_service"]
+__all__ = ["Service", "start_service"]
 
 logger = logging.getLogger("serving.service")
 
@@ -89,69 +86,6 @@ class Service:
         self.worker_lock.release()
 
 
-def grouping_policy(settings: ServiceSettings) -> GroupingPolicy:
-    """How reports group into incidents, from ``incident_radius_m`` and ``incident_window_days``."""
-    return GroupingPolicy(radius_m=settings.incident_radius_m, window=timedelta(days=settings.incident_window_days))
-
-
-@dataclass
-class Storage:
-    """The database and the photo store, open, with this process counted among their writers.
-
-    Attributes:
-        engine: the database engine, migrated to the latest revision.
-        sessions: the session factory.
-        photos: the photo store.
-        worker_lock: held shared while this process may write (see :class:`serving.photos.WorkerLock`).
-    """
-
-    engine: Engine
-    sessions: sessionmaker[Session]
-    photos: PhotoStore
-    worker_lock: WorkerLock
-
-    def close(self) -> None:
-        """Release the database and the worker lock."""
-        self.engine.dispose()
-        self.worker_lock.release()
-
-
-def open_storage(settings: ServiceSettings) -> Storage:
-    """Migrate the database, open the photo store and delete the files a crash left unreferenced.
-
-    Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
-    process that holds the worker lock keeps the others from deleting its files between file and commit.
-    The store is swept only when a worker died without closing since the last sweep (see
-    :class:`serving.photos.WorkerLock`).
-    """
-    engine = engine_from_settings(settings)
-    lock: WorkerLock | None = None
-    try:
-        migrate(engine)
-        sessions = session_factory(engine)
-        photos = PhotoStore(settings.photo_dir)
-        lock = WorkerLock(settings.data_dir / ".workers.lock")
-        alone = lock.acquire()
-        removed = 0
-        try:
-            if lock.sweep_needed():  # else every worker since the last sweep closed cleanly: no orphan
-                grace = 0.0 if alone else settings.orphan_grace_s
-                started = time.time()
-                removed = photos.remove_orphans(_referenced(sessions), older_than_s=grace)
-                lock.swept(started - grace)
-            lock.mark()
-        finally:
-            lock.share()
-        if removed:
-            logger.warning("orphan photos removed", extra={"count": removed})
-    except BaseException:
-        engine.dispose()
-        if lock is not None:
-            lock.release()
-        raise
-    return Storage(engine=engine, sessions=sessions, photos=photos, worker_lock=lock)
-
-
 def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detector | None = None) -> Service:
     """Build the service: migrate the database, check exposure, clean the photo store, load the model.
 
@@ -178,11 +112,3 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
         settings=settings, engine=storage.engine, sessions=storage.sessions, photos=storage.photos, metrics=metrics,
         pipeline=pipeline, worker_lock=storage.worker_lock,
     )
-
-
-def _referenced(sessions: sessionmaker[Session]) -> Callable[[Sequence[str]], set[str]]:
-    def referenced(shas: Sequence[str]) -> set[str]:
-        with sessions() as session:
-            return set(session.scalars(select(Report.sha256).where(Report.sha256.in_(list(shas)))))
-
-    return referenced

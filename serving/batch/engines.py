@@ -44,7 +44,6 @@ from serving.batch.frames import (
 )
 from serving.photos import PhotoStore
 from vipare.errors import ModelError
-from vipare.pipeline import Pipeline
 from vipare.settings import Settings
 
 __all__ = [
@@ -61,8 +60,8 @@ IN_FLIGHT_PER_WORKER = 4
 """Tasks queued per worker: enough to keep it busy while the job waits on the oldest one."""
 
 
-WORKER_MODULES = ["serving.batch.frames"]
-"""What the fork server imports for its workers: the analysis, the library, the photo store."""
+WORKER_MODULES = ["serving.batch.frames", "vipare.pipeline"]
+"""What the fork server imports for its workers: the analysis, the photo store, the detector and the library."""
 
 
 def default_start_method() -> str:
@@ -197,6 +196,8 @@ class LocalEngine:
             self._pool = None
 
     def _inline(self, tasks: Iterable[FrameTask]) -> Iterator[FrameOutcome]:
+        from vipare.pipeline import Pipeline
+
         pipeline = Pipeline(settings=self.settings)
         photos = PhotoStore(self.photo_dir) if self.photo_dir else None
         for task in tasks:

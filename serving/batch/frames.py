@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from serving.photos import EXTENSIONS, PhotoStore
 from vipare.errors import (
@@ -28,9 +28,11 @@ from vipare.errors import (
     UnsupportedImageError,
 )
 from vipare.geotag import CameraPosition, ClientPosition
-from vipare.pipeline import Pipeline
 from vipare.results import ImageResult
 from vipare.settings import Settings
+
+if TYPE_CHECKING:  # the job's own process, which decodes nothing, does not load the detector
+    from vipare.pipeline import Pipeline
 
 __all__ = [
     "ERROR_KINDS",
@@ -230,6 +232,8 @@ def init_worker(settings: Settings, photo_dir: str | None) -> None:
     if job is not None:
         threading.Thread(target=_exit_with, args=(job,), daemon=True, name="job-watch").start()
     set_thread_budget(settings.intra_op_threads)
+    from vipare.pipeline import Pipeline
+
     try:
         pipeline = Pipeline(settings=settings)
     except ModelError as exc:

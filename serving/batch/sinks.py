@@ -35,7 +35,7 @@ from serving.db import write_session
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
 from serving.reports import observed_time, store_report
-from serving.service import grouping_policy, open_storage
+from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult
 
 __all__ = ["Accepted", "JsonlSink", "Sink", "SinkError", "StoreSink", "Written"]

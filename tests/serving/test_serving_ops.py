@@ -177,7 +177,7 @@ def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monke
     import sys
 
     from serving.photos import PhotoStore
-    from serving.service import open_storage
+    from serving.storage import open_storage
 
     sweeps: list[float] = []
     real_sweep = PhotoStore.remove_orphans
@@ -195,7 +195,7 @@ def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monke
     script = (
         "import os\n"
         "from serving.config import ServiceSettings\n"
-        "from serving.service import open_storage\n"
+        "from serving.storage import open_storage\n"
         f"storage = open_storage(ServiceSettings(data_dir={str(tmp_path)!r}))\n"
         "storage.photos.root.joinpath('ee').mkdir(exist_ok=True)\n"
         "storage.photos.root.joinpath('ee', 'ee' + '0' * 62 + '.jpg').write_bytes(b'no report')\n"

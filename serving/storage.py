@@ -1,0 +1,97 @@
+"""The store a service worker and a batch job share: the database and the photo store, opened together.
+
+Light on purpose: a batch job's own process opens the store without loading the detector, the web
+framework or the metrics (see :mod:`serving.service` for what the HTTP service adds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from serving.config import ServiceSettings
+from serving.db import engine_from_settings, migrate, session_factory
+from serving.incidents import GroupingPolicy
+from serving.models import Report
+from serving.photos import PhotoStore, WorkerLock
+
+__all__ = ["Storage", "grouping_policy", "open_storage"]
+
+logger = logging.getLogger("serving.storage")
+
+
+def grouping_policy(settings: ServiceSettings) -> GroupingPolicy:
+    """How reports group into incidents, from ``incident_radius_m`` and ``incident_window_days``."""
+    return GroupingPolicy(radius_m=settings.incident_radius_m, window=timedelta(days=settings.incident_window_days))
+
+
+@dataclass
+class Storage:
+    """The database and the photo store, open, with this process counted among their writers.
+
+    Attributes:
+        engine: the database engine, migrated to the latest revision.
+        sessions: the session factory.
+        photos: the photo store.
+        worker_lock: held shared while this process may write (see :class:`serving.photos.WorkerLock`).
+    """
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    photos: PhotoStore
+    worker_lock: WorkerLock
+
+    def close(self) -> None:
+        """Release the database and the worker lock."""
+        self.engine.dispose()
+        self.worker_lock.release()
+
+
+def open_storage(settings: ServiceSettings) -> Storage:
+    """Migrate the database, open the photo store and delete the files a crash left unreferenced.
+
+    Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
+    process that holds the worker lock keeps the others from deleting its files between file and commit.
+    The store is swept only when a worker died without closing since the last sweep (see
+    :class:`serving.photos.WorkerLock`).
+    """
+    engine = engine_from_settings(settings)
+    lock: WorkerLock | None = None
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        photos = PhotoStore(settings.photo_dir)
+        lock = WorkerLock(settings.data_dir / ".workers.lock")
+        alone = lock.acquire()
+        removed = 0
+        try:
+            if lock.sweep_needed():  # else every worker since the last sweep closed cleanly: no orphan
+                grace = 0.0 if alone else settings.orphan_grace_s
+                started = time.time()
+                removed = photos.remove_orphans(_referenced(sessions), older_than_s=grace)
+                lock.swept(started - grace)
+            lock.mark()
+        finally:
+            lock.share()
+        if removed:
+            logger.warning("orphan photos removed", extra={"count": removed})
+    except BaseException:
+        engine.dispose()
+        if lock is not None:
+            lock.release()
+        raise
+    return Storage(engine=engine, sessions=sessions, photos=photos, worker_lock=lock)
+
+
+def _referenced(sessions: sessionmaker[Session]) -> Callable[[Sequence[str]], set[str]]:
+    def referenced(shas: Sequence[str]) -> set[str]:
+        with sessions() as session:
+            return set(session.scalars(select(Report.sha256).where(Report.sha256.in_(list(shas)))))
+
+    return referenced
