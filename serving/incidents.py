@@ -187,7 +187,9 @@ def assign(
 
     Args:
         session: a session in a write transaction (:func:`serving.db.write_session`).
-        report: a flushed report with ``dumping`` true, its ``label``, position and ``observed_at``.
+        report: a report with ``dumping`` true, its ``label``, position and ``observed_at``; new ones
+            are best given before they are added to the session, so that they are inserted with
+            their incident (one that opens an incident is added and flushed here, for its id).
         policy: radius and time window.
         actor: who uploaded, for the history of a newly opened incident.
         actor_key_id: the uploader's key id, if any.
@@ -235,6 +237,9 @@ def assign(
     )
     session.add(incident)
     session.flush()
+    report.incident_id, report.incident_action = incident.id, IncidentAction.OPENED.value
+    session.add(report)
+    session.flush()  # the report's id, for the history
     comment = f"opened by report #{report.id}"
     if previous is not None:
         comment += f"; deposit again where #{previous.id} was cleaned"
@@ -244,7 +249,6 @@ def assign(
             actor=actor, actor_key_id=actor_key_id, comment=comment,
         )
     )
-    report.incident_id, report.incident_action = incident.id, IncidentAction.OPENED.value
     return incident, IncidentAction.OPENED
 
 

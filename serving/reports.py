@@ -15,15 +15,17 @@ never half-written:
 
 A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes.
 
-Step 6 is :func:`store_report`, which works in a write transaction the caller holds: the batch
-jobs (:mod:`serving.batch`) write their frames through it too, several per transaction, so that a
-frame reaches the same incidents, with the same de-duplication, whichever way it came in.
+Step 6 is :func:`store_report`, which works in a write transaction the caller holds. The batch
+jobs (:mod:`serving.batch`) write their frames through :func:`store_reports`, the same step for
+several photos per transaction (one look-up for their twins), so that a frame reaches the same
+incidents, with the same de-duplication, whichever way it came in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -51,12 +53,14 @@ if TYPE_CHECKING:  # annotations only: a batch job writes reports without the se
 __all__ = [
     "CLOCK_SKEW",
     "LOCATION_MISSING",
+    "NewReport",
     "Submitted",
     "can_read",
     "find_report",
     "observed_time",
     "report_out",
     "store_report",
+    "store_reports",
     "submit",
 ]
 
@@ -74,10 +78,17 @@ LOCATION_MISSING = (
 
 @dataclass(frozen=True)
 class Submitted:
-    """The outcome of an upload: the report's id, and whether this upload created it."""
+    """The outcome of an upload: the report's id, whether this upload created it, and what it did to an incident.
+
+    Attributes:
+        report_id: the report.
+        created: False when the same client's report of the same photo was already there.
+        incident_action: ``opened``, ``joined`` or ``late`` when the report created reached an incident.
+    """
 
     report_id: int
     created: bool
+    incident_action: str | None = None
 
 
 async def submit(
@@ -211,6 +222,31 @@ def _persist(
         return Submitted(existing, created=False)
 
 
+@dataclass(frozen=True)
+class NewReport:
+    """An analysed photo to store as a report.
+
+    Attributes:
+        principal: who sent the photo; with the sha256, it decides whether the photo is a twin.
+        result: what the pipeline said about the photo; its ``location`` must not be None.
+        ext: the stored file's extension (:data:`serving.photos.EXTENSIONS`).
+        received: when it was received (UTC).
+        captured_at: the capture time sent with the photo, if any.
+        fallback_time: a capture time to use when neither ``captured_at`` nor EXIF gives one.
+        camera_id: the camera named with the photo (a camera key tied to a registered camera wins).
+        note: free text.
+    """
+
+    principal: Principal
+    result: ImageResult
+    ext: str
+    received: datetime
+    captured_at: datetime | None = None
+    fallback_time: datetime | None = None
+    camera_id: str | None = None
+    note: str | None = None
+
+
 def store_report(
     session: Session,
     principal: Principal,
@@ -224,48 +260,93 @@ def store_report(
     camera_id: str | None = None,
     note: str | None = None,
 ) -> Submitted:
-    """Insert the report of an analysed photo and give it its incident; the caller commits.
+    """Insert the report of one analysed photo and give it its incident; the caller commits.
 
-    The photo file must already be in the store (``PhotoStore.put``) under ``result.image.sha256``.
+    :func:`store_reports` for one photo (see there).
+    """
+    new = NewReport(principal, result, ext, received, captured_at, fallback_time, camera_id, note)
+    return store_reports(session, [new], policy=policy)[0]
+
+
+def store_reports(session: Session, reports: Sequence[NewReport], *, policy: GroupingPolicy) -> list[Submitted]:
+    """Insert the reports of analysed photos, in order, and give each its incident; the caller commits.
+
+    The photo files must already be in the store (``PhotoStore.put``) under their sha256. One query
+    finds the twins of them all (the same client's report of the same photo, stored before or
+    earlier in ``reports``); each dumping report then joins or opens its incident as if it had come
+    alone, after those before it. The reports go to the database with their incident, in as few
+    statements as the grouping allows.
 
     Args:
         session: a session in a write transaction (:func:`serving.db.write_session`).
-        principal: who sent the photo; with the sha256, it decides whether the photo is a twin.
-        result: what the pipeline said about the photo; its ``location`` must not be None.
-        ext: the stored file's extension (:data:`serving.photos.EXTENSIONS`).
-        received: when it was received (UTC).
+        reports: the photos, in the order they are to be grouped.
         policy: how reports group into incidents.
-        captured_at: the capture time sent with the photo, if any.
-        fallback_time: a capture time to use when neither ``captured_at`` nor EXIF gives one.
-        camera_id: the camera named with the photo (a camera key tied to a registered camera wins).
-        note: free text.
 
     Returns:
-        The report's id; ``created`` is False when this client's report of the same photo already exists.
+        One outcome per photo, in order; ``created`` is False for a twin, which writes nothing.
 
     Raises:
-        LocationMissingError: ``result`` has no location.
+        LocationMissingError: a photo has no location (checked before anything is written).
     """
-    location = result.location
-    if location is None:
+    if any(new.result.location is None for new in reports):
         raise LocationMissingError(LOCATION_MISSING)
-    twin = find_report(session, principal.client_ref, result.image.sha256)
-    if twin is not None:
-        return Submitted(twin.id, created=False)
-    observed, captured = observed_time(result, received, sent=captured_at, fallback=fallback_time)
+    keys = [(new.principal.client_ref, new.result.image.sha256) for new in reports]
+    stored: dict[tuple[str, str], int | Report] = dict(_report_ids(session, set(keys)))
+    rows: list[int | Report] = []
+    for new, key in zip(reports, keys, strict=True):
+        twin = stored.get(key)
+        if twin is not None:
+            rows.append(twin)
+            continue
+        report = _report_row(new)
+        if report.dumping:  # before the report is added: it is then inserted with its incident
+            assign(session, report, policy, actor=new.principal.actor, actor_key_id=new.principal.key_id)
+        session.add(report)
+        stored[key] = report
+        rows.append(report)
+    session.flush()
+    done: set[int] = set()
+    out = []
+    for row in rows:
+        if isinstance(row, int):
+            out.append(Submitted(row, created=False))
+        elif id(row) in done:  # the same photo twice in ``reports``: the second is its twin
+            out.append(Submitted(row.id, created=False))
+        else:
+            done.add(id(row))
+            out.append(Submitted(row.id, created=True, incident_action=row.incident_action))
+    return out
+
+
+def _report_ids(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Ids of the stored reports among ``(client_ref, sha256)`` keys."""
+    shas = sorted({sha256 for _, sha256 in keys})
+    found: dict[tuple[str, str], int] = {}
+    for start in range(0, len(shas), 500):  # within SQLite's bound-parameter limit
+        query = select(Report.id, Report.client_ref, Report.sha256).where(Report.sha256.in_(shas[start : start + 500]))
+        for report_id, client_ref, sha256 in session.execute(query):
+            if (client_ref, sha256) in keys:
+                found[(client_ref, sha256)] = report_id
+    return found
+
+
+def _report_row(new: NewReport) -> Report:
+    result, principal, location = new.result, new.principal, new.result.location
+    assert location is not None  # checked by store_reports
+    observed, captured = observed_time(result, new.received, sent=new.captured_at, fallback=new.fallback_time)
     deposits = [d for d in result.detections if d.deposit]
     best = max(deposits, key=lambda d: d.score, default=None)
-    report = Report(
+    return Report(
         client_ref=principal.client_ref,
         api_key_id=principal.key_id,
         submitted_by=principal.name,
         sha256=result.image.sha256,
-        photo_ext=ext,
-        received_at=received,
+        photo_ext=new.ext,
+        received_at=new.received,
         observed_at=observed,
         captured_at=captured,
-        camera_id=principal.camera_id or camera_id or location.camera_id,
-        note=note,
+        camera_id=principal.camera_id or new.camera_id or location.camera_id,
+        note=new.note,
         dumping=result.verdict.dumping,
         score=result.verdict.score,
         label=best.label if best else None,
@@ -279,11 +360,6 @@ def store_report(
         location=location.model_dump(mode="json"),
         model=result.model.model_dump(mode="json"),
     )
-    session.add(report)
-    session.flush()
-    if report.dumping:
-        assign(session, report, policy, actor=principal.actor, actor_key_id=principal.key_id)
-    return Submitted(report.id, created=True)
 
 
 def find_report(session: Session, client_ref: str, sha256: str) -> Report | None:

@@ -4,7 +4,7 @@ Two sinks, one contract: :meth:`known` gives the ``(camera_id, sha256)`` pairs a
 :meth:`write` writes accepted frames so that each is either fully written or not at all.
 
 * :class:`StoreSink`: the service's own store (``--data-dir`` / ``VIPARE_DATABASE_URL``). Each call
-  to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store_report`,
+  to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store_reports`,
   the function the upload route uses: same de-duplication (one report per client and sha256; a
   registered camera's client is ``camera:<id>``, whichever way its frames come), same incidents.
   The photo files are already in the store (workers put them) when the rows are committed; a crash
@@ -34,7 +34,7 @@ from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
-from serving.reports import observed_time, store_report
+from serving.reports import NewReport, observed_time, store_reports
 from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult
 
@@ -134,17 +134,16 @@ class StoreSink:
     def write(self, items: Sequence[Accepted]) -> list[Written]:
         """Store the reports of these frames and give them their incidents, in one transaction."""
         received = utcnow()
-        written: list[Written] = []
+        reports = [
+            NewReport(
+                self._principals[item.camera_id], item.result, EXTENSIONS[item.result.image.format], received,
+                captured_at=item.captured_at, fallback_time=item.fallback_time, camera_id=item.camera_id,
+            )
+            for item in items
+        ]
         with write_session(self.storage.sessions) as session:
-            for item in items:
-                submitted = store_report(
-                    session, self._principals[item.camera_id], item.result,
-                    ext=EXTENSIONS[item.result.image.format], received=received, policy=self.policy,
-                    captured_at=item.captured_at, fallback_time=item.fallback_time, camera_id=item.camera_id,
-                )
-                report = session.get(Report, submitted.report_id) if submitted.created else None
-                written.append(Written(submitted.created, report.incident_action if report is not None else None))
-        return written
+            submitted = store_reports(session, reports, policy=self.policy)
+        return [Written(outcome.created, outcome.incident_action) for outcome in submitted]
 
     def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
         """Put a photo in the store (GPS removed, atomically)."""

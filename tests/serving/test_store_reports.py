@@ -1,0 +1,148 @@
+"""Storing several reports in one call gives what storing them one by one gives: same twins, same incidents."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from serving.auth import camera_principal
+from serving.config import ServiceSettings
+from serving.db import write_session
+from serving.errors import LocationMissingError
+from serving.models import Incident, Report, Transition
+from serving.reports import NewReport, store_report, store_reports
+from serving.storage import Storage, grouping_policy, open_storage
+from tests.serving.helpers import moved
+from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
+
+START = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
+BASE = (49.1193, 6.1757)
+MODEL = ModelInfo(name="m", sha256="0" * 64, classes=["dumped_waste", "overflowing_bin", "bin"], input_size=(320, 320),
+                  stride=32)
+
+
+def _result(n: int, *, east_m: float, hours: float, dumping: bool, label: str = "dumped_waste",
+            located: bool = True) -> ImageResult:
+    lat, lon = moved(*BASE, east_m=east_m)
+    score = 0.5 + (n % 7) / 20
+    detections = [Detection(label=label, class_id=0, score=score, box=(1, 2, 30, 40), area_fraction=0.1,
+                            deposit=True)] if dumping else []
+    return ImageResult(
+        source=f"frame-{n}.jpg",
+        image=ImageInfo(width=640, height=640, format="JPEG", sha256=hashlib.sha256(b"%d" % n).hexdigest(),
+                        size_bytes=1000 + n, captured_at=START + timedelta(hours=hours)),
+        detections=detections,
+        verdict=Verdict(dumping=dumping, score=score if dumping else 0.0, threshold=0.4),
+        location=Location(lat=lat, lon=lon, source="camera", camera_id="cam-a") if located else None,
+        model=MODEL,
+    )
+
+
+def _frames() -> list[ImageResult]:
+    """Deposits along a street over weeks, in cases where a report's grouping depends on the one before.
+
+    Four spots 35 m apart, in turn, with clean frames between; a spot seen every 5 days, which stays
+    one incident only if each sighting moves its last sighting on (the window is 7 days); a deposit
+    whose position drifts, so that the last report reaches it only from the moved mean position.
+    """
+    frames = []
+    for n in range(40):
+        east = (n % 4) * 35.0 + (n % 3) * 4.0
+        frames.append(_result(n, east_m=east, hours=n * 7.0, dumping=n % 5 != 0,
+                              label="overflowing_bin" if n % 6 == 0 else "dumped_waste"))
+    frames += [_result(100 + k, east_m=400.0, hours=24.0 * 5 * k, dumping=True) for k in range(5)]
+    frames += [_result(200 + k, east_m=800.0 + east, hours=300.0 + k, dumping=True)
+               for k, east in enumerate((0.0, 28.0, 28.0, 28.0, 50.0))]
+    return frames
+
+
+def _new(result: ImageResult) -> NewReport:
+    principal = camera_principal("cam-a", None, "vipare batch")
+    return NewReport(principal, result, ".jpg", START + timedelta(days=30), camera_id="cam-a")
+
+
+def _store(tmp_path: Path) -> tuple[Storage, ServiceSettings]:
+    settings = ServiceSettings(data_dir=tmp_path)
+    return open_storage(settings), settings
+
+
+def _contents(storage: Storage) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    with storage.sessions() as session:
+        reports = [(r.id, r.sha256, r.dumping, r.incident_id, r.incident_action, r.observed_at)
+                   for r in session.scalars(select(Report).order_by(Report.id))]
+        incidents = [(i.id, i.family, i.label, round(i.lat, 9), round(i.lon, 9), i.report_count, i.first_seen,
+                      i.last_seen, i.max_score, i.status)
+                     for i in session.scalars(select(Incident).order_by(Incident.id))]
+        transitions = [(t.incident_id, t.to_status, t.comment)
+                       for t in session.scalars(select(Transition).order_by(Transition.id))]
+    return reports, incidents, transitions
+
+
+def test_reports_stored_together_match_reports_stored_one_by_one(tmp_path: Path) -> None:
+    frames = _frames()
+    together, settings = _store(tmp_path / "together")
+    policy = grouping_policy(settings)
+    outcomes = []
+    for start in range(0, len(frames), 25):  # the chain and the drift each within one call
+        with write_session(together.sessions) as session:
+            outcomes += store_reports(session, [_new(r) for r in frames[start : start + 25]], policy=policy)
+    alone, _ = _store(tmp_path / "alone")
+    singles = []
+    for result in frames:
+        new = _new(result)
+        with write_session(alone.sessions) as session:
+            singles.append(store_report(session, new.principal, result, ext=new.ext, received=new.received,
+                                        policy=policy, camera_id=new.camera_id))
+    try:
+        reports, incidents, transitions = _contents(together)
+        assert (reports, incidents, transitions) == _contents(alone)
+        assert len(reports) == len(frames)
+        assert 2 < len(incidents) < sum(r.verdict.dumping for r in frames)  # some joined, some opened
+        assert {o.incident_action for o in outcomes} == {"opened", "joined", None}
+        chain, drift = outcomes[40:45], outcomes[45:50]
+        assert [o.incident_action for o in chain] == ["opened"] + ["joined"] * 4  # each sighting extends it
+        assert [o.incident_action for o in drift] == ["opened"] + ["joined"] * 4  # reached from the moved mean
+        assert [(o.report_id, o.created) for o in outcomes] == [(o.report_id, o.created) for o in singles]
+        assert [o.incident_action for o in outcomes] == [r[4] for r in reports]
+        assert all(f"opened by report #{r[0]}" in {t[2] for t in transitions} for r in reports if r[4] == "opened")
+    finally:
+        together.close()
+        alone.close()
+
+
+def test_twins_are_found_in_the_store_and_within_one_call(tmp_path: Path) -> None:
+    storage, settings = _store(tmp_path)
+    policy = grouping_policy(settings)
+    first, second = _result(1, east_m=0, hours=1, dumping=True), _result(2, east_m=5, hours=2, dumping=True)
+    try:
+        with write_session(storage.sessions) as session:
+            [stored] = store_reports(session, [_new(first)], policy=policy)
+        with write_session(storage.sessions) as session:
+            again, new, twin = store_reports(session, [_new(first), _new(second), _new(second)], policy=policy)
+        assert stored.created and stored.incident_action == "opened"
+        assert (again.report_id, again.created, again.incident_action) == (stored.report_id, False, None)
+        assert new.created and new.incident_action == "joined"
+        assert (twin.report_id, twin.created) == (new.report_id, False)
+        with storage.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Report)) == 2
+            assert session.scalar(select(Incident.report_count)) == 2
+    finally:
+        storage.close()
+
+
+def test_a_report_without_location_writes_none_of_its_call(tmp_path: Path) -> None:
+    storage, settings = _store(tmp_path)
+    located = _result(1, east_m=0, hours=1, dumping=True)
+    lost = _result(2, east_m=0, hours=2, dumping=True, located=False)
+    try:
+        with pytest.raises(LocationMissingError), write_session(storage.sessions) as session:
+            store_reports(session, [_new(located), _new(lost)], policy=grouping_policy(settings))
+        with storage.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Report)) == 0
+            assert session.scalar(select(func.count()).select_from(Incident)) == 0
+    finally:
+        storage.close()
