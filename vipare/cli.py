@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from vipare.errors import LocationError, ModelError, VipareError
-from vipare.results import ImageResult
 
 if TYPE_CHECKING:
     from vipare.pipeline import Pipeline
+    from vipare.results import ImageResult
 
 __all__ = ["main", "run"]
 

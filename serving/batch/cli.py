@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import click
 
-from serving.batch.engines import available_cores, start_worker_server
-from serving.batch.progress import Reporter
+# Light imports only: the job starts the workers' fork server before it imports anything else.
+from serving.batch.forkserver import available_cores, start_worker_server
 from serving.batch.times import TIME_PATTERN_HELP, parse_tz
-from serving.config import ServiceSettings
-from vipare.errors import ModelError
 
 __all__ = ["batch"]
 
@@ -109,11 +106,16 @@ def batch(
         raise click.UsageError("--ray-address goes with --engine ray")
     if engine == "local" and workers != 0:
         start_worker_server()  # imports the library for the workers while this process imports the store's
-    # The database stack (SQLAlchemy, Alembic, the service's models), only now: see start_worker_server.
+    # Everything else (pydantic, SQLAlchemy, the service's models, rich), only now: see start_worker_server.
+    from concurrent.futures.process import BrokenProcessPool
+
     from serving.batch.job import BatchConfig, run_batch
+    from serving.batch.progress import Reporter
     from serving.batch.sinks import SinkError
     from serving.batch.sources import SourceError
     from serving.cameras import CameraFileError
+    from serving.config import ServiceSettings
+    from vipare.errors import ModelError
 
     overrides: dict[str, Any] = {"data_dir": data_dir, "model_path": model_path, "conf_threshold": conf_threshold}
     settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -13,27 +13,26 @@ CPU budget: ``workers x threads <= cores``. The job's own process decodes nothin
 hashes the frames and writes the results.
 
 Start-up: :meth:`LocalEngine.start` starts the workers at once, so that they load the model while the
-job migrates the store and lists and hashes the frames. On Linux they come from a fork server
-(:func:`start_worker_server`): a fresh process that imports the library (numpy, onnxruntime,
-OpenCV, Pillow) once, then forks a worker per request; a worker then only loads its own session,
-where a spawned one imports everything again first, on the cores the frames need. The server never
-runs an analysis, so no thread pool of OpenCV or onnxruntime is half-copied into a worker, as
-forking the job's own process could do in a long-lived caller. The ``vipare batch`` command starts
-the server before it loads the database stack, so that both import side by side. Elsewhere (macOS,
-Windows) workers are spawned.
+job migrates the store and lists and hashes the frames. On Linux they come from a fork server that
+imported the library once (:mod:`serving.batch.forkserver`); elsewhere they are spawned.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from serving.batch.forkserver import (
+    WORKER_MODULES,
+    available_cores,
+    default_start_method,
+    ensure_fork_server,
+    start_worker_server,
+)
 from serving.batch.frames import (
     FrameOutcome,
     FrameTask,
@@ -58,39 +57,6 @@ __all__ = [
 
 IN_FLIGHT_PER_WORKER = 4
 """Tasks queued per worker: enough to keep it busy while the job waits on the oldest one."""
-
-
-WORKER_MODULES = ["serving.batch.frames", "vipare.pipeline"]
-"""What the fork server imports for its workers: the analysis, the photo store, the detector and the library."""
-
-
-def default_start_method() -> str:
-    """``forkserver`` on Linux (see the module doc), ``spawn`` elsewhere."""
-    return "forkserver" if sys.platform.startswith("linux") else "spawn"
-
-
-def start_worker_server() -> None:
-    """Start the fork server now, importing :data:`WORKER_MODULES`, if workers are to come from one.
-
-    Returns at once; the server imports in the background. Later pools fork their workers from it.
-    """
-    if default_start_method() == "forkserver":
-        _ensure_fork_server()
-
-
-def _ensure_fork_server() -> None:
-    from multiprocessing import forkserver
-
-    multiprocessing.set_forkserver_preload(WORKER_MODULES)  # read only when the server starts
-    forkserver.ensure_running()
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def thread_budget(workers: int, threads: int | None = None) -> int:
@@ -157,7 +123,7 @@ class LocalEngine:
         if self.workers == 0 or self._pool is not None:
             return
         if self.start_method == "forkserver":
-            _ensure_fork_server()
+            ensure_fork_server()
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),

@@ -8,6 +8,8 @@ JSON lines: one line per frame, fsynced; a torn last line is cut off and its fra
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -231,3 +233,15 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error_and_nothing_is_written(
     finally:
         engine.dispose()
     assert not any(p.is_file() for p in settings.photo_dir.rglob("*"))
+
+
+def test_the_fork_servers_preload_exits_at_once_with_its_output_flushed() -> None:
+    """The server's interpreter skips its teardown (handlers registered before the preload do not run) but
+    loses nothing it printed."""
+    code = (
+        "import atexit; atexit.register(print, 'torn down');"
+        "import serving.batch.preload; print('printed before exit')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["printed before exit"]
