@@ -16,13 +16,14 @@ database and writes included). *Inside*: vipare's job from its start to its last
 start-up and model loading included, interpreter imports not), against Ultralytics from its first
 ``predict`` call to its last result (model loading included, imports and ``YOLO()`` not).
 
-Each round runs every side once, in turn, so that a slow spell of the machine falls on all of them;
-it prints the medians over the rounds of frames/s both ways and of the CPU time each spent per frame
-(the machine's busy time while the command ran: less sensitive than wall time to a slow spell), and the
-ratios 2-worker vipare / Ultralytics (target >= 2), round by round: their median and range. Last,
-the ceiling that inference alone sets: the CPU time of one bare ``session.run`` with one thread (the
-same ONNX, in this process), the frames/s two such workers would reach if decoding, hashing and
-storing cost nothing, and that ceiling over Ultralytics' frames/s.
+vipare's modules are byte-compiled first (``compileall``), as installing them does; Ultralytics'
+come compiled from pip. Each round runs every side once, in turn, so that a slow spell of the machine
+falls on all of them; it prints the medians over the rounds of frames/s both ways and of the CPU
+time each spent per frame (the machine's busy time while the command ran: less sensitive than wall
+time to a slow spell), and the ratios 2-worker vipare / Ultralytics (target >= 2), round by round:
+their median and range. Last, the ceiling that inference alone sets: the CPU time of one bare
+``session.run`` with one thread (the same ONNX, in this process), the frames/s two such workers
+would reach if decoding, hashing and storing cost nothing, and that ceiling over Ultralytics' frames/s.
 
     python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
@@ -45,6 +46,8 @@ from pathlib import Path
 from benchmarks.camera_frames import make_camera_frames, validation_photos
 from benchmarks.machine import cpu_name
 from vipare import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _busy_cpu() -> float:
@@ -166,6 +169,10 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-batch-"))
     frames = make_camera_frames(work / "batch", args.frames, size=args.size, photos=photos)
 
+    # Byte-code for vipare's own modules, as an install (or any first run) leaves it: Ultralytics'
+    # modules have theirs from pip, and without it each command would compile vipare's sources again.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "vipare"), str(ROOT / "serving")],
+                   check=True, capture_output=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at start")
     print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}; "
