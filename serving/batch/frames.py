@@ -1,8 +1,9 @@
 """One frame's analysis, as a worker process or a Ray actor runs it: bytes in, a result or an error out.
 
-Light on purpose: a worker imports this module (the library, the photo store) and nothing of the
-database or the web framework. Everything here crosses process boundaries, so it is plain picklable
-data (:class:`FrameTask` in, :class:`FrameOutcome` out).
+Light on purpose: nothing of the database or the web framework, and the detector (onnxruntime,
+OpenCV) only where a frame is analysed (:func:`init_worker`, and the fork server's preload), so that
+the job's own process, which uses the tasks and outcomes, does not load it. Everything here crosses
+process boundaries, so it is plain picklable data (:class:`FrameTask` in, :class:`FrameOutcome` out).
 """
 
 from __future__ import annotations
