@@ -292,30 +292,24 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
         raise LocationMissingError(LOCATION_MISSING)
     keys = [(new.principal.client_ref, new.result.image.sha256) for new in reports]
     stored: dict[tuple[str, str], int | Report] = dict(_report_ids(session, set(keys)))
-    rows: list[int | Report] = []
+    rows: list[tuple[int | Report, bool]] = []  # (stored id or new row, created by this call)
     for new, key in zip(reports, keys, strict=True):
-        twin = stored.get(key)
+        twin = stored.get(key)  # stored before, or earlier in ``reports``
         if twin is not None:
-            rows.append(twin)
+            rows.append((twin, False))
             continue
         report = _report_row(new)
         if report.dumping:  # before the report is added: it is then inserted with its incident
             assign(session, report, policy, actor=new.principal.actor, actor_key_id=new.principal.key_id)
         session.add(report)
         stored[key] = report
-        rows.append(report)
+        rows.append((report, True))
     session.flush()
-    done: set[int] = set()
-    out = []
-    for row in rows:
-        if isinstance(row, int):
-            out.append(Submitted(row, created=False))
-        elif id(row) in done:  # the same photo twice in ``reports``: the second is its twin
-            out.append(Submitted(row.id, created=False))
-        else:
-            done.add(id(row))
-            out.append(Submitted(row.id, created=True, incident_action=row.incident_action))
-    return out
+    return [
+        Submitted(row, created=False) if isinstance(row, int)
+        else Submitted(row.id, created=created, incident_action=row.incident_action if created else None)
+        for row, created in rows
+    ]
 
 
 def _report_ids(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
