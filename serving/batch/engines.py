@@ -26,13 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from serving.batch.forkserver import (
-    WORKER_MODULES,
-    available_cores,
-    default_start_method,
-    ensure_fork_server,
-    start_worker_server,
-)
+from serving.batch.forkserver import available_cores, default_start_method, ensure_fork_server
 from serving.batch.frames import (
     FrameOutcome,
     FrameTask,
@@ -45,15 +39,7 @@ from serving.photos import PhotoStore
 from vipare.errors import ModelError
 from vipare.settings import Settings
 
-__all__ = [
-    "WORKER_MODULES",
-    "Engine",
-    "LocalEngine",
-    "available_cores",
-    "default_start_method",
-    "start_worker_server",
-    "thread_budget",
-]
+__all__ = ["Engine", "LocalEngine", "thread_budget"]
 
 IN_FLIGHT_PER_WORKER = 4
 """Tasks queued per worker: enough to keep it busy while the job waits on the oldest one."""

@@ -31,7 +31,8 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Literal
 
-from serving.batch.engines import Engine, LocalEngine, available_cores, thread_budget
+from serving.batch.engines import Engine, LocalEngine, thread_budget
+from serving.batch.forkserver import available_cores
 from serving.batch.frames import FrameOutcome, FrameTask, close_archives, error_kind, read_frame
 from serving.batch.progress import Reporter, Summary
 from serving.batch.sinks import Accepted, JsonlSink, Sink, StoreSink
