@@ -30,6 +30,7 @@ incident (a recurrence), and a merge is not undone.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -44,6 +45,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "FAMILIES",
     "OPEN_STATUSES",
+    "Candidates",
     "GroupingPolicy",
     "IncidentAction",
     "InvalidMergeError",
@@ -52,7 +54,6 @@ __all__ = [
     "assign",
     "family_of",
     "lat_lon_box",
-    "nearby",
     "transition",
 ]
 
@@ -163,17 +164,62 @@ def _wrap(lon: float) -> float:
     return (lon + 180.0) % 360.0 - 180.0
 
 
-def nearby(
-    session: Session, lat: float, lon: float, radius_m: float, *where: ColumnElement[bool]
-) -> list[tuple[Incident, float]]:
-    """Incidents within ``radius_m`` of a point (and matching ``where``), nearest first, with their distance.
+class Candidates:
+    """The incidents some dumping reports may reach, read in one query and then kept in memory.
 
-    An indexed box query narrows the rows; the haversine distance decides.
+    Every incident that :func:`assign` could give any of ``reports`` is read at once: of their class
+    families, in the box around one of them, cleaned, or open and seen within the window of the
+    earliest. The reports are then grouped in memory, one after the other, against the incidents as
+    the earlier ones left them (moved, seen later) and those they opened (:meth:`add`): what one query
+    per report would find, without a query and a flush per report. An incident no report can reach is
+    never read, and so cannot have changed.
+
+    Args:
+        session: the write transaction the reports are grouped in.
+        reports: the dumping reports to group (their position, label and ``observed_at``).
+        policy: radius and time window.
     """
-    box = lat_lon_box(Incident.lat, Incident.lon, *_box_around(lat, lon, radius_m))
-    rows = session.scalars(select(Incident).where(box, *where)).all()
-    found = [(incident, haversine_m(lat, lon, incident.lat, incident.lon)) for incident in rows]
-    return sorted((pair for pair in found if pair[1] <= radius_m), key=lambda pair: (pair[1], pair[0].id))
+
+    _BOXES_PER_QUERY = 200  # four bound parameters each, within SQLite's limit
+
+    def __init__(self, session: Session, reports: Sequence[Report], policy: GroupingPolicy) -> None:
+        self._policy = policy
+        self._incidents: dict[int, Incident] = {}
+        if not reports:
+            return
+        families = sorted({family_of(r.label) for r in reports if r.label is not None})
+        earliest = min(r.observed_at for r in reports)
+        reach = or_(
+            Incident.status == Status.CLEANED.value,
+            and_(Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= earliest - policy.window),
+        )
+        boxes = sorted({_box_around(r.lat, r.lon, policy.radius_m) for r in reports})
+        for start in range(0, len(boxes), self._BOXES_PER_QUERY):
+            near = or_(*(lat_lon_box(Incident.lat, Incident.lon, *box)
+                         for box in boxes[start : start + self._BOXES_PER_QUERY]))
+            query = select(Incident).where(near, Incident.family.in_(families), reach)
+            self._incidents.update((incident.id, incident) for incident in session.scalars(query))
+
+    def add(self, incident: Incident) -> None:
+        """An incident opened since the query (flushed: it has its id)."""
+        self._incidents[incident.id] = incident
+
+    def near(self, report: Report) -> list[tuple[Incident, float]]:
+        """The incidents ``report`` may reach now, nearest first, with their distance in metres."""
+        family, seen = family_of(report.label or ""), report.observed_at
+        oldest = seen - self._policy.window
+        found = []
+        for incident in self._incidents.values():
+            if incident.family != family:
+                continue
+            if incident.status != Status.CLEANED.value and not (
+                incident.status in OPEN_STATUSES and incident.last_seen >= oldest
+            ):
+                continue
+            distance = haversine_m(report.lat, report.lon, incident.lat, incident.lon)
+            if distance <= self._policy.radius_m:
+                found.append((incident, distance))
+        return sorted(found, key=lambda pair: (pair[1], pair[0].id))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +227,13 @@ def nearby(
 
 
 def assign(
-    session: Session, report: Report, policy: GroupingPolicy, *, actor: str, actor_key_id: int | None
+    session: Session,
+    report: Report,
+    policy: GroupingPolicy,
+    *,
+    actor: str,
+    actor_key_id: int | None,
+    candidates: Candidates | None = None,
 ) -> tuple[Incident, IncidentAction]:
     """Give a dumping report its incident (see the module doc); the caller commits.
 
@@ -193,6 +245,8 @@ def assign(
         policy: radius and time window.
         actor: who uploaded, for the history of a newly opened incident.
         actor_key_id: the uploader's key id, if any.
+        candidates: the incidents read for this report and others grouped in the same transaction
+            (see :class:`Candidates`); read for this report alone when omitted.
 
     Returns:
         The incident and whether the report opened it, joined it, or arrived late at a cleaned one.
@@ -200,14 +254,9 @@ def assign(
     if not report.dumping or report.label is None:
         raise ValueError("only a report with a deposit joins an incident")
     family, seen = family_of(report.label), report.observed_at
-    # One query for both kinds of candidates: cleaned ones, and open ones seen within the window.
-    near = nearby(
-        session, report.lat, report.lon, policy.radius_m, Incident.family == family,
-        or_(
-            Incident.status == Status.CLEANED.value,
-            and_(Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= seen - policy.window),
-        ),
-    )
+    if candidates is None:
+        candidates = Candidates(session, [report], policy)
+    near = candidates.near(report)  # cleaned ones, and open ones seen within the window
     cleaned_near = [incident for incident, _ in near if incident.status == Status.CLEANED.value]
     for incident in cleaned_near:  # first: a photo of a deposit since cleaned is not news
         if incident.cleaned_at is not None and incident.first_seen - policy.window <= seen <= incident.cleaned_at:
@@ -237,6 +286,7 @@ def assign(
     )
     session.add(incident)
     session.flush()
+    candidates.add(incident)
     report.incident_id, report.incident_action = incident.id, IncidentAction.OPENED.value
     session.add(report)
     session.flush()  # the report's id, for the history

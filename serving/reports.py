@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, selectinload
 from serving.auth import Permission, Principal
 from serving.db import write_session
 from serving.errors import LocationMissingError
-from serving.incidents import GroupingPolicy, IncidentAction, Status, assign
+from serving.incidents import Candidates, GroupingPolicy, IncidentAction, Status, assign
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
 from serving.schemas import IncidentRef, ReportForm, ReportLinks, ReportOut
@@ -273,9 +273,10 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
 
     The photo files must already be in the store (``PhotoStore.put``) under their sha256. One query
     finds the twins of them all (the same client's report of the same photo, stored before or
-    earlier in ``reports``); each dumping report then joins or opens its incident as if it had come
-    alone, after those before it. The reports go to the database with their incident, in as few
-    statements as the grouping allows.
+    earlier in ``reports``), one the incidents their deposits may reach
+    (:class:`~serving.incidents.Candidates`); each dumping report then joins or opens its incident
+    as if it had come alone, after those before it. The reports go to the database with their
+    incident, in as few statements as the grouping allows.
 
     Args:
         session: a session in a write transaction (:func:`serving.db.write_session`).
@@ -293,17 +294,22 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
     keys = [(new.principal.client_ref, new.result.image.sha256) for new in reports]
     stored: dict[tuple[str, str], int | Report] = dict(_report_ids(session, set(keys)))
     rows: list[tuple[int | Report, bool]] = []  # (stored id or new row, created by this call)
+    fresh: list[tuple[NewReport, Report]] = []
     for new, key in zip(reports, keys, strict=True):
         twin = stored.get(key)  # stored before, or earlier in ``reports``
         if twin is not None:
             rows.append((twin, False))
             continue
         report = _report_row(new)
-        if report.dumping:  # before the report is added: it is then inserted with its incident
-            assign(session, report, policy, actor=new.principal.actor, actor_key_id=new.principal.key_id)
-        session.add(report)
         stored[key] = report
         rows.append((report, True))
+        fresh.append((new, report))
+    candidates = Candidates(session, [report for _, report in fresh if report.dumping], policy)
+    for new, report in fresh:
+        if report.dumping:  # before the report is added: it is then inserted with its incident
+            assign(session, report, policy, actor=new.principal.actor, actor_key_id=new.principal.key_id,
+                   candidates=candidates)
+        session.add(report)
     session.flush()
     return [
         Submitted(row, created=False) if isinstance(row, int)

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from serving.auth import camera_principal
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.errors import LocationMissingError
+from serving.incidents import GroupingPolicy, Status, transition
 from serving.models import Incident, Report, Transition
 from serving.reports import NewReport, store_report, store_reports
 from serving.storage import Storage, grouping_policy, open_storage
@@ -146,3 +147,58 @@ def test_a_report_without_location_writes_none_of_its_call(tmp_path: Path) -> No
             assert session.scalar(select(func.count()).select_from(Incident)) == 0
     finally:
         storage.close()
+
+
+def _stored_then_cleaned(storage: Storage, policy: GroupingPolicy, cleaned_at: datetime) -> None:
+    """Three spots 400 m apart seen on the first day; the first two cleaned at ``cleaned_at``."""
+    first = [_result(300 + k, east_m=400.0 * (k % 3), hours=2.0 + k, dumping=True) for k in range(6)]
+    with write_session(storage.sessions) as session:
+        store_reports(session, [_new(r) for r in first], policy=policy)
+    with write_session(storage.sessions) as session:
+        for incident in session.scalars(select(Incident).where(Incident.lon < moved(*BASE, east_m=600.0)[1])):
+            transition(session, incident, Status.CLEANED, actor="crew", actor_key_id=None, at=cleaned_at)
+
+
+def test_grouped_reports_meet_cleaned_and_open_incidents_as_single_ones_do(tmp_path: Path) -> None:
+    days = 24.0
+    later = [
+        _result(400, east_m=3.0, hours=5 * days, dumping=True),  # taken before its spot was cleaned: late
+        _result(401, east_m=0.0, hours=12 * days, dumping=True),  # a deposit again where one was cleaned
+        _result(402, east_m=2.0, hours=12.5 * days, dumping=True, label="overflowing_bin"),  # joins that one
+        _result(403, east_m=401.0, hours=20 * days, dumping=True),  # a recurrence at the second spot
+        _result(404, east_m=805.0, hours=3 * days, dumping=True),  # joins the open third spot
+        _result(405, east_m=800.0, hours=30 * days, dumping=True),  # the third spot, past the window: opens
+        _result(406, east_m=5000.0, hours=4 * days, dumping=True),  # far from all: opens
+        _result(407, east_m=0.0, hours=13 * days, dumping=False),
+    ]
+    cleaned_at = START + timedelta(days=10)
+    together, settings = _store(tmp_path / "together")
+    alone, _ = _store(tmp_path / "alone")
+    policy = grouping_policy(settings)
+    incident_queries: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+        if statement.lstrip().startswith("SELECT") and "FROM incidents" in statement:
+            incident_queries.append(statement)
+
+    try:
+        for storage in (together, alone):
+            _stored_then_cleaned(storage, policy, cleaned_at)
+        event.listen(together.engine, "before_cursor_execute", count)
+        with write_session(together.sessions) as session:
+            outcomes = store_reports(session, [_new(r) for r in later], policy=policy)
+        event.remove(together.engine, "before_cursor_execute", count)
+        for result in later:
+            with write_session(alone.sessions) as session:
+                store_reports(session, [_new(result)], policy=policy)
+        assert _contents(together) == _contents(alone)
+        assert [o.incident_action for o in outcomes] == [
+            "late", "opened", "joined", "opened", "joined", "opened", "opened", None,
+        ]
+        assert len(incident_queries) == 1  # one query for the whole call, none per report
+        with together.sessions() as session:
+            recurrences = session.scalars(select(Incident).where(Incident.recurrence_of_id.is_not(None))).all()
+            assert sorted(i.recurrence_count for i in recurrences) == [1, 1]
+    finally:
+        together.close()
+        alone.close()
