@@ -6,6 +6,8 @@ and a truck, ``frames.csv``), each side runs as its own command, timed two ways:
 * ``vipare batch`` into a new, empty store (made beforehand with ``vipare cameras import``, untimed:
   the database and the camera registry), writing reports, incidents and photo files, every frame
   committed; with 1 worker and with 2 workers, 1 onnxruntime thread each;
+* ``vipare batch --output``, 2 workers: the same analyses written as JSON lines (one fsynced line per
+  frame), nothing stored: what the store costs;
 * Ultralytics (``ultralytics_predict.py``, which imports nothing of vipare):
   ``YOLO(<the same ONNX>, task="detect").predict(<the same frames>, stream=True, ...)`` with the same
   input size and thresholds, iterating every result (onnxruntime at its default threads, as
@@ -17,10 +19,11 @@ start-up and model loading included, interpreter imports not), against Ultralyti
 ``predict`` call to its last result (model loading included, imports and ``YOLO()`` not).
 
 vipare's modules are byte-compiled first (``compileall``), as installing them does; Ultralytics'
-come compiled from pip. Each round runs every side once, in turn, so that a slow spell of the machine
-falls on all of them; it prints the medians over the rounds of frames/s both ways and of the CPU
+come compiled from pip. Each command runs once untimed first (the page cache then holds its
+libraries). Each round runs every side once, in turn, so that a slow spell of the machine falls on
+all of them; it prints the medians over the rounds of frames/s both ways and of the CPU
 time each spent per frame (the machine's busy time while the command ran: less sensitive than wall
-time to a slow spell), and the ratios 2-worker vipare / Ultralytics (target >= 2), round by round:
+time to a slow spell), and the ratios 2-worker vipare / Ultralytics (target >= 2 into the store), round by round:
 their median and range. Last, the ceiling that inference alone sets: the CPU time of one bare
 ``session.run`` with one thread (the same ONNX, in this process), the frames/s two such workers
 would reach if decoding, hashing and storing cost nothing, and that ceiling over Ultralytics' frames/s.
@@ -77,18 +80,26 @@ def _command(command: list[str], what: str) -> tuple[float, float, str]:
     return seconds, cpu, done.stderr
 
 
-def _vipare(frames: Path, data_dir: Path, workers: int, model: Path) -> tuple[float, float, float]:
+def _vipare(frames: Path, work: Path, workers: int, model: Path, *, jsonl: bool = False) -> tuple[float, float, float]:
     """Seconds for the whole ``vipare batch`` command, its CPU seconds, and the job's own seconds.
 
-    The store is made first, untimed, as an operator does once: ``vipare cameras import`` creates
-    the database and registers the cameras; the job then writes into it.
+    Into the store (``jsonl`` false): the store is made first, untimed, as an operator does once:
+    ``vipare cameras import`` creates the database and registers the cameras; the job then writes
+    into it. With ``jsonl``: ``--output`` JSON lines, the cameras from ``--cameras``; nothing stored.
     """
-    shutil.rmtree(data_dir, ignore_errors=True)
     vipare = [sys.executable, "-m", "vipare.cli"]
-    _command([*vipare, "cameras", "import", str(frames.parent / "cameras.csv"), "--data-dir", str(data_dir)],
-             "vipare cameras import")
+    cameras = frames.parent / "cameras.csv"
+    if jsonl:
+        output = work / "results.jsonl"
+        output.unlink(missing_ok=True)
+        into = ["--output", str(output), "--cameras", str(cameras)]
+    else:
+        data_dir = work / "store"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        _command([*vipare, "cameras", "import", str(cameras), "--data-dir", str(data_dir)], "vipare cameras import")
+        into = ["--data-dir", str(data_dir)]
     seconds, cpu, log = _command([
-        *vipare, "batch", str(frames), "--data-dir", str(data_dir), "--workers", str(workers), "--threads", "1",
+        *vipare, "batch", str(frames), *into, "--workers", str(workers), "--threads", "1",
         "--model", str(model), "--no-progress", "--log-every", "600",
     ], "vipare batch")
     match = re.search(r"time\s+([\d.]+) s, (\d+) frames analysed", log)
@@ -179,24 +190,37 @@ def main() -> None:
           f"{args.rounds} rounds, medians")
     n = args.frames
     run_ms, input_size = _session_run_cpu_ms(args.model)
-    sides = {workers: _Side(f"vipare batch, {workers} worker(s) x 1 thread:") for workers in (1, 2)}
+    # (workers, JSON lines instead of the store) -> the side's runs
+    sides = {
+        (1, False): _Side("vipare batch, 1 worker x 1 thread, store:"),
+        (2, False): _Side("vipare batch, 2 workers x 1 thread, store:"),
+        (2, True): _Side("vipare batch, 2 workers x 1 thread, --output:"),
+    }
     ultralytics = _Side("Ultralytics predict (stream):")
+    # One untimed run of each command first: the first start of an interpreter reads its libraries
+    # from disk (torch's are large) and would count a cold page cache as the command's own time.
+    for workers, jsonl in sides:
+        _vipare(frames, work / f"{workers}w-{jsonl}", workers, args.model, jsonl=jsonl)
+    _ultralytics(frames, args.model, input_size)
     for round_ in range(1, args.rounds + 1):
-        for workers, side in sides.items():
-            seconds, cpu, job = _vipare(frames, work / f"store-{workers}w", workers, args.model)
+        for (workers, jsonl), side in sides.items():
+            seconds, cpu, job = _vipare(frames, work / f"{workers}w-{jsonl}", workers, args.model, jsonl=jsonl)
             side.add(seconds, job, cpu)
         seconds, cpu, inner = _ultralytics(frames, args.model, input_size)
         ultralytics.add(seconds, inner, cpu)
         print(f"round {round_}: whole/inside s: " + "; ".join(
-            f"{name} {side.whole[-1]:.2f}/{side.inside[-1]:.2f}"
-            for name, side in (("1 worker", sides[1]), ("2 workers", sides[2]), ("Ultralytics", ultralytics))
+            f"{side.label.split(':')[0]} {side.whole[-1]:.2f}/{side.inside[-1]:.2f}"
+            for side in (*sides.values(), ultralytics)
         ), flush=True)
     for side in (*sides.values(), ultralytics):
         print(side.line(n))
-    print(f"vipare batch 2 workers / Ultralytics: whole command {_ratios(sides[2], ultralytics, 'whole')}, "
-          f"inside {_ratios(sides[2], ultralytics, 'inside')} (target >= 2; median and range over the rounds)")
-    print(f"2 workers / 1 worker: whole command {_ratios(sides[2], sides[1], 'whole')}, "
-          f"inside {_ratios(sides[2], sides[1], 'inside')}")
+    store, lines = sides[(2, False)], sides[(2, True)]
+    print(f"vipare batch 2 workers, store / Ultralytics: whole command {_ratios(store, ultralytics, 'whole')}, "
+          f"inside {_ratios(store, ultralytics, 'inside')} (target >= 2; median and range over the rounds)")
+    print(f"vipare batch 2 workers, --output / Ultralytics: whole command {_ratios(lines, ultralytics, 'whole')}, "
+          f"inside {_ratios(lines, ultralytics, 'inside')}")
+    print(f"2 workers / 1 worker, store: whole command {_ratios(store, sides[(1, False)], 'whole')}, "
+          f"inside {_ratios(store, sides[(1, False)], 'inside')}")
     ceiling = 2 * 1000 / run_ms
     inside_ultralytics = n / statistics.median(ultralytics.inside)
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
