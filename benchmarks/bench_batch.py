@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.camera_frames import make_camera_frames, validation_photos
+from benchmarks.camera_frames import benchmark_frames
 from benchmarks.machine import cpu_name
 from vipare import Settings
 
@@ -174,11 +174,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
     args = parser.parse_args()
 
-    photos = validation_photos(args.frames)
-    if len(photos) < args.frames:
-        raise SystemExit(f"needs {args.frames} validation photos under ../shared/datasets (found {len(photos)})")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-batch-"))
-    frames = make_camera_frames(work / "batch", args.frames, size=args.size, photos=photos)
+    frames = benchmark_frames(args.frames, work, size=args.size)
 
     # Byte-code for vipare's own modules, as an install (or any first run) leaves it: Ultralytics'
     # modules have theirs from pip, and without it each command would compile vipare's sources again.

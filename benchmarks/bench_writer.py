@@ -25,7 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.camera_frames import make_camera_frames, validation_photos
+from benchmarks.camera_frames import benchmark_frames
 from benchmarks.machine import machine
 
 
@@ -48,11 +48,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
     args = parser.parse_args()
 
-    photos = validation_photos(args.frames)
-    if len(photos) < args.frames:
-        raise SystemExit(f"needs {args.frames} validation photos under ../shared/datasets (found {len(photos)})")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-writer-"))
-    frames = make_camera_frames(work / "batch", args.frames, size=640, photos=photos)
+    frames = benchmark_frames(args.frames, work, size=640)
     cameras = frames.parent / "cameras.csv"
     lines = _analyses(frames, cameras, work / "analyses.jsonl")
 

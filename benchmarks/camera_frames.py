@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["CAMERAS", "VAL_DIR", "make_camera_frames", "validation_photos"]
+__all__ = ["CAMERAS", "VAL_DIR", "benchmark_frames", "make_camera_frames", "validation_photos"]
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_DIR = ROOT.parent / "shared" / "datasets" / "street-waste-cn" / "images" / "val"
@@ -96,6 +96,14 @@ def make_camera_frames(out: Path, count: int = 200, *, size: int = 320, photos: 
         for camera, lat_, lon_ in CAMERAS:
             writer.writerow([camera, lat_ or "", lon_ or "", 3 if lat_ else "", f"test {camera}"])
     return frames
+
+
+def benchmark_frames(count: int, work: Path, *, size: int) -> Path:
+    """A benchmark's batch of ``count`` frames under ``work/batch``; exits when the shared photos are too few."""
+    photos = validation_photos(count)
+    if len(photos) < count:
+        raise SystemExit(f"needs {count} validation photos under ../shared/datasets (found {len(photos)})")
+    return make_camera_frames(work / "batch", count, size=size, photos=photos)
 
 
 def main() -> None:
