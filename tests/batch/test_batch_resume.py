@@ -147,8 +147,10 @@ def test_workers_end_when_only_the_job_is_killed(frames: Path, tmp_path: Path) -
 
 def test_an_interrupted_job_says_so_and_stops_cleanly(frames: Path, tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole group): exit 130, the message to run again, no traceback, no process left."""
+    # As started from a terminal: a shell's background job inherits SIGINT ignored, and keeps ignoring it.
     job = subprocess.Popen(_command(frames, tmp_path / "store"), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, start_new_session=True)
+                           stderr=subprocess.PIPE, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_a_third(job, tmp_path / "store")
         os.killpg(job.pid, signal.SIGINT)
