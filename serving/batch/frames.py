@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import zipfile
@@ -222,13 +223,16 @@ def init_worker(settings: Settings, photo_dir: str | None) -> None:
 
     A model that cannot be loaded is kept, for :func:`worker_ready` to hand back: the job raises it
     with its message, where an initializer that raised would only break the pool. The worker exits
-    when the job's process is gone (killed with -9, say).
+    when the job's process is gone (killed with -9, say). It ignores Ctrl-C, which reaches the whole
+    process group: the job handles it, lets the workers finish the frames they are on, and stops them
+    (a worker interrupted while it waits for a frame would die with a traceback).
 
     Args:
         settings: the library settings, ``intra_op_threads`` set to this worker's share of the cores.
         photo_dir: the photo store the worker writes accepted frames to; None to leave it to the parent.
     """
     global _WORKER, _WORKER_ERROR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job = multiprocessing.parent_process()
     if job is not None:
         threading.Thread(target=_exit_with, args=(job,), daemon=True, name="job-watch").start()

@@ -7,9 +7,13 @@ JSON lines: one line per frame, fsynced; a torn last line is cut off and its fra
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +21,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from serving.batch.engines import LocalEngine
+from serving.batch.frames import FrameRef, FrameTask
 from serving.batch.job import BatchConfig, run_batch
 from serving.batch.progress import Reporter, Summary
 from serving.batch.sinks import SinkError
@@ -25,7 +31,9 @@ from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
 from serving.photos import PhotoStore
 from tests.imagegen import make_photo, pattern_array
+from vipare import Settings
 from vipare.cli import main
+from vipare.geotag import CameraPosition
 
 CAMERAS_CSV = (
     "id,lat,lon,accuracy_m,heading_deg,description\n"
@@ -245,3 +253,25 @@ def test_the_fork_servers_preload_exits_at_once_with_its_output_flushed() -> Non
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["printed before exit"]
+
+
+def test_a_worker_waiting_for_frames_lives_through_ctrl_c(tmp_path: Path, settings: ServiceSettings) -> None:
+    """Ctrl-C reaches the whole process group; the job handles it, so an idle worker must not die of it."""
+    path = tmp_path / "f.jpg"
+    path.write_bytes(frame(1))
+    task = FrameTask(0, "f.jpg", FrameRef(str(path)), hashlib.sha256(path.read_bytes()).hexdigest(),
+                     CameraPosition(lat=49.1193, lon=6.1757, camera_id="cam-a"), None)
+    library = Settings(model_path=settings.model_path, intra_op_threads=1)
+    engine = LocalEngine(library, workers=1, photo_dir=None)
+    engine.start()
+    try:
+        assert engine._ready[0].result(timeout=60) is None  # the worker is up, waiting for frames
+        [worker] = engine._pool._processes.values()  # type: ignore[union-attr]
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert worker.is_alive()
+        [outcome] = list(engine.run([task]))
+        assert outcome.error is None and outcome.result is not None
+    finally:
+        engine.close()
