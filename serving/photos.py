@@ -7,7 +7,11 @@ and PNG, whose chunk checksum is recomputed). Only if the EXIF cannot be walked 
 re-encoded without GPS (lossy for JPEG, WebP and HEIF, at high quality).
 
 Crash safety: a file is written to a temporary name in its final folder, flushed to disk, then
-renamed (atomic), and the folder is synced; the database rows are committed after that. A crash
+renamed (atomic), and the folder is synced; the database rows are committed after that. A batch
+job's workers write without the fsyncs (``put(durable=False)``) and its writer syncs the files of a
+transaction (:meth:`PhotoStore.sync`, on threads, while the workers go on) before committing it; a
+photo is stored again when the file of its name holds other bytes (one a power cut left unsynced
+and torn), so the file a committed row refers to holds the photo whichever way it came. A crash
 between the two leaves a file no row references, which :meth:`PhotoStore.remove_orphans` deletes at
 the next start. :class:`WorkerLock` tells a starting worker whether others are running (and may
 have an upload between file and commit), in which case only old orphans are deleted, and whether
@@ -213,32 +217,66 @@ class PhotoStore:
         """Where the photo with this sha256 and extension lives."""
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
-    def put(self, data: bytes, sha256: str, ext: str) -> bool:
+    def put(self, data: bytes, sha256: str, ext: str, *, durable: bool = True) -> bool:
         """Store a photo, without its GPS, atomically; False when it was already there.
 
         Args:
             data: the uploaded file, as accepted by vipare.
             sha256: hex sha256 of ``data`` (the file's name).
             ext: extension for the format (:data:`EXTENSIONS`).
+            durable: on disk when this returns: the file and its folders fsynced. False leaves that
+                to :meth:`sync`, which must return before anything refers to the photo.
         """
         final = self.path(sha256, ext)
-        if final.exists():
+        content = strip_gps(data)
+        if _holds(final, content):
+            if durable:  # it may be a batch worker's, not synced yet
+                self.sync(sha256, ext)
             return False
         folder_is_new = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as handle:
-                handle.write(strip_gps(data))
-                handle.flush()
-                os.fsync(handle.fileno())
+                handle.write(content)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
-        if folder_is_new:
-            _fsync_dir(self.root)
+        if durable:
+            _fsync_dir(final.parent)
+            if folder_is_new:
+                _fsync_dir(self.root)
         return True
+
+    def sync(self, sha256: str, ext: str) -> None:
+        """Put a photo written with ``put(durable=False)`` on disk: its file and folders fsynced.
+
+        Raises:
+            OSError: the file is not there, or the disk failed to write it.
+        """
+        self.sync_folder(self.sync_file(sha256, ext))
+        self.sync_folder(self.root)
+
+    def sync_file(self, sha256: str, ext: str) -> Path:
+        """The first half of :meth:`sync`: fsync the photo's file; returns its folder.
+
+        For many photos at once: their files, then each of their folders once and the root
+        (:meth:`sync_folder`), before anything refers to them.
+        """
+        final = self.path(sha256, ext)
+        fd = os.open(final, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return final.parent
+
+    def sync_folder(self, folder: Path) -> None:
+        """The second half of :meth:`sync`: fsync a folder of the store (a photo's, or the root, for new folders)."""
+        _fsync_dir(folder)
 
     def files(self) -> Iterator[Path]:
         """Every file in the store, temporary ones included, in name order.
@@ -287,6 +325,16 @@ class PhotoStore:
         if batch:
             removed += flush()
         return removed
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``content`` (False when there is none)."""
+    try:
+        if path.stat().st_size != len(content):
+            return False
+        return path.read_bytes() == content
+    except FileNotFoundError:
+        return False
 
 
 def _age(path: Path, now: float) -> float:

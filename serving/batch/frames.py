@@ -159,7 +159,8 @@ class FrameOutcome:
         index: the task's index.
         result: the analysis, with a location; None on error.
         error: ``(kind, message)`` when the frame cannot be used.
-        photo_stored: True when the worker already put the photo in the store.
+        photo_stored: True when the worker already put the photo in the store (not fsynced: the
+            job's sink puts it on disk before it writes the frame).
         seconds: time spent on it in the worker (read, decode, detect, store).
     """
 
@@ -172,6 +173,9 @@ class FrameOutcome:
 
 def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None = None) -> FrameOutcome:
     """Read, check, decode and analyse one frame; put its photo in ``photos`` when it can be stored.
+
+    The photo is put without fsync, so that a worker never waits on the disk: the job's sink puts it
+    on disk before it writes the frame (:meth:`~serving.batch.sinks.StoreSink.photo_put`).
 
     Never raises for a bad frame: unreadable, changed since listed, not an image or without any
     position, it comes back as an error outcome.
@@ -198,7 +202,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
         return failed("location_missing", LOCATION_MISSING)
     stored = False
     if photos is not None:
-        photos.put(data, task.sha256, EXTENSIONS[result.image.format])
+        photos.put(data, task.sha256, EXTENSIONS[result.image.format], durable=False)
         stored = True
     return FrameOutcome(task.index, result=result, photo_stored=stored, seconds=time.perf_counter() - start)
 

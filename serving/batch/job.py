@@ -11,9 +11,9 @@ The job's own process is the single writer::
     sink.write(every ``commit_every`` frames or ``commit_seconds``) <┘   one transaction / fsynced lines
 
 Exactly once: a frame counts as processed when its report is committed (or its line fsynced), in
-the same transaction as its incident; a job killed at any point leaves whole frames written, and
-run again it skips them by ``(camera, sha256)`` and writes the others in the order a clean run
-would have, so the incidents come out the same. Frames that fail (not an image, no position...)
+the same transaction as its incident, its photo fsynced before; a job killed at any point leaves
+whole frames written, and run again it skips them by ``(camera, sha256)`` and writes the others in
+the order a clean run would have, so the incidents come out the same. Frames that fail (not an image, no position...)
 are not written and are tried again by the next run.
 
 Frame times, first known: ``frames.csv``'s ``captured_at``; EXIF GPS time; EXIF DateTimeOriginal
@@ -254,7 +254,9 @@ class _Run:
             return
         result = outcome.result
         assert frame.camera_id is not None and frame.ref is not None
-        if self.sink.photo_dir is not None and not outcome.photo_stored:
+        if outcome.photo_stored:
+            self.sink.photo_put(result.image.sha256, EXTENSIONS[result.image.format])
+        elif self.sink.photo_dir is not None:
             try:  # the Ray engine's actors keep no photos
                 data = read_frame(frame.ref, self.settings.max_image_bytes)
             except (ImageError, OSError) as exc:

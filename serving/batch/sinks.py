@@ -7,8 +7,10 @@ Two sinks, one contract: :meth:`known` gives the ``(camera_id, sha256)`` pairs a
   to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store_reports`,
   the function the upload route uses: same de-duplication (one report per client and sha256; a
   registered camera's client is ``camera:<id>``, whichever way its frames come), same incidents.
-  The photo files are already in the store (workers put them) when the rows are committed; a crash
-  in between leaves files no row references, which the next start deletes.
+  The photo files are already in the store (workers put them, without fsync) when a transaction
+  begins; the sink fsyncs them on a few threads as the frames come back (:meth:`StoreSink.photo_put`),
+  so that the workers never wait on the disk, and waits for those of a transaction before committing
+  it. A crash in between leaves files no row references, which the next start deletes.
 * :class:`JsonlSink`: one JSON object per line, appended, flushed and fsynced line by line, each
   with its frame's camera and sha256. On opening, a last line without its newline (the job was
   killed while writing it) is cut off; a damaged complete line stops the job. The file is locked
@@ -21,6 +23,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +102,10 @@ class Sink(Protocol):
         """Put a photo in the store, when the worker that analysed it could not."""
         ...
 
+    def photo_put(self, sha256: str, ext: str) -> None:
+        """A worker put this photo in :attr:`photo_dir` without fsync: on disk before its frame is written."""
+        ...
+
     def close(self) -> None:
         """Release what the sink holds."""
         ...
@@ -112,9 +119,14 @@ class StoreSink:
         registry: the registered cameras by id.
     """
 
+    SYNC_THREADS = 4
+    """Threads that fsync photos while the job goes on (fsyncs wait on the disk, not on a core)."""
+
     def __init__(self, settings: ServiceSettings, registry: dict[str, CameraSpec]) -> None:
         self.storage = open_storage(settings)
         self.photo_dir: Path | None = self.storage.photos.root
+        self._syncer = ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="photo-sync")
+        self._syncing: list[Future[Path]] = []
         self.policy = grouping_policy(settings)
         self._principals: dict[str, Principal] = {
             camera_id: camera_principal(camera_id, position_of(spec), BATCH_SUBMITTER)
@@ -132,7 +144,27 @@ class StoreSink:
         return found
 
     def write(self, items: Sequence[Accepted]) -> list[Written]:
-        """Store the reports of these frames and give them their incidents, in one transaction."""
+        """Store the reports of these frames and give them their incidents, in one transaction.
+
+        First waits until every photo put since the last call is on disk (the job writes the frames
+        in the order it took them, so those are these frames' photos, and no others): their files,
+        synced as they came, then their folders, each once.
+
+        Raises:
+            SinkError: a photo could not be put on disk; nothing of these frames is written.
+        """
+        syncing, self._syncing = self._syncing, []
+        try:
+            folders = {file_synced.result() for file_synced in syncing}
+            if folders:
+                folders.add(self.storage.photos.root)
+            for folder_synced in [self._syncer.submit(self.storage.photos.sync_folder, f) for f in folders]:
+                folder_synced.result()
+        except OSError as exc:
+            raise SinkError(
+                f"cannot put the frames' photos on disk in {self.photo_dir}: {exc}; the frames written before "
+                "stay written: free the disk (or fix it) and run the same command again"
+            ) from exc
         received = utcnow()
         reports = [
             NewReport(
@@ -146,11 +178,17 @@ class StoreSink:
         return [Written(outcome.created, outcome.incident_action) for outcome in submitted]
 
     def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
-        """Put a photo in the store (GPS removed, atomically)."""
-        self.storage.photos.put(data, sha256, ext)
+        """Put a photo in the store (GPS removed, atomically), on disk before its frame is written."""
+        self.storage.photos.put(data, sha256, ext, durable=False)
+        self.photo_put(sha256, ext)
+
+    def photo_put(self, sha256: str, ext: str) -> None:
+        """Start putting on disk a photo written without fsync; :meth:`write` waits for it."""
+        self._syncing.append(self._syncer.submit(self.storage.photos.sync_file, sha256, ext))
 
     def close(self) -> None:
-        """Release the database and the worker lock."""
+        """Release the database and the worker lock (photos still being synced are waited for)."""
+        self._syncer.shutdown(wait=True)
         self.storage.close()
 
 
@@ -251,6 +289,9 @@ class JsonlSink:
         return written
 
     def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
+        """JSON lines keep no photos."""
+
+    def photo_put(self, sha256: str, ext: str) -> None:
         """JSON lines keep no photos."""
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ JSON lines: one line per frame, fsynced; a torn last line is cut off and its fra
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,13 +15,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from serving.batch import sinks
 from serving.batch.engines import LocalEngine
 from serving.batch.frames import FrameRef, FrameTask
 from serving.batch.job import BatchConfig, run_batch
@@ -30,6 +35,7 @@ from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
 from serving.photos import PhotoStore
+from serving.reports import NewReport, Submitted
 from tests.imagegen import make_photo, pattern_array
 from vipare import Settings
 from vipare.cli import main
@@ -115,6 +121,51 @@ def test_frames_become_reports_of_their_camera_and_a_second_run_skips_them(
     second = _run(source, settings)
     assert (second.written, second.skipped, second.duplicates, second.analysed) == (0, 5, 0, 2)  # the copy too
     assert second.errors == first.errors  # failed frames are tried again
+
+
+def test_a_frame_is_committed_only_once_its_photo_is_on_disk(
+    source: Path, settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos are put without fsync as frames are analysed; each transaction syncs its photos first."""
+    inodes: set[int] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        inodes.add(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    photos = PhotoStore(settings.photo_dir)
+    committed: list[str] = []
+    real_store_reports = sinks.store_reports
+
+    def store_reports(session: Session, reports: Sequence[NewReport], **kwargs: Any) -> list[Submitted]:
+        for report in reports:
+            path = photos.path(report.result.image.sha256, report.ext)
+            assert {path.stat().st_ino, path.parent.stat().st_ino, photos.root.stat().st_ino} <= inodes
+            committed.append(report.result.image.sha256)
+        return real_store_reports(session, reports, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(sinks, "store_reports", store_reports)
+    summary = _run(source, settings, commit_every=2)
+    assert summary.written == 4 and len(committed) == 4
+
+
+def test_a_photo_that_cannot_reach_the_disk_stops_the_job_before_its_frame_is_written(
+    source: Path, settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(self: PhotoStore, sha256: str, ext: str) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(PhotoStore, "sync_file", disk_full)
+    with pytest.raises(SinkError, match="No space left on device.*free the disk.*run the same command again"):
+        _run(source, settings)
+    engine = engine_from_settings(settings)
+    try:
+        with session_factory(engine)() as session:
+            assert session.scalars(select(Report)).all() == []
+    finally:
+        engine.dispose()
 
 
 def test_json_lines_resume_after_a_torn_last_line(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,63 @@ def test_the_store_writes_once_and_leaves_no_temporary_file(tmp_path: Path) -> N
     assert store.put(photo, sha, "jpg") is False
     assert [p.name for p in store.files()] == [f"{sha}.jpg"]
     assert load_image(store.path(sha, "jpg")).gps is None
+
+
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The inodes ``os.fsync`` is called on from now on (the calls still happen)."""
+    inodes: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        inodes.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return inodes
+
+
+def test_a_durable_put_syncs_the_file_its_folder_and_a_new_folders_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PhotoStore(tmp_path / "photos")
+    synced = fsynced(monkeypatch)
+    sha = "ab" + "1" * 62
+    assert store.put(make_photo("JPEG", (64, 48)), sha, "jpg") is True
+    path = store.path(sha, "jpg")
+    assert synced == [path.stat().st_ino, path.parent.stat().st_ino, store.root.stat().st_ino]
+
+
+def test_a_put_without_fsync_is_on_disk_once_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = PhotoStore(tmp_path / "photos")
+    photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
+    sha = "cd" + "2" * 62
+    synced = fsynced(monkeypatch)
+    assert store.put(photo, sha, "jpg", durable=False) is True
+    path = store.path(sha, "jpg")
+    assert synced == [] and path.read_bytes() == strip_gps(photo)
+    assert [p.name for p in store.files()] == [f"{sha}.jpg"]  # renamed into place, no temporary file left
+    store.sync(sha, "jpg")
+    assert synced == [path.stat().st_ino, path.parent.stat().st_ino, store.root.stat().st_ino]
+    synced.clear()
+    assert store.put(photo, sha, "jpg") is False  # already there, maybe not synced yet: a durable put syncs it
+    assert synced[:2] == [path.stat().st_ino, path.parent.stat().st_ino]
+    with pytest.raises(FileNotFoundError):
+        store.sync("ef" + "3" * 62, "jpg")
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_file_holding_other_bytes_is_written_again(tmp_path: Path, durable: bool) -> None:
+    """A power cut can leave a photo put without fsync torn under its name: the next put mends it."""
+    store = PhotoStore(tmp_path / "photos")
+    photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
+    sha = "ab" + "1" * 62
+    store.put(photo, sha, "jpg", durable=False)
+    path = store.path(sha, "jpg")
+    for torn in (b"", strip_gps(photo)[:100], b"x" * len(strip_gps(photo))):
+        path.write_bytes(torn)
+        assert store.put(photo, sha, "jpg", durable=durable) is True
+        assert path.read_bytes() == strip_gps(photo)
+    assert store.put(photo, sha, "jpg", durable=durable) is False
 
 
 def test_orphans_are_found_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
