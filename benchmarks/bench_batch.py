@@ -24,9 +24,11 @@ libraries). Each round runs every side once, in turn, so that a slow spell of th
 all of them; it prints the medians over the rounds of frames/s both ways and of the CPU
 time each spent per frame (the machine's busy time while the command ran: less sensitive than wall
 time to a slow spell), and the ratios 2-worker vipare / Ultralytics (target >= 2 into the store), round by round:
-their median and range. Last, the ceiling that inference alone sets: the CPU time of one bare
-``session.run`` with one thread (the same ONNX, in this process), the frames/s two such workers
-would reach if decoding, hashing and storing cost nothing, and that ceiling over Ultralytics' frames/s.
+their median and range. Last, two ceilings, measured in this process before the rounds: the CPU
+time of one bare ``session.run`` with one thread (the same ONNX), and of one worker's whole analysis
+of a frame (``analyze_frame``: read, sha256 check, decode, detect, locate; nothing stored); the
+frames/s two such workers would reach if nothing else cost anything, and those over Ultralytics'
+frames/s inside.
 
     python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
@@ -139,6 +141,35 @@ def _session_run_cpu_ms(model: Path, runs: int = 40) -> tuple[float, tuple[int, 
     return 1000 * sorted(times)[runs // 2], detector.input_size
 
 
+def _analysis_cpu_ms(model: Path, frames: Path) -> float:
+    """Median CPU milliseconds of one worker's analysis of a frame at one thread, nothing stored.
+
+    :func:`~serving.batch.frames.analyze_frame` as a worker runs it (read, sha256 check, decode,
+    detect, locate), in this process, over the benchmark's frames, after one untimed frame.
+    """
+    import hashlib
+
+    from serving.batch.frames import FrameRef, FrameTask, analyze_frame, set_thread_budget
+    from vipare.geotag import CameraPosition
+    from vipare.pipeline import Pipeline
+
+    set_thread_budget(1)
+    pipeline = Pipeline(settings=Settings(model_path=model, intra_op_threads=1))
+    camera = CameraPosition(camera_id="bench", lat=49.1193, lon=6.1757)
+    paths = sorted(frames.rglob("*.jpg"))
+    tasks = [FrameTask(i, path.name, FrameRef(str(path)), hashlib.sha256(path.read_bytes()).hexdigest(), camera, None)
+             for i, path in enumerate(paths)]
+    analyze_frame(pipeline, tasks[0])
+    times = []
+    for task in tasks:
+        start = time.process_time()
+        outcome = analyze_frame(pipeline, task)
+        times.append(time.process_time() - start)
+        if outcome.error is not None:
+            raise SystemExit(f"{task.name}: {outcome.error}")
+    return 1000 * statistics.median(times)
+
+
 @dataclass
 class _Side:
     """One side's runs: seconds of the whole command, seconds inside, CPU seconds; one entry per round."""
@@ -187,6 +218,7 @@ def main() -> None:
           f"{args.rounds} rounds, medians")
     n = args.frames
     run_ms, input_size = _session_run_cpu_ms(args.model)
+    analysis_ms = _analysis_cpu_ms(args.model, frames)
     # (workers, JSON lines instead of the store) -> the side's runs
     sides = {
         (1, False): _Side("vipare batch, 1 worker x 1 thread, store:"),
@@ -222,6 +254,10 @@ def main() -> None:
     inside_ultralytics = n / statistics.median(ultralytics.inside)
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
           f"would reach {ceiling:.1f} frames/s, {ceiling / inside_ultralytics:.2f}x Ultralytics inside")
+    analysis_ceiling = 2 * 1000 / analysis_ms
+    print(f"a worker's analysis (read, check, decode, detect, locate; nothing stored): {analysis_ms:.1f} ms CPU per "
+          f"frame at 1 thread; 2 workers doing only that would reach {analysis_ceiling:.1f} frames/s, "
+          f"{analysis_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
 
 
 if __name__ == "__main__":
