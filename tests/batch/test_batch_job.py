@@ -36,6 +36,7 @@ from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
 from serving.photos import PhotoStore
 from serving.reports import NewReport, Submitted
+from tests.batch.store_view import report_rows
 from tests.imagegen import make_photo, pattern_array
 from vipare import Settings
 from vipare.cli import main
@@ -160,12 +161,7 @@ def test_a_photo_that_cannot_reach_the_disk_stops_the_job_before_its_frame_is_wr
     monkeypatch.setattr(PhotoStore, "sync_file", disk_full)
     with pytest.raises(SinkError, match="No space left on device.*free the disk.*run the same command again"):
         _run(source, settings)
-    engine = engine_from_settings(settings)
-    try:
-        with session_factory(engine)() as session:
-            assert session.scalars(select(Report)).all() == []
-    finally:
-        engine.dispose()
+    assert report_rows(settings.data_dir) == []
 
 
 def test_json_lines_resume_after_a_torn_last_line(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
@@ -285,12 +281,7 @@ def test_a_model_that_cannot_be_loaded_is_a_clear_error_and_nothing_is_written(
     assert f"{bad} is not a usable ONNX model" in result.output
     assert "Traceback" not in result.output and "written" not in result.output
     assert multiprocessing.active_children() == []
-    engine = engine_from_settings(settings)
-    try:
-        with session_factory(engine)() as session:
-            assert session.scalars(select(Report)).all() == []
-    finally:
-        engine.dispose()
+    assert report_rows(settings.data_dir) == []
     assert not any(p.is_file() for p in settings.photo_dir.rglob("*"))
 
 
