@@ -13,8 +13,8 @@ The job's own process is the single writer::
 Exactly once: a frame counts as processed when its report is committed (or its line fsynced), in
 the same transaction as its incident, its photo fsynced before; a job killed at any point leaves
 whole frames written, and run again it skips them by ``(camera, sha256)`` and writes the others in
-the order a clean run would have, so the incidents come out the same. Frames that fail (not an image, no position...)
-are not written and are tried again by the next run.
+the order a clean run would have, so the incidents come out the same. Frames that fail (not an
+image, no position...) are not written and are tried again by the next run.
 
 Frame times, first known: ``frames.csv``'s ``captured_at``; EXIF GPS time; EXIF DateTimeOriginal
 with its offset; the EXIF time without offset, read in ``tz``; the file name's time
