@@ -9,14 +9,15 @@ re-encoded without GPS (lossy for JPEG, WebP and HEIF, at high quality).
 Crash safety: a file is written to a temporary name in its final folder, flushed to disk, then
 renamed (atomic), and the folder is synced; the database rows are committed after that. A batch
 job's workers write without the fsyncs (``put(durable=False)``) and its writer syncs the files of a
-transaction (:meth:`PhotoStore.sync`, on threads, while the workers go on) before committing it; a
-photo is stored again when the file of its name holds other bytes (one a power cut left unsynced
-and torn), so the file a committed row refers to holds the photo whichever way it came. A crash
-between the two leaves a file no row references, which :meth:`PhotoStore.remove_orphans` deletes at
-the next start. :class:`WorkerLock` tells a starting worker whether others are running (and may
-have an upload between file and commit), in which case only old orphans are deleted, and whether
-any worker died without closing since the last sweep: when none did, there is nothing to sweep,
-and a start costs the same whatever the number of photos kept.
+transaction (:meth:`PhotoStore.sync_file` on threads while the workers go on, then each folder once
+with :meth:`PhotoStore.sync_folder`) before committing it; a photo is stored again when the file of
+its name holds other bytes (one a power cut left unsynced and torn), so the file a committed row
+refers to holds the photo whichever way it came. A crash between the two leaves a file no row
+references, which :meth:`PhotoStore.remove_orphans` deletes at the next start. :class:`WorkerLock`
+tells a starting worker whether others are running (and may have an upload between file and
+commit), in which case only old orphans are deleted, and whether any worker died without closing
+since the last sweep: when none did, there is nothing to sweep, and a start costs the same whatever
+the number of photos kept.
 """
 
 from __future__ import annotations
@@ -246,9 +247,9 @@ class PhotoStore:
         finally:
             tmp.unlink(missing_ok=True)
         if durable:
-            _fsync_dir(final.parent)
+            _fsync(final.parent)
             if folder_is_new:
-                _fsync_dir(self.root)
+                _fsync(self.root)
         return True
 
     def sync(self, sha256: str, ext: str) -> None:
@@ -267,16 +268,12 @@ class PhotoStore:
         (:meth:`sync_folder`), before anything refers to them.
         """
         final = self.path(sha256, ext)
-        fd = os.open(final, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(final)
         return final.parent
 
     def sync_folder(self, folder: Path) -> None:
         """The second half of :meth:`sync`: fsync a folder of the store (a photo's, or the root, for new folders)."""
-        _fsync_dir(folder)
+        _fsync(folder)
 
     def files(self) -> Iterator[Path]:
         """Every file in the store, temporary ones included, in name order.
@@ -344,8 +341,9 @@ def _age(path: Path, now: float) -> float:
         return 0.0
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (a folder's entries: what was created, renamed or deleted in it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -405,8 +403,8 @@ class WorkerLock:
         if not self._marks.is_dir():  # a store from before marks: as if a worker had died just now
             self._marks.mkdir(exist_ok=True)
             (self._marks / f"{_DEAD_PREFIX}{now:.3f}-{uuid.uuid4().hex}").touch()
-            _fsync_dir(self._marks)
-            _fsync_dir(self._marks.parent)
+            _fsync(self._marks)
+            _fsync(self._marks.parent)
         with os.scandir(self._marks) as entries:
             names = sorted(entry.name for entry in entries)
         for name in names:
@@ -438,7 +436,7 @@ class WorkerLock:
             elif not path.name.startswith(_DEAD_PREFIX):
                 os.replace(path, self._marks / f"{_DEAD_PREFIX}{died_by:.3f}-{uuid.uuid4().hex}")
         if self._dead:
-            _fsync_dir(self._marks)
+            _fsync(self._marks)
         self._forget_fds()
 
     def mark(self) -> None:
@@ -455,7 +453,7 @@ class WorkerLock:
         fcntl.flock(fd, fcntl.LOCK_EX)  # locked before anyone can see it under its final name
         final = self._marks / f"{name}.mark"
         os.replace(tmp, final)
-        _fsync_dir(self._marks)
+        _fsync(self._marks)
         self._mark = (final, fd)
 
     def release(self) -> None:
