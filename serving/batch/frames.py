@@ -41,6 +41,7 @@ __all__ = [
     "FrameOutcome",
     "FrameRef",
     "FrameTask",
+    "PHOTO_NOT_STORED",
     "analyze_frame",
     "analyze_in_worker",
     "close_archives",
@@ -57,6 +58,9 @@ ERROR_KINDS: Final[dict[type[ImageError], str]] = {
     ImageTooLargeError: "image_too_large",
 }
 """Intake errors -> the kind a batch reports: the codes ``serving.errors`` answers a single upload with."""
+
+PHOTO_NOT_STORED: Final = "photo_not_stored"
+"""The error kind of a frame whose photo the worker could not write (disk full, say): it stops the job."""
 
 LOCATION_MISSING: Final = (
     "the frame has no GPS, frames.csv gives it no lat/lon and its camera has no position; register the "
@@ -178,7 +182,8 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
     on disk before it writes the frame (:meth:`~serving.batch.sinks.StoreSink.photo_put`).
 
     Never raises for a bad frame: unreadable, changed since listed, not an image or without any
-    position, it comes back as an error outcome.
+    position, it comes back as an error outcome; so does a photo the store cannot take
+    (:data:`PHOTO_NOT_STORED`), which the job stops at.
     """
     start = time.perf_counter()
 
@@ -202,7 +207,10 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
         return failed("location_missing", LOCATION_MISSING)
     stored = False
     if photos is not None:
-        photos.put(data, task.sha256, EXTENSIONS[result.image.format], durable=False)
+        try:
+            photos.put(data, task.sha256, EXTENSIONS[result.image.format], durable=False)
+        except OSError as exc:
+            return failed(PHOTO_NOT_STORED, f"cannot store a photo in {photos.root}: {exc.strerror or exc}")
         stored = True
     return FrameOutcome(task.index, result=result, photo_stored=stored, seconds=time.perf_counter() - start)
 

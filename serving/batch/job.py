@@ -33,9 +33,9 @@ from typing import Literal
 
 from serving.batch.engines import Engine, LocalEngine, thread_budget
 from serving.batch.forkserver import available_cores
-from serving.batch.frames import FrameOutcome, FrameTask, close_archives, error_kind, read_frame
+from serving.batch.frames import PHOTO_NOT_STORED, FrameOutcome, FrameTask, close_archives, error_kind, read_frame
 from serving.batch.progress import Reporter, Summary
-from serving.batch.sinks import Accepted, JsonlSink, Sink, StoreSink
+from serving.batch.sinks import Accepted, JsonlSink, Sink, StoreSink, photo_disk_error
 from serving.batch.sources import Frame, open_source
 from serving.batch.times import in_zone, time_from_name
 from serving.cameras import CameraSpec, list_cameras, load_camera_file, position_of, upsert_cameras
@@ -250,6 +250,8 @@ class _Run:
         self.summary.analysed += 1
         if outcome.error is not None or outcome.result is None:
             kind, message = outcome.error or ("error", "no result")
+            if kind == PHOTO_NOT_STORED:  # the disk, not the frame: the frames after it would fail too
+                raise photo_disk_error(message)
             self._error(frame.name, kind, message)
             return
         result = outcome.result

@@ -41,7 +41,7 @@ from serving.reports import NewReport, observed_time, store_reports
 from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult
 
-__all__ = ["Accepted", "JsonlSink", "Sink", "SinkError", "StoreSink", "Written"]
+__all__ = ["Accepted", "JsonlSink", "Sink", "SinkError", "StoreSink", "Written", "photo_disk_error"]
 
 BATCH_SUBMITTER = "vipare batch"
 """How batch jobs appear in reports (``submitted_by``) and incident histories."""
@@ -49,6 +49,12 @@ BATCH_SUBMITTER = "vipare batch"
 
 class SinkError(RuntimeError):
     """The output cannot be used (locked by another job, damaged); the message says what to do."""
+
+
+def photo_disk_error(problem: str) -> SinkError:
+    """What stops a job whose photos cannot be written or synced: ``problem``, and what to do."""
+    return SinkError(f"{problem}; the frames written before stay written: free the disk (or fix it) "
+                     "and run the same command again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +167,7 @@ class StoreSink:
             for folder_synced in [self._syncer.submit(self.storage.photos.sync_folder, f) for f in folders]:
                 folder_synced.result()
         except OSError as exc:
-            raise SinkError(
-                f"cannot put the frames' photos on disk in {self.photo_dir}: {exc}; the frames written before "
-                "stay written: free the disk (or fix it) and run the same command again"
-            ) from exc
+            raise photo_disk_error(f"cannot put the frames' photos on disk in {self.photo_dir}: {exc}") from exc
         received = utcnow()
         reports = [
             NewReport(
@@ -178,8 +181,15 @@ class StoreSink:
         return [Written(outcome.created, outcome.incident_action) for outcome in submitted]
 
     def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
-        """Put a photo in the store (GPS removed, atomically), on disk before its frame is written."""
-        self.storage.photos.put(data, sha256, ext, durable=False)
+        """Put a photo in the store (GPS removed, atomically), on disk before its frame is written.
+
+        Raises:
+            SinkError: the store cannot take it (disk full, say).
+        """
+        try:
+            self.storage.photos.put(data, sha256, ext, durable=False)
+        except OSError as exc:
+            raise photo_disk_error(f"cannot store a photo in {self.photo_dir}: {exc.strerror or exc}") from exc
         self.photo_put(sha256, ext)
 
     def photo_put(self, sha256: str, ext: str) -> None:

@@ -30,7 +30,7 @@ from serving.batch.engines import LocalEngine
 from serving.batch.frames import FrameRef, FrameTask
 from serving.batch.job import BatchConfig, run_batch
 from serving.batch.progress import Reporter, Summary
-from serving.batch.sinks import SinkError
+from serving.batch.sinks import SinkError, StoreSink
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
@@ -78,6 +78,11 @@ def source(tmp_path: Path) -> Path:
     )
     (tmp_path / "cameras.csv").write_text(CAMERAS_CSV)
     return root
+
+
+def disk_full(*_args: object, **_kwargs: object) -> None:
+    """Stands in for a photo store's write or fsync on a full disk."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _run(source: Path, settings: ServiceSettings, **options: object) -> Summary:
@@ -152,16 +157,33 @@ def test_a_frame_is_committed_only_once_its_photo_is_on_disk(
     assert summary.written == 4 and len(committed) == 4
 
 
+@pytest.mark.parametrize("failing", ["put", "sync_file"])  # the worker's write, the job's fsync
 def test_a_photo_that_cannot_reach_the_disk_stops_the_job_before_its_frame_is_written(
-    source: Path, settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+    source: Path, settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    def disk_full(self: PhotoStore, sha256: str, ext: str) -> Path:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(PhotoStore, "sync_file", disk_full)
+    monkeypatch.setattr(PhotoStore, failing, disk_full)
     with pytest.raises(SinkError, match="No space left on device.*free the disk.*run the same command again"):
         _run(source, settings)
     assert report_rows(settings.data_dir) == []
+    result = CliRunner().invoke(main, [
+        "batch", str(source), "--cameras", str(tmp_path / "cameras.csv"), "--data-dir", str(settings.data_dir),
+        "--model", str(settings.model_path), "--workers", "0", "--no-progress",
+    ])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "No space left on device" in result.output and "run the same command again" in result.output
+
+
+def test_a_photo_the_job_cannot_store_is_a_sink_error(
+    settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job puts the photos of frames analysed by Ray actors, which keep none."""
+    monkeypatch.setattr(PhotoStore, "put", disk_full)
+    sink = StoreSink(settings, {})
+    try:
+        with pytest.raises(SinkError, match="cannot store a photo in .*No space left on device.*free the disk"):
+            sink.store_photo(frame(1), "ab" * 32, "jpg")
+    finally:
+        sink.close()
 
 
 def test_json_lines_resume_after_a_torn_last_line(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
