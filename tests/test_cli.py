@@ -98,16 +98,45 @@ def test_lat_without_lon_is_a_usage_error(model: Path, photos: Path) -> None:
     assert "--lon" in result.stderr
 
 
-def test_commands_of_missing_extras_are_listed_and_explain_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_come_from_the_entry_points() -> None:
     from vipare import cli
 
-    monkeypatch.setitem(cli._LAZY_COMMANDS, "train", "training.not_installed_module:train")
+    declared = cli._plugin_commands()
+    assert {"serve", "keys", "cameras", "batch", "evaluate"} <= declared.keys()
+    assert declared["serve"].extras == ["serve"] and declared["evaluate"].extras == ["train"]
+    shown = CliRunner().invoke(main, ["--help"])
+    assert shown.exit_code == 0
+    assert all(name in shown.stdout for name in ("detect", "serve", "evaluate", "batch"))
+
+
+def test_commands_of_missing_extras_are_listed_and_explain_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from vipare import cli
+
+    missing = EntryPoint("train", "not_installed_module:train [train]", cli.COMMAND_GROUP)
+    monkeypatch.setattr(cli, "_plugin_commands", lambda: {"train": missing})
     runner = CliRunner()
     shown = runner.invoke(main, ["--help"])
     assert shown.exit_code == 0 and "detect" in shown.stdout and "needs vipare[train]" in shown.stdout
     ran = runner.invoke(main, ["train", "--epochs", "3"])
     assert ran.exit_code == 1
-    assert "pip install 'vipare[train]'" in ran.stderr
+    assert "not_installed_module" in ran.stderr and "pip install 'vipare[train]'" in ran.stderr
+
+
+def test_detect_loads_no_command_of_an_extra(model: Path, photos: Path) -> None:
+    """``vipare detect`` runs without importing the modules behind the other commands."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from vipare.cli import main\n"
+        f"main(['detect', '--model', {str(model)!r}, {str(photos / 'a.jpg')!r}], standalone_mode=False)\n"
+        "print(','.join(m for m in ('serving', 'training', 'fastapi', 'torch') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == ""
 
 
 def test_the_program_runs_the_command_then_skips_the_last_collection(model: Path, photos: Path) -> None:

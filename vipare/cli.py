@@ -1,17 +1,18 @@
 """The ``vipare`` command line.
 
-``vipare detect`` is part of the library; commands that need an extra (``train``, ``serve``...)
-are imported only when called, so ``vipare detect`` never loads torch or FastAPI.
+``vipare detect`` is part of the library. Other commands (``serve``, ``evaluate``...) come from the
+``vipare.commands`` entry points that the package declares: each is imported only when called, so
+``vipare detect`` never loads torch or FastAPI, and one whose extra is missing says which to install.
 """
 
 from __future__ import annotations
 
 import gc
 import glob
-import importlib
 import os
 import sys
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,51 +28,52 @@ __all__ = ["main", "run"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
 
-# Subcommands living outside the library, loaded on first use: name -> "module:attribute".
-_LAZY_COMMANDS: dict[str, str] = {
-    "evaluate": "training.evaluate:evaluate_command",
-    "serve": "serving.cli:serve",
-    "keys": "serving.cli:keys",
-    "cameras": "serving.cli:cameras",
-    "batch": "serving.batch.cli:batch",
-}
+COMMAND_GROUP = "vipare.commands"
+"""The entry-point group where installed packages add ``vipare`` subcommands (``name = "module:attr [extra]"``)."""
+
+
+def _plugin_commands() -> dict[str, EntryPoint]:
+    """The subcommands other packages declare, by name; the library never names them itself."""
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
 class _LazyGroup(click.Group):
+    """A group that imports an entry-point command only when it is called or its help is shown."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *_plugin_commands()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _LAZY_COMMANDS:
-            module_name, attr = _LAZY_COMMANDS[cmd_name].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                return _unavailable(cmd_name, exc)
-            command: click.Command = getattr(module, attr)
-            return command
-        return super().get_command(ctx, cmd_name)
+        builtin = super().get_command(ctx, cmd_name)
+        if builtin is not None:
+            return builtin
+        entry = _plugin_commands().get(cmd_name)
+        if entry is None:
+            return None
+        try:
+            command = entry.load()
+        except ImportError as exc:
+            return _unavailable(cmd_name, entry, exc)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"entry point {entry.value!r} of {COMMAND_GROUP} is not a click command")
+        return command
 
 
-def _unavailable(cmd_name: str, exc: ImportError) -> click.Command:
+def _unavailable(cmd_name: str, entry: EntryPoint, exc: ImportError) -> click.Command:
     """A stand-in for a command whose extra is not installed: listed in --help, explains itself when run."""
-    extra = _extra_for(cmd_name)
-    message = (
-        f"'vipare {cmd_name}' needs an optional dependency that is not installed ({exc.name}); "
-        f"install the matching extra: pip install 'vipare[{extra}]'"
-    )
+    # The entry point names the extra its command needs ("module:attr [extra]").
+    extra = ",".join(entry.extras)
+    install = f"install the matching extra: pip install 'vipare[{extra}]'" if extra else "reinstall vipare"
+    message = f"'vipare {cmd_name}' needs an optional dependency that is not installed ({exc.name}); {install}"
+    short = f"(needs vipare[{extra}])" if extra else f"(needs {exc.name})"
 
     def explain(**_: object) -> None:
         raise click.ClickException(message)
 
     return click.Command(
-        cmd_name, callback=explain, help=message, short_help=f"(needs vipare[{extra}])",
+        cmd_name, callback=explain, help=message, short_help=short,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
-
-
-def _extra_for(cmd_name: str) -> str:
-    return {"train": "train", "evaluate": "train", "export": "train"}.get(cmd_name, "serve")
 
 
 @click.group(cls=_LazyGroup)
