@@ -9,6 +9,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
+pytest.importorskip("sympy", reason="INT8 quantization infers shapes with sympy (the [train] extra)")
 
 from training.quantize import FLOAT_LAYERS, HEAD_PREFIX, float_nodes, quantize_model  # noqa: E402
 from vipare import Pipeline, Settings  # noqa: E402
