@@ -2,7 +2,7 @@
 
 The class order here is the order of the model's outputs. Which classes count as a deposit (waste
 a cleansing team must collect) is decided here too; ``bin`` is context only: a normal bin is never
-a deposit. Mappings from public datasets' class names to these classes live in ``training/``.
+a deposit. Mappings from public datasets' class names to these classes belong to the dataset importers.
 """
 
 from __future__ import annotations
