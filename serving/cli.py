@@ -1,17 +1,20 @@
-"""``vipare serve`` and ``vipare keys``: run the service, manage its API keys.
+"""``vipare serve``, ``vipare keys`` and ``vipare cameras``: run the service, manage its API keys and cameras.
 
-Both read the same settings as the service (``VIPARE_*`` variables; the options below override
+All read the same settings as the service (``VIPARE_*`` variables; the options below override
 them), so ``vipare keys`` works on the database the service uses.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 
 from serving.auth import Role, create_key, revoke_key
 from serving.cameras import CAMERA_FIELDS, CameraFileError, CameraSpec, list_cameras, load_camera_file, upsert_cameras
@@ -37,6 +40,20 @@ def _settings(**overrides: Any) -> ServiceSettings:
     return ServiceSettings(**given)
 
 
+@contextmanager
+def _store(settings: ServiceSettings) -> Iterator[sessionmaker[Session]]:
+    """The sessions of the service's database, brought to the latest revision; its engine is closed on exit.
+
+    Every command migrates first, so a command run before the service has ever started finds its tables.
+    """
+    engine = engine_from_settings(settings)
+    try:
+        migrate(engine)
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
+
+
 @click.command()
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1; others need an API key first).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
@@ -55,15 +72,12 @@ def serve(host: str | None, port: int | None, workers: int | None, data_dir: Pat
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"VIPARE_{name.upper()}"] = str(value)
-    engine = engine_from_settings(settings)
     try:
-        migrate(engine)  # once, before the workers start (each worker's start-up then finds it done)
-        with session_factory(engine)() as session:
+        # Migrated once, before the workers start (each worker's start-up then finds it done).
+        with _store(settings) as sessions, sessions() as session:
             check_exposure(settings, active_key_count(session))
     except UnsafeConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -107,17 +121,12 @@ def create(role: str, name: str | None, lat: float | None, lon: float | None, ac
             camera = CameraPosition(camera_id=name or role, lat=lat, lon=lon, accuracy_m=accuracy_m)
         except LocationError as exc:
             raise click.UsageError(str(exc)) from exc
-    settings = _settings(data_dir=data_dir)
-    engine = engine_from_settings(settings)
     try:
-        migrate(engine)
-        with write_session(session_factory(engine)) as session:
+        with _store(_settings(data_dir=data_dir)) as sessions, write_session(sessions) as session:
             row, key = create_key(session, Role(role), name or camera_id or role, camera, camera_id=camera_id)
             row_id = row.id
     except UnknownCameraError as exc:
         raise click.ClickException(exc.detail) from exc
-    finally:
-        engine.dispose()
     click.echo(key)
     click.echo(f"key #{row_id} ({role}) created; it is shown only now: store it safely.", err=True)
 
@@ -128,16 +137,10 @@ def list_keys(data_dir: Path | None) -> None:
     """List keys (never their secrets)."""
     from sqlalchemy import select
 
-    settings = _settings(data_dir=data_dir)
-    engine = engine_from_settings(settings)
-    try:
-        migrate(engine)
-        with session_factory(engine)() as session:
-            for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
-                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}Z" if row.revoked_at else "active"
-                click.echo(f"{row.id}\tvpr_{row.prefix}_…\t{row.role}\t{row.name}\t{state}")
-    finally:
-        engine.dispose()
+    with _store(_settings(data_dir=data_dir)) as sessions, sessions() as session:
+        for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}Z" if row.revoked_at else "active"
+            click.echo(f"{row.id}\tvpr_{row.prefix}_…\t{row.role}\t{row.name}\t{state}")
 
 
 @keys.command("revoke")
@@ -145,14 +148,8 @@ def list_keys(data_dir: Path | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def revoke(key_id: int, data_dir: Path | None) -> None:
     """Revoke a key at once."""
-    settings = _settings(data_dir=data_dir)
-    engine = engine_from_settings(settings)
-    try:
-        migrate(engine)
-        with write_session(session_factory(engine)) as session:
-            found = revoke_key(session, key_id) is not None
-    finally:
-        engine.dispose()
+    with _store(_settings(data_dir=data_dir)) as sessions, write_session(sessions) as session:
+        found = revoke_key(session, key_id) is not None
     if not found:
         raise click.ClickException(f"there is no key #{key_id}")
     click.echo(f"key #{key_id} revoked")
@@ -168,13 +165,8 @@ def cameras() -> None:
 
 
 def _upsert(settings: ServiceSettings, specs: list[CameraSpec]) -> tuple[int, int]:
-    engine = engine_from_settings(settings)
-    try:
-        migrate(engine)
-        with write_session(session_factory(engine)) as session:
-            return upsert_cameras(session, specs)
-    finally:
-        engine.dispose()
+    with _store(settings) as sessions, write_session(sessions) as session:
+        return upsert_cameras(session, specs)
 
 
 @cameras.command("add")
@@ -218,14 +210,8 @@ def list_camera_command(data_dir: Path | None) -> None:
     import csv
     import io
 
-    settings = _settings(data_dir=data_dir)
-    engine = engine_from_settings(settings)
-    try:
-        migrate(engine)
-        with session_factory(engine)() as session:
-            rows = [CameraSpec.of(camera) for camera in list_cameras(session)]
-    finally:
-        engine.dispose()
+    with _store(_settings(data_dir=data_dir)) as sessions, sessions() as session:
+        rows = [CameraSpec.of(camera) for camera in list_cameras(session)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CAMERA_FIELDS)
