@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import IFD, Base
 
-from serving import photos
+from serving.photos import store as photos
 from serving.photos import PhotoStore, strip_gps
 from tests.imagegen import make_photo
 from vipare.imaging import load_image
