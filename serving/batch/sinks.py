@@ -37,7 +37,7 @@ from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Report, utcnow
 from serving.photos import EXTENSIONS
-from serving.reports import NewReport, observed_time, store_reports
+from serving.reports.store import NewReport, observed_time, store_reports
 from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult
 

@@ -31,7 +31,7 @@ from starlette.datastructures import UploadFile
 from serving.auth import Permission, Principal
 from serving.batch.times import parse_tz, time_from_name
 from serving.errors import ErrorBody, ServiceError, error_status
-from serving.reports import load_report, report_out, submit
+from serving.reports.store import load_report, report_out, submit
 from serving.routes.deps import ServiceDep, require
 from serving.schemas import ReportForm, ReportOut, Timestamp
 from serving.service import Service

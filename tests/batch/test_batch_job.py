@@ -35,7 +35,7 @@ from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
 from serving.photos import PhotoStore
-from serving.reports import NewReport, Submitted
+from serving.reports.store import NewReport, Submitted
 from tests.batch.store_view import report_rows
 from tests.imagegen import make_photo, pattern_array
 from vipare import Settings

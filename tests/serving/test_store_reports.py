@@ -15,7 +15,7 @@ from serving.db import write_session
 from serving.errors import LocationMissingError
 from serving.incidents import GroupingPolicy, Status, transition
 from serving.models import Incident, Report, Transition
-from serving.reports import NewReport, store_report, store_reports
+from serving.reports.store import NewReport, store_report, store_reports
 from serving.storage import Storage, grouping_policy, open_storage
 from tests.serving.helpers import moved
 from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
