@@ -131,14 +131,14 @@ def _session_run_cpu_ms(model: Path, runs: int = 40) -> tuple[float, tuple[int, 
     from vipare.detection import Detector
 
     detector = Detector.from_settings(Settings(model_path=model, intra_op_threads=1))
-    blob = np.random.default_rng(0).random((1, 3, *detector.input_size), dtype=np.float32)
+    blob = np.random.default_rng(0).random((1, 3, *detector.input_size.hw), dtype=np.float32)
     detector.run(blob)
     times = []
     for _ in range(runs):
         start = time.process_time()
         detector.run(blob)
         times.append(time.process_time() - start)
-    return 1000 * sorted(times)[runs // 2], detector.input_size
+    return 1000 * sorted(times)[runs // 2], detector.input_size.hw
 
 
 def _analysis_cpu_ms(model: Path, frames: Path) -> float:

@@ -52,7 +52,7 @@ def main() -> None:
     session = detector.session
     input_name = session.get_inputs()[0].name
     blobs = {p: detector.preprocess(pipeline.decode(p).array)[0] for p in paths}
-    h, w = detector.input_size
+    h, w = detector.input_size.hw
 
     yolo = None
     if not args.no_ultralytics:

@@ -73,8 +73,8 @@ class Service:
 
     def warm_up(self) -> None:
         """Run one inference on a blank picture (first runs are slow), then declare the service ready."""
-        height, width = self.pipeline.detector.input_size
-        self.pipeline.detector.detect(np.zeros((height, width, 3), dtype=np.uint8), original_size=(width, height))
+        size = self.pipeline.detector.input_size
+        self.pipeline.detector.detect(np.zeros((*size.hw, 3), dtype=np.uint8), original_size=size)
         self.ready = True
         self.metrics.ready.set(1)
         logger.info("ready", extra={"model_sha256": self.pipeline.detector.info.sha256})

@@ -7,6 +7,7 @@ import pytest
 
 from vipare import boxes as boxes_module
 from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
+from vipare.size import Size
 
 
 def test_all_names_exist() -> None:
@@ -17,46 +18,48 @@ def test_all_names_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    ("image_hw", "new_shape", "auto", "scale", "pad_x", "pad_y", "resized", "shape"),
+    ("image_hw", "new_size", "auto", "scale", "pad_x", "pad_y", "resized", "padded"),
     [
-        # r = min(64/96, 64/128) = 0.5 -> 48 x 64, 16 rows of padding split 8 / 8
-        pytest.param((96, 128), (64, 64), False, 0.5, 0, 8, (48, 64), (64, 64), id="landscape"),
-        pytest.param((128, 96), (64, 64), False, 0.5, 8, 0, (64, 48), (64, 64), id="portrait"),
-        pytest.param((32, 32), (64, 64), False, 2.0, 0, 0, (64, 64), (64, 64), id="square-upscaled"),
-        pytest.param((64, 64), (64, 64), False, 1.0, 0, 0, (64, 64), (64, 64), id="already-right-size"),
+        # r = min(64/96, 64/128) = 0.5 -> 64 x 48, 16 rows of padding split 8 / 8
+        pytest.param((96, 128), Size(64, 64), False, 0.5, 0, 8, Size(64, 48), Size(64, 64), id="landscape"),
+        pytest.param((128, 96), Size(64, 64), False, 0.5, 8, 0, Size(48, 64), Size(64, 64), id="portrait"),
+        pytest.param((32, 32), Size(64, 64), False, 2.0, 0, 0, Size(64, 64), Size(64, 64), id="square-upscaled"),
+        pytest.param((64, 64), Size(64, 64), False, 1.0, 0, 0, Size(64, 64), Size(64, 64), id="already-right-size"),
         # r = 0.64: 61 * 0.64 = 39.04 -> 39 rows, 25 rows of padding: round(12.4)=12 top, 13 bottom
-        pytest.param((61, 100), (64, 64), False, 0.64, 0, 12, (39, 64), (64, 64), id="odd-rows"),
-        pytest.param((100, 61), (64, 64), False, 0.64, 12, 0, (64, 39), (64, 64), id="odd-columns"),
+        pytest.param((61, 100), Size(64, 64), False, 0.64, 0, 12, Size(64, 39), Size(64, 64), id="odd-rows"),
+        pytest.param((100, 61), Size(64, 64), False, 0.64, 12, 0, Size(39, 64), Size(64, 64), id="odd-columns"),
         # 125 * 0.5 = 62.5 rounds half to even (Python, like Ultralytics) -> 62 rows, pad 1 / 1
-        pytest.param((125, 128), (64, 64), False, 0.5, 0, 1, (62, 64), (64, 64), id="half-to-even"),
-        # r = min(32/128, 64/128) = 0.25 -> 32 x 32 in a 32 x 64 input, 32 columns split 16 / 16
-        pytest.param((128, 128), (32, 64), False, 0.25, 16, 0, (32, 32), (32, 64), id="rect-input"),
+        pytest.param((125, 128), Size(64, 64), False, 0.5, 0, 1, Size(64, 62), Size(64, 64), id="half-to-even"),
+        # r = min(32/128, 64/128) = 0.25 -> 32 x 32 in a 64 wide, 32 high input, 32 columns split 16 / 16
+        pytest.param((128, 128), Size(64, 32), False, 0.25, 16, 0, Size(32, 32), Size(64, 32), id="rect-input"),
+        # a 64 wide, 32 high input: 96 wide, 128 high at r = min(32/128, 64/96) = 0.25 -> 24 x 32
+        pytest.param((128, 96), Size(64, 32), False, 0.25, 20, 0, Size(24, 32), Size(64, 32), id="wide-input"),
         # 3 * 0.064 = 0.19 rounds to 0: kept at 1 row; 63 rows of padding: 31 top, 32 bottom
-        pytest.param((3, 1000), (64, 64), False, 0.064, 0, 31, (1, 64), (64, 64), id="panorama"),
-        # auto: 30 x 64 resized, 34 rows of padding reduced mod 32 to 2 -> 32 x 64 input
-        pytest.param((60, 128), (64, 64), True, 0.5, 0, 1, (30, 64), (32, 64), id="auto-stride"),
+        pytest.param((3, 1000), Size(64, 64), False, 0.064, 0, 31, Size(64, 1), Size(64, 64), id="panorama"),
+        # auto: 64 x 30 resized, 34 rows of padding reduced mod 32 to 2 -> 64 wide, 32 high input
+        pytest.param((60, 128), Size(64, 64), True, 0.5, 0, 1, Size(64, 30), Size(64, 32), id="auto-stride"),
     ],
 )
 def test_letterbox_geometry(
     image_hw: tuple[int, int],
-    new_shape: tuple[int, int],
+    new_size: Size,
     auto: bool,
     scale: float,
     pad_x: int,
     pad_y: int,
-    resized: tuple[int, int],
-    shape: tuple[int, int],
+    resized: Size,
+    padded: Size,
 ) -> None:
     image = np.full((*image_hw, 3), 200, dtype=np.uint8)
-    out, lb = letterbox(image, new_shape, 32, auto=auto)
+    out, lb = letterbox(image, new_size, 32, auto=auto)
 
     assert lb.scale == pytest.approx(scale)
-    assert (lb.pad_x, lb.pad_y, lb.resized, lb.shape, lb.source) == (pad_x, pad_y, resized, shape, image_hw)
-    assert out.shape == (*shape, 3)
+    assert (lb.pad_x, lb.pad_y, lb.resized, lb.padded, lb.source) == (pad_x, pad_y, resized, padded, Size.of(image))
+    assert all(isinstance(size, Size) for size in (lb.resized, lb.padded, lb.source))
+    assert out.shape == (*padded.hw, 3)
     assert out.dtype == np.uint8
-    rh, rw = resized
-    inside = np.zeros(shape, dtype=bool)
-    inside[pad_y : pad_y + rh, pad_x : pad_x + rw] = True
+    inside = np.zeros(padded.hw, dtype=bool)
+    inside[pad_y : pad_y + resized.height, pad_x : pad_x + resized.width] = True
     assert (out[inside] == 200).all()
     assert (out[~inside] == 114).all()
 
@@ -64,7 +67,7 @@ def test_letterbox_geometry(
 def test_letterbox_pads_with_given_colour_and_keeps_channels() -> None:
     image = np.zeros((32, 64, 3), dtype=np.uint8)
     image[..., 0] = 255  # pure red stays red through the resize
-    out, lb = letterbox(image, (64, 64), 32, color=0)
+    out, lb = letterbox(image, Size(64, 64), 32, color=0)
     assert (lb.pad_x, lb.pad_y) == (0, 16)
     assert (out[:16] == 0).all() and (out[48:] == 0).all()
     assert (out[16:48] == (255, 0, 0)).all()
@@ -72,25 +75,23 @@ def test_letterbox_pads_with_given_colour_and_keeps_channels() -> None:
 
 def test_letterbox_returns_input_untouched_when_it_fits() -> None:
     image = np.zeros((64, 64, 3), dtype=np.uint8)
-    out, _ = letterbox(image, (64, 64), 32)
+    out, _ = letterbox(image, Size(64, 64), 32)
     assert out is image
 
 
 @pytest.mark.parametrize(
-    ("shape", "new_shape", "stride"),
+    ("shape", "new_size", "stride"),
     [
-        ((64, 64), (64, 64), 32),  # grey image, no channel axis
-        ((64, 64, 4), (64, 64), 32),  # RGBA
-        ((0, 64, 3), (64, 64), 32),  # empty
-        ((64, 64, 3), (60, 64), 32),  # input not a multiple of the stride
-        ((64, 64, 3), (64, 64), 0),
+        ((64, 64), Size(64, 64), 32),  # grey image, no channel axis
+        ((64, 64, 4), Size(64, 64), 32),  # RGBA
+        ((0, 64, 3), Size(64, 64), 32),  # empty
+        ((64, 64, 3), Size(64, 60), 32),  # input not a multiple of the stride
+        ((64, 64, 3), Size(64, 64), 0),
     ],
 )
-def test_letterbox_rejects_bad_shapes(
-    shape: tuple[int, ...], new_shape: tuple[int, int], stride: int
-) -> None:
+def test_letterbox_rejects_bad_shapes(shape: tuple[int, ...], new_size: Size, stride: int) -> None:
     with pytest.raises(ValueError):
-        letterbox(np.zeros(shape, dtype=np.uint8), new_shape, stride)
+        letterbox(np.zeros(shape, dtype=np.uint8), new_size, stride)
 
 
 # --- to_blob ---------------------------------------------------------------------------------
@@ -247,10 +248,11 @@ def test_nms_rejects_bad_arguments(iou_threshold: float, max_detections: int, n_
 
 # --- scale_boxes -----------------------------------------------------------------------------
 
-LANDSCAPE = Letterbox(scale=0.5, pad_x=0, pad_y=8, resized=(48, 64), shape=(64, 64), source=(96, 128))
-PORTRAIT = Letterbox(scale=0.5, pad_x=8, pad_y=0, resized=(64, 48), shape=(64, 64), source=(128, 96))
-# 61 x 100 at r = 0.64 -> 39.04 rows, rounded to 39: rows map back by 61 / 39, not 1 / 0.64
-ODD_ROWS = Letterbox(scale=0.64, pad_x=0, pad_y=12, resized=(39, 64), shape=(64, 64), source=(61, 100))
+INPUT = Size(64, 64)
+LANDSCAPE = Letterbox(scale=0.5, pad_x=0, pad_y=8, resized=Size(64, 48), padded=INPUT, source=Size(128, 96))
+PORTRAIT = Letterbox(scale=0.5, pad_x=8, pad_y=0, resized=Size(48, 64), padded=INPUT, source=Size(96, 128))
+# 100 wide, 61 high at r = 0.64 -> 39.04 rows, rounded to 39: rows map back by 61 / 39, not 1 / 0.64
+ODD_ROWS = Letterbox(scale=0.64, pad_x=0, pad_y=12, resized=Size(64, 39), padded=INPUT, source=Size(100, 61))
 
 
 @pytest.mark.parametrize(
@@ -258,9 +260,9 @@ ODD_ROWS = Letterbox(scale=0.64, pad_x=0, pad_y=12, resized=(39, 64), shape=(64,
     [
         pytest.param([16, 24, 48, 40], LANDSCAPE, None, [32, 32, 96, 64], id="landscape"),
         pytest.param([20, 16, 36, 48], PORTRAIT, None, [24, 32, 56, 96], id="portrait"),
-        pytest.param([16, 24, 48, 40], LANDSCAPE, (128, 96), [32, 32, 96, 64], id="original-size-given"),
+        pytest.param([16, 24, 48, 40], LANDSCAPE, Size(128, 96), [32, 32, 96, 64], id="original-size-given"),
         # decoded at 1/4 (JPEG draft): everything times 4
-        pytest.param([16, 24, 48, 40], LANDSCAPE, (512, 384), [128, 128, 384, 256], id="reduced-decode"),
+        pytest.param([16, 24, 48, 40], LANDSCAPE, Size(512, 384), [128, 128, 384, 256], id="reduced-decode"),
         # x: -4 -> -8 -> 0 and 70 -> 140 -> 128; y: 0 -> -16 -> 0 and 70 -> 124 -> 96
         pytest.param([-4, 0, 70, 70], LANDSCAPE, None, [0, 0, 128, 96], id="clipped"),
         # the resized strip (rows 12..51) maps onto the whole image height, 0..61
@@ -268,7 +270,7 @@ ODD_ROWS = Letterbox(scale=0.64, pad_x=0, pad_y=12, resized=(39, 64), shape=(64,
     ],
 )
 def test_scale_boxes(
-    box: list[float], lb: Letterbox, original_size: tuple[int, int] | None, expected: list[float]
+    box: list[float], lb: Letterbox, original_size: Size | None, expected: list[float]
 ) -> None:
     boxes = np.array([box], dtype=np.float32)
     out = scale_boxes(boxes, lb, original_size=original_size)
@@ -282,24 +284,24 @@ def test_scale_boxes_empty() -> None:
 
 
 @pytest.mark.parametrize(
-    ("decoded_shape", "original_size"),
+    ("decoded", "original_size"),
     [
-        ((96, 128), (128, 96)),  # full decode, landscape
-        ((128, 96), (96, 128)),  # full decode, portrait
-        ((378, 504), (4032, 3024)),  # 1/8 draft of a 12 MP photo
-        ((505, 378), (3023, 4033)),  # 1/8 draft rounded up on odd sizes: factors differ per axis
-        ((61, 100), (100, 61)),  # odd padding and a rounded resize
+        (Size(128, 96), Size(128, 96)),  # full decode, landscape
+        (Size(96, 128), Size(96, 128)),  # full decode, portrait
+        (Size(504, 378), Size(4032, 3024)),  # 1/8 draft of a 12 MP photo
+        (Size(378, 505), Size(3023, 4033)),  # 1/8 draft rounded up on odd sizes: factors differ per axis
+        (Size(100, 61), Size(100, 61)),  # odd padding and a rounded resize
     ],
 )
-def test_scale_boxes_round_trip(decoded_shape: tuple[int, int], original_size: tuple[int, int]) -> None:
+def test_scale_boxes_round_trip(decoded: Size, original_size: Size) -> None:
     ow, oh = original_size
-    _, lb = letterbox(np.zeros((*decoded_shape, 3), dtype=np.uint8), (64, 64), 32)
-    assert lb.source == decoded_shape
+    _, lb = letterbox(np.zeros((*decoded.hw, 3), dtype=np.uint8), Size(64, 64), 32)
+    assert lb.source == decoded
     rng = np.random.default_rng(1)
     xy1 = rng.uniform(0, 0.5, (20, 2)) * (ow, oh)
     original = np.hstack([xy1, xy1 + rng.uniform(0.1, 0.5, (20, 2)) * (ow, oh)])
     # forward, original -> decoded -> resized -> padded: the per-axis factors compose to resized / original
-    rh, rw = lb.resized
+    rw, rh = lb.resized
     model_input = original * np.tile([rw / ow, rh / oh], 2) + np.tile([lb.pad_x, lb.pad_y], 2)
 
     back = scale_boxes(model_input, lb, original_size=original_size)

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from tests.onnxgen import head_output, make_detector_onnx, make_wrong_output_onnx
@@ -15,6 +16,7 @@ from vipare.detection import Detector, parse_metadata
 from vipare.errors import ModelError, ModelMetadataError
 from vipare.results import Detection
 from vipare.settings import Settings
+from vipare.size import Size
 
 NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
 THRESHOLDS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100, "intra_op_threads": 1}
@@ -69,13 +71,13 @@ def test_all_names_exist() -> None:
         # 128 x 96: scale 0.5, 8 columns on the left. A: x (16-8)/0.5, (48-8)/0.5; y 24/0.5, 40/0.5
         pytest.param((128, 96), None, [(16, 48, 80, 80), (0, 16, 32, 32)], id="portrait"),
         # the landscape array is a 1/4 decode of a 512 x 384 photo: everything times 4
-        pytest.param((96, 128), (512, 384), [(128, 128, 384, 256), (64, 0, 192, 64)], id="reduced-decode"),
+        pytest.param((96, 128), Size(512, 384), [(128, 128, 384, 256), (64, 0, 192, 64)], id="reduced-decode"),
     ],
 )
 def test_boxes_come_back_in_original_pixels(
     detector: Detector,
     image_hw: tuple[int, int],
-    original_size: tuple[int, int] | None,
+    original_size: Size | None,
     expected: list[tuple[float, ...]],
 ) -> None:
     image = np.zeros((*image_hw, 3), dtype=np.uint8)
@@ -136,10 +138,26 @@ def test_info_identifies_the_weights(detector: Detector, model_path: Path) -> No
     assert info.sha256 == hashlib.sha256(model_path.read_bytes()).hexdigest()
     assert info.classes == ["dumped_waste", "overflowing_bin", "bin"]
     assert info.input_size == (64, 64) == detector.input_size
+    assert isinstance(detector.input_size, Size)
     assert info.stride == 32
     assert info.version == "8.3.0"
     assert info.taxonomy_version == "1"
     assert detector.names == ("dumped_waste", "overflowing_bin", "bin")
+
+
+def test_a_wide_model_input_has_its_width_and_height_by_name(tmp_path: Path) -> None:
+    """A 96 wide, 64 high input (metadata ``imgsz`` [64, 96]): the blob is 64 rows of 96, boxes map back."""
+    path = tmp_path / "wide.onnx"
+    # the 192 x 128 photo fills the input at scale 0.5; the box covers its left half
+    make_detector_onnx(path, names=NAMES, raw=head_output(3, [((0, 0, 48, 64), 0, 0.9)]), imgsz=(64, 96))
+    detector = load(path)
+    assert detector.input_size == Size(width=96, height=64)
+    assert detector.info.input_size == (64, 96)  # stored and served as [height, width], like the metadata
+    image = np.zeros((128, 192, 3), dtype=np.uint8)
+    blob, lb = detector.preprocess(image)
+    assert blob.shape == (1, 3, 64, 96)
+    assert (lb.padded, lb.source, lb.pad_x, lb.pad_y) == (Size(96, 64), Size(192, 128), 0, 0)
+    assert _boxes(detector.detect(image)) == [(0, 0, 96, 128)]
 
 
 def test_from_settings(model_path: Path) -> None:
@@ -147,6 +165,25 @@ def test_from_settings(model_path: Path) -> None:
     detector = Detector.from_settings(settings)
     assert (detector.conf_threshold, detector.iou_threshold, detector.max_detections) == (0.55, 0.45, 7)
     assert [d.label for d in detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))] == ["dumped_waste"]
+
+
+def test_warm_up_runs_one_inference_at_load_or_when_called(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[tuple[int, ...]] = []
+    real_run = ort.InferenceSession.run
+
+    def counted(session: ort.InferenceSession, *args: object, **kwargs: object) -> object:
+        feeds = args[1]
+        assert isinstance(feeds, dict)
+        runs.append(next(iter(feeds.values())).shape)
+        return real_run(session, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counted)
+    load(model_path)
+    assert runs == [(1, 3, 64, 64)]
+    cold = Detector.from_settings(Settings(model_path=model_path, intra_op_threads=1), warmup=False)
+    assert len(runs) == 1
+    cold.warm_up()
+    assert runs == [(1, 3, 64, 64)] * 2
 
 
 def test_shared_across_threads(detector: Detector) -> None:
@@ -169,7 +206,7 @@ def test_detect_rejects_non_rgb_uint8(detector: Detector, image: np.ndarray) -> 
 
 def test_detect_rejects_bad_original_size(detector: Detector) -> None:
     with pytest.raises(ValueError):
-        detector.detect(np.zeros((64, 64, 3), np.uint8), original_size=(0, 64))
+        detector.detect(np.zeros((64, 64, 3), np.uint8), original_size=Size(0, 64))
 
 
 @pytest.mark.parametrize(
@@ -260,7 +297,8 @@ def test_parse_metadata(
     overrides: dict[str, str], names: tuple[str, ...], imgsz: tuple[int, int], stride: int
 ) -> None:
     meta = parse_metadata(GOOD | overrides | {"version": "8.3.227"})
-    assert (meta.names, meta.imgsz, meta.stride) == (names, imgsz, stride)
+    height, width = imgsz
+    assert (meta.names, meta.input_size, meta.stride) == (names, Size(width, height), stride)
     assert meta.version == "8.3.227"
     assert meta.taxonomy_version is None
 

@@ -31,6 +31,7 @@ from vipare.errors import (
     UnsupportedImageError,
 )
 from vipare.imaging import DecodedImage, heif_supported, load_image
+from vipare.size import Size
 
 needs_heif = pytest.mark.skipif(not heif_supported(), reason="needs pillow-heif (the vipare[heic] extra)")
 FORMATS = ["JPEG", "PNG", "WEBP", pytest.param("HEIF", marks=needs_heif)]
@@ -175,14 +176,15 @@ def test_invalid_orientation_is_ignored(value: int) -> None:
 
 
 def test_draft_decodes_a_phone_photo_near_the_model_size() -> None:
-    image = load_image(big_jpeg(), target_size=(320, 320))
+    image = load_image(big_jpeg(), target_size=Size(320, 320))
     assert image.array.shape == (378, 504, 3)  # 1/8 scale: at least 1.5 times the 320x240 letterbox
     assert (image.info.width, image.info.height) == (4032, 3024)
+    assert (image.size, image.info.size) == (Size(504, 378), Size(4032, 3024))
     assert image.scale == (8.0, 8.0)
 
 
 def test_draft_with_orientation_6() -> None:
-    image = load_image(big_jpeg(6), target_size=(320, 320))
+    image = load_image(big_jpeg(6), target_size=Size(320, 320))
     assert image.array.shape == (504, 378, 3)
     assert (image.info.width, image.info.height) == (3024, 4032)
     assert image.info.orientation == 6
@@ -190,57 +192,57 @@ def test_draft_with_orientation_6() -> None:
 
 
 def test_photo_twice_the_model_size_decodes_in_full() -> None:
-    image = load_image(make_photo("JPEG", (640, 640)), target_size=(320, 320))
+    image = load_image(make_photo("JPEG", (640, 640)), target_size=Size(320, 320))
     assert image.array.shape == (640, 640, 3)
 
 
 @pytest.mark.parametrize(
-    ("orientation", "target", "oversample", "shape"),
+    ("orientation", "target", "oversample", "decoded"),
     [
-        (None, (320, 320), 1, (378, 504)),  # letterbox 320x240 -> 1/8
-        (None, (320, 320), 2, (756, 1008)),  # twice that -> 1/4
-        (None, (640, 640), 1, (756, 1008)),
-        (None, (640, 640), 2, (1512, 2016)),  # 1280x960 -> 1/2
-        (None, (1280, 1280), 2, (3024, 4032)),  # even 1/2 would be too small: full size
-        (None, (640, 640), 1.5, (756, 1008)),  # 960x720 -> 1/4
-        (None, (3024, 4032), 1, (3024, 4032)),  # the model wants full size
-        (None, None, 2, (3024, 4032)),
-        (6, (384, 640), 1, (504, 378)),  # upright 3024x4032 into 640x384: letterbox 288x384 -> 1/8
-        (6, (384, 640), 2, (1008, 756)),
-        (8, (1024, 640), 1, (1008, 756)),  # upright 3024x4032 into 640x1024: letterbox 640x853 -> 1/4
-        (8, (1024, 640), 2, (2016, 1512)),
+        (None, Size(320, 320), 1, Size(504, 378)),  # letterbox 320x240 -> 1/8
+        (None, Size(320, 320), 2, Size(1008, 756)),  # twice that -> 1/4
+        (None, Size(640, 640), 1, Size(1008, 756)),
+        (None, Size(640, 640), 2, Size(2016, 1512)),  # 1280x960 -> 1/2
+        (None, Size(1280, 1280), 2, Size(4032, 3024)),  # even 1/2 would be too small: full size
+        (None, Size(640, 640), 1.5, Size(1008, 756)),  # 960x720 -> 1/4
+        (None, Size(4032, 3024), 1, Size(4032, 3024)),  # the model wants full size
+        (None, None, 2, Size(4032, 3024)),
+        # a wide model input, 640 wide and 384 high (in numpy's order, shape (384, 640))
+        (None, Size(640, 384), 1, Size(1008, 756)),  # 4032x3024 into 640x384: letterbox 512x384 -> 1/4
+        (6, Size(640, 384), 1, Size(378, 504)),  # upright 3024x4032 into 640x384: letterbox 288x384 -> 1/8
+        (6, Size(640, 384), 2, Size(756, 1008)),
+        (8, Size(640, 1024), 1, Size(756, 1008)),  # upright 3024x4032 into 640x1024: letterbox 640x853 -> 1/4
+        (8, Size(640, 1024), 2, Size(1512, 2016)),
     ],
 )
-def test_draft_scale_table(
-    orientation: int | None, target: tuple[int, int] | None, oversample: float, shape: tuple[int, int]
-) -> None:
+def test_draft_scale_table(orientation: int | None, target: Size | None, oversample: float, decoded: Size) -> None:
     image = load_image(big_jpeg(orientation), target_size=target, draft_oversample=oversample)
-    assert image.array.shape[:2] == shape
+    assert image.size == decoded
     if target is not None:  # the letterbox resize only ever shrinks, by at least `oversample`
-        height, width = image.info.height, image.info.width
-        ratio = oversample * min(target[0] / height, target[1] / width)
-        assert image.array.shape[0] >= min(height, round(height * ratio))
-        assert image.array.shape[1] >= min(width, round(width * ratio))
+        width, height = image.info.size
+        ratio = oversample * min(target.height / height, target.width / width)
+        assert image.size.height >= min(height, round(height * ratio))
+        assert image.size.width >= min(width, round(width * ratio))
 
 
 def test_draft_oversample_must_be_positive() -> None:
     with pytest.raises(ValueError, match="draft_oversample"):
-        load_image(big_jpeg(), target_size=(320, 320), draft_oversample=0)
+        load_image(big_jpeg(), target_size=Size(320, 320), draft_oversample=0)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", pytest.param("HEIF", marks=needs_heif)])
 def test_other_formats_decode_at_full_size(fmt: str) -> None:
-    image = load_image(make_photo(fmt, (480, 360)), target_size=(96, 96))
+    image = load_image(make_photo(fmt, (480, 360)), target_size=Size(96, 96))
     assert image.array.shape == (360, 480, 3) and image.scale == (1.0, 1.0)
 
 
 def test_small_jpeg_is_not_reduced() -> None:
-    image = load_image(make_photo("JPEG", (800, 600)), target_size=(640, 640))
+    image = load_image(make_photo("JPEG", (800, 600)), target_size=Size(640, 640))
     assert image.array.shape == (600, 800, 3)
 
 
-@pytest.mark.parametrize("target", [(0, 640), (640,), (-1, 5)])
-def test_bad_target_size_is_a_programming_error(target: tuple[int, int]) -> None:
+@pytest.mark.parametrize("target", [Size(0, 640), (640,), Size(-1, 5)])
+def test_bad_target_size_is_a_programming_error(target: Size) -> None:
     with pytest.raises(ValueError, match="target_size"):
         load_image(make_photo(), target_size=target)
 
@@ -312,7 +314,7 @@ def test_mpo_jpeg_reads_as_jpeg() -> None:
     first, second = Image.fromarray(pattern_array((64, 48))), Image.new("RGB", (32, 24))
     buffer = io.BytesIO()
     first.save(buffer, "MPO", save_all=True, append_images=[second])
-    image = load_image(buffer.getvalue(), target_size=(16, 16))
+    image = load_image(buffer.getvalue(), target_size=Size(16, 16))
     assert image.info.format == "JPEG" and (image.info.width, image.info.height) == (64, 48)
 
 
@@ -530,7 +532,7 @@ def test_fuzz_never_raises_anything_but_image_errors() -> None:
     outcomes: dict[str, int] = {}
     for data in cases:
         try:
-            image = load_image(data, target_size=(8, 8))
+            image = load_image(data, target_size=Size(8, 8))
         except ImageError as exc:
             assert str(exc), "every error has a message"
             outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
@@ -543,7 +545,7 @@ def test_fuzz_never_raises_anything_but_image_errors() -> None:
 def test_no_pillow_globals_changed() -> None:
     from PIL import ImageFile
 
-    load_image(make_photo("JPEG"), target_size=(16, 16))
+    load_image(make_photo("JPEG"), target_size=Size(16, 16))
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     assert int(1024 * 1024 * 1024 // 4 // 3) == Image.MAX_IMAGE_PIXELS
 
@@ -559,7 +561,7 @@ def test_concurrent_intake_is_quiet_and_correct() -> None:
             with pytest.raises(ImageTooLargeError):
                 load_image(bomb)
             return "too large"
-        image = load_image(photos[index % 8], target_size=(16, 16))
+        image = load_image(photos[index % 8], target_size=Size(16, 16))
         assert image.gps is not None and image.info.orientation == index % 8 + 1
         return "ok"
 

@@ -50,7 +50,7 @@ def test_boxes_match_ultralytics_on_the_same_onnx(pipeline: Pipeline) -> None:
     compared = 0
     for photo in PARITY_PHOTOS:
         ours = pipeline.analyze(photo).detections
-        theirs = yolo.predict(str(photo), imgsz=pipeline.detector.input_size, conf=settings.conf_threshold,
+        theirs = yolo.predict(str(photo), imgsz=pipeline.detector.input_size.hw, conf=settings.conf_threshold,
                               iou=settings.iou_threshold, max_det=settings.max_detections, verbose=False)[0].boxes
         their_boxes = theirs.xyxy.numpy()
         their_scores = theirs.conf.numpy()

@@ -178,7 +178,7 @@ def _collect(
         start = time.perf_counter()
         decoded = load_image(sample.image, target_size=detector.input_size)
         info = decoded.info
-        size = (info.width, info.height)
+        size = info.size
         blob, lb = detector.preprocess(decoded.array)
         raw = detector.run(blob)
         shipped.append(detector.postprocess(raw, lb, original_size=size))
@@ -250,7 +250,7 @@ def evaluate(
         "model": model.name,
         "dataset": str(dataset),
         "split": "+".join(splits),
-        "input_size": list(detector.input_size),
+        "input_size": list(detector.input_size.hw),
         "images": len(images),
         "labels": int(len(gt_classes)),
         "map50": round(float(ap[present, 0].mean()), 4) if present else None,

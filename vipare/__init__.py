@@ -32,6 +32,7 @@ if _typing.TYPE_CHECKING:
     from vipare.pipeline import Pipeline, decide_verdict
     from vipare.results import Detection, GpsFix, ImageInfo, ImageResult, Location, ModelInfo, Verdict
     from vipare.settings import Settings
+    from vipare.size import Size
     from vipare.taxonomy import CLASSES, DEPOSIT_CLASSES, TAXONOMY_VERSION
 
 _HOMES: dict[str, str] = {
@@ -46,6 +47,7 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(("Pipeline", "decide_verdict"), "pipeline"),
     **dict.fromkeys(("Detection", "GpsFix", "ImageInfo", "ImageResult", "Location", "ModelInfo", "Verdict"), "results"),
     "Settings": "settings",
+    "Size": "size",
     **dict.fromkeys(("CLASSES", "DEPOSIT_CLASSES", "TAXONOMY_VERSION"), "taxonomy"),
 }
 """Public name -> the module of this package that defines it."""
@@ -73,6 +75,7 @@ __all__ = [
     "ModelMetadataError",
     "Pipeline",
     "Settings",
+    "Size",
     "UnsupportedImageError",
     "Verdict",
     "VipareError",

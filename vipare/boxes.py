@@ -7,10 +7,12 @@ enough that the ONNX model gives the boxes Ultralytics gives for the same decode
 Shapes and units:
 
 - image: ``H x W x 3`` uint8, RGB (the order the model was trained with).
-- blob: ``1 x 3 x h x w`` float32 in [0, 1], ``(h, w)`` the model input size.
+- blob: ``1 x 3 x h x w`` float32 in [0, 1], ``h`` and ``w`` the model input size.
 - raw head output: ``1 x (4 + nc) x N``; rows 0-3 are box centre x, centre y, width, height in
   model-input pixels, rows 4.. are per-class scores already passed through a sigmoid.
 - boxes: ``K x 4`` float, ``x1, y1, x2, y2`` in pixels, origin top-left.
+- sizes (model input, source image, original photo): :class:`~vipare.size.Size`, width and height
+  by name; numpy's ``(height, width)`` order appears only where an array is built or indexed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from vipare.size import Size
 
 __all__ = ["Letterbox", "decode", "letterbox", "nms", "scale_boxes", "to_blob"]
 
@@ -31,28 +35,28 @@ class Letterbox:
         scale: resize factor chosen for the source image (same on both axes before rounding).
         pad_x: columns of padding added on the left, in model-input pixels.
         pad_y: rows of padding added on the top, in model-input pixels.
-        resized: ``(height, width)`` of the resized image before padding (each side rounded).
-        shape: ``(height, width)`` of the padded result, the model input.
-        source: ``(height, width)`` of the image that was letterboxed.
+        resized: size of the resized image before padding (each side rounded).
+        padded: size of the padded result, the model input.
+        source: size of the image that was letterboxed.
     """
 
     scale: float
     pad_x: int
     pad_y: int
-    resized: tuple[int, int]
-    shape: tuple[int, int]
-    source: tuple[int, int]
+    resized: Size
+    padded: Size
+    source: Size
 
 
 def letterbox(
     image: np.ndarray,
-    new_shape: tuple[int, int],
+    new_size: Size,
     stride: int,
     *,
     color: int = 114,
     auto: bool = False,
 ) -> tuple[np.ndarray, Letterbox]:
-    """Resize ``image`` keeping its aspect ratio and pad it, centred, to ``new_shape``.
+    """Resize ``image`` keeping its aspect ratio and pad it, centred, to ``new_size``.
 
     Matches Ultralytics' ``LetterBox`` (``scaleup=True``, ``center=True``): bilinear resize to
     ``round(w * r) x round(h * r)`` with ``r = min(new_h / h, new_w / w)``, then split the padding
@@ -60,24 +64,24 @@ def letterbox(
 
     Args:
         image: ``H x W x 3`` uint8 array.
-        new_shape: ``(height, width)`` of the model input, each a multiple of ``stride``.
+        new_size: the model input size, each side a multiple of ``stride``.
         stride: the model's largest stride in pixels.
         color: grey level of the padding.
-        auto: pad only up to the next multiple of ``stride`` instead of to ``new_shape``
+        auto: pad only up to the next multiple of ``stride`` instead of to ``new_size``
             (for models exported with dynamic input height and width).
 
     Returns:
-        The ``h x W x 3`` uint8 letterboxed image (``new_shape`` unless ``auto``) and how it was made.
+        The ``h x w x 3`` uint8 letterboxed image (``new_size`` unless ``auto``) and how it was made.
 
     Raises:
         ValueError: when ``image`` is not ``H x W x 3`` or the shapes are inconsistent.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"expected an H x W x 3 image, got shape {image.shape}")
-    new_h, new_w = new_shape
+    new_w, new_h = new_size
     if stride < 1 or new_h < stride or new_w < stride or new_h % stride or new_w % stride:
-        raise ValueError(f"new_shape {new_shape} must be positive multiples of stride {stride}")
-    h, w = image.shape[:2]
+        raise ValueError(f"new_size {new_size} must be positive multiples of stride {stride}")
+    w, h = Size.of(image)
     r = min(new_h / h, new_w / w)
     # Python's round() like Ultralytics; at least one pixel for extreme panoramas.
     resized_w, resized_h = max(1, round(w * r)), max(1, round(h * r))
@@ -96,9 +100,9 @@ def letterbox(
         scale=r,
         pad_x=left,
         pad_y=top,
-        resized=(resized_h, resized_w),
-        shape=(resized_h + top + bottom, resized_w + left + right),
-        source=(h, w),
+        resized=Size(resized_w, resized_h),
+        padded=Size(resized_w + left + right, resized_h + top + bottom),
+        source=Size(w, h),
     )
     return image, lb
 
@@ -226,7 +230,7 @@ def scale_boxes(
     boxes: np.ndarray,
     letterbox: Letterbox,
     *,
-    original_size: tuple[int, int] | None = None,
+    original_size: Size | None = None,
 ) -> np.ndarray:
     """Map boxes from model-input pixels back to pixels of the original image, clipped to it.
 
@@ -237,18 +241,14 @@ def scale_boxes(
     Args:
         boxes: ``K x 4`` xyxy in model-input pixels.
         letterbox: how the image was fitted into the model input.
-        original_size: ``(width, height)`` of the full-size, orientation-corrected image when the
-            letterboxed array was a reduced decode (JPEG draft mode); defaults to
-            ``letterbox.source``.
+        original_size: size of the full-size, orientation-corrected image when the letterboxed
+            array was a reduced decode (JPEG draft mode); defaults to ``letterbox.source``.
 
     Returns:
         ``K x 4`` float64 xyxy in original-image pixels, within ``[0, width] x [0, height]``.
     """
-    if original_size is None:
-        orig_w, orig_h = letterbox.source[1], letterbox.source[0]
-    else:
-        orig_w, orig_h = original_size
-    resized_h, resized_w = letterbox.resized
+    orig_w, orig_h = letterbox.source if original_size is None else original_size
+    resized_w, resized_h = letterbox.resized
     out = boxes.astype(np.float64)  # a copy: the caller's array is left alone
     out[:, [0, 2]] = np.clip((out[:, [0, 2]] - letterbox.pad_x) * (orig_w / resized_w), 0.0, orig_w)
     out[:, [1, 3]] = np.clip((out[:, [1, 3]] - letterbox.pad_y) * (orig_h / resized_h), 0.0, orig_h)

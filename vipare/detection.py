@@ -43,6 +43,7 @@ from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
 from vipare.errors import ModelError, ModelMetadataError
 from vipare.results import Detection, ModelInfo
 from vipare.settings import Settings
+from vipare.size import Size
 from vipare.taxonomy import is_deposit
 
 __all__ = ["REQUIRED_METADATA", "Detector", "ModelMetadata", "parse_metadata"]
@@ -51,7 +52,7 @@ REQUIRED_METADATA = ("names", "imgsz", "stride")
 """Metadata keys a model must carry (the Ultralytics ONNX exporter writes all three)."""
 
 _REEXPORT_HINT = (
-    "re-export the model with Ultralytics (`YOLO(weights).export(format='onnx')`, as training/ does), "
+    "re-export the model with Ultralytics (`YOLO(weights).export(format='onnx')`, as vipare's export step does), "
     "which writes names, imgsz and stride into the ONNX metadata"
 )
 
@@ -74,14 +75,14 @@ class ModelMetadata:
 
     Attributes:
         names: class names in output order (index = class id).
-        imgsz: model input ``(height, width)`` in pixels.
+        input_size: model input size in pixels (the metadata's ``imgsz``, written ``[height, width]``).
         stride: the model's largest stride in pixels.
         version: the exporter's ``version`` entry (Ultralytics version), when present.
         taxonomy_version: ``vipare_taxonomy_version``, when the model was trained on vipare's classes.
     """
 
     names: tuple[str, ...]
-    imgsz: tuple[int, int]
+    input_size: Size
     stride: int
     version: str | None = None
     taxonomy_version: str | None = None
@@ -156,7 +157,7 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
 
     return ModelMetadata(
         names=names,
-        imgsz=(height, width),
+        input_size=Size(width, height),
         stride=stride,
         version=meta.get("version"),
         taxonomy_version=meta.get("vipare_taxonomy_version"),
@@ -173,8 +174,8 @@ class Detector:
             than this IoU, in [0, 1].
         max_detections: most detections returned per image (at least 1).
         intra_op_threads: onnxruntime threads per inference; 0 lets onnxruntime use every core.
-        warmup: run one inference on a blank input at load, so the first photo is not slow and a
-            model whose output does not match its metadata fails here rather than on a request.
+        warmup: call :meth:`warm_up` at load. A service that reports readiness passes False and
+            calls :meth:`warm_up` itself, so the model warms up once, when readiness can show it.
 
     Raises:
         ModelError: the file is missing, unreadable, not ONNX, or its inputs/outputs do not fit a
@@ -235,24 +236,42 @@ class Detector:
             name=path.stem,
             sha256=hashlib.sha256(data).hexdigest(),
             classes=list(self._meta.names),
-            input_size=self._meta.imgsz,
+            input_size=self._meta.input_size.hw,
             stride=self._meta.stride,
             version=self._meta.version,
             taxonomy_version=self._meta.taxonomy_version,
         )
         if warmup:
-            self._check_raw(self.run(np.zeros((1, 3, *self._meta.imgsz), dtype=np.float32)))
+            self.warm_up()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Detector:
-        """Load ``settings.model_path`` with the thresholds and thread count from ``settings``."""
+    def from_settings(cls, settings: Settings, *, warmup: bool = True) -> Detector:
+        """Load ``settings.model_path`` with the thresholds and thread count from ``settings``.
+
+        Args:
+            settings: model path, thresholds and thread count.
+            warmup: call :meth:`warm_up` at load (see the class's arguments).
+        """
         return cls(
             settings.model_path,
             conf_threshold=settings.conf_threshold,
             iou_threshold=settings.iou_threshold,
             max_detections=settings.max_detections,
             intra_op_threads=settings.intra_op_threads,
+            warmup=warmup,
         )
+
+    def warm_up(self) -> None:
+        """Run one inference on a blank model input and check the output's shape.
+
+        The first runs of a session are slow; after this one, the first photo is not. A model whose
+        output does not match its metadata fails here rather than on a photo.
+
+        Raises:
+            ModelError: the inference failed or its output does not fit the class names.
+        """
+        width, height = self._meta.input_size
+        self._check_raw(self.run(np.zeros((1, 3, height, width), dtype=np.float32)))
 
     def _check_input(self, path: Path) -> tuple[str, bool]:
         inputs = self._session.get_inputs()
@@ -264,12 +283,13 @@ class Detector:
         shape = list(node.shape)
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
             raise ModelError(f"{path} input '{node.name}' has shape {shape}; expected 1 x 3 x height x width")
-        hw = shape[2:]
-        dynamic = not all(isinstance(d, int) for d in hw)
-        if not dynamic and tuple(hw) != self._meta.imgsz:
+        height, width = shape[2:]
+        dynamic = not (isinstance(height, int) and isinstance(width, int))
+        expected = self._meta.input_size
+        if not dynamic and (width, height) != expected:
             raise ModelError(
-                f"{path} input is {hw[0]} x {hw[1]} but its metadata 'imgsz' says "
-                f"{self._meta.imgsz[0]} x {self._meta.imgsz[1]}"
+                f"{path} input is {height} x {width} (height x width) but its metadata 'imgsz' says "
+                f"{expected.height} x {expected.width}"
             )
         return node.name, dynamic
 
@@ -298,9 +318,9 @@ class Detector:
         return self._info
 
     @property
-    def input_size(self) -> tuple[int, int]:
-        """Model input ``(height, width)`` in pixels."""
-        return self._meta.imgsz
+    def input_size(self) -> Size:
+        """Model input size in pixels (for a dynamic model, the size it was exported at)."""
+        return self._meta.input_size
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -316,7 +336,7 @@ class Detector:
         """Letterbox an ``H x W x 3`` uint8 RGB image into a ``1 x 3 x h x w`` float32 blob."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
-        boxed, lb = letterbox(image, self._meta.imgsz, self._meta.stride, auto=self._dynamic)
+        boxed, lb = letterbox(image, self._meta.input_size, self._meta.stride, auto=self._dynamic)
         return to_blob(boxed), lb
 
     def run(self, blob: np.ndarray) -> np.ndarray:
@@ -332,7 +352,7 @@ class Detector:
         raw: np.ndarray,
         lb: Letterbox,
         *,
-        original_size: tuple[int, int] | None = None,
+        original_size: Size | None = None,
         conf_threshold: float | None = None,
         max_detections: int | None = None,
         multi_label: bool = False,
@@ -342,8 +362,8 @@ class Detector:
         Args:
             raw: ``1 x (4 + nc) x N`` head output from :meth:`run`.
             lb: the letterbox :meth:`preprocess` returned with the blob.
-            original_size: ``(width, height)`` of the full-size image when the preprocessed array
-                was a reduced decode; defaults to the preprocessed array's size.
+            original_size: size of the full-size image when the preprocessed array was a reduced
+                decode; defaults to the preprocessed array's size.
             conf_threshold: overrides the detector's score threshold for this call.
             max_detections: overrides the detector's detection cap for this call.
             multi_label: keep every class of an anchor above the threshold (mAP protocol).
@@ -356,9 +376,9 @@ class Detector:
         cap = self.max_detections if max_detections is None else max_detections
         boxes, scores, class_ids = decode(raw, conf_threshold=conf, multi_label=multi_label)
         keep = nms(boxes, scores, class_ids, iou_threshold=self.iou_threshold, max_detections=cap)
-        width, height = original_size or (lb.source[1], lb.source[0])
-        mapped = scale_boxes(boxes[keep], lb, original_size=(width, height))
-        image_area = float(width * height)
+        size = original_size or lb.source
+        mapped = scale_boxes(boxes[keep], lb, original_size=size)
+        image_area = float(size.width * size.height)
         detections = []
         for (x1, y1, x2, y2), score, class_id in zip(
             mapped.tolist(), scores[keep].tolist(), class_ids[keep].tolist(), strict=True
@@ -376,18 +396,18 @@ class Detector:
             )
         return detections
 
-    def detect(self, image: np.ndarray, *, original_size: tuple[int, int] | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, *, original_size: Size | None = None) -> list[Detection]:
         """Detect objects in one image.
 
         Args:
             image: ``H x W x 3`` uint8 RGB array, orientation-corrected; may be a reduced decode.
-            original_size: ``(width, height)`` of the full-size image when ``image`` is a reduced
-                decode; defaults to ``image``'s own size.
+            original_size: size of the full-size image when ``image`` is a reduced decode;
+                defaults to ``image``'s own size.
 
         Returns:
             Detections, best score first, with boxes in pixels of the full-size image.
         """
-        if original_size is not None and (original_size[0] < 1 or original_size[1] < 1):
-            raise ValueError(f"original_size must be a positive (width, height), got {original_size}")
+        if original_size is not None and (original_size.width < 1 or original_size.height < 1):
+            raise ValueError(f"original_size must be positive, got {original_size}")
         blob, lb = self.preprocess(image)
         return self.postprocess(self.run(blob), lb, original_size=original_size)

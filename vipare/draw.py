@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from vipare.results import Detection
+from vipare.size import Size
 
 __all__ = ["annotate"]
 
@@ -20,24 +21,24 @@ def annotate(
     image: np.ndarray,
     detections: Sequence[Detection],
     *,
-    original_size: tuple[int, int] | None = None,
+    original_size: Size | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image`` with boxes and labels drawn.
 
     Args:
         image: H x W x 3 uint8 RGB array, possibly a reduced decode of the original photo.
         detections: boxes in pixels of the original photo.
-        original_size: (width, height) of the original photo; defaults to the array's size.
+        original_size: size of the original photo; defaults to the array's size.
 
     Returns:
         H x W x 3 uint8 RGB array.
     """
     out = np.ascontiguousarray(image).copy()
-    h, w = out.shape[:2]
-    ow, oh = original_size or (w, h)
-    sx, sy = w / ow, h / oh
-    thickness = max(2, round(max(w, h) / 400))
-    font_scale = max(0.4, max(w, h) / 1600)
+    size = Size.of(out)
+    original = original_size or size
+    sx, sy = size.width / original.width, size.height / original.height
+    thickness = max(2, round(size.long_side / 400))
+    font_scale = max(0.4, size.long_side / 1600)
     for d in detections:
         x1, y1, x2, y2 = d.box
         p1 = (round(x1 * sx), round(y1 * sy))

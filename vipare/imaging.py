@@ -48,6 +48,7 @@ from vipare.errors import CorruptImageError, EmptyImageError, ImageTooLargeError
 from vipare.geotag import gps_from_exif
 from vipare.results import GpsFix, ImageInfo
 from vipare.settings import Settings
+from vipare.size import Size
 
 try:  # optional: the vipare[heic] extra (pillow-heif bundles GPL-licensed codecs)
     import pillow_heif
@@ -141,13 +142,18 @@ class DecodedImage:
     gps: GpsFix | None
 
     @property
+    def size(self) -> Size:
+        """Size of :attr:`array` (smaller than ``info.size`` after a draft-mode decode)."""
+        return Size.of(self.array)
+
+    @property
     def scale(self) -> tuple[float, float]:
         """``(sx, sy)`` = original pixels per array pixel: ``info.width / W``, ``info.height / H``.
 
         A box ``x1, y1, x2, y2`` in array pixels is ``x1 * sx, y1 * sy, x2 * sx, y2 * sy`` in
         pixels of the orientation-corrected original image. ``(1.0, 1.0)`` unless draft mode was used.
         """
-        height, width = self.array.shape[:2]
+        width, height = self.size
         return self.info.width / width, self.info.height / height
 
 
@@ -162,7 +168,7 @@ def load_image(
     *,
     max_bytes: int = _DEFAULT_MAX_BYTES,
     max_pixels: int = _DEFAULT_MAX_PIXELS,
-    target_size: tuple[int, int] | None = None,
+    target_size: Size | None = None,
     draft_oversample: float = DRAFT_OVERSAMPLE,
 ) -> DecodedImage:
     """Read a photo: check limits, decode once (reduced for JPEG when possible), orient, read EXIF.
@@ -173,11 +179,11 @@ def load_image(
         max_pixels: largest accepted image, width x height of the stored image, checked from the
             header before decoding (``Settings.max_image_pixels``). Pillow's own limit
             (``2 * Image.MAX_IMAGE_PIXELS``, about 179 MP) also applies.
-        target_size: the model's input ``(height, width)``. For a JPEG, libjpeg then decodes with
-            the strongest reduction (1/2, 1/4 or 1/8) whose result is still at least
-            ``draft_oversample`` times the letterbox size (``round(w * r) x round(h * r)``,
-            ``r = min(height / h, width / w)`` on the upright size), so the letterbox resize only
-            ever shrinks. Other formats decode at full size, as does None.
+        target_size: the model's input size. For a JPEG, libjpeg then decodes with the strongest
+            reduction (1/2, 1/4 or 1/8) whose result is still at least ``draft_oversample`` times
+            the letterbox size (``round(w * r) x round(h * r)``, ``r = min(target height / h,
+            target width / w)`` on the upright size), so the letterbox resize only ever shrinks.
+            Other formats decode at full size, as does None.
         draft_oversample: how many times the letterbox size a reduced JPEG decode keeps (>= 1).
             Above 1, photos near the model size decode in full, exactly as Ultralytics reads
             them (full decode, then one resize), and only large photos are reduced.
@@ -200,7 +206,7 @@ def load_image(
     if draft_oversample < 1:
         raise ValueError(f"draft_oversample must be >= 1, got {draft_oversample}")
     if target_size is not None and (len(target_size) != 2 or min(target_size) < 1):
-        raise ValueError(f"target_size must be (height, width) in pixels, got {target_size!r}")
+        raise ValueError(f"target_size must be a positive Size(width, height), got {target_size!r}")
     data = _read(source, max_bytes)
     if not data:
         raise EmptyImageError("The file is empty (0 bytes); send the photo again.")
@@ -320,10 +326,10 @@ def _not_opened(data: bytes) -> Exception:
 
 
 def _decode(
-    img: Image.Image, data: bytes, target_size: tuple[int, int] | None, draft_oversample: float
+    img: Image.Image, data: bytes, target_size: Size | None, draft_oversample: float
 ) -> DecodedImage:
     fmt = _FORMAT_NAMES[img.format or ""]
-    stored_size = img.size
+    stored_size = Size(*img.size)
     # pillow-heif applies the HEIF rotation/mirror (irot/imir) while decoding and resets the EXIF
     # orientation to 1, keeping the original value here.
     heif_orientation = img.info.get("original_orientation") if fmt == "HEIF" else None
@@ -347,11 +353,11 @@ def _decode(
 
     if fmt == "HEIF":
         applied = heif_orientation if isinstance(heif_orientation, int) and 1 <= heif_orientation <= 8 else 1
-        width, height = stored_size  # already upright
+        upright = stored_size  # already upright
         method = None
     else:
         applied = orientation
-        width, height = stored_size[::-1] if orientation in _SWAPS_AXES else stored_size
+        upright = _upright(stored_size, orientation)
         method = _TRANSPOSE.get(orientation)
 
     try:
@@ -360,8 +366,8 @@ def _decode(
         raise _corrupt(fmt, exc) from None
 
     info = ImageInfo(
-        width=width,
-        height=height,
+        width=upright.width,
+        height=upright.height,
         format=fmt,
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
@@ -383,22 +389,24 @@ def _corrupt(fmt: str, exc: BaseException) -> CorruptImageError:
     )
 
 
-def _draft_request(
-    stored_size: tuple[int, int], orientation: int, target_size: tuple[int, int], oversample: float
-) -> tuple[int, int] | None:
+def _upright(stored_size: Size, orientation: int) -> Size:
+    """The size of a picture stored at ``stored_size`` once its EXIF ``orientation`` is applied."""
+    return Size(stored_size.height, stored_size.width) if orientation in _SWAPS_AXES else stored_size
+
+
+def _draft_request(stored_size: Size, orientation: int, target_size: Size, oversample: float) -> Size | None:
     """The size to ask ``Image.draft`` for, in the file's stored orientation, or None for full size.
 
     It is ``oversample`` times the letterbox's resized (unpadded) size, ``round(w * r), round(h * r)``
     with ``r = oversample * min(target_h / h, target_w / w)`` on the upright size. Pillow then picks
     the strongest reduction (1/2, 1/4, 1/8) whose result is no smaller.
     """
-    swapped = orientation in _SWAPS_AXES
-    width, height = stored_size[::-1] if swapped else stored_size
-    ratio = oversample * min(target_size[0] / height, target_size[1] / width)
+    upright = _upright(stored_size, orientation)
+    ratio = oversample * min(target_size.height / upright.height, target_size.width / upright.width)
     if ratio * 2 > 1:  # even a 1/2 scale would be smaller than the requested size
         return None
-    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    return (size[1], size[0]) if swapped else size
+    # Back to the stored orientation: swapping twice is the identity.
+    return _upright(upright.scaled(ratio), orientation)
 
 
 def _exif(img: Image.Image) -> Image.Exif | None:

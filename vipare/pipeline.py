@@ -76,7 +76,7 @@ class Pipeline:
         if name is None and isinstance(source, (str, os.PathLike)):
             name = os.fspath(source)
         info = image.info
-        detections = self.detector.detect(image.array, original_size=(info.width, info.height))
+        detections = self.detector.detect(image.array, original_size=info.size)
         location = resolve_location(image.gps, client, camera, conflict_m=self.settings.gps_conflict_m)
         return ImageResult(
             source=name,

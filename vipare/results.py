@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vipare.size import Size
+
 __all__ = [
     "Detection",
     "GpsFix",
@@ -41,6 +43,11 @@ class ImageInfo(_Frozen):
     captured_at: datetime | None = Field(
         None, description="EXIF DateTimeOriginal; timezone-aware when EXIF gives the offset."
     )
+
+    @property
+    def size(self) -> Size:
+        """Width and height after EXIF orientation, the pixels detection boxes are given in."""
+        return Size(self.width, self.height)
 
 
 class GpsFix(_Frozen):
@@ -104,6 +111,8 @@ class ModelInfo(_Frozen):
     name: str
     sha256: str
     classes: list[str]
+    # Stored and served as [height, width], the order of the model file's own ``imgsz`` entry;
+    # ``vipare.detection.Detector.input_size`` gives it as a Size.
     input_size: tuple[int, int] = Field(description="Model input height, width in pixels.")
     stride: int
     version: str | None = None
