@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.camera_frames import benchmark_frames
-from benchmarks.machine import cpu_name
 from vipare import Settings
+from vipare.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

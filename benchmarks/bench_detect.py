@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.machine import machine
-from benchmarks.phone_photos import make_phone_photos
+from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
+from vipare.machine import machine
 
 
 def _timed(fn: Callable[[], object]) -> float:

@@ -39,11 +39,11 @@ from pathlib import Path
 
 import httpx2
 
-from benchmarks.machine import cpu_name
-from benchmarks.phone_photos import make_phone_photos
 from tests.serving.helpers import bearer
 from tests.serving.live import cli_key, start_server
+from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
+from vipare.machine import cpu_name
 
 WARM_UP_UPLOADS = 2
 _ANALYSIS = re.compile(r'^vipare_analysis_duration_seconds_(sum|count)\{stage="(decode|detect)"\} (\S+)$', re.MULTILINE)

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.camera_frames import benchmark_frames
-from benchmarks.machine import machine
+from vipare.machine import machine
 
 
 def _analyses(frames: Path, cameras: Path, out: Path) -> list[dict[str, object]]:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vipare.machine import machine
+
 __all__ = ["Variant", "VARIANTS", "compare", "time_models"]
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,6 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
     Returns:
         The path of ``comparisons.json``: ``{"budget": {...}, "timing": {...}, "runs": [...]}``.
     """
-    from benchmarks.machine import machine
     from training.train import DEFAULT_PRETRAINED, _pick_device
     from training.validate import split_images
 

@@ -84,8 +84,8 @@ def check_onnx_parity(onnx_path: Path, weights: Path, images: Sequence[Path], im
     import onnxruntime as ort
     import torch
 
+    from training.images import letterbox_tensor
     from training.offline import ensure_offline
-    from training.pretrained import letterbox_tensor
 
     ensure_offline()
     from ultralytics.nn.tasks import load_checkpoint

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vipare.machine import machine
+
 __all__ = ["measure_cost", "render", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,6 @@ def measure_cost(model: Path, photos: Sequence[Path], *, threads: int = 0, round
 
     CPU time is the process's user + system time, so it counts every onnxruntime thread.
     """
-    from benchmarks.machine import machine
     from training.compare import time_models
 
     times = time_models({"model": model}, photos, rounds, threads=threads)["model"]
@@ -284,9 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.int8_evaluation:
         card.setdefault("int8", {})["evaluations"] = [json.loads(p.read_text()) for p in args.int8_evaluation]
     if args.measure_cost:
-        from benchmarks.machine import machine
-        from benchmarks.phone_photos import SHARED_VAL, make_phone_photos
         from training.compare import time_models
+        from training.phone_photos import SHARED_VAL, make_phone_photos
 
         model = args.card.with_name(card["model"])
         phone = make_phone_photos(ROOT / "runs" / "phone-photos", 10)

@@ -26,14 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.images import image_files, letterbox_tensor
+from training.ir import DEFAULT_IR_DIR, IR_XML_NAME, evaluate_constant
 from training.paths import SHARED_DATASETS
-from training.pretrained import (
-    DEFAULT_IR_DIR,
-    IMAGE_SUFFIXES,
-    IR_XML_NAME,
-    _evaluate_constant,
-    letterbox_tensor,
-)
 
 if TYPE_CHECKING:
     import torch
@@ -118,7 +113,7 @@ def default_parity_images(street_dir: Path = DEFAULT_STREET_DIR, street_count: i
     ensure_offline()
     from ultralytics.utils import ASSETS
 
-    street = sorted(p for p in street_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:street_count]
+    street = image_files(street_dir, street_count)
     return [Path(ASSETS) / "bus.jpg", Path(ASSETS) / "zidane.jpg", *street]
 
 
@@ -189,7 +184,7 @@ def compile_ir(ir_dir: Path = DEFAULT_IR_DIR, quantized: bool = True) -> Any:
             for target in list(node.output(0).get_target_inputs()):
                 target.replace_source_output(node.input_value(0))
         elif kind in ("Convolution", "GroupConvolution"):
-            weight = _evaluate_constant(node.input(1).get_source_output().get_node())
+            weight = evaluate_constant(node.input(1).get_source_output().get_node())
             node.input(1).replace_source_output(ops.constant(weight).output(0))
     model.validate_nodes_and_infer_types()
     return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

@@ -38,14 +38,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from training.paths import SHARED_DATASETS, SHARED_PRETRAINED
+from training.images import image_files, letterbox_tensor
+from training.ir import DEFAULT_IR_DIR, IR_METADATA_NAME, IR_XML_NAME, evaluate_constant
+from training.paths import SHARED_DATASETS
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "DEFAULT_CALIBRATION_DIR",
-    "DEFAULT_IR_DIR",
     "FoldedConv",
     "build_checkpoint",
     "calibration_batch",
@@ -57,16 +58,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IR_DIR = SHARED_PRETRAINED / "yolo11n-coco-int8-openvino"
 DEFAULT_CALIBRATION_DIR = SHARED_DATASETS / "street-waste-cn" / "images" / "train"
-IR_XML_NAME = "yolo11n.xml"
-IR_METADATA_NAME = "metadata.yaml"
 ARCH_YAML = "yolo11n.yaml"
 COCO_CLASSES = 80
 MODULE_PREFIX = "__module."
 # The DFL convolution is a fixed arange projection, not a learned layer.
 FIXED_MODULE_SUFFIXES = (".dfl.conv",)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
 @dataclass(frozen=True)
@@ -87,33 +84,6 @@ def _module_path(friendly_name: str) -> str:
     """``__module.model.0.conv/aten::_convolution/Convolution`` -> ``model.0.conv``."""
     head = friendly_name.split("/", 1)[0]
     return head.removeprefix(MODULE_PREFIX)
-
-
-def _evaluate_constant(node: Any) -> np.ndarray:
-    """Evaluate a constant subgraph (Constant, Convert, Subtract, Multiply, Reshape) with numpy.
-
-    Args:
-        node: an ``openvino`` Node whose inputs are all constant.
-
-    Returns:
-        The subgraph's value as float32.
-
-    Raises:
-        ValueError: on an op this reader does not know.
-    """
-    kind = node.get_type_name()
-    if kind == "Constant":
-        return np.asarray(node.get_data()).astype(np.float32)
-    inputs = [_evaluate_constant(i.get_source_output().get_node()) for i in node.inputs()]
-    if kind == "Convert":
-        return inputs[0]
-    if kind == "Subtract":
-        return inputs[0] - inputs[1]
-    if kind == "Multiply":
-        return inputs[0] * inputs[1]
-    if kind == "Reshape":
-        return inputs[0].reshape(inputs[1].astype(np.int64))
-    raise ValueError(f"unsupported op {kind} in constant subgraph of {node.get_friendly_name()}")
 
 
 def read_ir_convs(ir_dir: Path = DEFAULT_IR_DIR) -> dict[str, FoldedConv]:
@@ -138,7 +108,7 @@ def read_ir_convs(ir_dir: Path = DEFAULT_IR_DIR) -> dict[str, FoldedConv]:
         path = _module_path(node.get_friendly_name())
         if path.endswith(FIXED_MODULE_SUFFIXES):
             continue
-        weight = _evaluate_constant(node.input(1).get_source_output().get_node())
+        weight = evaluate_constant(node.input(1).get_source_output().get_node())
         consumers = [t.get_node() for t in node.output(0).get_target_inputs()]
         adds = [c for c in consumers if c.get_type_name() == "Add"]
         if len(adds) != 1:
@@ -146,7 +116,7 @@ def read_ir_convs(ir_dir: Path = DEFAULT_IR_DIR) -> dict[str, FoldedConv]:
         bias_inputs = [
             i.get_source_output().get_node() for i in adds[0].inputs() if i.get_source_output().get_node() != node
         ]
-        bias = _evaluate_constant(bias_inputs[0]).reshape(-1)
+        bias = evaluate_constant(bias_inputs[0]).reshape(-1)
         convs[path] = FoldedConv(weight=weight, bias=bias)
     return convs
 
@@ -157,42 +127,12 @@ def load_coco_names(ir_dir: Path = DEFAULT_IR_DIR) -> dict[int, str]:
     return {int(k): str(v) for k, v in meta["names"].items()}
 
 
-def _image_paths(folder: Path, count: int) -> list[Path]:
-    """The first ``count`` images of ``folder`` in name order (deterministic)."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images in {folder}")
-    return paths[:count]
-
-
-def letterbox_tensor(paths: Sequence[Path], imgsz: int) -> torch.Tensor:
-    """Load photos and letterbox them the way Ultralytics' predictor does.
-
-    Args:
-        paths: image files.
-        imgsz: square network input size in pixels.
-
-    Returns:
-        float32 tensor, shape (len(paths), 3, imgsz, imgsz), RGB in [0, 1].
-    """
-    import cv2
-    import torch
-    from ultralytics.data.augment import LetterBox
-
-    letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False)
-    arrays = []
-    for path in paths:
-        bgr = cv2.imread(str(path))
-        if bgr is None:
-            raise ValueError(f"unreadable image {path}")
-        boxed = np.asarray(letterbox(image=bgr))
-        arrays.append(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)))
-    return torch.from_numpy(np.stack(arrays)).float() / 255.0
-
-
 def calibration_batch(folder: Path = DEFAULT_CALIBRATION_DIR, count: int = 64, imgsz: int = 640) -> torch.Tensor:
     """Letterboxed photos used to measure BatchNorm statistics; see :func:`letterbox_tensor`."""
-    return letterbox_tensor(_image_paths(folder, count), imgsz)
+    paths = image_files(folder, count)
+    if not paths:
+        raise FileNotFoundError(f"no images in {folder}")
+    return letterbox_tensor(paths, imgsz)
 
 
 def _copy_weight(target: torch.nn.Conv2d, weight: np.ndarray, path: str) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
+from training.images import image_files
+
 __all__ = ["split_images", "ultralytics_val"]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DIGITS = 4
 
 
@@ -25,7 +26,7 @@ def split_images(data_yaml: Path, split: str = "val", count: int | None = None) 
     """The first ``count`` photos (all when None) of a split of ``data_yaml``, in name order."""
     data = yaml.safe_load(data_yaml.read_text())
     folder = Path(data["path"]) / data[split]
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    return image_files(folder, count)
 
 
 def ultralytics_val(weights: Path, data_yaml: Path, imgsz: int, batch: int = 16, split: str = "val") -> dict[str, Any]:

@@ -10,8 +10,9 @@ pytest.importorskip("torch")
 pytest.importorskip("ultralytics")
 pytest.importorskip("openvino")
 
+from training.ir import DEFAULT_IR_DIR  # noqa: E402
 from training.parity import check_ir_parity, default_parity_images  # noqa: E402
-from training.pretrained import DEFAULT_CALIBRATION_DIR, DEFAULT_IR_DIR, save_checkpoint  # noqa: E402
+from training.pretrained import DEFAULT_CALIBRATION_DIR, save_checkpoint  # noqa: E402
 
 pytestmark = [
     pytest.mark.train,

@@ -1,24 +1,30 @@
 """Make phone-like test photos: 12 MP JPEGs of 3-5 MB with sensor-like noise, EXIF GPS and orientation.
 
 The shared datasets hold 640x640 photos without EXIF; a field agent's phone sends 4032x3024 JPEGs
-of a few megabytes, often rotated through the EXIF orientation tag. Benchmarks must decode what
-phones send, so this upscales real photos and adds noise that JPEG cannot compress away.
+of a few megabytes, often rotated through the EXIF orientation tag. The model card's cost figures and
+the benchmarks must decode what phones send, so this upscales real photos and adds noise that JPEG
+cannot compress away. ``python -m training.phone_photos OUT_DIR --count 20`` writes a set by hand.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 from PIL import Image
 from PIL.ExifTags import IFD
 
-__all__ = ["make_phone_photos"]
+from training.paths import SHARED_DATASETS
+from vipare.size import Size
 
-PHONE_SIZE = (4032, 3024)
-SHARED_VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "street-waste-cn" / "images" / "val"
+__all__ = ["PHONE_SIZE", "SHARED_VAL", "make_phone_photos"]
+
+PHONE_SIZE = Size(width=4032, height=3024)
+"""A 12 MP phone photo held upright."""
+SHARED_VAL = SHARED_DATASETS / "street-waste-cn" / "images" / "val"
+"""The photos upscaled by default: the shared street-waste-cn validation split."""
 
 
 def _dms(value: float) -> tuple[float, float, float]:
@@ -47,7 +53,7 @@ def make_phone_photos(
     count: int,
     *,
     sources: Sequence[Path] | None = None,
-    size: tuple[int, int] = PHONE_SIZE,
+    size: Size = PHONE_SIZE,
     noise_sigma: float = 6.0,
     quality: int = 92,
     seed: int = 0,
@@ -60,7 +66,7 @@ def make_phone_photos(
         out_dir: folder to write into.
         count: number of photos.
         sources: photos to upscale; defaults to the shared street-waste-cn validation photos.
-        size: (width, height) of the upright photo.
+        size: size of the upright photo.
         noise_sigma: standard deviation of the Gaussian sensor noise, in 8-bit levels.
         quality: JPEG quality.
         seed: noise and position seed.
@@ -98,13 +104,13 @@ def make_phone_photos(
     return paths
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--count", type=int, default=20)
-    args = parser.parse_args()
-    for path in make_phone_photos(args.out_dir, args.count):
-        print(path, f"{path.stat().st_size / 1e6:.1f} MB")
+@click.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", type=click.IntRange(1), default=20, show_default=True, help="Number of photos.")
+def main(out_dir: Path, count: int) -> None:
+    """Write COUNT phone-like 12 MP JPEGs to OUT_DIR and print their sizes."""
+    for path in make_phone_photos(out_dir, count):
+        click.echo(f"{path} {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
