@@ -1,7 +1,7 @@
 """Batch jobs: folders of street-camera frames to incidents, resumable, in parallel, or on Ray.
 
 ``vipare batch SOURCE`` (:mod:`serving.batch.cli`) writes to the service's own store through the
-service's own report path (:func:`serving.reports.store_reports`), or to JSON lines.
+service's own report path (:func:`serving.reports.store.store_reports`), or to JSON lines.
 
 =====================  ================================================================
 module                 what

@@ -4,7 +4,7 @@ Two sinks, one contract: :meth:`known` gives the ``(camera_id, sha256)`` pairs a
 :meth:`write` writes accepted frames so that each is either fully written or not at all.
 
 * :class:`StoreSink`: the service's own store (``--data-dir`` / ``VIPARE_DATABASE_URL``). Each call
-  to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store_reports`,
+  to :meth:`StoreSink.write` is one write transaction through :func:`serving.reports.store.store_reports`,
   the function the upload route uses: same de-duplication (one report per client and sha256; a
   registered camera's client is ``camera:<id>``, whichever way its frames come), same incidents.
   The photo files are already in the store (workers put them, without fsync) when a transaction

@@ -1,6 +1,6 @@
 """``POST /v1/batches``: a camera sends many frames in one request; each is answered on its own.
 
-Every frame goes through the same path as ``POST /v1/reports`` (:func:`serving.reports.submit`):
+Every frame goes through the same path as ``POST /v1/reports`` (:func:`serving.reports.upload.submit`):
 de-duplication, analysis, location, photo store, incident. A frame that fails (not an image, no
 position...) gets its own 4xx entry in the answer and the other frames are still taken in; the
 request as a whole answers 200 once its body was read. The body has the byte limit of one upload
@@ -31,7 +31,8 @@ from starlette.datastructures import UploadFile
 from serving.auth import Permission, Principal
 from serving.batch.times import parse_tz, time_from_name
 from serving.errors import ErrorBody, ServiceError, error_status
-from serving.reports.store import load_report, report_out, submit
+from serving.reports.upload import submit
+from serving.reports.view import load_report, report_out
 from serving.routes.deps import ServiceDep, require
 from serving.schemas import ReportForm, ReportOut, Timestamp
 from serving.service import Service

@@ -16,7 +16,7 @@ from serving.exports import incident_feature
 from serving.incidents import Status, transition
 from serving.models import Incident, Report
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
-from serving.reports.store import report_out
+from serving.reports.view import report_out
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import FeatureCollection, IncidentDetail, Link, Timestamp, TransitionIn, TransitionOut
 

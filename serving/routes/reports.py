@@ -19,7 +19,8 @@ from serving.errors import ErrorBody, NotFoundError
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
 from serving.photos import MEDIA_TYPES, render_annotated
-from serving.reports.store import can_read, load_report, report_out, submit
+from serving.reports.upload import submit
+from serving.reports.view import can_read, load_report, report_out
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import NOTE_MAX, ReportForm, ReportOut, ReportPage
 from serving.service import Service

@@ -1,0 +1,158 @@
+"""Taking in one photo: de-duplicate, analyse, locate, store, group into an incident.
+
+Order of :func:`submit`, chosen so that a rejected upload writes nothing and an accepted one is
+never half-written:
+
+1. the same photo (sha256) from the same client already stored? Answer with that report (200);
+2. check the coordinates sent with it (422 when invalid);
+3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
+   the file cannot be used);
+4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
+   says how to send one. A report nobody can find cannot be collected, so it is not stored;
+5. write the photo file (GPS removed) atomically;
+6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
+   incident; commit. Then answer 201.
+
+A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes.
+
+Step 6 is :func:`serving.reports.store.store_report`, the step that the batch jobs share
+(:mod:`serving.reports.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
+
+from serving.auth import Principal
+from serving.db import write_session
+from serving.errors import LocationMissingError
+from serving.models import utcnow
+from serving.photos.store import EXTENSIONS
+from serving.reports.store import LOCATION_MISSING, Submitted, store_report
+from serving.reports.view import find_report
+from serving.schemas import ReportForm
+from vipare.errors import LocationError, VipareError
+from vipare.geotag import CameraPosition, ClientPosition
+from vipare.results import ImageResult
+
+if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
+    from serving.service import Service
+    from vipare.pipeline import Pipeline
+
+__all__ = ["submit"]
+
+
+async def submit(
+    service: Service, principal: Principal, data: bytes, form: ReportForm, *, fallback_time: datetime | None = None
+) -> Submitted:
+    """Take in one uploaded photo (see the module doc for the order of the steps).
+
+    Args:
+        service: the running service.
+        principal: the caller.
+        data: the photo's bytes.
+        form: the fields sent with it.
+        fallback_time: when the photo was taken, used only when neither ``form`` nor EXIF says
+            (a time read from a camera frame's file name).
+
+    Raises:
+        vipare.ImageError: the file cannot be used as a photo (its subclasses map to 413/415/422).
+        vipare.LocationError: the coordinates sent are invalid.
+        LocationMissingError: no usable position at all.
+        ModelNotReadyError: the model is not warm yet.
+    """
+    pipeline = service.require_ready()
+    received = utcnow()
+    sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+    existing = await anyio.to_thread.run_sync(_existing_id, service, principal.client_ref, sha256)
+    if existing is not None:
+        service.metrics.reports.labels(outcome="duplicate").inc()
+        return Submitted(existing, created=False)
+    try:
+        client = _client_position(form)
+        result = await anyio.to_thread.run_sync(
+            _analyze, service, pipeline, data, client, _camera_position(principal, form),
+            limiter=service.analysis_limiter,
+        )
+        if result.location is None:
+            raise LocationMissingError(LOCATION_MISSING)
+    except (VipareError, LocationMissingError):
+        service.metrics.reports.labels(outcome="rejected").inc()
+        raise
+    ext = EXTENSIONS[result.image.format]
+    await anyio.to_thread.run_sync(service.photos.put, data, sha256, ext)
+    outcome = await anyio.to_thread.run_sync(
+        _persist, service, principal, result, form, ext, received, fallback_time
+    )
+    service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
+    if outcome.created:
+        service.metrics.count_detections(result.detections)
+    return outcome
+
+
+def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:
+    with service.sessions() as session:
+        report = find_report(session, client_ref, sha256)
+        return report.id if report is not None else None
+
+
+def _client_position(form: ReportForm) -> ClientPosition | None:
+    if form.lat is None and form.lon is None:
+        return None
+    if form.lat is None or form.lon is None:
+        raise LocationError("Send both lat and lon (decimal degrees, WGS 84), or neither.")
+    return ClientPosition(lat=form.lat, lon=form.lon, accuracy_m=form.accuracy_m)
+
+
+def _camera_position(principal: Principal, form: ReportForm) -> CameraPosition | None:
+    camera = principal.camera
+    if camera is None:
+        return None
+    return CameraPosition(
+        camera_id=principal.camera_id or form.camera_id or camera.camera_id,
+        lat=camera.lat, lon=camera.lon, accuracy_m=camera.accuracy_m,
+    )
+
+
+def _analyze(
+    service: Service,
+    pipeline: Pipeline,
+    data: bytes,
+    client: ClientPosition | None,
+    camera: CameraPosition | None,
+) -> ImageResult:
+    start = time.perf_counter()
+    image = pipeline.decode(data)
+    decoded = time.perf_counter()
+    result = pipeline.analyze(image, client=client, camera=camera)
+    service.metrics.analysis.labels(stage="decode").observe(decoded - start)
+    service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
+    return result
+
+
+def _persist(
+    service: Service,
+    principal: Principal,
+    result: ImageResult,
+    form: ReportForm,
+    ext: str,
+    received: datetime,
+    fallback_time: datetime | None,
+) -> Submitted:
+    try:
+        with write_session(service.sessions) as session:
+            return store_report(
+                session, principal, result, ext=ext, received=received, policy=service.policy,
+                captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
+            )
+    except IntegrityError:  # a twin committed by another process between our look and our insert
+        existing = _existing_id(service, principal.client_ref, result.image.sha256)
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
