@@ -15,7 +15,8 @@ from serving.db import active_key_count
 from serving.errors import ModelNotReadyError
 from serving.incidents import GroupingPolicy
 from serving.observability import Metrics
-from serving.photos import PhotoStore, WorkerLock
+from serving.photos.store import PhotoStore
+from serving.photos.workers import WorkerLock
 from serving.storage import grouping_policy, open_storage
 from vipare.detection import Detector
 from vipare.pipeline import Pipeline

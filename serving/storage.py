@@ -19,7 +19,8 @@ from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory
 from serving.incidents import GroupingPolicy
 from serving.models import Report
-from serving.photos import PhotoStore, WorkerLock
+from serving.photos.store import PhotoStore
+from serving.photos.workers import WorkerLock
 
 __all__ = ["Storage", "grouping_policy", "open_storage"]
 
@@ -39,7 +40,7 @@ class Storage:
         engine: the database engine, migrated to the latest revision.
         sessions: the session factory.
         photos: the photo store.
-        worker_lock: held shared while this process may write (see :class:`serving.photos.WorkerLock`).
+        worker_lock: held shared while this process may write (see :class:`serving.photos.workers.WorkerLock`).
     """
 
     engine: Engine
@@ -59,7 +60,7 @@ def open_storage(settings: ServiceSettings) -> Storage:
     Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
     process that holds the worker lock keeps the others from deleting its files between file and commit.
     The store is swept only when a worker died without closing since the last sweep (see
-    :class:`serving.photos.WorkerLock`).
+    :class:`serving.photos.workers.WorkerLock`).
     """
     engine = engine_from_settings(settings)
     lock: WorkerLock | None = None

@@ -35,7 +35,7 @@ from serving.batch.frames import (
     init_worker,
     worker_ready,
 )
-from serving.photos import PhotoStore
+from serving.photos.store import PhotoStore
 from vipare.errors import ModelError
 from vipare.settings import Settings
 

@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from serving.photos import EXTENSIONS, PhotoStore
+from serving.photos.store import EXTENSIONS, PhotoStore
 from vipare.errors import (
     CorruptImageError,
     EmptyImageError,

@@ -41,7 +41,7 @@ from serving.batch.times import in_zone, time_from_name
 from serving.cameras import CameraSpec, list_cameras, load_camera_file, position_of, upsert_cameras
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory, write_session
-from serving.photos import EXTENSIONS
+from serving.photos.store import EXTENSIONS
 from vipare.errors import ImageError
 from vipare.results import ImageResult
 from vipare.settings import Settings

@@ -36,7 +36,7 @@ from serving.cameras import CameraSpec, position_of
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Report, utcnow
-from serving.photos import EXTENSIONS
+from serving.photos.store import EXTENSIONS
 from serving.reports.store import NewReport, observed_time, store_reports
 from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult

@@ -1,5 +1,7 @@
-"""The photo store: see :mod:`serving.photos.store`."""
+"""Photos the service keeps, in four modules.
 
-from serving.photos.store import EXTENSIONS, MEDIA_TYPES, PhotoStore, WorkerLock, render_annotated, strip_gps
-
-__all__ = ["EXTENSIONS", "MEDIA_TYPES", "PhotoStore", "WorkerLock", "render_annotated", "strip_gps"]
+- :mod:`serving.photos.metadata`: removing the EXIF GPS position from a photo's bytes.
+- :mod:`serving.photos.store`: the store on disk, its crash-safe write order and its orphan sweep.
+- :mod:`serving.photos.workers`: the lock between the processes that write to one store.
+- :mod:`serving.photos.render`: the photo with its detections drawn, made on request.
+"""

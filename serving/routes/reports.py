@@ -18,7 +18,8 @@ from serving.auth import Permission, Principal
 from serving.errors import ErrorBody, NotFoundError
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
-from serving.photos import MEDIA_TYPES, render_annotated
+from serving.photos.render import render_annotated
+from serving.photos.store import MEDIA_TYPES
 from serving.reports.upload import submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
-from serving.photos import PhotoStore
+from serving.photos.store import PhotoStore
 
 __all__ = ["report_rows", "store_view"]
 

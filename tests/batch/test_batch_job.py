@@ -34,7 +34,7 @@ from serving.batch.sinks import SinkError, StoreSink
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Incident, Report
-from serving.photos import PhotoStore
+from serving.photos.store import PhotoStore
 from serving.reports.store import NewReport, Submitted
 from tests.batch.store_view import report_rows
 from tests.imagegen import make_photo, pattern_array

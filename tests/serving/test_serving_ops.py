@@ -20,7 +20,7 @@ from serving.app import create_app
 from serving.db import SCHEMA_REVISION, current_revision, head_revision
 from serving.models import Base
 from serving.observability import JsonFormatter
-from serving.photos import WorkerLock
+from serving.photos.workers import WorkerLock
 from serving.service import Service
 from tests.serving.helpers import Server, deposit_photo, running, server_at, service_settings
 from vipare.cli import main
@@ -176,7 +176,7 @@ def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monke
     import subprocess
     import sys
 
-    from serving.photos import PhotoStore
+    from serving.photos.store import PhotoStore
     from serving.storage import open_storage
 
     sweeps: list[float] = []

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import IFD, Base
 
-from serving.photos import store as photos
-from serving.photos import PhotoStore, strip_gps
+from serving.photos.metadata import strip_gps
+from serving.photos.store import PhotoStore
 from tests.imagegen import make_photo
 from vipare.imaging import load_image
 
@@ -46,7 +46,7 @@ def test_an_exif_block_that_cannot_be_walked_is_re_encoded(monkeypatch: pytest.M
     def broken(*_args: object) -> bool:
         raise ValueError("EXIF offset out of bounds")
 
-    monkeypatch.setattr(photos, "_blank_gps_ifd", broken)
+    monkeypatch.setattr("serving.photos.metadata._blank_gps_ifd", broken)
     photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
     stripped = strip_gps(photo)
     assert load_image(stripped).gps is None
@@ -131,7 +131,7 @@ def test_orphans_are_found_in_batches(tmp_path: Path, monkeypatch: pytest.Monkey
         asked.append(len(batch))
         return {s for s in batch if int(s[:2], 16) % 2 == 0}  # even ones have a report
 
-    monkeypatch.setattr(photos, "_ORPHAN_BATCH", 3)
+    monkeypatch.setattr("serving.photos.store._ORPHAN_BATCH", 3)
     removed = store.remove_orphans(referenced)
     assert removed == 3 and asked == [3, 3, 1]
     assert sorted(p.name[:2] for p in store.files()) == ["00", "02", "04", "06"]
