@@ -225,6 +225,11 @@ def test_draft_scale_table(orientation: int | None, target: Size | None, oversam
         assert image.size.width >= min(width, round(width * ratio))
 
 
+def test_a_bare_pair_is_read_as_width_then_height() -> None:
+    wide = load_image(big_jpeg(), target_size=Size(640, 384))
+    assert load_image(big_jpeg(), target_size=(640, 384)).size == wide.size == Size(1008, 756)  # type: ignore[arg-type]
+
+
 def test_draft_oversample_must_be_positive() -> None:
     with pytest.raises(ValueError, match="draft_oversample"):
         load_image(big_jpeg(), target_size=Size(320, 320), draft_oversample=0)

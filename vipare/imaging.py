@@ -207,6 +207,8 @@ def load_image(
         raise ValueError(f"draft_oversample must be >= 1, got {draft_oversample}")
     if target_size is not None and (len(target_size) != 2 or min(target_size) < 1):
         raise ValueError(f"target_size must be a positive Size(width, height), got {target_size!r}")
+    if target_size is not None:
+        target_size = Size(*target_size)  # a bare pair still works, read as (width, height)
     data = _read(source, max_bytes)
     if not data:
         raise EmptyImageError("The file is empty (0 bytes); send the photo again.")
