@@ -36,9 +36,13 @@ class UnsafeConfigurationError(RuntimeError):
 
 
 class ServiceSettings(Settings):
-    """Settings of the HTTP service; every field reads ``VIPARE_<NAME>`` from the environment."""
+    """Settings of the HTTP service; every field reads ``VIPARE_<NAME>`` from the environment.
 
-    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="ignore")
+    As for :class:`vipare.Settings`, a keyword argument that names no field is an error, while
+    ``VIPARE_*`` environment variables that name no field are not read.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="forbid")
 
     # -- where data lives
     data_dir: Path = Field(

@@ -28,9 +28,16 @@ class Settings(BaseSettings):
 
     Every field can be set from the environment with the ``VIPARE_`` prefix, e.g.
     ``VIPARE_CONF_THRESHOLD=0.3``.
+
+    A keyword argument that names no field is an error (``Settings(conf_treshold=0.9)`` raises a
+    ``pydantic.ValidationError`` naming ``conf_treshold``), so a misspelt override is never silently
+    dropped. ``VIPARE_*`` environment variables that name no field are not read at all, so those of
+    a program that extends these settings with its own fields (``VIPARE_DATA_DIR``) are left alone.
     """
 
-    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="ignore")
+    # extra="forbid" applies to keyword arguments: pydantic-settings' environment source only reads
+    # the variables that name a field, so unknown VIPARE_* variables never reach validation.
+    model_config = SettingsConfigDict(env_prefix="VIPARE_", extra="forbid")
 
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX detector to load.")
     conf_threshold: float = Field(
