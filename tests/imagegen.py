@@ -1,6 +1,6 @@
 """Synthetic test photos as bytes: JPEG, PNG, WebP and HEIF with EXIF written by Pillow.
 
-Plain functions, importable by tests and benchmarks::
+Plain functions for the tests::
 
     from tests.imagegen import make_photo, make_png_bomb, truncate
 

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.camera_frames import make_camera_frames
 from tests.batch.store_view import store_view
+from tests.batch.street_frames import street_frames
 
-ROOT = Path(__file__).resolve().parents[2]
-VAL_DIR = ROOT.parent / "shared" / "datasets" / "street-waste-cn" / "images" / "val"
 FRAMES = 24
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -35,10 +33,7 @@ def _run(frames: Path, data_dir: Path, *engine: str) -> None:
 
 def test_ray_and_local_engines_agree(tmp_path: Path) -> None:
     pytest.importorskip("ray.data", reason="the Ray engine needs the [ray] extra")
-    photos = sorted(VAL_DIR.glob("*.jpg"))[:FRAMES] if VAL_DIR.is_dir() else []
-    if len(photos) < FRAMES:
-        pytest.skip(f"needs {FRAMES} validation photos in {VAL_DIR}")
-    frames = make_camera_frames(tmp_path / "batch", FRAMES, size=320, photos=photos)
+    frames = street_frames(tmp_path / "batch", FRAMES)
 
     _run(frames, tmp_path / "local", "--engine", "local", "--workers", "1")
     _run(frames, tmp_path / "ray", "--engine", "ray", "--workers", "2", "--ray-batch-size", "4")

@@ -1,7 +1,7 @@
 """Acceptance: a 200-frame batch killed half-way with SIGKILL and resumed ends with every frame processed
 exactly once, and with the same reports and incidents as a clean run on a fresh store.
 
-The frames are the shared validation photos shrunk to 320 px (``benchmarks/camera_frames.py``): three
+The frames are the shared validation photos shrunk to 320 px (``street_frames.py``): three
 fixed cameras and a truck with its GPS log in ``frames.csv``, 50 minutes apart. The job runs as
 ``vipare batch`` in its own process group (2 workers x 1 thread, 8 frames per transaction); the test
 kills the whole group once a third of the frames are committed.
@@ -21,11 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.camera_frames import make_camera_frames
 from tests.batch.store_view import report_rows, store_view
+from tests.batch.street_frames import street_frames
 
-ROOT = Path(__file__).resolve().parents[2]
-VAL_DIR = ROOT.parent / "shared" / "datasets" / "street-waste-cn" / "images" / "val"
 FRAMES = 200
 
 pytestmark = pytest.mark.slow
@@ -33,10 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    photos = sorted(VAL_DIR.glob("*.jpg"))[:FRAMES] if VAL_DIR.is_dir() else []
-    if len(photos) < FRAMES:
-        pytest.skip(f"needs {FRAMES} validation photos in {VAL_DIR}")
-    return make_camera_frames(tmp_path_factory.mktemp("batch"), FRAMES, size=320, photos=photos)
+    return street_frames(tmp_path_factory.mktemp("batch"), FRAMES)
 
 
 def _command(frames: Path, data_dir: Path, *extra: str) -> list[str]:
