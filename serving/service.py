@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 
 import anyio
-import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +18,7 @@ from serving.photos.store import PhotoStore
 from serving.photos.workers import WorkerLock
 from serving.storage import grouping_policy, open_storage
 from vipare.detection import Detector
+from vipare.errors import ModelError
 from vipare.pipeline import Pipeline
 
 __all__ = ["Service", "start_service"]
@@ -33,7 +33,8 @@ class Service:
     """Everything a request needs: settings, database, photo store, model, metrics.
 
     Attributes:
-        ready: True once the model has run one warm-up inference.
+        ready: True once the model has run its warm-up inference (:meth:`warm_up`).
+        warm_up_error: why the warm-up failed, when it did; the service then never becomes ready.
         analysis_limiter: bounds the photos analysed at once (``settings.effective_analysis_slots``).
     """
 
@@ -45,6 +46,7 @@ class Service:
     pipeline: Pipeline
     worker_lock: WorkerLock
     ready: bool = False
+    warm_up_error: str | None = None
     analysis_limiter: anyio.CapacityLimiter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +62,10 @@ class Service:
 
         Raises:
             ModelNotReadyError: still warming up (HTTP 503 with Retry-After).
+            vipare.ModelError: the warm-up failed (HTTP 503): the model cannot serve.
         """
+        if self.warm_up_error is not None:
+            raise ModelError(f"The model failed its warm-up and cannot analyse photos: {self.warm_up_error}")
         if not self.ready:
             raise ModelNotReadyError(
                 "The model is still loading; send the photo again in a few seconds.",
@@ -73,9 +78,18 @@ class Service:
         return is_loopback(self.settings.host) and active_key_count(session) == 0
 
     def warm_up(self) -> None:
-        """Run one inference on a blank picture (first runs are slow), then declare the service ready."""
-        size = self.pipeline.detector.input_size
-        self.pipeline.detector.detect(np.zeros((*size.hw, 3), dtype=np.uint8), original_size=size)
+        """Run the model's one warm-up inference (first runs are slow), then declare the service ready.
+
+        :func:`start_service` loads the model without warming it, so this is the only warm-up and
+        ``/readyz`` answers 503 for as long as it takes. A model whose output does not fit its class
+        names fails here: the error is logged and kept in :attr:`warm_up_error` for ``/readyz``.
+        """
+        try:
+            self.pipeline.detector.warm_up()
+        except ModelError as exc:
+            self.warm_up_error = str(exc)
+            logger.error("warm-up failed: %s", exc, extra={"model_sha256": self.pipeline.detector.info.sha256})
+            return
         self.ready = True
         self.metrics.ready.set(1)
         logger.info("ready", extra={"model_sha256": self.pipeline.detector.info.sha256})
@@ -95,7 +109,8 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
     Args:
         settings: the service's settings.
         metrics: where to count.
-        detector: an already loaded detector (tests share one); loaded from ``settings`` when omitted.
+        detector: an already loaded detector (tests share one); loaded from ``settings`` when omitted,
+            without its own warm-up: :meth:`Service.warm_up` runs it once the app is up.
 
     Raises:
         UnsafeConfigurationError: bound beyond loopback with no API key.
@@ -105,6 +120,8 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
     try:
         with storage.sessions() as session:
             check_exposure(settings, active_key_count(session))
+        if detector is None:
+            detector = Detector.from_settings(settings, warmup=False)
         pipeline = Pipeline(detector=detector, settings=settings)
     except BaseException:
         storage.close()

@@ -29,10 +29,12 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses={503: {"description": "Starting (model not warm yet) or the database is unreachable."}},
+    responses={503: {"description": "Starting (model not warm yet), warm-up failed, or the database is unreachable."}},
 )
 def readyz(service: ServiceDep) -> Any:
-    """200 once the model is loaded and warm and the database answers; 503 before."""
+    """200 once the model is loaded and warm and the database answers; 503 before, or if the warm-up failed."""
+    if service.warm_up_error is not None:
+        return JSONResponse({"status": "failed", "detail": service.warm_up_error}, status_code=503)
     if not service.ready:
         return JSONResponse({"status": "starting", "detail": "the model is warming up"}, status_code=503)
     try:

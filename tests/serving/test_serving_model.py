@@ -1,0 +1,75 @@
+"""The model in service: one warm-up before /readyz says ready.
+
+Each test builds its own tiny stand-in model (:func:`tests.onnxgen.make_detector_onnx`), so the sizes
+and thresholds it checks are its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from tests.imagegen import make_photo
+from tests.onnxgen import head_output, make_detector_onnx
+from tests.serving.helpers import service_settings
+from vipare.detection import Detector
+from vipare.errors import ModelError
+
+NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in with a 96 wide, 64 high input (metadata ``imgsz`` [64, 96]) that finds nothing."""
+    path = tmp_path_factory.mktemp("model") / "wide.onnx"
+    make_detector_onnx(path, names=NAMES, raw=head_output(3, []), imgsz=(64, 96))
+    return path
+
+
+def test_the_model_warms_up_once_and_readyz_waits_for_it(
+    tmp_path: Path, wide_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded by the service itself, the model runs one inference before /readyz answers 200: the service's."""
+    release = threading.Event()
+    runs: list[tuple[int, ...]] = []
+    real_run = ort.InferenceSession.run
+
+    def counted(session: ort.InferenceSession, *args: Any, **kwargs: Any) -> Any:
+        runs.append(next(iter(args[1].values())).shape)
+        release.wait(10)
+        return real_run(session, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counted)
+    with TestClient(create_app(service_settings(tmp_path, model_path=wide_model))) as client:
+        assert client.get("/readyz").status_code == 503
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert runs == [(1, 3, 64, 96)]
+
+
+def test_a_failed_warm_up_keeps_the_service_unready_and_says_why(
+    tmp_path: Path, wide_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(detector: Detector) -> None:
+        raise ModelError("model output has shape (1, 9, 8); a YOLO detection head for 3 classes gives 1 x 7 x anchors")
+
+    monkeypatch.setattr(Detector, "warm_up", broken)
+    with TestClient(create_app(service_settings(tmp_path, model_path=wide_model))) as client:
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/readyz").json())["status"] == "starting":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert ready["status"] == "failed" and "1 x 7 x anchors" in ready["detail"]
+        assert client.get("/readyz").status_code == 503
+        upload = client.post("/v1/reports", files={"photo": ("a.jpg", make_photo(), "image/jpeg")})
+        assert upload.status_code == 503 and upload.json()["code"] == "model_unavailable"
