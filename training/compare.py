@@ -20,7 +20,6 @@ its ``last.pt``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -29,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import click
 
 from vipare.machine import machine
 
@@ -200,26 +201,29 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.compare --data DATA.yaml [--epochs 5 --fraction 0.25 --only NAME ...]``."""
-    parser = argparse.ArgumentParser(description="Same-budget comparison runs for the model card.")
-    parser.add_argument("--data", type=Path, required=True, help="data.yaml from training.datasets")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--fraction", type=float, default=0.25, help="share of the training split each run sees")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default=None, help="cpu, 0, ... (default: first GPU if any)")
-    parser.add_argument("--pretrained", type=Path, default=None)
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds over the photos")
-    parser.add_argument("--only", action="append", choices=[v.name for v in VARIANTS],
-                        help="run only these variants (repeatable)")
-    args = parser.parse_args(argv)
+@click.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="data.yaml from training.datasets.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
+              help="Folder of the runs and of comparisons.json.")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.25, show_default=True,
+              help="Share of the training split each run sees.")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--device", default=None, help="cpu, 0, ... (default: first GPU if any).")
+@click.option("--pretrained", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="COCO checkpoint the coco-* runs start from (default: training.train's).")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Timing rounds over the photos.")
+@click.option("--only", multiple=True, type=click.Choice([v.name for v in VARIANTS]),
+              help="Run only this variant (repeatable).")
+def main(data: Path, out: Path, epochs: int, fraction: float, batch: int, workers: int, device: str | None,
+         pretrained: Path | None, rounds: int, only: tuple[str, ...]) -> None:
+    """Same-budget comparison runs for the model card; prints the path of comparisons.json."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    variants = [v for v in VARIANTS if not args.only or v.name in args.only]
-    print(compare(args.data.resolve(), args.out, variants=variants, epochs=args.epochs, fraction=args.fraction,
-                  batch=args.batch, workers=args.workers, device=args.device, pretrained=args.pretrained,
-                  rounds=args.rounds))
+    variants = [v for v in VARIANTS if not only or v.name in only]
+    click.echo(compare(data.resolve(), out, variants=variants, epochs=epochs, fraction=fraction, batch=batch,
+                       workers=workers, device=device, pretrained=pretrained, rounds=rounds))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -29,8 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import yaml
+from click.core import ParameterSource
 
+from training.images import image_files
 from training.paths import SHARED_DATASETS
 from vipare.taxonomy import TAXONOMY_VERSION, class_names
 
@@ -50,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 BOX_FIELDS = 5  # cls cx cy w h
 MIN_POLYGON_POINTS = 3
 HASH_CHUNK_BYTES = 1 << 20
@@ -242,7 +243,7 @@ def import_split(
     image_dir, label_dir = source.root / "images" / split, source.root / "labels" / split
     samples: list[Sample] = []
     dropped: Counter[str] = Counter()
-    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in image_files(image_dir):
         label = label_dir / f"{image.stem}.txt"
         # Label files have no trailing newline: read each file on its own, never concatenated.
         text = label.read_text() if label.exists() else ""
@@ -353,10 +354,14 @@ def write_dataset(
 
 
 def _parse_spec(spec: str) -> tuple[Source, str]:
-    """``street-waste-cn:train`` -> (source, split)."""
+    """``street-waste-cn:train`` -> (source, split).
+
+    Raises:
+        ValueError: when SOURCE is not declared in :data:`SOURCES` or SPLIT is missing.
+    """
     name, _, split = spec.partition(":")
     if name not in SOURCES or not split:
-        raise argparse.ArgumentTypeError(f"expected SOURCE:SPLIT with SOURCE in {sorted(SOURCES)}, got {spec!r}")
+        raise ValueError(f"expected SOURCE:SPLIT with SOURCE in {sorted(SOURCES)}, got {spec!r}")
     return SOURCES[name], split
 
 
@@ -373,16 +378,29 @@ def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
     return write_dataset(out, splits, import_dropped=dropped)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line; prints the dataset record."""
-    parser = argparse.ArgumentParser(description="Import YOLO datasets into the vipare taxonomy.")
-    parser.add_argument("out", type=Path, help="dataset folder to write (e.g. runs/data/swcn)")
-    parser.add_argument("--train", nargs="*", default=["street-waste-cn:train"], help="SOURCE:SPLIT ...")
-    parser.add_argument("--val", nargs="+", default=["street-waste-cn:val"], help="SOURCE:SPLIT ...")
-    args = parser.parse_args(argv)
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--train", "train_specs", multiple=True, default=["street-waste-cn:train"], show_default=True,
+              metavar="SOURCE:SPLIT", help="A split imported as training photos (repeatable).")
+@click.option("--no-train", is_flag=True, help="Write no training split: a validation-only (held-out) dataset.")
+@click.option("--val", "val_specs", multiple=True, default=["street-waste-cn:val"], show_default=True,
+              metavar="SOURCE:SPLIT", help="A split imported as validation photos (repeatable).")
+def main(out: Path, train_specs: tuple[str, ...], no_train: bool, val_specs: tuple[str, ...]) -> None:
+    """Import YOLO datasets into the vipare taxonomy at OUT (e.g. runs/data/swcn); print the dataset record."""
+    if no_train:
+        if click.get_current_context().get_parameter_source("train_specs") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --train or --no-train, not both")
+        train_specs = ()
+    # Refuse an unknown SOURCE:SPLIT before anything is imported.
+    for hint, specs in (("--train", train_specs), ("--val", val_specs)):
+        for spec in specs:
+            try:
+                _parse_spec(spec)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from None
     logging.basicConfig(level=logging.INFO)
-    info = build(args.out, args.train, args.val)
-    print(
+    info = build(out, train_specs, val_specs)
+    click.echo(
         json.dumps(
             {
                 "data_yaml": str(info.data_yaml),

@@ -18,7 +18,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import hashlib
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import yaml
 
@@ -257,21 +257,20 @@ def export_model(
     return ExportResult(out, card_path, score_diff, box_diff)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m training.export RUN_DIR [--out weights/vipare-yolo11n.onnx]``."""
-    parser = argparse.ArgumentParser(description="Export a fine-tuned run to vipare's ONNX model.")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--weights", default="best.pt", help="checkpoint name in RUN_DIR/weights")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--parity-images", type=int, default=8)
-    parser.add_argument("--holdout", type=Path, help="validation-only data.yaml to evaluate the ONNX model on")
-    args = parser.parse_args(argv)
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--weights", default="best.pt", show_default=True, help="Checkpoint name in RUN_DIR/weights.")
+@click.option("--opset", type=click.IntRange(1), default=DEFAULT_OPSET, show_default=True)
+@click.option("--parity-images", type=click.IntRange(1), default=8, show_default=True,
+              help="Validation photos on which the ONNX model must match the checkpoint.")
+@click.option("--holdout", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Validation-only data.yaml to evaluate the ONNX model on.")
+def main(run_dir: Path, out: Path, weights: str, opset: int, parity_images: int, holdout: Path | None) -> None:
+    """Export the fine-tuned run RUN_DIR to vipare's ONNX model and its JSON twin."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = export_model(
-        args.run_dir, args.out, args.weights, args.opset, args.parity_images, holdout_data=args.holdout
-    )
-    print(
+    result = export_model(run_dir, out, weights, opset, parity_images, holdout_data=holdout)
+    click.echo(
         json.dumps(
             {
                 "onnx": str(result.onnx_path),

@@ -11,11 +11,12 @@ the shipped pipeline on phone-like 12 MP JPEGs and on dataset photos on this mac
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import click
 
 from vipare.machine import machine
 
@@ -261,49 +262,66 @@ def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("card", type=Path, help="the model's JSON twin, e.g. weights/vipare-yolo11n.json")
-    parser.add_argument("--evaluation", type=Path, action="append", default=[],
-                        help="JSON from 'vipare evaluate --output' (repeatable); replaces earlier ones")
-    parser.add_argument("--comparisons", type=Path, default=None,
-                        help="comparisons.json from python -m training.compare; replaces an earlier one")
-    parser.add_argument("--int8", type=Path, default=None, help="the INT8 copy from python -m training.quantize")
-    parser.add_argument("--int8-evaluation", type=Path, action="append", default=[],
-                        help="JSON from 'vipare evaluate --output' of the INT8 copy (repeatable)")
-    parser.add_argument("--measure-cost", action="store_true", help="time the pipeline on this machine")
-    parser.add_argument("--out", type=Path, default=None, help="Markdown path (default: MODEL_CARD.md beside it)")
-    args = parser.parse_args(argv)
+@click.command()
+@click.argument("card", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--evaluation", "evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="JSON from 'vipare evaluate --output' (repeatable); replaces earlier ones.")
+@click.option("--comparisons", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="comparisons.json from python -m training.compare; replaces an earlier one.")
+@click.option("--int8", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The INT8 copy from python -m training.quantize.")
+@click.option("--int8-evaluation", "int8_evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="JSON from 'vipare evaluate --output' of the INT8 copy (repeatable).")
+@click.option("--measure-cost", "measure", is_flag=True, help="Time the pipeline on this machine.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Markdown path (default: MODEL_CARD.md beside CARD).")
+def main(card: Path, evaluations: tuple[Path, ...], comparisons: Path | None, int8: Path | None,
+         int8_evaluations: tuple[Path, ...], measure: bool, out: Path | None) -> None:
+    """Write MODEL_CARD.md from CARD, the model's JSON twin, adding measured evaluations and cost.
 
-    card = json.loads(args.card.read_text())
-    if args.evaluation:
-        card["evaluations"] = [json.loads(p.read_text()) for p in args.evaluation]
-    if args.comparisons:
-        card["comparisons"] = json.loads(args.comparisons.read_text())
-    if args.int8 is not None:
-        card["int8"] = _int8_record(args.int8, card.get("int8") or {})
-    if args.int8_evaluation:
-        card.setdefault("int8", {})["evaluations"] = [json.loads(p.read_text()) for p in args.int8_evaluation]
-    if args.measure_cost:
-        from training.compare import time_models
-        from training.phone_photos import SHARED_VAL, make_phone_photos
+    Every figure in the card comes from a file this command reads or a measurement it makes:
 
-        model = args.card.with_name(card["model"])
-        phone = make_phone_photos(ROOT / "runs" / "phone-photos", 10)
-        dataset = sorted(SHARED_VAL.glob("*.jpg"))[:20]
-        sets = {"12 MP phone JPEGs": phone, "640x640 dataset JPEGs": dataset}
-        card["cost"] = {name: measure_cost(model, photos) for name, photos in sets.items()}
-        if card.get("int8", {}).get("model"):
-            int8_model = args.card.with_name(card["int8"]["model"])
-            card["int8"]["cost"] = {
-                name: {"photos": len(photos), "rounds": 3, "machine": machine(),
-                       **time_models({"float": model, "int8": int8_model}, photos, rounds=3)}
-                for name, photos in sets.items()
-            }
-    args.card.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    out = args.out or args.card.with_name("MODEL_CARD.md")
-    out.write_text(render(card))
-    print(out)
+    \b
+        python -m training.model_card weights/vipare-yolo11n.json \\
+            --evaluation runs/eval/swcn-val.json --evaluation runs/eval/kr.json --measure-cost
+
+    --measure-cost times the shipped pipeline on phone-like 12 MP JPEGs and on dataset photos on
+    this machine; CARD is updated in place.
+    """
+    record = json.loads(card.read_text())
+    if evaluations:
+        record["evaluations"] = [json.loads(p.read_text()) for p in evaluations]
+    if comparisons:
+        record["comparisons"] = json.loads(comparisons.read_text())
+    if int8 is not None:
+        record["int8"] = _int8_record(int8, record.get("int8") or {})
+    if int8_evaluations:
+        record.setdefault("int8", {})["evaluations"] = [json.loads(p.read_text()) for p in int8_evaluations]
+    if measure:
+        _measure_card_cost(card, record)
+    card.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    target = out or card.with_name("MODEL_CARD.md")
+    target.write_text(render(record))
+    click.echo(target)
+
+
+def _measure_card_cost(card: Path, record: dict[str, Any]) -> None:
+    """Time the model (and its INT8 copy, if the card has one) on phone JPEGs and dataset photos."""
+    from training.compare import time_models
+    from training.phone_photos import SHARED_VAL, make_phone_photos
+
+    model = card.with_name(record["model"])
+    phone = make_phone_photos(ROOT / "runs" / "phone-photos", 10)
+    dataset = sorted(SHARED_VAL.glob("*.jpg"))[:20]
+    sets = {"12 MP phone JPEGs": phone, "640x640 dataset JPEGs": dataset}
+    record["cost"] = {name: measure_cost(model, photos) for name, photos in sets.items()}
+    if record.get("int8", {}).get("model"):
+        int8_model = card.with_name(record["int8"]["model"])
+        record["int8"]["cost"] = {
+            name: {"photos": len(photos), "rounds": 3, "machine": machine(),
+                   **time_models({"float": model, "int8": int8_model}, photos, rounds=3)}
+            for name, photos in sets.items()
+        }
 
 
 if __name__ == "__main__":

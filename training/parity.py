@@ -18,12 +18,12 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
 
 from training.images import image_files, letterbox_tensor
@@ -259,26 +259,24 @@ def check_ir_parity(
     return ParityReport(results)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: print the parity table and exit non-zero on a mismatch."""
-    parser = argparse.ArgumentParser(description="Compare the rebuilt checkpoint with the INT8 IR.")
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--ir-dir", type=Path, default=DEFAULT_IR_DIR)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--dequantized", action="store_true", help="compare with the float (dequantized) IR")
-    parser.add_argument("images", nargs="*", type=Path, help="photos (default: bus, zidane, 4 street photos)")
-    args = parser.parse_args(argv)
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ir-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_IR_DIR,
+              show_default=True)
+@click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True)
+@click.option("--dequantized", is_flag=True, help="Compare with the float (dequantized) IR.")
+def main(checkpoint: Path, images: tuple[Path, ...], ir_dir: Path, imgsz: int, dequantized: bool) -> None:
+    """Compare the rebuilt CHECKPOINT with the INT8 IR on IMAGES (default: bus, zidane, 4 street photos).
+
+    Prints the parity table; the exit status is 1 on a mismatch.
+    """
     from training.offline import ensure_offline
 
     ensure_offline()
-    report = check_ir_parity(
-        args.checkpoint,
-        args.images or default_parity_images(),
-        args.ir_dir,
-        args.imgsz,
-        quantized=not args.dequantized,
-    )
-    print(report.summary())
+    report = check_ir_parity(checkpoint, list(images) or default_parity_images(), ir_dir, imgsz,
+                             quantized=not dequantized)
+    click.echo(report.summary())
     raise SystemExit(0 if report.ok else 1)
 
 

@@ -27,14 +27,13 @@ torch, ultralytics and openvino are imported inside functions: importing this mo
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
 import yaml
 
@@ -263,23 +262,24 @@ def save_checkpoint(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m training.pretrained OUT.pt [--check]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="checkpoint to write")
-    parser.add_argument("--ir-dir", type=Path, default=DEFAULT_IR_DIR)
-    parser.add_argument("--calibration-dir", type=Path, default=DEFAULT_CALIBRATION_DIR)
-    parser.add_argument("--calibration-count", type=int, default=64)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--check", action="store_true", help="compare detections with the IR afterwards")
-    args = parser.parse_args(argv)
+@click.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ir-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DEFAULT_IR_DIR,
+              show_default=True, help="The INT8 OpenVINO IR to rebuild from.")
+@click.option("--calibration-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=DEFAULT_CALIBRATION_DIR, show_default=True, help="Photos that set the BatchNorm statistics.")
+@click.option("--calibration-count", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True)
+@click.option("--check", is_flag=True, help="Compare detections with the IR afterwards.")
+def main(out: Path, ir_dir: Path, calibration_dir: Path, calibration_count: int, imgsz: int, check: bool) -> None:
+    """Rebuild a fine-tunable YOLO11n COCO checkpoint at OUT from the INT8 OpenVINO IR."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    save_checkpoint(args.out, args.ir_dir, args.calibration_dir, args.calibration_count, args.imgsz)
-    if args.check:
+    save_checkpoint(out, ir_dir, calibration_dir, calibration_count, imgsz)
+    if check:
         from training.parity import check_ir_parity, default_parity_images
 
-        report = check_ir_parity(args.out, default_parity_images(), ir_dir=args.ir_dir, imgsz=args.imgsz)
-        print(report.summary())
+        report = check_ir_parity(out, default_parity_images(), ir_dir=ir_dir, imgsz=imgsz)
+        click.echo(report.summary())
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ than the time it saves is worth is not an improvement.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 import onnx
 
@@ -103,21 +103,23 @@ def quantize_model(model: Path, out: Path, photos: Sequence[Path]) -> dict[str, 
     return record
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m training.quantize MODEL.onnx --data DATA.yaml [--calibration 200] [--out OUT.onnx]``."""
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="data.yaml whose training photos calibrate.")
+@click.option("--calibration", type=click.IntRange(1), default=200, show_default=True,
+              help="Training photos to calibrate on.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Default: MODEL-int8.onnx beside MODEL.")
+def main(model: Path, data: Path, calibration: int, out: Path | None) -> None:
+    """Write an INT8 copy of the vipare ONNX model MODEL and print its quantization record."""
     from training.validate import split_images
 
-    parser = argparse.ArgumentParser(description="INT8 copy of a vipare ONNX model.")
-    parser.add_argument("model", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="data.yaml whose training photos calibrate")
-    parser.add_argument("--calibration", type=int, default=200, help="training photos to calibrate on")
-    parser.add_argument("--out", type=Path, default=None, help="default: MODEL-int8.onnx beside MODEL")
-    args = parser.parse_args(argv)
-    photos = split_images(args.data, "train")
-    step = max(1, len(photos) // args.calibration)
-    chosen = photos[::step][: args.calibration]  # spread over the split, not its first folder
-    out = args.out or args.model.with_name(f"{args.model.stem}-int8.onnx")
-    print(json.dumps({"out": str(out), **quantize_model(args.model, out, chosen)}, indent=2))
+    photos = split_images(data, "train")
+    step = max(1, len(photos) // calibration)
+    chosen = photos[::step][:calibration]  # spread over the split, not its first folder
+    target = out or model.with_name(f"{model.stem}-int8.onnx")
+    click.echo(json.dumps({"out": str(target), **quantize_model(model, target, chosen)}, indent=2))
 
 
 if __name__ == "__main__":

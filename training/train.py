@@ -17,17 +17,17 @@ Resume an interrupted run from its ``last.pt``::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
 import platform
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import click
 
 __all__ = ["TrainConfig", "fine_tune", "hours_until", "software_versions"]
 
@@ -232,52 +232,57 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
     return run_dir
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m training.train --data DATA.yaml [...]`` or ``--name N --resume``."""
-    parser = argparse.ArgumentParser(description="Fine-tune YOLO11n offline.")
-    parser.add_argument("--data", type=Path, help="data.yaml from training.datasets")
-    parser.add_argument("--model", type=Path, default=DEFAULT_PRETRAINED)
-    parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
-    parser.add_argument("--name", default="swcn")
-    parser.add_argument("--epochs", type=int, default=100)
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--time", type=float, dest="time_hours", help="time budget in hours")
-    budget.add_argument("--until", help="finish training by this UTC time, HH:MM")
-    parser.add_argument("--imgsz", type=int, default=320)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cache", default="ram")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--patience", type=int, default=100)
-    parser.add_argument("--close-mosaic", type=int, default=10)
-    parser.add_argument("--hsv-v", type=float, default=0.5, help="brightness augmentation (low light)")
-    parser.add_argument("--hsv-s", type=float, default=0.7, help="saturation augmentation")
-    parser.add_argument("--hsv-h", type=float, default=0.015, help="hue augmentation")
-    parser.add_argument("--resume", action="store_true", help="continue PROJECT/NAME from weights/last.pt")
-    args = parser.parse_args(argv)
+@click.command()
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="data.yaml from training.datasets (required unless --resume).")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PRETRAINED,
+              show_default=True, help="Checkpoint to start from.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_PROJECT,
+              show_default=True, help="Parent folder of run directories.")
+@click.option("--name", default="swcn", show_default=True, help="Run directory under PROJECT.")
+@click.option("--epochs", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--time", "time_hours", type=click.FloatRange(0, min_open=True), default=None,
+              help="Time budget in hours (not with --until).")
+@click.option("--until", default=None, metavar="HH:MM", help="Finish training by this UTC time (not with --time).")
+@click.option("--imgsz", type=click.IntRange(32), default=320, show_default=True)
+@click.option("--batch", type=int, default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--cache", default="ram", show_default=True, help="ram, disk, or '' for none.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, 0, ... (default: first GPU if any).")
+@click.option("--patience", type=click.IntRange(0), default=100, show_default=True)
+@click.option("--close-mosaic", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--hsv-v", type=float, default=0.5, show_default=True, help="Brightness augmentation (low light).")
+@click.option("--hsv-s", type=float, default=0.7, show_default=True, help="Saturation augmentation.")
+@click.option("--hsv-h", type=float, default=0.015, show_default=True, help="Hue augmentation.")
+@click.option("--resume", is_flag=True, help="Continue PROJECT/NAME from weights/last.pt.")
+def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, time_hours: float | None,
+         until: str | None, imgsz: int, batch: int, workers: int, cache: str, seed: int, device: str | None,
+         patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, resume: bool) -> None:
+    """Fine-tune YOLO11n offline; prints the run directory."""
+    if time_hours is not None and until is not None:
+        raise click.UsageError("give --time or --until, not both")
+    if not resume and data is None:
+        raise click.UsageError("--data is required unless --resume")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.resume and args.data is None:
-        parser.error("--data is required unless --resume")
-    time_hours = hours_until(args.until) if args.until else args.time_hours
     config = TrainConfig(
-        data=(args.data or Path()).resolve(),
-        model=args.model.resolve(),
-        project=args.project,
-        name=args.name,
-        epochs=args.epochs,
-        time_hours=time_hours,
-        imgsz=args.imgsz,
-        batch=args.batch,
-        workers=args.workers,
-        cache=args.cache,
-        seed=args.seed,
-        device=args.device,
-        patience=args.patience,
-        close_mosaic=args.close_mosaic,
-        augment={"hsv_h": args.hsv_h, "hsv_s": args.hsv_s, "hsv_v": args.hsv_v},
+        data=(data or Path()).resolve(),
+        model=model.resolve(),
+        project=project,
+        name=name,
+        epochs=epochs,
+        time_hours=hours_until(until) if until else time_hours,
+        imgsz=imgsz,
+        batch=batch,
+        workers=workers,
+        cache=cache,
+        seed=seed,
+        device=device,
+        patience=patience,
+        close_mosaic=close_mosaic,
+        augment={"hsv_h": hsv_h, "hsv_s": hsv_s, "hsv_v": hsv_v},
     )
-    print(fine_tune(config, resume=args.resume))
+    click.echo(fine_tune(config, resume=resume))
 
 
 if __name__ == "__main__":

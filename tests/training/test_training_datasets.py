@@ -87,3 +87,26 @@ def test_dataset_hash_ignores_order_and_paths() -> None:
     assert dataset_hash({"train": [one]}, names) != dataset_hash({"val": [one]}, names)
     relabelled = Sample("x", Path("/a/1.jpg"), "h1", (Box(1, 0.5, 0.5, 0.1, 0.1),))
     assert dataset_hash({"train": [one]}, names) != dataset_hash({"train": [relabelled]}, names)
+
+
+def test_command_takes_repeated_splits_and_a_validation_only_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from training import datasets
+
+    one = _write_source(tmp_path / "one", {"a.jpg": b"image-a"}, {"a": "0 0.5 0.5 0.2 0.2"})
+    two = _write_source(tmp_path / "two", {"b.jpg": b"image-b"}, {"b": "1 0.5 0.5 0.2 0.2"})
+    monkeypatch.setattr(datasets, "SOURCES", {"one": one, "two": two})
+    runner = CliRunner()
+    args = [str(tmp_path / "out"), "--no-train", "--val", "one:train", "--val", "two:train"]
+    done = runner.invoke(datasets.main, args)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["images"] == {"train": 0, "val": 2}
+    unknown = runner.invoke(datasets.main, [str(tmp_path / "next"), "--train", "three:train"])
+    assert unknown.exit_code == 2 and "three:train" in unknown.stderr and not (tmp_path / "next").exists()
+    both = runner.invoke(datasets.main, [str(tmp_path / "next"), "--no-train", "--train", "one:train"])
+    assert both.exit_code == 2 and "not both" in both.stderr
