@@ -255,9 +255,10 @@ class ModelOut(BaseModel):
     """The model the service runs and the thresholds it applies."""
 
     model: ModelInfo
-    conf_threshold: float
-    iou_threshold: float
-    verdict_threshold: float
+    conf_threshold: float = Field(description="The detector's score threshold: a detection scores above it.")
+    iou_threshold: float = Field(description="The detector's class-aware NMS overlap threshold.")
+    max_detections: int = Field(description="Most detections the detector keeps per photo.")
+    verdict_threshold: float = Field(description="A photo counts as dumping when a deposit scores at least this.")
     deposit_classes: list[str]
     class_families: dict[str, str]
     ready: bool

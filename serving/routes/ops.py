@@ -49,14 +49,18 @@ def readyz(service: ServiceDep) -> Any:
 def model(service: ServiceDep) -> ModelOut:
     """The model's identity (file sha256, classes, input size), the thresholds applied and the class families.
 
-    Every report carries the same identity, so any detection can be traced to exact weights.
+    Every report carries the same identity, so any detection can be traced to exact weights. The
+    thresholds are those of the loaded detector and pipeline, which may differ from the settings when
+    the app was given a detector.
     """
-    settings = service.settings
+    pipeline = service.pipeline
+    detector = pipeline.detector
     return ModelOut(
-        model=service.pipeline.detector.info,
-        conf_threshold=settings.conf_threshold,
-        iou_threshold=settings.iou_threshold,
-        verdict_threshold=settings.verdict_threshold,
+        model=detector.info,
+        conf_threshold=detector.conf_threshold,
+        iou_threshold=detector.iou_threshold,
+        max_detections=detector.max_detections,
+        verdict_threshold=pipeline.settings.verdict_threshold,
         deposit_classes=sorted(DEPOSIT_CLASSES),
         class_families=dict(FAMILIES),
         ready=service.ready,

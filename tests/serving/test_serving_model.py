@@ -1,4 +1,4 @@
-"""The model in service: one warm-up before /readyz says ready.
+"""The model in service: one warm-up before /readyz says ready, and /v1/model tells what the loaded model applies.
 
 Each test builds its own tiny stand-in model (:func:`tests.onnxgen.make_detector_onnx`), so the sizes
 and thresholds it checks are its own.
@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from tests.imagegen import make_photo
 from tests.onnxgen import head_output, make_detector_onnx
-from tests.serving.helpers import service_settings
+from tests.serving.helpers import running, service_settings
 from vipare.detection import Detector
 from vipare.errors import ModelError
 
@@ -31,6 +31,18 @@ def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "wide.onnx"
     make_detector_onnx(path, names=NAMES, raw=head_output(3, []), imgsz=(64, 96))
     return path
+
+
+def test_model_reports_the_loaded_detectors_thresholds_and_identity(tmp_path: Path, wide_model: Path) -> None:
+    detector = Detector(wide_model, conf_threshold=0.6, iou_threshold=0.3, max_detections=7, intra_op_threads=1)
+    settings = service_settings(tmp_path, verdict_threshold=0.5)  # conf 0.25, iou 0.45, 100 detections
+    with running(create_app(settings, detector=detector)) as client:
+        model = client.get("/v1/model").json()
+    assert (model["conf_threshold"], model["iou_threshold"], model["max_detections"]) == (0.6, 0.3, 7)
+    assert model["verdict_threshold"] == 0.5
+    assert model["model"]["sha256"] == detector.info.sha256 and model["model"]["name"] == "wide"
+    assert model["model"]["input_size"] == [64, 96]  # [height, width], as the model file's imgsz
+    assert model["ready"] is True
 
 
 def test_the_model_warms_up_once_and_readyz_waits_for_it(
