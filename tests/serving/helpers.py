@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image
 from sqlalchemy import func, select
 
 from serving.app import create_app
@@ -23,7 +21,8 @@ from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Incident, Report
 from serving.service import Service
-from tests.imagegen import make_photo
+from tests.imagegen import make_photo, pattern_array
+from tests.onnxgen import COLOUR_SCORE, MAGENTA, Colour
 from vipare.detection import Detector
 from vipare.geotag import EARTH_RADIUS_M
 
@@ -31,20 +30,46 @@ ROOT = Path(__file__).resolve().parents[2]
 PILE = ROOT / "datasets" / "samples" / "street-waste-cn-000031.jpg"
 
 
-@functools.cache
-def _pile_array() -> np.ndarray:
-    with Image.open(PILE) as img:
-        return np.asarray(img.convert("RGB")).copy()
+PHOTO_SIZE = (640, 480)
+"""``(width, height)`` of a keyed photo: letterboxed by the stand-in model, each grid cell is one of its cells."""
+CELL = 80
+"""Side of a grid cell of a keyed photo, in photo pixels (8 columns x 6 rows)."""
+DEPOSIT_CELL = (3, 2)
+"""``(column, row)`` of the magenta square of a deposit photo."""
+DEPOSIT_BOX = (240.0, 160.0, 320.0, 240.0)
+"""Where the stand-in model finds the deposit of a deposit photo: xyxy in photo pixels."""
+DEPOSIT_SCORE = COLOUR_SCORE
 
 
-def deposit_photo(seed: int, *, fmt: str = "JPEG", **exif: Any) -> bytes:
-    """The sample pile of waste as a new photo: ``seed`` changes a few pixels; ``exif`` as ``make_photo``."""
-    array = _pile_array().copy()
+def cell_box(column: int, row: int) -> tuple[float, float, float, float]:
+    """The xyxy box, in photo pixels, of grid cell ``(column, row)`` of a keyed photo."""
+    return (float(CELL * column), float(CELL * row), float(CELL * (column + 1)), float(CELL * (row + 1)))
+
+
+def keyed_photo(seed: int, squares: Mapping[tuple[int, int], Colour], *, fmt: str = "JPEG", **exif: Any) -> bytes:
+    """A 640 x 480 photo with squares of the stand-in model's key colours on a gradient.
+
+    Each ``(column, row): colour`` fills that 80-pixel grid cell; the stand-in model finds the
+    colour's class there (magenta: ``dumped_waste``, cyan: ``bin``) at score :data:`DEPOSIT_SCORE`,
+    box :func:`cell_box`, and nothing on the gradient. ``seed`` changes a few pixels, so each photo
+    has its own sha256; ``exif`` as ``make_photo``.
+    """
+    array = pattern_array(PHOTO_SIZE)
+    for (column, row), colour in squares.items():
+        array[CELL * row : CELL * (row + 1), CELL * column : CELL * (column + 1)] = colour
     rng = np.random.default_rng(seed)
-    for _ in range(4):
+    for _ in range(4):  # too few to move a cell's mean colour: the answer stays the same
         y, x = rng.integers(0, array.shape[0]), rng.integers(0, array.shape[1])
         array[y, x] = rng.integers(0, 256, 3, dtype=np.uint8)
     return make_photo(fmt, array=array, quality=92, **exif)
+
+
+def deposit_photo(seed: int, *, fmt: str = "JPEG", **exif: Any) -> bytes:
+    """A photo of one deposit for the stand-in model: a magenta square at :data:`DEPOSIT_BOX`.
+
+    See :func:`keyed_photo`; ``seed`` makes each photo its own, ``exif`` as ``make_photo``.
+    """
+    return keyed_photo(seed, {DEPOSIT_CELL: MAGENTA}, fmt=fmt, **exif)
 
 
 def plain_photo(seed: int = 0, **exif: Any) -> bytes:

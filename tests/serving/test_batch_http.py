@@ -11,6 +11,7 @@ import httpx2
 from serving.batch.job import BatchConfig, run_batch
 from serving.batch.progress import Reporter
 from serving.config import ServiceSettings
+from tests.imagegen import make_photo
 from tests.serving.helpers import Server, bearer, deposit_photo, moved, plain_photo, server_at
 from vipare.detection import Detector
 
@@ -151,7 +152,7 @@ def test_a_batch_takes_positions_from_the_manifest_and_times_from_file_names(ser
 
 def test_a_batch_over_the_upload_limit_is_refused_whole(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector, max_image_bytes=150_000, max_batch_frames=3) as small:
-        photo = deposit_photo(50)
+        photo = make_photo("JPEG", (448, 336), pattern="noise")  # noise: a large file from a small picture
         assert len(photo) < 150_000 and 3 * len(photo) > 150_000 + 64 * 1024
         response = _send(small, small.keys["camera"], [(f"{n}.jpg", photo) for n in range(3)])
         assert response.status_code == 413 and response.json()["code"] == "image_too_large"
@@ -161,7 +162,9 @@ def test_a_batch_over_the_upload_limit_is_refused_whole(tmp_path: Path, detector
         assert small.counts() == (0, 0, 0)
 
 
-def test_a_frame_pushed_by_a_tied_key_counts_once_with_a_batch_job(server: Server, tmp_path: Path) -> None:
+def test_a_frame_pushed_by_a_tied_key_counts_once_with_a_batch_job(
+    server: Server, tmp_path: Path, stand_in_model: Path
+) -> None:
     _camera(server, "cam-both", 6)
     key = _tied_key(server, "cam-both")
     pushed = deposit_photo(60)
@@ -170,7 +173,7 @@ def test_a_frame_pushed_by_a_tied_key_counts_once_with_a_batch_job(server: Serve
     folder.mkdir(parents=True)
     (folder / "a.jpg").write_bytes(pushed)
     (folder / "b.jpg").write_bytes(deposit_photo(61))
-    settings = ServiceSettings(data_dir=server.data_dir, intra_op_threads=1)
+    settings = ServiceSettings(data_dir=server.data_dir, model_path=stand_in_model, intra_op_threads=1)
     summary = run_batch(BatchConfig(source=str(tmp_path / "frames"), workers=0), settings, Reporter(live=False))
     assert (summary.skipped, summary.written, summary.errors) == (1, 1, {})
     reports = server.client.get("/v1/reports", headers=server.headers("manager")).json()["items"]

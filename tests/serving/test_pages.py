@@ -5,7 +5,7 @@ ui-config, and the answer when the front-end libraries are not installed.
 
 Browser tests (``slow``, ``browser``) drive Debian's Chromium (``/usr/bin/chromium``) with Python's
 Playwright, never a downloaded browser, against a real service: ``vipare serve`` in a subprocess on
-127.0.0.1 with a tmp data folder and the shipped model, keys made with ``vipare keys create``. They
+127.0.0.1 with a tmp data folder and the stand-in model, keys made with ``vipare keys create``. They
 record every request the browser makes and check that none leaves this machine. Screenshots of both
 pages at phone (390x844) and desktop (1366x768) sizes go to ``$VIPARE_SCREENSHOTS`` or, without it,
 a tmp folder whose path is printed at the end of the run. Skipped without playwright or Chromium.
@@ -30,9 +30,8 @@ import pytest
 
 from serving.config import ServiceSettings
 from serving.routes import pages
-from tests.serving.helpers import PILE, Server, deposit_photo
+from tests.serving.helpers import Server, deposit_photo
 from tests.serving.live import cli_key, live_server
-from vipare.settings import DEFAULT_MODEL_PATH
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -134,14 +133,25 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """``vipare serve`` on 127.0.0.1 with a tmp data folder, the shipped model and keys from the CLI."""
-    if not DEFAULT_MODEL_PATH.exists():  # pragma: no cover - a checkout without weights
-        pytest.skip("the shipped model weights/vipare-yolo11n.onnx is missing")
+def live(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path) -> Iterator[Live]:
+    """``vipare serve`` on 127.0.0.1 with a tmp data folder, the stand-in model and keys from the CLI."""
     data = tmp_path_factory.mktemp("pages") / "data"
     keys = {role: cli_key(data, role, f"browser-{role}") for role in ("agent", "manager")}
-    with live_server(data, {"VIPARE_ANALYSIS_SLOTS": "1", "VIPARE_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES)}) as server:
+    settings = {
+        "VIPARE_MODEL_PATH": str(stand_in_model),
+        "VIPARE_ANALYSIS_SLOTS": "1",
+        "VIPARE_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+    }
+    with live_server(data, settings) as server:
         yield Live(base=server.url, keys=keys)
+
+
+@pytest.fixture
+def deposit_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A deposit photo without GPS on disk, for the file picker; each test has its own."""
+    path = tmp_path / "deposit.jpg"
+    path.write_bytes(deposit_photo(int(hashlib.sha256(request.node.name.encode()).hexdigest()[:8], 16)))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -251,14 +261,14 @@ def marker_offset_px(page: Any, incident_id: int, lat: float, lon: float) -> flo
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not BROWSER, reason=NO_BROWSER)
-def test_upload_then_confirm_on_the_map(live: Live, browse: Browse, shots: Path) -> None:
+def test_upload_then_confirm_on_the_map(live: Live, browse: Browse, shots: Path, deposit_file: Path) -> None:
     """Agent (phone, French) uploads with a mocked position -> the incident is on the manager's map at
     that place -> the manager confirms it with a comment -> the API shows it, comment included."""
     agent = browse.page(viewport=PHONE, locale="fr-FR", where=METZ, accuracy=8)
     agent.goto("/")
     assert agent.locator("html").get_attribute("lang") == "fr"
     sign_in(agent, live.keys["agent"])
-    agent.set_input_files("#pick", PILE)
+    agent.set_input_files("#pick", deposit_file)
     agent.wait_for_function("() => document.getElementById('position').textContent.includes('49.11930')")
     agent.wait_for_function("() => document.getElementById('draft-photo').naturalWidth > 0")
     assert agent.locator("#send").is_visible() and agent.locator("#send").bounding_box()["y"] < PHONE["height"]
@@ -267,7 +277,7 @@ def test_upload_then_confirm_on_the_map(live: Live, browse: Browse, shots: Path)
     agent.wait_for_selector("#result[data-report-id]")
     report_id = int(agent.get_attribute("#result", "data-report-id"))
     assert "Dépôt détecté" in agent.inner_text("#verdict")
-    assert agent.locator("#result-frame svg.boxes rect.deposit").count() >= 1
+    assert agent.locator("#result-frame svg.boxes rect.deposit").count() == 1  # the photo's magenta square
     agent.wait_for_function("() => [...document.querySelectorAll('#result-frame img')].every(i => i.naturalWidth > 0)")
     assert agent.locator("#result-map path").count() == 2  # the accuracy circle and the place
     assert agent.locator(".leaflet-tile").count() == 0  # no tile server set: a plain background
@@ -417,7 +427,7 @@ def test_refusals_are_explained(live: Live, browse: Browse, shots: Path) -> None
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not BROWSER, reason=NO_BROWSER)
-def test_other_sizes_and_missing_map_library(live: Live, browse: Browse, shots: Path) -> None:
+def test_other_sizes_and_missing_map_library(live: Live, browse: Browse, shots: Path, deposit_file: Path) -> None:
     with live.api("agent") as api:  # an incident of its own, whatever ran before
         sent = api.post("/v1/reports", files={"photo": ("p.jpg", deposit_photo(4242), "image/jpeg")},
                         data={"lat": str(STRASBOURG[0]), "lon": str(STRASBOURG[1]), "accuracy_m": "5"})
@@ -425,7 +435,7 @@ def test_other_sizes_and_missing_map_library(live: Live, browse: Browse, shots: 
     agent = browse.page(viewport=DESKTOP, locale="en-GB", where=METZ)
     agent.goto("/")
     sign_in(agent, live.keys["agent"])
-    agent.set_input_files("#pick", PILE)
+    agent.set_input_files("#pick", deposit_file)
     agent.wait_for_function("() => document.getElementById('position').textContent.includes('49.11930')")
     agent.wait_for_function("() => document.getElementById('draft-photo').naturalWidth > 0")
     agent.screenshot(path=shots / "agent-desktop-draft.png")

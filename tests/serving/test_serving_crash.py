@@ -141,10 +141,11 @@ def _store_matches_rows(data_dir: Path, rows: dict[int, tuple[int, str, str]]) -
     assert not orphans, f"photo files without a report row: {orphans}"
 
 
-def test_kill_minus_nine_mid_stream_then_restart(tmp_path: Path) -> None:
+def test_kill_minus_nine_mid_stream_then_restart(tmp_path: Path, stand_in_model: Path) -> None:
     data_dir = tmp_path / "data"
     admin = cli_key(data_dir, "admin", "crash-admin")
-    server = start_server(data_dir)
+    model = {"VIPARE_MODEL_PATH": str(stand_in_model)}
+    server = start_server(data_dir, model)
     half_open: list[socket.socket] = []
     try:
         with httpx2.Client(base_url=server.url, headers=bearer(admin), timeout=REQUEST_TIMEOUT_S) as http:
@@ -186,7 +187,7 @@ def test_kill_minus_nine_mid_stream_then_restart(tmp_path: Path) -> None:
     assert len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, server.log_tail()
     files_at_kill = len(photo_files(data_dir))
 
-    restarted = start_server(data_dir)  # the start-up sweeps the photo store
+    restarted = start_server(data_dir, model)  # the start-up sweeps the photo store
     try:
         # -- right after the restart, before any new upload
         rows = _report_rows(data_dir)

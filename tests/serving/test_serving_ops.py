@@ -41,7 +41,7 @@ def test_health_model_and_metrics(server: Server) -> None:
     assert server.upload(b"").status_code == 422
     metrics = server.client.get("/metrics").text
     assert 'vipare_http_requests_total{method="POST",route="/v1/reports",status="201"} 1.0' in metrics
-    assert 'vipare_detections_total{label="dumped_waste"}' in metrics
+    assert 'vipare_detections_total{label="dumped_waste"} 1.0' in metrics  # the deposit photo's one square
     assert 'vipare_reports_total{outcome="created"} 1.0' in metrics
     assert 'vipare_reports_total{outcome="rejected"} 1.0' in metrics
     assert 'vipare_analysis_duration_seconds_count{stage="detect"} 1.0' in metrics

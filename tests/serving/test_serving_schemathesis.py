@@ -1,7 +1,7 @@
 """schemathesis against the OpenAPI schema of a real ``vipare serve`` (issue 4): no answer is a 5xx.
 
 schemathesis runs as its command line (``schemathesis run``: examples, coverage, fuzzing and
-stateful phases) against a live server on 127.0.0.1 with the shipped model, holding three reports
+stateful phases) against a live server on 127.0.0.1 with the stand-in model, holding three reports
 and incidents so that small ids exist. Each operation is called with the key of a role that may
 call it (agent for uploads, camera for batches, admin for keys, manager otherwise; a
 ``schemathesis.toml`` written for the run), so the cases reach the code behind the permission
@@ -110,11 +110,12 @@ headers = {{ Authorization = "Bearer {keys['camera']}" }}
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path) -> Iterator[Api]:
     """A server with an admin key (CLI), agent, camera and manager keys (API), three reports and incidents."""
     base = tmp_path_factory.mktemp("schemathesis")
     keys = {"admin": cli_key(base / "data", "admin", f"{KEY_NAME_PREFIX}admin")}
-    with live_server(base / "data") as server, httpx2.Client(base_url=server.url, timeout=60) as http:
+    settings = {"VIPARE_MODEL_PATH": str(stand_in_model)}
+    with live_server(base / "data", settings) as server, httpx2.Client(base_url=server.url, timeout=60) as http:
         for role in ("agent", "camera", "manager"):
             made = http.post("/v1/keys", json={"role": role, "name": f"{KEY_NAME_PREFIX}{role}"},
                              headers=bearer(keys["admin"]))

@@ -1,16 +1,31 @@
-"""Uploads over HTTP with the shipped model: location sources, formats, grouping, idempotency, storage."""
+"""Uploads over HTTP with the stand-in model: what it finds, location sources, formats, grouping, idempotency, storage.
+
+The stand-in model (conftest.py) finds ``dumped_waste`` at score 0.9 on the magenta square of a deposit
+photo and ``bin`` on a cyan one, so each test knows the exact detections its photo must give.
+"""
 
 from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from PIL.ExifTags import IFD
 
-from tests.serving.helpers import Server, deposit_photo, moved, plain_photo
+from tests.onnxgen import CYAN, MAGENTA
+from tests.serving.helpers import (
+    DEPOSIT_BOX,
+    DEPOSIT_SCORE,
+    Server,
+    cell_box,
+    deposit_photo,
+    keyed_photo,
+    moved,
+    plain_photo,
+)
 from vipare.imaging import load_image
 
 # Each test works at its own place, about 1 km from the others, so incidents never mix.
@@ -21,13 +36,19 @@ def place(n: int) -> tuple[float, float]:
     return moved(*METZ, north_m=1000.0 * n)
 
 
+def found(report: dict[str, Any]) -> list[tuple[str, tuple[float, ...], bool]]:
+    """(label, box, deposit) of each detection of a report, best first; every score is the stand-in's."""
+    assert all(d["score"] == pytest.approx(DEPOSIT_SCORE) for d in report["detections"])
+    return [(d["label"], tuple(d["box"]), d["deposit"]) for d in report["detections"]]
+
+
 def test_geotagged_jpeg_shows_up_in_the_geojson_at_its_exif_coordinates(server: Server) -> None:
     lat, lon = place(1)
     response = server.upload(deposit_photo(1, lat=lat, lon=lon), note="behind the bakery")
     assert response.status_code == 201, response.text
     report = response.json()
-    assert report["verdict"]["dumping"] is True
-    assert [d["label"] for d in report["detections"]] == ["dumped_waste"]
+    assert report["verdict"]["dumping"] is True and report["verdict"]["score"] == pytest.approx(DEPOSIT_SCORE)
+    assert found(report) == [("dumped_waste", DEPOSIT_BOX, True)]
     assert report["location"]["source"] == "exif"
     assert report["model"]["sha256"] == server.service.pipeline.detector.info.sha256
     assert report["incident"]["action"] == "opened"
@@ -57,7 +78,7 @@ def test_heic_upload_works_and_is_stored_as_heic_without_gps(server: Server) -> 
     assert response.status_code == 201, response.text
     report = response.json()
     assert report["image"]["format"] == "HEIF"
-    assert report["verdict"]["dumping"] is True
+    assert report["verdict"]["dumping"] is True and found(report) == [("dumped_waste", DEPOSIT_BOX, True)]
     assert report["location"]["source"] == "exif"
     image = server.client.get(report["links"]["image"], headers=server.headers("agent"))
     assert image.headers["content-type"] == "image/heic"
@@ -111,6 +132,10 @@ def test_stored_jpeg_has_no_gps_and_the_same_picture(server: Server) -> None:
     lat, lon = place(8)
     photo = deposit_photo(8, lat=lat, lon=lon, orientation=6)
     report = server.upload(photo).json()
+    # Orientation 6 turns the stored picture 90 degrees clockwise: the square at stored x 240..320,
+    # y 160..240 is upright at x 480 - 240..480 - 160, y 240..320.
+    assert (report["image"]["width"], report["image"]["height"]) == (480, 640)
+    assert found(report) == [("dumped_waste", (240.0, 240.0, 320.0, 320.0), True)]
     stored = server.client.get(report["links"]["image"], headers=server.headers("agent")).content
     assert len(stored) == len(photo)  # GPS blanked in place: nothing re-encoded
     with Image.open(io.BytesIO(stored)) as img:
@@ -129,7 +154,19 @@ def test_a_photo_without_a_deposit_is_a_report_without_incident(server: Server) 
     response = server.upload(plain_photo(9), lat=lat, lon=lon)
     assert response.status_code == 201
     assert response.json()["verdict"]["dumping"] is False
+    assert response.json()["detections"] == []
     assert response.json()["incident"] is None
+
+
+def test_a_bin_is_found_but_is_no_deposit_and_opens_no_incident(server: Server) -> None:
+    lat, lon = place(15)
+    report = server.upload(keyed_photo(15, {(6, 4): CYAN}, lat=lat, lon=lon)).json()
+    assert found(report) == [("bin", cell_box(6, 4), False)]
+    assert report["verdict"] == {"dumping": False, "score": 0.0, "threshold": pytest.approx(0.35)}
+    assert report["incident"] is None
+    both = server.upload(keyed_photo(16, {(6, 4): CYAN, (1, 0): MAGENTA}, lat=lat, lon=lon)).json()
+    assert sorted(found(both)) == [("bin", cell_box(6, 4), False), ("dumped_waste", cell_box(1, 0), True)]
+    assert both["verdict"]["dumping"] is True and both["incident"]["action"] == "opened"
 
 
 def test_a_camera_key_locates_frames_without_gps(server: Server) -> None:
