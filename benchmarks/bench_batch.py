@@ -35,7 +35,6 @@ frames/s inside.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
@@ -48,7 +47,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
+
 from benchmarks.camera_frames import benchmark_frames
+from benchmarks.cli import command
 from vipare import Settings
 from vipare.machine import cpu_name
 
@@ -196,17 +198,20 @@ def _ratios(fast: _Side, slow: _Side, attr: str) -> str:
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=200, help="number of frames")
-    parser.add_argument("--size", type=int, default=640, help="longest side of the frames, pixels")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every side once, in turn")
-    parser.add_argument("--model", type=Path, default=Settings().model_path)
-    parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
-    args = parser.parse_args()
-
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-batch-"))
-    frames = benchmark_frames(args.frames, work, size=args.size)
+@command(__doc__)
+@click.option("--frames", "count", type=click.IntRange(1), default=200, show_default=True, help="Number of frames.")
+@click.option("--size", type=click.IntRange(1), default=640, show_default=True,
+              help="Longest side of the frames, pixels.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+              help="Rounds; each runs every side once, in turn.")
+@click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="ONNX model (default: the shipped model, or VIPARE_MODEL_PATH).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where frames and stores go (default: a temp dir).")
+def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path | None) -> None:
+    model = model or Settings().model_path
+    work = work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-batch-"))
+    frames = benchmark_frames(count, work, size=size)
 
     # Byte-code for vipare's own modules, as an install (or any first run) leaves it: Ultralytics'
     # modules have theirs from pip, and without it each command would compile vipare's sources again.
@@ -214,11 +219,11 @@ def main() -> None:
                    check=True, capture_output=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f} at start")
-    print(f"{args.frames} frames of at most {args.size} px in {frames}; model {args.model}; "
-          f"{args.rounds} rounds, medians")
-    n = args.frames
-    run_ms, input_size = _session_run_cpu_ms(args.model)
-    analysis_ms = _analysis_cpu_ms(args.model, frames)
+    print(f"{count} frames of at most {size} px in {frames}; model {model}; "
+          f"{rounds} rounds, medians")
+    n = count
+    run_ms, input_size = _session_run_cpu_ms(model)
+    analysis_ms = _analysis_cpu_ms(model, frames)
     # (workers, JSON lines instead of the store) -> the side's runs
     sides = {
         (1, False): _Side("vipare batch, 1 worker x 1 thread, store:"),
@@ -229,13 +234,13 @@ def main() -> None:
     # One untimed run of each command first: the first start of an interpreter reads its libraries
     # from disk (torch's are large) and would count a cold page cache as the command's own time.
     for workers, jsonl in sides:
-        _vipare(frames, work / f"{workers}w-{jsonl}", workers, args.model, jsonl=jsonl)
-    _ultralytics(frames, args.model, input_size)
-    for round_ in range(1, args.rounds + 1):
+        _vipare(frames, work / f"{workers}w-{jsonl}", workers, model, jsonl=jsonl)
+    _ultralytics(frames, model, input_size)
+    for round_ in range(1, rounds + 1):
         for (workers, jsonl), side in sides.items():
-            seconds, cpu, job = _vipare(frames, work / f"{workers}w-{jsonl}", workers, args.model, jsonl=jsonl)
+            seconds, cpu, job = _vipare(frames, work / f"{workers}w-{jsonl}", workers, model, jsonl=jsonl)
             side.add(seconds, job, cpu)
-        seconds, cpu, inner = _ultralytics(frames, args.model, input_size)
+        seconds, cpu, inner = _ultralytics(frames, model, input_size)
         ultralytics.add(seconds, inner, cpu)
         print(f"round {round_}: whole/inside s: " + "; ".join(
             f"{side.label.split(':')[0]} {side.whole[-1]:.2f}/{side.inside[-1]:.2f}"

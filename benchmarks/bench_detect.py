@@ -15,7 +15,6 @@ end-to-end / (decode + session.run) <= 1.15 and Ultralytics / vipare >= 2.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import tempfile
@@ -23,6 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
+
+from benchmarks.cli import command
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import machine
@@ -34,19 +36,24 @@ def _timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Settings().model_path)
-    parser.add_argument("--photos", type=int, default=20, help="number of 12 MP photos")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved passes over the photos")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
-    parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "vipare-phone-photos")
-    parser.add_argument("--no-ultralytics", action="store_true", help="skip the Ultralytics comparison")
-    args = parser.parse_args()
-
-    paths = make_phone_photos(args.photo_dir, args.photos)
+@command(__doc__)
+@click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="ONNX model (default: the shipped model, or VIPARE_MODEL_PATH).")
+@click.option("--photos", "count", type=click.IntRange(1), default=20, show_default=True,
+              help="Number of 12 MP photos.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+              help="Interleaved passes over the photos.")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="onnxruntime intra-op threads (0: all cores).")
+@click.option("--photo-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "vipare-phone-photos", show_default=True,
+              help="Where the photos are made, or found from an earlier run.")
+@click.option("--no-ultralytics", is_flag=True, help="Skip the Ultralytics comparison.")
+def main(model: Path | None, count: int, rounds: int, threads: int, photo_dir: Path, no_ultralytics: bool) -> None:
+    paths = make_phone_photos(photo_dir, count)
     sizes = [p.stat().st_size / 1e6 for p in paths]
-    settings = Settings(model_path=args.model, intra_op_threads=args.threads)
+    model = model or Settings().model_path
+    settings = Settings(model_path=model, intra_op_threads=threads)
     pipeline = Pipeline(settings=settings)
     detector = pipeline.detector
     session = detector.session
@@ -55,10 +62,10 @@ def main() -> None:
     h, w = detector.input_size.hw
 
     yolo = None
-    if not args.no_ultralytics:
+    if not no_ultralytics:
         from ultralytics import YOLO
 
-        yolo = YOLO(str(args.model), task="detect")
+        yolo = YOLO(str(model), task="detect")
         yolo.predict(str(paths[0]), imgsz=(h, w), conf=settings.conf_threshold, iou=settings.iou_threshold,
                      max_det=settings.max_detections, verbose=False)
 
@@ -78,7 +85,7 @@ def main() -> None:
     if yolo is not None:
         stages["ultralytics"] = ultralytics_predict
     times: dict[str, list[float]] = {name: [] for name in stages}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for p in paths:
             for name, stage in stages.items():
                 times[name].append(_timed(functools.partial(stage, p)))
@@ -86,9 +93,9 @@ def main() -> None:
     import onnxruntime
 
     print(f"machine: {machine()}; onnxruntime {onnxruntime.__version__}")
-    print(f"model: {args.model.name} input {h}x{w}; threads {args.threads or 'all'}")
+    print(f"model: {model.name} input {h}x{w}; threads {threads or 'all'}")
     print(f"photos: {len(paths)} JPEGs {paths[0].name}.., 12 MP, {min(sizes):.1f}-{max(sizes):.1f} MB, "
-          f"EXIF GPS + orientation; {args.rounds} rounds")
+          f"EXIF GPS + orientation; {rounds} rounds")
     med = {k: statistics.median(v) for k, v in times.items() if v}
     for name, value in med.items():
         print(f"  {name:<20} median {value:7.1f} ms/photo")

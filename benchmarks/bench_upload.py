@@ -23,7 +23,6 @@ warm the server first and are not counted.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import re
@@ -37,10 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import httpx2
 
-from tests.serving.helpers import bearer
-from tests.serving.live import cli_key, start_server
+from benchmarks.cli import command
+from serving.launch import cli_key, start_server
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import cpu_name
@@ -90,23 +90,28 @@ def _analysis_totals(url: str) -> tuple[float, float]:
     return found.get(("sum", "decode"), 0.0) + found.get(("sum", "detect"), 0.0), found.get(("count", "detect"), 0.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=8, help="distinct 12 MP photos (reused across requests)")
-    parser.add_argument("--requests", type=int, default=24, help="timed uploads (and library runs) per concurrency")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the second measurement")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per analysis (server and library)")
-    parser.add_argument("--slots", type=int, default=0, help="server analyses at once (0: cores // threads)")
-    parser.add_argument("--photo-dir", type=Path, default=Path(tempfile.gettempdir()) / "vipare-phone-photos")
-    args = parser.parse_args()
-
+@command(__doc__)
+@click.option("--photos", "count", type=click.IntRange(1), default=8, show_default=True,
+              help="Distinct 12 MP photos (reused across requests).")
+@click.option("--requests", type=click.IntRange(1), default=24, show_default=True,
+              help="Timed uploads (and library runs) per concurrency.")
+@click.option("--clients", type=click.IntRange(1), default=4, show_default=True,
+              help="Concurrent clients of the second measurement.")
+@click.option("--threads", type=click.IntRange(0), default=1, show_default=True,
+              help="onnxruntime threads per analysis, server and library (0: all cores).")
+@click.option("--slots", type=click.IntRange(0), default=0, show_default=True,
+              help="Server analyses at once (0: cores // threads).")
+@click.option("--photo-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "vipare-phone-photos", show_default=True,
+              help="Where the photos are made, or found from an earlier run.")
+def main(count: int, requests: int, clients: int, threads: int, slots: int, photo_dir: Path) -> None:
     load_before = _load()
-    paths = make_phone_photos(args.photo_dir, args.photos)
+    paths = make_phone_photos(photo_dir, count)
     photos = [p.read_bytes() for p in paths]
     sizes = [len(p) / 1e6 for p in photos]
     cores = os.cpu_count() or 1
-    slots = args.slots or max(1, cores // (args.threads or cores))
-    pipeline = Pipeline(settings=Settings(intra_op_threads=args.threads))
+    slots = slots or max(1, cores // (threads or cores))
+    pipeline = Pipeline(settings=Settings(intra_op_threads=threads))
     pipeline.analyze(photos[0])
 
     def analyze(i: int) -> float:
@@ -114,7 +119,7 @@ def main() -> None:
         pipeline.analyze(photos[i % len(photos)])
         return time.perf_counter() - start
 
-    concurrencies = (1, args.clients)
+    concurrencies = (1, clients)
     library = {c: Timings() for c in concurrencies}
     uploads = {c: Timings() for c in concurrencies}
     in_server: dict[int, float] = {}
@@ -122,7 +127,7 @@ def main() -> None:
         data_dir = Path(tmp) / "data"
         key = cli_key(data_dir, "agent", "bench")
         server = start_server(
-            data_dir, {"VIPARE_INTRA_OP_THREADS": str(args.threads), "VIPARE_ANALYSIS_SLOTS": str(slots)}
+            data_dir, {"VIPARE_INTRA_OP_THREADS": str(threads), "VIPARE_ANALYSIS_SLOTS": str(slots)}
         )
         counter = iter(range(10**9))
         lock = threading.Lock()
@@ -132,7 +137,8 @@ def main() -> None:
             with lock:
                 n = next(counter)
             if not hasattr(local, "client"):
-                local.client = httpx2.Client(base_url=server.url, headers=bearer(key), timeout=300)
+                auth = {"Authorization": f"Bearer {key}"}
+                local.client = httpx2.Client(base_url=server.url, headers=auth, timeout=300)
             body = distinct(photos[i % len(photos)], f"vipare bench upload {n}")
             start = time.perf_counter()
             response = local.client.post("/v1/reports", files={"photo": (f"IMG_{n:04d}.jpg", body, "image/jpeg")})
@@ -146,8 +152,8 @@ def main() -> None:
             uploads[1] = Timings()
             for concurrency in concurrencies:
                 before = _analysis_totals(server.url)
-                for block in range(0, args.requests, concurrency):  # alternate: same background load for both
-                    indices = range(block, min(block + concurrency, args.requests))
+                for block in range(0, requests, concurrency):  # alternate: same background load for both
+                    indices = range(block, min(block + concurrency, requests))
                     library[concurrency].run(analyze, indices, concurrency)
                     uploads[concurrency].run(upload, indices, concurrency)
                 after = _analysis_totals(server.url)
@@ -160,10 +166,10 @@ def main() -> None:
     print(f"machine: {cpu_name()}, {cores} logical cores; {platform.python_implementation()} "
           f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}; "
           f"load average {load_before} before, {_load()} after")
-    print(f"server: vipare serve on 127.0.0.1, 1 worker, VIPARE_INTRA_OP_THREADS={args.threads}, "
+    print(f"server: vipare serve on 127.0.0.1, 1 worker, VIPARE_INTRA_OP_THREADS={threads}, "
           f"VIPARE_ANALYSIS_SLOTS={slots}; SQLite (WAL, synchronous=FULL) and photo store in {tempfile.gettempdir()}")
     print(f"photos: {len(paths)} JPEGs 4032x3024, {min(sizes):.1f}-{max(sizes):.1f} MB, EXIF GPS + orientation; "
-          f"{args.requests} timed requests per concurrency, each upload a distinct file")
+          f"{requests} timed requests per concurrency, each upload a distinct file")
     for concurrency in concurrencies:
         lib_p50, lib_p95 = _percentiles(library[concurrency].seconds)
         up_p50, up_p95 = _percentiles(uploads[concurrency].seconds)

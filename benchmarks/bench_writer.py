@@ -14,7 +14,6 @@ frame, and the frames per second that makes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -25,7 +24,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import click
+
 from benchmarks.camera_frames import benchmark_frames
+from benchmarks.cli import command
 from vipare.machine import machine
 
 
@@ -40,16 +42,16 @@ def _analyses(frames: Path, cameras: Path, out: Path) -> list[dict[str, object]]
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=200, help="number of frames")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--commit-every", type=int, default=32, help="frames per write transaction, as the job's")
-    parser.add_argument("--work-dir", type=Path, default=None, help="where frames and stores go (default: a temp dir)")
-    args = parser.parse_args()
-
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-writer-"))
-    frames = benchmark_frames(args.frames, work, size=640)
+@command(__doc__)
+@click.option("--frames", "count", type=click.IntRange(1), default=200, show_default=True, help="Number of frames.")
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True, help="Rounds, each on a new store.")
+@click.option("--commit-every", type=click.IntRange(1), default=32, show_default=True,
+              help="Frames per write transaction, as the job's.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where frames and stores go (default: a temp dir).")
+def main(count: int, rounds: int, commit_every: int, work_dir: Path | None) -> None:
+    work = work_dir or Path(tempfile.mkdtemp(prefix="vipare-bench-writer-"))
+    frames = benchmark_frames(count, work, size=640)
     cameras = frames.parent / "cameras.csv"
     lines = _analyses(frames, cameras, work / "analyses.jsonl")
 
@@ -69,22 +71,22 @@ def main() -> None:
         for line in lines
     ]
     cpu, wall, deposits = [], [], sum(a.result.verdict.dumping for a in accepted)
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         data_dir = work / "store"
         shutil.rmtree(data_dir, ignore_errors=True)
         settings = ServiceSettings(data_dir=data_dir)
         sink = StoreSink(settings, load_registry(settings, cameras_file=cameras, into_store=True))
         try:
             start_cpu, start = time.process_time(), time.perf_counter()
-            for at in range(0, len(accepted), args.commit_every):
-                sink.write(accepted[at : at + args.commit_every])
+            for at in range(0, len(accepted), commit_every):
+                sink.write(accepted[at : at + commit_every])
             wall.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
         finally:
             sink.close()
     n = len(accepted)
-    print(f"{machine()}; {n} analysed frames ({deposits} with deposits), {args.commit_every} per transaction, "
-          f"{args.rounds} rounds, medians")
+    print(f"{machine()}; {n} analysed frames ({deposits} with deposits), {commit_every} per transaction, "
+          f"{rounds} rounds, medians")
     print(f"writer: {1000 * statistics.median(cpu) / n:.2f} ms CPU and {1000 * statistics.median(wall) / n:.2f} ms "
           f"per frame: {n / statistics.median(wall):.0f} frames/s")
 

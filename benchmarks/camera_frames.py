@@ -6,20 +6,22 @@ further along its route at each of its frames. Frames are 50 minutes apart, so 2
 a week and the incident window matters. Every other frame has its time in ``frames.csv``; the others
 only in their file name (``<camera>/<camera>_YYYYMMDD_HHMMSS_<photo>.jpg``).
 
-Used by ``tests/batch`` and ``benchmarks/bench_batch.py``::
+Used by ``bench_batch`` and ``bench_writer``; OUT gets ``frames/`` and ``cameras.csv``::
 
-    python -m benchmarks.camera_frames OUT_DIR --count 200
+    python -m benchmarks.camera_frames OUT --count 200
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 from PIL import Image
+
+from benchmarks.cli import command
 
 __all__ = ["CAMERAS", "VAL_DIR", "benchmark_frames", "make_camera_frames", "validation_photos"]
 
@@ -106,14 +108,15 @@ def benchmark_frames(count: int, work: Path, *, size: int) -> Path:
     return make_camera_frames(work / "batch", count, size=size, photos=photos)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--size", type=int, default=320)
-    args = parser.parse_args()
-    frames = make_camera_frames(args.out, args.count, size=args.size)
-    print(f"{len(list(frames.rglob('*.jpg')))} frames in {frames}; cameras in {args.out / 'cameras.csv'}")
+@command(__doc__)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", type=click.IntRange(1), default=200, show_default=True,
+              help="Frames wanted (at most the validation photos there are).")
+@click.option("--size", type=click.IntRange(1), default=320, show_default=True,
+              help="Longest side of the frames, pixels.")
+def main(out: Path, count: int, size: int) -> None:
+    frames = make_camera_frames(out, count, size=size)
+    print(f"{len(list(frames.rglob('*.jpg')))} frames in {frames}; cameras in {out / 'cameras.csv'}")
 
 
 if __name__ == "__main__":
