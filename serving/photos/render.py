@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from vipare.results import Detection
+from vipare.size import Size
 
 __all__ = ["render_annotated"]
 
@@ -26,15 +27,20 @@ def render_annotated(
         detections: boxes in pixels of the upright original photo.
         max_side: longest side of the result, pixels.
         max_pixels: the intake's pixel limit.
+
+    Returns:
+        The JPEG's bytes: ``max_side`` on its long side, or the photo's own size when smaller.
     """
     from vipare.draw import annotate  # OpenCV: only where a page asks for a drawing
     from vipare.imaging import load_image
 
-    half = max(1, max_side // 2)  # load_image keeps twice the target size when it reduces a JPEG
-    image = load_image(path, max_pixels=max_pixels, target_size=(half, half))
-    drawn = annotate(image.array, detections, original_size=(image.info.width, image.info.height))
+    box = Size(max_side, max_side)
+    # No margin over the box (load_image's default 1.5x is the detector's): a JPEG decodes at the
+    # strongest reduction (1/2, 1/4, 1/8) that still covers the box, so the resize below only shrinks.
+    image = load_image(path, max_pixels=max_pixels, target_size=box, draft_oversample=1.0)
+    drawn = annotate(image.array, detections, original_size=image.info.size)
     picture = Image.fromarray(drawn)
-    picture.thumbnail((max_side, max_side))  # only ever shrinks
+    picture.thumbnail(box)  # only ever shrinks
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=85)
     return out.getvalue()

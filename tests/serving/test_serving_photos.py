@@ -1,4 +1,4 @@
-"""The photo store: GPS removed in place (picture and other tags kept), atomic writes, orphan clean-up."""
+"""Stored photos: GPS blanked in place (picture and other tags kept), atomic writes, orphans, annotated copies."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 from PIL.ExifTags import IFD, Base
 
 from serving.photos.metadata import strip_gps
+from serving.photos.render import render_annotated
 from serving.photos.store import PhotoStore
 from tests.imagegen import make_photo
 from vipare.imaging import load_image
@@ -135,3 +136,21 @@ def test_orphans_are_found_in_batches(tmp_path: Path, monkeypatch: pytest.Monkey
     removed = store.remove_orphans(referenced)
     assert removed == 3 and asked == [3, 3, 1]
     assert sorted(p.name[:2] for p in store.files()) == ["00", "02", "04", "06"]
+
+
+@pytest.mark.parametrize(
+    ("size", "orientation", "expected"),
+    [
+        ((2600, 1950), None, (1600, 1200)),  # decoded at 1/2 (1300 px) would come out too small
+        ((4032, 3024), None, (1600, 1200)),
+        ((2600, 1950), 6, (1200, 1600)),  # upright it stands
+        ((1200, 900), None, (1200, 900)),  # never enlarged
+    ],
+)
+def test_the_annotated_copy_is_max_side_on_its_long_side(
+    tmp_path: Path, size: tuple[int, int], orientation: int | None, expected: tuple[int, int]
+) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(make_photo("JPEG", size, orientation=orientation))
+    with Image.open(io.BytesIO(render_annotated(path, [], max_side=1600))) as drawn:
+        assert drawn.size == expected
