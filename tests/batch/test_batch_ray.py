@@ -15,10 +15,16 @@ import pytest
 
 from tests.batch.store_view import store_view
 from tests.batch.street_frames import street_frames
+from vipare.settings import DEFAULT_MODEL_PATH
 
 FRAMES = 24
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.ray,
+    pytest.mark.real_model,
+    pytest.mark.skipif(not DEFAULT_MODEL_PATH.exists(), reason=f"the shipped model {DEFAULT_MODEL_PATH} is missing"),
+]
 
 
 def _run(frames: Path, data_dir: Path, *engine: str) -> None:

@@ -23,10 +23,15 @@ import pytest
 
 from tests.batch.store_view import report_rows, store_view
 from tests.batch.street_frames import street_frames
+from vipare.settings import DEFAULT_MODEL_PATH
 
 FRAMES = 200
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.real_model,
+    pytest.mark.skipif(not DEFAULT_MODEL_PATH.exists(), reason=f"the shipped model {DEFAULT_MODEL_PATH} is missing"),
+]
 
 
 @pytest.fixture(scope="module")
