@@ -76,7 +76,7 @@ class WorkerLock:
         now = time.time()
         if not self._marks.is_dir():  # a store from before marks: as if a worker had died just now
             self._marks.mkdir(exist_ok=True)
-            (self._marks / f"{_DEAD_PREFIX}{now:.3f}-{uuid.uuid4().hex}").touch()
+            (self._marks / _dead_name(now)).touch()
             fsync_path(self._marks)
             fsync_path(self._marks.parent)
         with os.scandir(self._marks) as entries:
@@ -108,7 +108,7 @@ class WorkerLock:
             if died_by <= checked_before:
                 path.unlink(missing_ok=True)
             elif not path.name.startswith(_DEAD_PREFIX):
-                os.replace(path, self._marks / f"{_DEAD_PREFIX}{died_by:.3f}-{uuid.uuid4().hex}")
+                os.replace(path, self._marks / _dead_name(died_by))
         if self._dead:
             fsync_path(self._marks)
         self._forget_fds()
@@ -147,6 +147,16 @@ class WorkerLock:
             if fd is not None:
                 os.close(fd)
         self._dead = []
+
+
+def _dead_name(died_by: float) -> str:
+    """The name of a dead worker's mark: ``dead-<epoch s>-<id>``, the time written exactly.
+
+    ``repr`` gives back the same float, so a sweep that started after ``died_by`` covers it. A
+    rounded time (``.3f``) could come out up to half a millisecond later than the sweep's start and
+    leave the mark for one more, useless, sweep.
+    """
+    return f"{_DEAD_PREFIX}{died_by!r}-{uuid.uuid4().hex}"
 
 
 def _died_by(dead_name: str, default: float) -> float:
