@@ -1,10 +1,15 @@
-"""The library stays light: importing it loads no training or web framework."""
+"""The house's rules: the library stays light, and each package imports only what docs/ARCHITECTURE.md allows."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 import vipare
 
@@ -49,3 +54,79 @@ def test_every_public_name_has_its_module() -> None:
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+# --------------------------------------------------------------------------------------------------
+# The import map of docs/ARCHITECTURE.md: who may import whom.
+
+PACKAGES = ("vipare", "serving", "training", "benchmarks", "tests")
+ROOT = Path(__file__).resolve().parents[1]
+MAY_NOT_IMPORT = {
+    "vipare": ("serving", "training", "benchmarks", "tests"),
+    "serving": ("training", "benchmarks", "tests"),
+    "training": ("serving", "benchmarks", "tests"),
+    "benchmarks": ("tests",),
+    "tests": ("benchmarks",),
+}
+# A library module naming an upper layer as code: ``serving.cli``, ``training/``, ``"training:..."``.
+UPPER_NAME = re.compile(r"\b(serving|training)\s*(\.\s*[A-Za-z_]|/|:[A-Za-z_])")
+
+
+@pytest.fixture(scope="module")
+def graph() -> Any:
+    grimp = pytest.importorskip("grimp", reason="the import map is read with grimp (the [dev] extra)")
+    sys.path.insert(0, str(ROOT))  # benchmarks and tests are not installed packages
+    try:
+        return grimp.build_graph(*PACKAGES, include_external_packages=False)
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+@pytest.mark.parametrize("package", sorted(MAY_NOT_IMPORT))
+def test_packages_import_only_what_the_map_allows(graph: Any, package: str) -> None:
+    found = [
+        f"{line['importer']}:{line['line_number']} imports {line['imported']}"
+        for forbidden in MAY_NOT_IMPORT[package]
+        for match in graph.find_matching_direct_imports(import_expression=f"{package}.** -> {forbidden}.**")
+        for line in graph.get_import_details(importer=match["importer"], imported=match["imported"])
+    ]
+    assert not found, f"{package} may not import {', '.join(MAY_NOT_IMPORT[package])}:\n" + "\n".join(found)
+
+
+def test_the_library_names_no_upper_layer_in_any_form() -> None:
+    """Not in an import, a string to load later, a path or a comment: the library knows nothing above it."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "vipare").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if UPPER_NAME.search(line)
+    ]
+    assert not found, "vipare names serving or training:\n" + "\n".join(found)
+
+
+def test_there_is_no_import_cycle(graph: Any) -> None:
+    """Lazy imports inside functions count: they are how a cycle hides."""
+    cycles = set()
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back:  # importer -> imported -> ... -> importer; one entry per cycle, from its smallest module
+                loop = back
+                start = loop.index(min(loop))
+                cycles.add(loop[start:] + loop[:start] + (loop[start],))
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in sorted(cycles))
+
+
+@pytest.mark.parametrize(
+    ("line", "names_upper"),
+    [
+        ('    "serve": "serving.cli:serve",', True),
+        ("from training.evaluate import evaluate_command", True),
+        ("mappings live in ``training/``", True),
+        ('"training:evaluate"', True),
+        ("the training and Ultralytics' own reader", False),
+        ("keep serving it", False),
+    ],
+)
+def test_upper_name_pattern(line: str, names_upper: bool) -> None:
+    assert bool(UPPER_NAME.search(line)) is names_upper
