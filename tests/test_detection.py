@@ -12,8 +12,9 @@ import pytest
 
 from tests.onnxgen import head_output, make_detector_onnx, make_wrong_output_onnx
 from vipare import detection as detection_module
-from vipare.detection import Detector, parse_metadata
+from vipare.detection import Detector
 from vipare.errors import ModelError, ModelMetadataError
+from vipare.model_metadata import parse_metadata
 from vipare.results import Detection
 from vipare.settings import Settings
 from vipare.size import Size
