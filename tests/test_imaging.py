@@ -22,7 +22,7 @@ from PIL.ExifTags import GPS
 from PIL.TiffImagePlugin import IFDRational
 
 from tests.imagegen import make_photo, make_png_bomb, pattern_array, truncate
-from vipare import imaging
+from vipare import intake
 from vipare.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -30,7 +30,8 @@ from vipare.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from vipare.imaging import DecodedImage, heif_supported, load_image
+from vipare.imaging import DecodedImage, load_image
+from vipare.intake import heif_supported
 from vipare.size import Size
 
 needs_heif = pytest.mark.skipif(not heif_supported(), reason="needs pillow-heif (the vipare[heic] extra)")
@@ -485,7 +486,7 @@ def test_missing_path_is_an_os_error(tmp_path: Path) -> None:
 
 
 def test_heic_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imaging, "_HEIF_AVAILABLE", False)
+    monkeypatch.setattr(intake, "_HEIF_AVAILABLE", False)
     heic = (
         make_photo("HEIF")
         if heif_supported()

@@ -4,68 +4,49 @@ One way to decode (STYLE point 8): Pillow opens the content, restricted to JPEG,
 the ``vipare[heic]`` extra, HEIC/HEIF (pillow-heif); the type is judged from the bytes, never from
 a file name. Then, in order:
 
-1. limits: the byte size (a path is checked with ``stat`` before it is read), then the pixel count
-   from the header, before anything is decoded;
+1. limits (:mod:`vipare.intake`): the byte size (a path is checked with ``stat`` before it is read),
+   then the pixel count from the header, before anything is decoded;
 2. JPEG draft mode: with ``target_size``, libjpeg decodes at 1/2, 1/4 or 1/8 scale when the model's
    decoded photo would still be at least ``draft_oversample`` (1.5) times the letterbox size (a
    4032x3024 photo for a 320 model decodes at 504x378); a 640 px photo for that model decodes in
    full, exactly as the training and Ultralytics' own reader see it;
-3. decode once, then read EXIF from the same image: orientation, DateTimeOriginal, GPS;
+3. decode once, then read EXIF from the same image: orientation, DateTimeOriginal
+   (:mod:`vipare.exif`), GPS (:mod:`vipare.geotag`);
 4. apply the EXIF orientation (all 8 values, as ``ImageOps.exif_transpose``) and convert to RGB.
 
 Every failure is an :class:`~vipare.errors.ImageError` subclass whose message says what is wrong
 and what to do; no other exception escapes for any byte string. Reading a path can still raise
 ``OSError`` (missing file, permissions).
 
-Pillow's own decompression-bomb guard is kept (``Image.MAX_IMAGE_PIXELS`` is never changed) and
-its error is mapped to :class:`~vipare.errors.ImageTooLargeError`; its warning is silenced around
-the calls that parse untrusted headers, since ``max_pixels`` is checked right after.
+Pillow's own decompression-bomb guard is kept (see :mod:`vipare.intake`).
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False: a cut-short file is refused, not half-decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import re
-import struct
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
-# Importing the three plugins registers them, so Image.open never falls back to Image.init().
-from PIL import ExifTags, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
-
-from vipare.errors import CorruptImageError, EmptyImageError, ImageTooLargeError, UnsupportedImageError
+from vipare import exif
+from vipare.errors import CorruptImageError
 from vipare.geotag import gps_from_exif
+from vipare.intake import DECODE_ERRORS, open_image, quiet_pillow, read_bytes
 from vipare.results import GpsFix, ImageInfo
 from vipare.settings import Settings
 from vipare.size import Size
 
-try:  # optional: the vipare[heic] extra (pillow-heif bundles GPL-licensed codecs)
-    import pillow_heif
-except ImportError:  # pragma: no cover - depends on the installed extras
-    _HEIF_AVAILABLE = False
-else:
-    pillow_heif.register_heif_opener()
-    _HEIF_AVAILABLE = True
-
-__all__ = ["DecodedImage", "heif_supported", "load_image"]
+__all__ = ["DecodedImage", "load_image"]
 
 _Format = Literal["JPEG", "PNG", "WEBP", "HEIF"]
 
 _DEFAULT_MAX_BYTES: Final[int] = Settings.model_fields["max_image_bytes"].default
 _DEFAULT_MAX_PIXELS: Final[int] = Settings.model_fields["max_image_pixels"].default
-
-_SEND: Final = "send a JPEG, PNG, WebP or HEIC photo"
 
 # Pillow's format names -> ImageInfo.format. A JPEG with a multi-picture (MPO) index, as many phones
 # write, is opened by the JPEG factory as "MPO"; its first picture is the photo.
@@ -76,11 +57,6 @@ _FORMAT_NAMES: Final[dict[str, _Format]] = {
     "WEBP": "WEBP",
     "HEIF": "HEIF",
 }
-
-# Brands pillow-heif opens (HEVC-coded HEIF and the generic image brands).
-_HEIF_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
 
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
 _TRANSPOSE: Final[dict[int, Image.Transpose]] = {
@@ -93,35 +69,6 @@ _TRANSPOSE: Final[dict[int, Image.Transpose]] = {
     8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
-
-# What Pillow and its plugins raise on damaged data. DecompressionBombError is handled apart.
-_DECODE_ERRORS: Final = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    EOFError,
-    RuntimeError,
-    ZeroDivisionError,
-    OverflowError,
-    struct.error,
-)
-
-_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-_EXIF_DATETIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})$")
-_EXIF_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
-
-# warnings.catch_warnings swaps process-wide state and is not thread-safe before Python 3.14: this
-# lock keeps two intake threads from interleaving it. Only header and EXIF parsing run under it
-# (well under a millisecond); decoding runs outside, in parallel.
-_QUIET_LOCK = threading.Lock()
-
-
-def heif_supported() -> bool:
-    """True when pillow-heif (the ``vipare[heic]`` extra) is installed, so HEIC/HEIF photos decode."""
-    return _HEIF_AVAILABLE
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -209,122 +156,12 @@ def load_image(
         raise ValueError(f"target_size must be a positive Size(width, height), got {target_size!r}")
     if target_size is not None:
         target_size = Size(*target_size)  # a bare pair still works, read as (width, height)
-    data = _read(source, max_bytes)
-    if not data:
-        raise EmptyImageError("The file is empty (0 bytes); send the photo again.")
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(_too_many_bytes(len(data), max_bytes))
-
-    with _quiet_pillow():
-        img = _open(data, max_pixels)
+    data = read_bytes(source, max_bytes)
+    img = open_image(data, max_pixels)
     try:
         return _decode(img, data, target_size, draft_oversample)
     finally:
         img.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading and opening
-
-
-def _read(source: bytes | str | os.PathLike[str], max_bytes: int) -> bytes:
-    if isinstance(source, bytes):
-        return source
-    if isinstance(source, (bytearray, memoryview)):
-        return bytes(source)
-    size = os.stat(source).st_size
-    if size > max_bytes:  # refuse before reading a byte
-        raise ImageTooLargeError(_too_many_bytes(size, max_bytes))
-    with open(source, "rb") as file:
-        return file.read(max_bytes + 1)  # the file may have grown since stat: the caller re-checks
-
-
-def _too_many_bytes(size: int, max_bytes: int) -> str:
-    return (
-        f"The file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit; send a smaller photo "
-        "(a JPEG at the phone's normal quality, or a lower resolution)."
-    )
-
-
-def _too_many_pixels(pixels: int, max_pixels: int, size: tuple[int, int] | None = None) -> str:
-    dims = f"{size[0]} x {size[1]} pixels, " if size else ""
-    return (
-        f"The image is {dims}{pixels / 1e6:.1f} megapixels, over the {max_pixels / 1e6:g} megapixel limit; "
-        f"resize it below {max_pixels / 1e6:g} megapixels and send it again."
-    )
-
-
-@contextmanager
-def _quiet_pillow() -> Iterator[None]:
-    """Silence Pillow's warnings about the untrusted file being parsed, thread by thread.
-
-    The decompression-bomb warning is redundant with the ``max_pixels`` check; "corrupt EXIF"
-    warnings describe metadata that is simply ignored.
-    """
-    with _QUIET_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        warnings.filterwarnings("ignore", module=r"(PIL|pillow_heif)(\.|$)")
-        yield
-
-
-def _sniff(data: bytes) -> str | None:
-    """The supported format the magic bytes announce, or None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return "HEIF"
-    return None
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    formats = ["JPEG", "PNG", "WEBP"] + (["HEIF"] if _HEIF_AVAILABLE else [])
-    try:
-        img = Image.open(io.BytesIO(data), formats=formats)
-    except Image.DecompressionBombError as exc:
-        match = _BOMB_PIXELS.search(str(exc))
-        pixels = int(match[1]) if match else max_pixels + 1
-        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
-        raise ImageTooLargeError(_too_many_pixels(pixels, limit)) from None
-    except (*_DECODE_ERRORS, ImportError):
-        # UnidentifiedImageError is an OSError. ImportError: Ultralytics, when imported in the same
-        # process (training, evaluation), replaces Image.open with a wrapper that imports an optional
-        # HEIF plugin on unidentified files; without that plugin the file is still just unreadable.
-        raise _not_opened(data) from None
-    try:
-        width, height = img.size
-        if width < 1 or height < 1:
-            raise CorruptImageError(
-                f"The {_sniff(data) or 'image'} file declares no pixels; send the photo again."
-            )
-        if width * height > max_pixels:
-            raise ImageTooLargeError(_too_many_pixels(width * height, max_pixels, (width, height)))
-    except BaseException:
-        img.close()
-        raise
-    return img
-
-
-def _not_opened(data: bytes) -> Exception:
-    """The error for bytes that Pillow could not open with any allowed format."""
-    sniffed = _sniff(data)
-    if sniffed == "HEIF" and not _HEIF_AVAILABLE:
-        return UnsupportedImageError(
-            "The file is a HEIC/HEIF photo, but HEIC support is not installed; install it with "
-            "pip install 'vipare[heic]', or send the photo as JPEG."
-        )
-    if sniffed is not None:
-        return CorruptImageError(
-            f"The file starts like a {sniffed} image but is cut short or damaged; send it again."
-        )
-    return UnsupportedImageError(f"The file is not an image vipare can read; {_SEND}.")
-
-
-# --------------------------------------------------------------------------------------------------
-# Decoding
 
 
 def _decode(
@@ -338,20 +175,20 @@ def _decode(
 
     try:
         if fmt == "JPEG" and target_size is not None:
-            with _quiet_pillow():  # a JPEG's EXIF is parsed from APP1 without decoding the pixels
-                orientation = _orientation(img)
+            with quiet_pillow():  # a JPEG's EXIF is parsed from APP1 without decoding the pixels
+                orientation = exif.orientation(img)
             request = _draft_request(stored_size, orientation, target_size, draft_oversample)
             if request is not None:
                 img.draft("RGB", request)
         img.load()
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise _corrupt(fmt, exc) from None
 
-    with _quiet_pillow():  # after load: a PNG's eXIf chunk may follow the pixels
-        orientation = _orientation(img)
-        exif = _exif(img)
-        captured_at = _captured_at(exif)
-        gps = gps_from_exif(exif)
+    with quiet_pillow():  # after load: a PNG's eXIf chunk may follow the pixels
+        orientation = exif.orientation(img)
+        tags = exif.read_exif(img)
+        captured_at = exif.captured_at(tags)
+        gps = gps_from_exif(tags)
 
     if fmt == "HEIF":
         applied = heif_orientation if isinstance(heif_orientation, int) and 1 <= heif_orientation <= 8 else 1
@@ -364,7 +201,7 @@ def _decode(
 
     try:
         array = _rgb_array(img if method is None else img.transpose(method))
-    except _DECODE_ERRORS as exc:  # pragma: no cover - conversions of a loaded image do not fail
+    except DECODE_ERRORS as exc:  # pragma: no cover - conversions of a loaded image do not fail
         raise _corrupt(fmt, exc) from None
 
     info = ImageInfo(
@@ -409,55 +246,6 @@ def _draft_request(stored_size: Size, orientation: int, target_size: Size, overs
         return None
     # Back to the stored orientation: swapping twice is the identity.
     return _upright(upright.scaled(ratio), orientation)
-
-
-def _exif(img: Image.Image) -> Image.Exif | None:
-    try:
-        return img.getexif()
-    except _DECODE_ERRORS:  # damaged EXIF: keep the pixels, drop the metadata
-        return None
-
-
-def _orientation(img: Image.Image) -> int:
-    exif = _exif(img)
-    value = exif.get(ExifTags.Base.Orientation, 1) if exif is not None else 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _captured_at(exif: Image.Exif | None) -> datetime | None:
-    """EXIF DateTimeOriginal, with SubSecTimeOriginal and, when present, OffsetTimeOriginal as tzinfo."""
-    if exif is None:
-        return None
-    try:
-        tags = exif.get_ifd(ExifTags.IFD.Exif)
-    except _DECODE_ERRORS:
-        return None
-    text = _ascii(tags.get(ExifTags.Base.DateTimeOriginal))
-    match = _EXIF_DATETIME.match(text) if text else None
-    if match is None:  # missing, or blank ("    :  :     :  :  ") as some cameras write
-        return None
-    year, month, day, hour, minute, second = (int(part) for part in match.groups())
-    try:
-        when = datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None
-    subsec = _ascii(tags.get(ExifTags.Base.SubsecTimeOriginal))
-    if subsec and subsec.isdigit():
-        when = when.replace(microsecond=int(subsec[:6].ljust(6, "0")))
-    offset = _ascii(tags.get(ExifTags.Base.OffsetTimeOriginal))
-    offset_match = _EXIF_OFFSET.match(offset) if offset else None
-    if offset_match is not None:
-        sign = -1 if offset_match[1] == "-" else 1
-        delta = timedelta(hours=int(offset_match[2]), minutes=int(offset_match[3]))
-        if delta < timedelta(hours=24):
-            when = when.replace(tzinfo=timezone(sign * delta))
-    return when
-
-
-def _ascii(value: object) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return value.strip("\x00 ") if isinstance(value, str) else None
 
 
 def _rgb_array(img: Image.Image) -> NDArray[np.uint8]:
