@@ -11,6 +11,8 @@ columns for what vipare returns about a photo, and timestamps stored as UTC.
     incidents     one deposit at one place: status, position, first/last seen, counts
     reports       one uploaded photo: detections, verdict, location, model identity, its incident
     transitions   every status change of an incident: from, to, who, when, comment
+    report_reviews  what a manager says is in a report's photo, apart from the model's detections
+    model_promotions  every model the service was told to use; the latest is the current one
     write_locks   one row every write transaction updates first, so writers take turns
 """
 
@@ -33,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -42,7 +45,9 @@ __all__ = [
     "Camera",
     "CameraKey",
     "Incident",
+    "ModelPromotion",
     "Report",
+    "ReportReview",
     "Transition",
     "UTCDateTime",
     "WriteLock",
@@ -137,6 +142,8 @@ class Incident(Base):
     recurrence_count: Mapped[int] = mapped_column(Integer, default=0)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
     cleaned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A manager should look first: a report sent anyway (the model saw nothing) is not reviewed yet.
+    to_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -165,6 +172,8 @@ class Report(Base):
     captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     camera_id: Mapped[str | None] = mapped_column(String(100), default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)
+    # The agent sent it as a deposit whatever the model said.
+    agent_says_deposit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     dumping: Mapped[bool] = mapped_column(Boolean)
     score: Mapped[float] = mapped_column(Float)
     label: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -181,6 +190,7 @@ class Report(Base):
     incident_action: Mapped[str | None] = mapped_column(String(16), default=None)
 
     incident: Mapped[Incident | None] = relationship(back_populates="reports", foreign_keys=[incident_id])
+    reviews: Mapped[list[ReportReview]] = relationship(back_populates="report", order_by="ReportReview.id")
 
 
 class Transition(Base):
@@ -199,6 +209,51 @@ class Transition(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
 
     incident: Mapped[Incident] = relationship(back_populates="transitions", foreign_keys=[incident_id])
+
+
+class ReportReview(Base):
+    """What a manager says is in a report's photo. The latest row of a report is its current labels.
+
+    ``boxes`` is a list of ``{"label": class name, "xyxy": [x1, y1, x2, y2], "detection": index or
+    null}``: ``xyxy`` in pixels of the upright photo (the detections' convention), ``detection`` the
+    index in ``Report.detections`` the box was kept from (its class possibly changed), null for a
+    box the manager drew. ``deposit`` False with no boxes: a false alarm, the photo a negative.
+    ``source``: ``review`` (a manager reviewed the photo) or ``rejection`` (its incident was rejected
+    as a false alarm, which marks its unreviewed photos as negatives).
+    """
+
+    __tablename__ = "report_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(240))
+    reviewer_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    deposit: Mapped[bool] = mapped_column(Boolean)
+    boxes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+
+    report: Mapped[Report] = relationship(back_populates="reviews")
+
+
+class ModelPromotion(Base):
+    """A model the service was told to use: the latest row is the current model, earlier ones its history.
+
+    ``file`` is where the service loads it from (a copy under the data folder, named by its sha256);
+    rolling back promotes an earlier model again, as a new row.
+    """
+
+    __tablename__ = "model_promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    file: Mapped[str] = mapped_column(String(400))
+    promoted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promoted_by: Mapped[str] = mapped_column(String(240))
+    previous_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    card: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Camera(Base):
