@@ -35,7 +35,7 @@ def annotate(
     """
     out = np.ascontiguousarray(image).copy()
     size = Size.of(out)
-    original = size if original_size is None else Size(*original_size)  # a bare pair: (width, height)
+    original = size if original_size is None else original_size
     sx, sy = size.width / original.width, size.height / original.height
     thickness = max(2, round(size.long_side / 400))
     font_scale = max(0.4, size.long_side / 1600)

@@ -147,15 +147,17 @@ def load_image(
         CorruptImageError: a supported format that cannot be decoded (cut short, damaged).
         OSError: ``source`` is a path that cannot be read.
         ValueError: ``target_size`` or a limit is not positive (a programming error).
+        TypeError: ``target_size`` is not a :class:`~vipare.size.Size` (a programming error).
     """
     if max_bytes < 1 or max_pixels < 1:
         raise ValueError(f"max_bytes and max_pixels must be >= 1, got {max_bytes} and {max_pixels}")
     if draft_oversample < 1:
         raise ValueError(f"draft_oversample must be >= 1, got {draft_oversample}")
-    if target_size is not None and (len(target_size) != 2 or min(target_size) < 1):
+    if target_size is not None and not isinstance(target_size, Size):
+        # A bare pair is ambiguous: numpy shapes are (height, width), Pillow sizes (width, height).
+        raise TypeError(f"target_size must be a vipare.size.Size(width, height), got {target_size!r}")
+    if target_size is not None and min(target_size) < 1:
         raise ValueError(f"target_size must be a positive Size(width, height), got {target_size!r}")
-    if target_size is not None:
-        target_size = Size(*target_size)  # a bare pair still works, read as (width, height)
     data = read_bytes(source, max_bytes)
     img = open_image(data, max_pixels)
     try:
