@@ -3,7 +3,9 @@
 ``create_app()`` builds the FastAPI app; its lifespan (once per worker process) migrates the
 database to the latest revision, refuses to serve beyond loopback without API keys, deletes photo
 files a crash left unreferenced, loads the model once and warms it up in the background:
-``/readyz`` answers 503 and uploads 503 until the first inference has run.
+``/readyz`` answers 503 and uploads 503 until the first inference has run. Then it looks for a
+newly promoted model every ``model_check_s`` seconds and switches to it without stopping
+(:meth:`serving.service.Service.follow_promotions`).
 
 Requests never run model or file work on the event loop: decoding and inference run in worker
 threads (at most ``analysis_slots`` at once), database work in FastAPI's thread pool.
@@ -62,12 +64,14 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
         service: Service = await anyio.to_thread.run_sync(start_service, settings, metrics, detector)
         app.state.service = service
         warm_up = asyncio.create_task(_warm_up(service))
+        watcher = asyncio.create_task(_follow_promotions(service))
         try:
             yield
         finally:
-            warm_up.cancel()
-            with suppress(asyncio.CancelledError):
-                await warm_up
+            for task in (watcher, warm_up):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             service.close()
 
     app = FastAPI(
@@ -112,3 +116,12 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
 
 async def _warm_up(service: Service) -> None:
     await anyio.to_thread.run_sync(service.warm_up)
+
+
+async def _follow_promotions(service: Service) -> None:
+    while True:
+        await asyncio.sleep(service.settings.model_check_s)
+        try:
+            await anyio.to_thread.run_sync(service.follow_promotions)
+        except Exception:  # the watcher must outlive any one failed check; the next one retries
+            logger.exception("checking for a promoted model failed")

@@ -68,6 +68,12 @@ class ServiceSettings(Settings):
         0, ge=0, description="Photos analysed at once per worker; 0: cores // (workers x intra_op_threads)."
     )
     log_level: str = Field("INFO", description="Level of the service's JSON log lines.")
+    model_check_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often each worker looks for a newly promoted model (vipare models, POST /v1/models) "
+        "and switches to it, in seconds.",
+    )
 
     # -- incidents: when does a report join an existing incident?
     incident_radius_m: float = Field(

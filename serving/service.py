@@ -1,18 +1,27 @@
-"""The service's long-lived parts, built once per process at start-up (see :func:`start_service`)."""
+"""The service's long-lived parts, built once per process at start-up (see :func:`start_service`).
+
+The model can change while the service runs (:mod:`serving.model_registry`): a new detector is
+loaded and warmed in a worker thread, then :attr:`Service.pipeline` is replaced in one assignment.
+A request takes the pipeline once (:meth:`Service.require_ready`) and keeps it, so an upload already
+running finishes on the model it started with, and ``/readyz`` stays 200 throughout.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import anyio
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings, check_exposure, is_loopback
 from serving.db import active_key_count
 from serving.errors import ModelNotReadyError
 from serving.incidents import GroupingPolicy
+from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
 from serving.photos.store import PhotoStore
 from serving.photos.workers import WorkerLock
@@ -33,8 +42,12 @@ class Service:
     """Everything a request needs: settings, database, photo store, model, metrics.
 
     Attributes:
+        pipeline: the model in service; replaced whole when another model is promoted.
+        promotion_id: the promotion (:class:`serving.model_registry.Promotion`) whose model runs, None
+            while it is the configured ``model_path`` (or the detector the app was given).
         ready: True once the model has run its warm-up inference (:meth:`warm_up`).
-        warm_up_error: why the warm-up failed, when it did; the service then never becomes ready.
+        warm_up_error: why the warm-up failed, when it did; the service then never becomes ready
+            (unless a model promoted later loads).
         analysis_limiter: bounds the photos analysed at once (``settings.effective_analysis_slots``).
     """
 
@@ -45,9 +58,13 @@ class Service:
     metrics: Metrics
     pipeline: Pipeline
     worker_lock: WorkerLock
+    promotion_id: int | None = None
     ready: bool = False
     warm_up_error: str | None = None
     analysis_limiter: anyio.CapacityLimiter = field(init=False)
+    # Serialises model loads and swaps (never inference): the watcher and an HTTP promotion may race.
+    _model_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _refused_promotion_id: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.analysis_limiter = anyio.CapacityLimiter(self.settings.effective_analysis_slots)
@@ -84,15 +101,78 @@ class Service:
         ``/readyz`` answers 503 for as long as it takes. A model whose output does not fit its class
         names fails here: the error is logged and kept in :attr:`warm_up_error` for ``/readyz``.
         """
+        pipeline = self.pipeline
         try:
-            self.pipeline.detector.warm_up()
+            pipeline.detector.warm_up()
         except ModelError as exc:
-            self.warm_up_error = str(exc)
-            logger.error("warm-up failed: %s", exc, extra={"model_sha256": self.pipeline.detector.info.sha256})
+            if self.pipeline is pipeline:  # else a promoted model, warm, replaced it meanwhile
+                self.warm_up_error = str(exc)
+            logger.error("warm-up failed: %s", exc, extra={"model_sha256": pipeline.detector.info.sha256})
             return
         self.ready = True
         self.metrics.ready.set(1)
-        logger.info("ready", extra={"model_sha256": self.pipeline.detector.info.sha256})
+        logger.info("ready", extra={"model_sha256": pipeline.detector.info.sha256})
+
+    def install(self, detector: Detector, promotion_id: int) -> bool:
+        """Serve a promoted model from now on: requests already running finish on the previous one.
+
+        Args:
+            detector: the promoted model, loaded and warm (:func:`serving.model_registry.load_model`).
+            promotion_id: its promotion.
+
+        Returns:
+            False when a later promotion is already in service (the detector is then dropped).
+        """
+        with self._model_lock:
+            if self.promotion_id is not None and promotion_id < self.promotion_id:
+                return False
+            self._swap(detector, promotion_id)
+            return True
+
+    def follow_promotions(self) -> bool:
+        """Switch to the latest promoted model when it is not the one in service (blocking).
+
+        The service's watcher calls this every ``model_check_s`` seconds, so each worker follows a
+        promotion made elsewhere (``vipare models``, another worker). A model that fails to load is
+        logged once and the current one kept.
+
+        Returns:
+            True when the model changed.
+        """
+        try:
+            with self.sessions() as session:
+                latest = current_model(session)
+        except SQLAlchemyError as exc:
+            logger.error("cannot read the promoted model: %s", exc)
+            return False
+        if latest is None or latest.id in (self.promotion_id, self._refused_promotion_id):
+            return False
+        with self._model_lock:
+            if self.promotion_id is not None and latest.id <= self.promotion_id:
+                return False  # an HTTP promotion installed it (or a later one) meanwhile
+            if latest.sha256 == self.pipeline.detector.info.sha256:
+                self.promotion_id = latest.id
+                return False
+            try:
+                detector = load_model(promotion_path(self.settings, latest), self.settings)
+            except ModelRejectedError as exc:
+                self._refused_promotion_id = latest.id
+                logger.error(
+                    "promoted model not loaded, keeping the current one: %s", exc.detail,
+                    extra={"model_sha256": self.pipeline.detector.info.sha256},
+                )
+                return False
+            self._swap(detector, latest.id)
+            return True
+
+    def _swap(self, detector: Detector, promotion_id: int) -> None:
+        previous = self.pipeline.detector.info.sha256
+        self.pipeline = Pipeline(detector=detector, settings=self.settings)
+        self.promotion_id = promotion_id
+        self.warm_up_error = None
+        self.ready = True
+        self.metrics.ready.set(1)
+        logger.info("model swapped", extra={"model_sha256": detector.info.sha256, "previous_sha256": previous})
 
     def close(self) -> None:
         """Release the database and the worker lock."""
@@ -106,11 +186,15 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
 
     Blocking; run it off the event loop.
 
+    The model is the latest promoted one (:mod:`serving.model_registry`) if any, else ``detector``,
+    else ``settings.model_path``; loaded without its warm-up: :meth:`Service.warm_up` runs it once
+    the app is up.
+
     Args:
         settings: the service's settings.
         metrics: where to count.
-        detector: an already loaded detector (tests share one); loaded from ``settings`` when omitted,
-            without its own warm-up: :meth:`Service.warm_up` runs it once the app is up.
+        detector: an already loaded detector (tests share one), used instead of ``settings.model_path``
+            while no model has been promoted.
 
     Raises:
         UnsafeConfigurationError: bound beyond loopback with no API key.
@@ -120,7 +204,17 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
     try:
         with storage.sessions() as session:
             check_exposure(settings, active_key_count(session))
-        if detector is None:
+            promoted = current_model(session)
+        if promoted is not None:
+            path = promotion_path(settings, promoted)
+            try:
+                detector = open_detector(path, settings, warmup=False)
+            except ModelError as exc:
+                raise ModelError(
+                    f"the promoted model {promoted.sha256} ({path}) cannot be loaded: {exc}. Roll back "
+                    "(vipare models rollback) or promote another model (vipare models promote FILE)."
+                ) from exc
+        elif detector is None:
             detector = Detector.from_settings(settings, warmup=False)
         pipeline = Pipeline(detector=detector, settings=settings)
     except BaseException:
@@ -128,5 +222,5 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
         raise
     return Service(
         settings=settings, engine=storage.engine, sessions=storage.sessions, photos=storage.photos, metrics=metrics,
-        pipeline=pipeline, worker_lock=storage.worker_lock,
+        pipeline=pipeline, worker_lock=storage.worker_lock, promotion_id=None if promoted is None else promoted.id,
     )
