@@ -258,6 +258,7 @@ function upload(item) {
   for (const name of ["lat", "lon", "accuracy_m", "captured_at", "note"]) {
     if (item[name] !== null && item[name] !== undefined && item[name] !== "") form.append(name, String(item[name]));
   }
+  if (item.anyway) form.append("agent_says_deposit", "true");
   return apiFetch(keys, "/v1/reports", { method: "POST", body: form });
 }
 
@@ -384,6 +385,7 @@ async function renderQueue() {
       thumb,
       el("div", { class: "grow" },
         el("strong", { text: status }),
+        item.anyway ? el("div", { class: "muted", text: t("queue.anyway") }) : null,
         el("div", { class: "muted", text: when(item.queued_at) }),
         item.message && item.status !== "waiting" ? el("div", { class: "item-message", text: item.message }) : null),
       actions);
@@ -393,14 +395,48 @@ async function renderQueue() {
 // ------------------------------------------------------------------------------------------------
 // The result
 
+/**
+ * Send the photo of a "no deposit" verdict again as a deposit the model missed. It goes through the
+ * outbox like any photo, so it waits while offline; the service recognises the same bytes from the
+ * same key and upgrades the first report in place instead of storing a second one.
+ */
+async function reportAnyway(item) {
+  const again = { ...item, id: newId(), anyway: true, queued_at: new Date().toISOString(), status: "waiting",
+    message: "", fromQueue: !navigator.onLine };
+  const button = $("report-anyway");
+  if (button) button.disabled = true;
+  if (!outbox.db) {
+    await uploadDirect(again);
+    return;
+  }
+  await outbox.put(again);
+  await renderQueue();
+  if (!navigator.onLine) {
+    showMessage(t("queue.offline"), "info");
+    return;
+  }
+  showMessage(t("agent.sending"), "info");
+  await flush();
+}
+
 function showResult(item, report, status) {
   const dumping = report.verdict.dumping;
+  const anyway = Boolean(report.agent_says_deposit);
   const verdict = $("verdict");
-  verdict.className = `verdict ${dumping ? "dumping" : "clean"}`;
-  verdict.replaceChildren(
-    el("strong", { text: t(dumping ? "result.dumping" : "result.clean") }),
-    dumping ? el("span", { text: ` · ${t("result.score", { pct: pct(report.verdict.score) })}` }) : null,
-  );
+  verdict.className = `verdict ${dumping ? "dumping" : anyway ? "anyway" : "clean"}`;
+  // replaceChildren writes a null argument as the text "null": pass only real nodes.
+  verdict.replaceChildren(el("strong", { text: t(dumping ? "result.dumping" : anyway ? "result.anyway" : "result.clean") }));
+  if (dumping) verdict.append(el("span", { text: ` · ${t("result.score", { pct: pct(report.verdict.score) })}` }));
+  const offer = $("anyway-offer");
+  offer.hidden = dumping || anyway;
+  offer.replaceChildren();
+  if (!offer.hidden) {
+    offer.append(
+      el("p", { class: "help", text: t("result.anyway_help") }),
+      el("button", { type: "button", id: "report-anyway", class: "big", text: t("result.report_anyway"),
+        onclick: () => reportAnyway(item) }),
+    );
+  }
 
   const frame = $("result-frame");
   for (const img of frame.querySelectorAll("img")) URL.revokeObjectURL(img.src);
@@ -409,9 +445,10 @@ function showResult(item, report, status) {
   frame.replaceChildren(photo, boxesOverlay(report.image.width, report.image.height, report.detections, classLabel));
 
   const details = [];
-  if (status === 200) details.push(t("result.duplicate"));
+  if (status === 200 && !item.anyway) details.push(t("result.duplicate"));
   if (report.incident) details.push(t(`result.${report.incident.action}`, { id: report.incident.id }));
   else details.push(t("result.no_incident"));
+  if (anyway && !dumping) details.push(t("result.to_review"));
   const found = report.detections.map((d) => `${classLabel(d.label)} ${pct(d.score)}`);
   if (found.length) details.push(t("result.detections", { n: found.length, list: found.join(", ") }));
   const loc = report.location;
