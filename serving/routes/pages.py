@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from serving.config import ServiceSettings
 from serving.errors import NotFoundError
 from serving.incidents import ALLOWED_TRANSITIONS, FAMILIES, OPEN_STATUSES, Status
-from vipare.taxonomy import DEPOSIT_CLASSES
+from vipare.taxonomy import DEPOSIT_CLASSES, class_names
 
 __all__ = ["NODE_MODULES", "STATIC_DIR", "VENDOR", "router", "ui_config"]
 
@@ -112,6 +112,7 @@ def ui_config(settings: ServiceSettings) -> dict[str, Any]:
         "map_library": installed,
         "map_library_install": _INSTALL,
         "max_image_bytes": settings.max_image_bytes,
+        "classes": class_names(),
         "deposit_classes": sorted(DEPOSIT_CLASSES),
         "class_families": dict(FAMILIES),
         "statuses": [s.value for s in Status],
@@ -123,6 +124,7 @@ def ui_config(settings: ServiceSettings) -> dict[str, Any]:
 @router.get("/v1/ui-config", tags=["pages"], summary="What the pages need to know")
 def get_ui_config(request: Request) -> dict[str, Any]:
     """The map's tile layer (none: a plain background), whether the map library is installed, the
-    upload limit, the deposit classes and the workflow (allowed changes from each status). No key needed.
+    upload limit, the classes (in the model's order) and which are deposits, and the workflow (allowed
+    changes from each status). No key needed.
     """
     return ui_config(request.app.state.settings)

@@ -78,6 +78,7 @@ def test_nothing_outside_the_web_folders_is_served(server: Server, path: str) ->
 def test_ui_config(server: Server) -> None:
     config = server.client.get("/v1/ui-config").json()
     assert config["tile_url"] is None and config["tile_attribution"] == ""
+    assert config["classes"] == ["dumped_waste", "overflowing_bin", "bin"]  # the model's order
     assert config["deposit_classes"] == ["dumped_waste", "overflowing_bin"]
     assert config["transitions"]["new"] == ["cleaned", "confirmed", "duplicate", "rejected", "scheduled"]
     assert config["transitions"]["cleaned"] == []

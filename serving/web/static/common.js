@@ -93,7 +93,7 @@ export async function apiJson(keyStore, url, options = {}, role = "manager") {
 export async function loadUiConfig() {
   const fallback = {
     tile_url: null, tile_attribution: "", map_library: true, map_library_install: "npm ci --prefix serving/web",
-    max_image_bytes: 0, deposit_classes: [], statuses: [], open_statuses: [], transitions: {},
+    max_image_bytes: 0, classes: [], deposit_classes: [], statuses: [], open_statuses: [], transitions: {},
   };
   try {
     const response = await fetch("/v1/ui-config", { cache: "no-store" });

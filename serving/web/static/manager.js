@@ -1,12 +1,15 @@
 // The cleansing manager's page: incidents on a clustered map coloured by state, filters, a panel
 // with one incident's photos (boxes drawn by the service), reports and history, state changes with
 // a comment, and CSV / GeoJSON exports. Everything goes through the API with the manager's key.
+// Incidents to review (a photo an agent sent anyway, not reviewed yet) come first in the list with
+// a badge; each photo opens a review (review.js) that corrects what the model saw.
 
 import { applyText, has, pct, t, when } from "./i18n.js";
 import {
   ApiError, KeyStore, apiFetch, apiJson, coords, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded,
   refusalMessage, showMapMissing,
 } from "./common.js";
+import { openReview, reviewSummary } from "./review.js";
 
 const keys = new KeyStore("manager");
 const $ = (id) => document.getElementById(id);
@@ -166,10 +169,12 @@ function markerFor(feature) {
   const { id, status, label } = feature.properties;
   const [lon, lat] = feature.geometry.coordinates;
   const icon = L.divIcon({
-    className: `vp-marker st-${status}`, iconSize: [18, 18], iconAnchor: [9, 9],
+    className: `vp-marker st-${status}${feature.properties.to_review ? " to-review" : ""}`,
+    iconSize: [18, 18], iconAnchor: [9, 9],
     html: `<span data-incident="${Number(id)}"></span>`,
   });
-  const marker = L.marker([lat, lon], { icon, title: `#${id} ${classLabel(label)} · ${stateLabel(status)}`,
+  const marker = L.marker([lat, lon], { icon, title: `#${id} ${classLabel(label)} · ${stateLabel(status)}${
+    feature.properties.to_review ? ` · ${t("review.badge")}` : ""}`,
     riseOnHover: true });
   marker.on("click", () => select(id, { fromMap: true }));
   return marker;
@@ -196,7 +201,10 @@ async function load({ fit = false } = {}) {
     failed(error);
     return false;
   }
-  features = found;
+  // The service lists incidents to review first; keep them first whatever the paging did.
+  features = found.map((f, i) => [f, i])
+    .sort(([a, i], [b, j]) => Number(Boolean(b.properties.to_review)) - Number(Boolean(a.properties.to_review)) || i - j)
+    .map(([f]) => f);
   $("count").textContent = found.length < matched ? t("mgr.count_capped", { shown: found.length, n: matched })
     : t("mgr.count", { n: matched });
   renderList();
@@ -220,11 +228,13 @@ function renderList() {
   list.replaceChildren(...features.slice(0, LIST_MAX).map((feature) => {
     const p = feature.properties;
     return el("li", {},
-      el("button", { type: "button", class: "incident-entry", dataset: { id: p.id },
+      el("button", { type: "button", class: `incident-entry${p.to_review ? " to-review" : ""}`,
+        dataset: { id: p.id, toReview: String(Boolean(p.to_review)) },
         onclick: () => select(p.id, { fromMap: false }) },
         el("span", { class: `dot st-${p.status}` }),
         el("span", { class: "grow" },
           el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),
+          p.to_review ? el("span", { class: "badge review", text: t("review.badge") }) : null,
           el("span", { class: "muted", text: ` · ${stateLabel(p.status)} · ${t("mgr.ago_reports", { n: p.report_count })}` }),
           el("span", { class: "muted block", text: when(p.last_seen) }))));
   }));
@@ -304,7 +314,8 @@ function renderDetail(detail) {
     el("button", { type: "button", class: "link back", text: `← ${t("mgr.back")}`, onclick: closeDetail }),
     el("h2", { class: "incident-title" }, el("span", { text: t("mgr.incident", { id: p.id }) }),
       el("span", { class: `badge st-${p.status}`, id: "incident-state", dataset: { state: p.status },
-        text: stateLabel(p.status) })),
+        text: stateLabel(p.status) }),
+      p.to_review ? el("span", { class: "badge review", id: "incident-to-review", text: t("review.badge") }) : null),
     el("dl", { class: "facts" }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
     actionsSection(detail),
     photosSection(detail),
@@ -333,6 +344,12 @@ function actionsSection(detail) {
       text: actionLabel(p.status, to), onclick: () => change(p.id, to, comment.value) }));
   }
   section.append(buttons);
+  if (allowed.includes("rejected")) {
+    // A rejected incident is a false alarm: its photos teach the model what is not a deposit.
+    section.append(el("label", { class: "check", for: "negatives" },
+      el("input", { type: "checkbox", id: "negatives", checked: true }),
+      el("span", { text: t("mgr.negatives") })));
+  }
   if (allowed.includes("duplicate")) {
     const target = el("input", { id: "merge-target", type: "number", min: 1, inputmode: "numeric", class: "narrow" });
     section.append(el("div", { class: "row wrap merge" },
@@ -350,6 +367,7 @@ function actionsSection(detail) {
 async function change(id, to, comment, mergedInto = null) {
   const body = { to, comment: comment.trim() || null };
   if (mergedInto) body.merged_into = mergedInto;
+  if (to === "rejected" && $("negatives")) body.negatives = $("negatives").checked;
   for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = true;
   let detail;
   try {
@@ -371,7 +389,17 @@ function photosSection(detail) {
   const grid = el("div", { class: "photos" });
   for (const report of reports.slice(0, PHOTOS_SHOWN)) {
     const figure = el("figure", { class: "photo", dataset: { report: report.id } },
-      el("figcaption", { class: "muted", text: when(report.observed_at) }));
+      el("figcaption", { class: "muted" },
+        el("span", { class: "block", text: when(report.observed_at) }),
+        report.agent_says_deposit ? el("span", { class: "block anyway", text: t("review.sent_anyway") }) : null,
+        el("span", { class: `block review-summary${report.review ? " reviewed" : ""}`,
+          text: reviewSummary(report.review) })),
+      el("button", { type: "button", class: "small review-open", dataset: { report: report.id },
+        text: t("review.open"), onclick: (event) => {
+          event.stopPropagation(); // the figure's own click enlarges it
+          openReview({ keys, report, classes: config.classes.length ? config.classes : config.deposit_classes,
+            depositClasses: config.deposit_classes, onSaved: () => reviewed(detail.properties.id) });
+        } }));
     figure.addEventListener("click", () => figure.classList.toggle("enlarged"));
     grid.append(figure);
     loadPhoto(figure, report);
@@ -381,6 +409,12 @@ function photosSection(detail) {
     section.append(el("p", { class: "muted", text: t("mgr.more_photos", { n: reports.length - PHOTOS_SHOWN }) }));
   }
   return section;
+}
+
+/** After a review: the incident's history and photos again, and the list (to review first). */
+async function reviewed(id) {
+  if (selectedId === id) await select(id, { fromMap: true });
+  await load();
 }
 
 async function loadPhoto(figure, report) {
@@ -417,6 +451,7 @@ function timelineSection(detail) {
     return el("li", {},
       el("time", { datetime: r.observed_at, text: when(r.observed_at) }),
       el("div", { text: t("mgr.report_line", { who: r.submitted_by, verdict, source }) }),
+      r.agent_says_deposit ? el("div", { class: "anyway", text: t("review.sent_anyway") }) : null,
       r.incident ? el("div", { class: "muted", text: t(`incident_action.${r.incident.action}`) }) : null,
       r.note ? el("blockquote", { text: r.note }) : null);
   }));
@@ -427,8 +462,10 @@ function historySection(detail) {
   const list = el("ol", { class: "history" }, ...[...detail.history].reverse().map((h) => el("li", {},
     el("time", { datetime: h.at, text: when(h.at) }),
     el("div", {},
-      h.from_status ? el("span", { class: `badge st-${h.from_status}`, text: stateLabel(h.from_status) }) : null,
-      h.from_status ? " → " : null,
+      // A row whose state does not change is a note on the incident (a photo's review): one badge.
+      h.from_status && h.from_status !== h.to_status
+        ? el("span", { class: `badge st-${h.from_status}`, text: stateLabel(h.from_status) }) : null,
+      h.from_status && h.from_status !== h.to_status ? " → " : null,
       el("span", { class: `badge st-${h.to_status}`, text: stateLabel(h.to_status) }),
       h.merged_into ? ` #${h.merged_into}` : null,
       el("span", { class: "muted", text: ` ${t("mgr.by", { who: h.actor })}` })),
