@@ -31,7 +31,7 @@ from vipare.results import Detection
 from vipare.settings import Settings
 from vipare.taxonomy import class_names, is_deposit
 
-__all__ = ["Evaluation", "average_precision", "evaluate", "match_detections", "resolve_source"]
+__all__ = ["Evaluation", "average_precision", "evaluate", "match_detections", "resolve_source", "roc_auc"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 MAP_CONF_THRESHOLD = 0.001  # score floor for the precision-recall curve (the validator's default)
@@ -114,6 +114,36 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     mpre = np.concatenate(([1.0], precision, [0.0]))
     mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
     return float(np.trapezoid(np.interp(RECALL_POINTS, mrec, mpre), RECALL_POINTS))
+
+
+def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative.
+
+    Ties count one half (the Mann-Whitney U statistic over average ranks).
+
+    Args:
+        scores: (N,) one score per item.
+        positives: (N,) bool, True for the items that should score high.
+
+    Returns:
+        The AUC in [0, 1], or None when there is no positive or no negative.
+    """
+    scores = np.asarray(scores, dtype=float)
+    positives = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # Tied scores share the mean of their ranks.
+    unique, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    if len(unique) < len(scores):
+        sums = np.zeros(len(unique))
+        np.add.at(sums, inverse, ranks)
+        ranks = (sums / counts)[inverse]
+    u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
 
 
 def _per_class_ap(
@@ -277,12 +307,23 @@ def _classes(dets: Sequence[Detection]) -> np.ndarray:
 def _image_level(
     images: Sequence[ImageEval], shipped: Sequence[Sequence[Detection]], names: Sequence[str], settings: Settings
 ) -> dict[str, Any]:
-    """Confusion counts of the "dumping present" verdict against "has a deposit label"."""
+    """Confusion counts of the "dumping present" verdict against "has a deposit label", and its AUC.
+
+    The AUC ranks photos by their best deposit-class score among the low-threshold detections (the
+    mAP protocol's), so that it measures the ranking over every threshold, not only above 0.25.
+    """
     counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    deposit = np.array([is_deposit(n) for n in names], dtype=bool)
+    truths: list[bool] = []
+    best: list[float] = []
     for image, dets in zip(images, shipped, strict=True):
         truth = any(is_deposit(names[c]) for c in image.gt_classes)
         said = decide_verdict(dets, settings.verdict_threshold).dumping
         counts[("t" if said == truth else "f") + ("p" if said else "n")] += 1
+        truths.append(truth)
+        mine = deposit[image.classes] if len(image.classes) else np.zeros(0, bool)
+        best.append(float(image.scores[mine].max()) if mine.any() else 0.0)
+    auc = roc_auc(np.array(best), np.array(truths, dtype=bool))
     positives, negatives = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
     total = positives + negatives
     return {
@@ -295,6 +336,8 @@ def _image_level(
         "accuracy": round((counts["tp"] + counts["tn"]) / total, 4) if total else None,
         "recall": round(counts["tp"] / positives, 4) if positives else None,
         "specificity": round(counts["tn"] / negatives, 4) if negatives else None,
+        "auc": round(auc, 4) if auc is not None else None,
+        "auc_score": f"best deposit-class detection score per photo, detections from {MAP_CONF_THRESHOLD}",
     }
 
 

@@ -74,7 +74,9 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
         f"deposit classes {', '.join(level['deposit_classes'])}): "
         f"{level['positives']} photos with a deposit, {level['negatives']} without; "
         f"recall {_fmt(level['recall'])}, specificity {_fmt(level['specificity'])}, "
-        f"accuracy {_fmt(level['accuracy'])} (tp {level['tp']}, fp {level['fp']}, tn {level['tn']}, fn {level['fn']}).",
+        + (f"AUC {_fmt(level['auc'])}, " if "auc" in level else "")
+        + f"accuracy {_fmt(level['accuracy'])} "
+        f"(tp {level['tp']}, fp {level['fp']}, tn {level['tn']}, fn {level['fn']}).",
         "",
     ]
     return lines

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.onnxgen import make_detector_onnx
-from training.evaluate import average_precision, evaluate, evaluate_command, match_detections
+from training.evaluate import average_precision, evaluate, evaluate_command, match_detections, roc_auc
 
 T50 = np.array([0.5])
 
@@ -64,6 +64,23 @@ def test_average_precision(hits: list[bool], n_labels: int, expected: float) -> 
     assert average_precision(recall, precision) == pytest.approx(expected, abs=0.006)
 
 
+@pytest.mark.parametrize(
+    ("scores", "positives", "expected"),
+    [
+        ([0.9, 0.8, 0.1, 0.0], [True, True, False, False], 1.0),  # every positive above every negative
+        ([0.1, 0.0, 0.9, 0.8], [True, True, False, False], 0.0),
+        ([0.5, 0.5], [True, False], 0.5),  # a tie counts one half
+        ([0.9, 0.3, 0.5, 0.1], [True, True, False, False], 0.75),  # 3 of the 4 pairs ordered right
+        ([0.7, 0.0, 0.0, 0.0], [True, True, False, False], 0.75),  # nothing found: ties at 0
+        ([0.9, 0.8], [True, True], None),  # no negative
+        ([], [], None),
+    ],
+)
+def test_roc_auc(scores: list[float], positives: list[bool], expected: float | None) -> None:
+    result = roc_auc(np.array(scores, dtype=float), np.array(positives, dtype=bool))
+    assert result == (pytest.approx(expected) if expected is not None else None)
+
+
 NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
 
 
@@ -101,6 +118,7 @@ def test_evaluate_known_detections(dataset: tuple[Path, Path]) -> None:
     level = metrics["image_level"]
     assert (level["tp"], level["fp"], level["tn"], level["fn"]) == (1, 2, 0, 0)
     assert level["recall"] == 1.0 and level["specificity"] == 0.0
+    assert level["auc"] == 0.5  # every photo scores 0.9: the positive ties with both negatives
 
 
 def test_evaluate_command_writes_json(dataset: tuple[Path, Path], tmp_path: Path) -> None:
