@@ -105,6 +105,11 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
   // Drawing
 
   function render() {
+    renderOverlay();
+    renderList();
+  }
+
+  function renderOverlay() {
     overlay.replaceChildren();
     const font = Math.max(12, Math.round(Math.max(width, height) / 28));
     if (showModel.checked) {
@@ -130,10 +135,28 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
       overlay.append(tag);
     });
     if (state.drawing && state.drawing.rect) overlay.append(state.drawing.rect);
+  }
 
+  /** Mark the selected box in the list without rebuilding it (which would take the focus away). */
+  function markSelected() {
+    for (const item of list.querySelectorAll(".review-item")) {
+      const selected = Number(item.dataset.index) === state.selected;
+      item.classList.toggle("selected", selected);
+      item.querySelector(".num").setAttribute("aria-pressed", String(selected));
+    }
+  }
+
+  function renderList() {
     list.replaceChildren(...state.boxes.map((box, i) => {
       const select = el("select", { id: `review-label-${i}`, "aria-label": t("review.class_of", { n: i + 1 }),
-        onchange: (event) => { box.label = event.target.value; state.selected = i; render(); } },
+        onchange: (event) => {
+          // Arrow keys on a closed select fire change: keep the list, and the focus, as they are.
+          box.label = event.target.value;
+          event.target.closest(".review-item").dataset.label = box.label;
+          state.selected = i;
+          renderOverlay();
+          markSelected();
+        } },
         ...classes.map((name) => el("option", { value: name, text: classLabel(name), selected: name === box.label })));
       const origin = box.detection === null || box.detection === undefined ? t("review.drawn")
         : t("review.from_model", { score: pct(report.detections[box.detection]?.score ?? 0) });
@@ -144,17 +167,21 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
           onclick: () => { state.selected = i; render(); stage.focus(); } }),
         el("span", { class: "grow" }, select, el("span", { class: "muted block", text: origin })),
         el("button", { type: "button", class: "small review-delete", text: t("review.delete"),
-          "aria-label": t("review.delete_n", { n: i + 1 }), onclick: () => removeBox(i) }));
+          "aria-label": t("review.delete_n", { n: i + 1 }), onclick: () => removeBox(i, { fromList: true }) }));
     }));
     if (!state.boxes.length) list.append(el("li", { class: "muted", text: t("review.no_boxes") }));
     status.textContent = reviewSummary(state.review);
     dialog.dataset.boxes = String(state.boxes.length);
   }
 
-  function removeBox(i) {
+  function removeBox(i, { fromList = false } = {}) {
     state.boxes.splice(i, 1);
     state.selected = -1;
     render();
+    if (!fromList) return;
+    // The button pressed is gone: the focus goes to the next box's, or to "Add a box".
+    const buttons = list.querySelectorAll(".review-delete");
+    (buttons[Math.min(i, buttons.length - 1)] || dialog.querySelector("#review-add")).focus();
   }
 
   function addBox() {
@@ -312,6 +339,9 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
   dialog.addEventListener("close", () => {
     if (state.url) URL.revokeObjectURL(state.url);
     dialog.remove();
+    // A save re-renders the incident, so the button that opened the dialog may be a new one.
+    const opener = document.querySelector(`button.review-open[data-report="${report.id}"]`);
+    if (opener) opener.focus();
   });
   const previous = document.getElementById("review");
   if (previous) previous.close();
