@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ __all__ = [
     "dataset_hash",
     "import_split",
     "parse_label_text",
+    "replay_sample",
+    "taxonomy_source",
     "write_dataset",
 ]
 
@@ -93,6 +96,38 @@ SOURCES: dict[str, Source] = {
         {"general_trashbag": "dumped_waste", "other_trashbag": "dumped_waste"},
     ),
 }
+
+
+def taxonomy_source(root: Path, name: str | None = None) -> Source:
+    """A YOLO dataset already named in the project taxonomy, as a source.
+
+    Such as the reviewed photos ``vipare dataset export`` writes: its classes map to themselves.
+
+    Args:
+        root: folder with ``data.yaml``, ``images/<split>`` and ``labels/<split>``.
+        name: short identifier used in file names and records; defaults to the folder's name.
+
+    Raises:
+        ValueError: when ``data.yaml`` names a class outside the taxonomy.
+    """
+    source = Source(name or root.name, root, {})
+    names = list(source.source_names().values())
+    unknown = sorted(set(names) - set(class_names()))
+    if unknown:
+        raise ValueError(f"{root / 'data.yaml'} names classes outside the taxonomy {class_names()}: {unknown}")
+    return Source(source.name, root, {n: n for n in names})
+
+
+def replay_sample(samples: Sequence[Sample], count: int, seed: int = 0) -> list[Sample]:
+    """``count`` samples drawn without replacement, the same ones for the same seed (all when fewer).
+
+    Replaying a sample of the original training photos while fine-tuning on new ones keeps the model
+    from forgetting what it learnt on them.
+    """
+    if count >= len(samples):
+        return list(samples)
+    chosen = random.Random(seed).sample(range(len(samples)), count)
+    return [samples[i] for i in sorted(chosen)]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import click
 import numpy as np
 import yaml
 
-from training.datasets import SOURCES, Source, import_split
+from training.datasets import SOURCES, Source, import_split, taxonomy_source
 from vipare.detection import Detector
 from vipare.imaging import load_image
 from vipare.pipeline import decide_verdict
@@ -186,7 +186,7 @@ def resolve_source(dataset: Path) -> Source:
     names = list(names.values()) if isinstance(names, dict) else list(names)
     taxonomy = class_names()
     if set(names) <= set(taxonomy):
-        return Source(root.name, root, {n: n for n in names})
+        return taxonomy_source(root)
     for source in SOURCES.values():
         if set(names) <= set(source.mapping):
             return Source(source.name, root, source.mapping)

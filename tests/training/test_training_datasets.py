@@ -110,3 +110,25 @@ def test_command_takes_repeated_splits_and_a_validation_only_dataset(
     assert unknown.exit_code == 2 and "three:train" in unknown.stderr and not (tmp_path / "next").exists()
     both = runner.invoke(datasets.main, [str(tmp_path / "next"), "--no-train", "--train", "one:train"])
     assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_taxonomy_source_maps_classes_to_themselves(tmp_path: Path) -> None:
+    from training.datasets import taxonomy_source
+
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"names": dict(enumerate(class_names()))}))
+    source = taxonomy_source(tmp_path, "reviews")
+    assert source.name == "reviews" and dict(source.mapping) == {n: n for n in class_names()}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"names": ["dumped_waste", "sofa"]}))
+    with pytest.raises(ValueError, match="sofa"):
+        taxonomy_source(tmp_path)
+
+
+def test_replay_sample_is_seeded_and_keeps_order() -> None:
+    from training.datasets import replay_sample
+
+    samples = [Sample("s", Path(f"{i}.jpg"), f"{i:064d}", ()) for i in range(20)]
+    first = replay_sample(samples, 5, seed=1)
+    assert first == replay_sample(samples, 5, seed=1) and len(first) == 5
+    assert first == sorted(first, key=lambda s: int(s.image.stem))
+    assert first != replay_sample(samples, 5, seed=2)
+    assert replay_sample(samples, 50) == samples and replay_sample(samples, 0) == []
