@@ -27,8 +27,10 @@ from fastapi import FastAPI
 from serving.config import ServiceSettings
 from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
+from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
 from serving.routes import batches, cameras, exports, incidents, keys, ops, pages, reports
+from serving.routes import models as model_routes
 from serving.service import Service, start_service
 from vipare.detection import Detector
 
@@ -84,6 +86,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(model_routes.router)
     app.include_router(reports.upload_router)
     app.include_router(reports.router)
     app.include_router(incidents.router)
@@ -107,6 +110,12 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
                 f"The batch is larger than one upload may be ({upload_limit} bytes in all); send fewer frames "
                 "per request.",
                 "image_too_large",
+            ),
+            model_routes.MODELS_PATH: (
+                MAX_MODEL_BYTES + FORM_OVERHEAD_BYTES,
+                f"The model file is larger than the service accepts ({MAX_MODEL_BYTES} bytes); promote it on the "
+                "server with vipare models promote FILE.",
+                "model_too_large",
             ),
         },
     )

@@ -12,7 +12,7 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
               the camera registry, locates frames without GPS)
     manager   read every report and incident, change incident states, export (CSV, GeoJSON, Open311);
               manage the camera registry
-    admin     create, list and revoke keys; manage the camera registry
+    admin     create, list and revoke keys; promote and roll back models; manage the camera registry
 
 A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
@@ -81,6 +81,7 @@ class Permission(StrEnum):
     KEY_MANAGE = "key:manage"
     BATCH_CREATE = "batch:create"
     CAMERA_MANAGE = "camera:manage"
+    MODEL_MANAGE = "model:manage"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -96,7 +97,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CAMERA_MANAGE,
         }
     ),
-    Role.ADMIN: frozenset({Permission.KEY_MANAGE, Permission.CAMERA_MANAGE}),
+    Role.ADMIN: frozenset({Permission.KEY_MANAGE, Permission.MODEL_MANAGE, Permission.CAMERA_MANAGE}),
 }
 
 

@@ -56,6 +56,7 @@ _ACTIONS: dict[Permission, str] = {
     Permission.KEY_MANAGE: "manage API keys",
     Permission.BATCH_CREATE: "send batches of camera frames",
     Permission.CAMERA_MANAGE: "manage the camera registry",
+    Permission.MODEL_MANAGE: "promote models",
 }
 
 

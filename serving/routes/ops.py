@@ -1,4 +1,7 @@
-"""Operations: liveness, readiness, the model's identity, Prometheus metrics. No key needed."""
+"""Operations: liveness, readiness, Prometheus metrics. No key needed.
+
+The model's identity and history (``/v1/model``) are in :mod:`serving.routes.models`.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from serving.incidents import FAMILIES
 from serving.routes.deps import ServiceDep
-from serving.schemas import ModelOut
-from vipare.taxonomy import DEPOSIT_CLASSES
 
 __all__ = ["router"]
 
@@ -43,28 +43,6 @@ def readyz(service: ServiceDep) -> Any:
     except SQLAlchemyError as exc:
         return JSONResponse({"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status_code=503)
     return {"status": "ready", "model_sha256": service.pipeline.detector.info.sha256}
-
-
-@router.get("/v1/model", response_model=ModelOut, tags=["model"], summary="The model in service")
-def model(service: ServiceDep) -> ModelOut:
-    """The model's identity (file sha256, classes, input size), the thresholds applied and the class families.
-
-    Every report carries the same identity, so any detection can be traced to exact weights. The
-    thresholds are those of the loaded detector and pipeline, which may differ from the settings when
-    the app was given a detector.
-    """
-    pipeline = service.pipeline
-    detector = pipeline.detector
-    return ModelOut(
-        model=detector.info,
-        conf_threshold=detector.conf_threshold,
-        iou_threshold=detector.iou_threshold,
-        max_detections=detector.max_detections,
-        verdict_threshold=pipeline.settings.verdict_threshold,
-        deposit_classes=sorted(DEPOSIT_CLASSES),
-        class_families=dict(FAMILIES),
-        ready=service.ready,
-    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

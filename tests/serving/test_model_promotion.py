@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from serving.db import write_session
 from serving.model_registry import MODELS_DIR, ModelRejectedError, load_model
@@ -187,3 +188,127 @@ def test_a_rejected_file_is_neither_kept_nor_recorded(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "weights.onnx cannot serve as the model" in result.output
     assert list((tmp_path / "data" / MODELS_DIR).iterdir()) == []
     assert "no model promoted" in vipare("list", "--data-dir", str(tmp_path / "data")).output
+
+
+# --------------------------------------------------------------------------------------------------
+# Over HTTP
+
+
+def post_model(server: Server, path: Path, who: str = "admin", **fields: str) -> Any:
+    return server.client.post(
+        "/v1/models", files={"model": (path.name, path.read_bytes(), "application/octet-stream")}, data=fields,
+        headers=server.headers(who),
+    )
+
+
+def count_promotions(server: Server) -> int:
+    with server.service.sessions() as session:
+        return session.scalar(select(func.count()).select_from(ModelPromotion)) or 0
+
+
+def test_a_promotion_over_http_serves_the_next_upload_and_shows_in_the_history(
+    fresh: Server, candidates: dict[float, Path]
+) -> None:
+    before = fresh.service.pipeline.detector.info.sha256
+    assert fresh.client.get("/v1/model").json()["history"] == []
+    new = sha256_of(candidates[0.7])
+    response = post_model(fresh, candidates[0.7], comment="city photos", card='{"name": "city"}')
+    assert response.status_code == 201, response.text
+    state = response.json()
+    assert state["model"]["sha256"] == new and state["ready"] is True
+    report = upload(fresh, 11)  # the very next upload: this worker switched at once
+    assert report["model"]["sha256"] == new
+    assert report["detections"][0]["score"] == pytest.approx(0.7, abs=0.01)
+    model = fresh.client.get("/v1/model").json()
+    assert model["model"]["sha256"] == new and model["model"]["classes"] == ["dumped_waste", "overflowing_bin", "bin"]
+    history = [(h["sha256"], h["previous_sha256"], h["promoted_by"], h["comment"], h["card"]) for h in model["history"]]
+    assert history == [(new, before, "test-admin (admin)", "city photos", {"name": "city"})]
+    assert post_model(fresh, candidates[0.6]).status_code == 201
+    newest_first = [h["sha256"] for h in fresh.client.get("/v1/model").json()["history"]]
+    assert newest_first == [sha256_of(candidates[0.6]), new]
+
+    back = fresh.client.post("/v1/models/rollback", json={"comment": "worse"}, headers=fresh.headers("admin"))
+    assert back.status_code == 201, back.text
+    assert back.json()["model"]["sha256"] == new and back.json()["history"][0]["comment"] == "rollback: worse"
+    assert upload(fresh, 12)["model"]["sha256"] == new
+
+
+@pytest.mark.parametrize("who", ["agent", "camera", "manager"])
+def test_only_admin_keys_promote_or_roll_back(fresh: Server, candidates: dict[float, Path], who: str) -> None:
+    refused = post_model(fresh, candidates[0.7], who=who)
+    assert refused.status_code == 403 and refused.json()["detail"].endswith("may not promote models.")
+    assert fresh.client.post("/v1/models/rollback", headers=fresh.headers(who)).status_code == 403
+    assert count_promotions(fresh) == 0
+
+
+def test_rollback_with_nothing_before_is_409(fresh: Server) -> None:
+    response = fresh.client.post("/v1/models/rollback", headers=fresh.headers("admin"))
+    assert response.status_code == 409
+    assert response.json()["code"] == "no_earlier_model" and "nothing to roll back to" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: path.write_bytes(b"not an onnx file at all"), "candidate.onnx is not a usable ONNX model"),
+        (
+            lambda path: make_detector_onnx(path, names={0: "dumped_waste", 1: "overflowing_bin", 2: "bin"},
+                                            raw=head_output(3, []), omit=["imgsz"]),
+            "model metadata has no 'imgsz' entry",
+        ),
+        (
+            lambda path: make_colour_detector_onnx(path, names={0: "bin", 1: "dumped_waste", 2: "overflowing_bin"}),
+            "but the project's are ['dumped_waste', 'overflowing_bin', 'bin'], in this order",
+        ),
+    ],
+    ids=["not-onnx", "no-metadata", "classes-in-another-order"],
+)
+def test_a_bad_file_is_422_with_why_and_nothing_is_promoted(
+    fresh: Server, tmp_path: Path, make: Any, message: str
+) -> None:
+    current = fresh.service.pipeline.detector.info.sha256
+    path = tmp_path / "candidate.onnx"
+    make(path)
+    response = post_model(fresh, path)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "model_rejected" and message in response.json()["detail"]
+    assert count_promotions(fresh) == 0
+    assert [p.name for p in (fresh.data_dir / MODELS_DIR).iterdir()] == []
+    assert fresh.service.pipeline.detector.info.sha256 == current
+
+
+def test_an_upload_in_flight_during_a_swap_finishes_on_the_old_model(
+    fresh: Server, candidates: dict[float, Path]
+) -> None:
+    """The first upload holds the old detector (stopped inside its inference); the promotion swaps; both succeed."""
+    old = fresh.service.pipeline.detector
+    entered, release = threading.Event(), threading.Event()
+
+    class Held:
+        """The old detector, stopping its first photo's inference until released."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(old, name)
+
+        def detect(self, *args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            assert release.wait(10)
+            return old.detect(*args, **kwargs)
+
+    fresh.service.pipeline.detector = Held()  # type: ignore[assignment]
+    first: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: first.update(response=fresh.upload(deposit_photo(21, lat=PLACE[0],
+                                                                                            lon=PLACE[1]))))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        assert post_model(fresh, candidates[0.7]).status_code == 201
+        assert fresh.client.get("/readyz").status_code == 200
+        second = upload(fresh, 22)  # on the new model while the first is still running
+    finally:
+        release.set()
+        thread.join(10)
+    assert second["model"]["sha256"] == sha256_of(candidates[0.7])
+    assert first["response"].status_code == 201, first["response"].text
+    assert first["response"].json()["model"]["sha256"] == old.info.sha256
+    assert first["response"].json()["detections"][0]["score"] == pytest.approx(0.9, abs=0.01)
