@@ -72,6 +72,7 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
   const stage = el("div", { class: "review-stage", tabindex: "0", role: "group",
     "aria-label": t("review.stage_label"), "aria-describedby": "review-help" }, img, overlay);
   const status = el("p", { id: "review-state", class: "review-state", role: "status" });
+  const earlier = el("details", { id: "review-history", class: "review-history", hidden: true });
   const showModel = el("input", { type: "checkbox", id: "review-show-model" });
   const list = el("ol", { class: "review-list", id: "review-list" });
   const note = el("textarea", { id: "review-note", rows: 2, maxlength: 2000, placeholder: t("review.note_placeholder") });
@@ -89,6 +90,7 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
       el("div", { class: "review-photo" }, stage),
       el("div", { class: "review-side" },
         status,
+        earlier,
         el("label", { class: "check", for: "review-show-model" }, showModel,
           el("span", { text: t("review.show_model", { n: report.detections.length }) })),
         el("h3", { text: t("review.boxes") }),
@@ -296,6 +298,7 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
       render();
       status.textContent = `${t("review.saved")} ${reviewSummary(review)}`;
       dialog.dataset.saved = String(review.id ?? "true");
+      loadHistory();
       onSaved(review);
     } catch (failure) {
       error.textContent = failure.message || t("err.network");
@@ -304,6 +307,21 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
       save.disabled = false;
       falseAlarm.disabled = false;
     }
+  }
+
+  /** The photo's reviews before the current one (GET /v1/reports/{id}/reviews, oldest first). */
+  async function loadHistory() {
+    if (!state.review) return;
+    let all;
+    try {
+      all = await apiJson(keys, `/v1/reports/${report.id}/reviews`);
+    } catch {
+      return; // the current review is shown anyway
+    }
+    const before = all.filter((r) => r.id !== state.review.id).reverse();
+    earlier.hidden = !before.length;
+    earlier.replaceChildren(el("summary", { text: t("review.earlier", { n: before.length }) }),
+      el("ol", {}, ...before.map((r) => el("li", { text: reviewSummary(r) }, r.note ? el("blockquote", { text: r.note }) : null))));
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -348,6 +366,7 @@ export function openReview({ keys, report, classes, depositClasses, onSaved }) {
   document.body.append(dialog);
   render();
   loadPhoto();
+  loadHistory();
   dialog.showModal();
   stage.focus();
   return dialog;
