@@ -3,7 +3,8 @@
 The promotions' history is the ``model_promotions`` table (:class:`~serving.models.ModelPromotion`):
 its latest row is the model every service worker should run. Promoting a file:
 
-1. stream it to a temporary folder under ``<data_dir>/models/``, hashing it on the way;
+1. stream it to a temporary folder under ``<data_dir>/models/``, hashing it on the way (such
+   folders left by a crash are deleted by a later promotion);
 2. load it as vipare's detector with the service's thresholds and thread count, run one warm-up
    inference, and check its classes are the project's (:mod:`vipare.taxonomy`), in order; anything
    else is :class:`ModelRejectedError` (HTTP 422) with what is wrong and what to do, and nothing is
@@ -22,11 +23,13 @@ that takes a promotion over HTTP switches at once, with the detector loaded here
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -67,6 +70,8 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 """Largest model file ``POST /v1/models`` takes (an exported YOLO11x is about 220 MB)."""
 
 _CHUNK = 1024 * 1024
+_STALE_INCOMING_S = 3600.0
+"""A candidate's folder older than this was left by a promotion that crashed (checking takes seconds)."""
 _EXPORT_HINT = (
     "Promote the .onnx file that vipare's export step writes (python -m training.export), trained on the "
     "project's classes"
@@ -214,6 +219,11 @@ def _stage(source: IO[bytes], settings: ServiceSettings, name: str) -> _Staged:
     """Steps 1 to 3 of the module doc: copy, check, then keep the copy under its sha256."""
     folder = settings.data_dir / MODELS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for stale in folder.glob(".incoming-*"):
+        with contextlib.suppress(OSError):  # another promotion may remove it at the same time
+            if now - stale.stat().st_mtime > _STALE_INCOMING_S:
+                shutil.rmtree(stale)
     # A folder of its own per candidate, so the file can carry its final name while it is checked:
     # the detector's name (the file's stem) is then the same as when a service loads the kept copy.
     workdir = Path(tempfile.mkdtemp(prefix=".incoming-", dir=folder))

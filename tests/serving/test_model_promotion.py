@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ def wait_for_model(server: Server, sha256: str, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while server.service.pipeline.detector.info.sha256 != sha256:
         assert time.monotonic() < deadline, "the service did not switch to the promoted model"
+        assert server.client.get("/readyz").status_code == 200  # ready all along, the swap included
         time.sleep(0.02)
 
 
@@ -188,6 +190,17 @@ def test_a_rejected_file_is_neither_kept_nor_recorded(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "weights.onnx cannot serve as the model" in result.output
     assert list((tmp_path / "data" / MODELS_DIR).iterdir()) == []
     assert "no model promoted" in vipare("list", "--data-dir", str(tmp_path / "data")).output
+
+
+def test_a_promotion_deletes_what_a_crashed_one_left(tmp_path: Path, candidates: dict[float, Path]) -> None:
+    models = tmp_path / MODELS_DIR
+    crashed, running = models / ".incoming-crashed", models / ".incoming-running"
+    for folder in (crashed, running):
+        folder.mkdir(parents=True)
+        (folder / "incoming").write_bytes(b"half a model")
+    os.utime(crashed, (time.time() - 7200, time.time() - 7200))
+    assert vipare("promote", str(candidates[0.7]), "--data-dir", str(tmp_path)).exit_code == 0
+    assert sorted(p.name for p in models.iterdir()) == [".incoming-running", f"{sha256_of(candidates[0.7])}.onnx"]
 
 
 # --------------------------------------------------------------------------------------------------
