@@ -23,6 +23,9 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`CameraExistsError`              409     camera_exists
 ``InvalidTransitionError``              409     invalid_transition
 ``InvalidMergeError``                   422     invalid_merge
+``ModelRejectedError``                  422     model_rejected (serving.model_registry)
+``NoEarlierModelError``                 409     no_earlier_model (serving.model_registry)
+model file over the promotion limit     413     model_too_large (serving.limits)
 ======================================  ======  =================================
 
 Routes raise these and never catch bare ``Exception``; anything else is a bug and a 500.
