@@ -9,7 +9,8 @@ An export is a folder (``vipare dataset export OUT``) or a zip (``POST /v1/datas
 
 **Which photos.** Each report with a review, labelled by its current review (the latest row; the
 model's detections stay out of it). With ``include_unreviewed``, reports nobody reviewed come too,
-labelled by the model's detections and marked ``"labels": "model"`` in the manifest. A review that
+labelled by the model's detections and marked ``"labels": "model"`` in the manifest, except the photos
+an agent sent anyway where the model saw nothing (only a review settles who is right). A review that
 says "no deposit" (a false alarm, or a photo of a rejected incident) gives an empty label file: a
 negative. Filters: observed time (``since``/``until``, inclusive) and a bounding box. A photo sent by
 several clients (one sha256, several reports) appears once, labelled by its most recent review.
@@ -62,7 +63,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 import yaml
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from serving.errors import NotFoundError
@@ -78,6 +79,7 @@ __all__ = [
     "CELL_M",
     "MANIFEST_VERSION",
     "SPLITS",
+    "Split",
     "ExportFilter",
     "ExportSummary",
     "LabelBox",
@@ -280,6 +282,10 @@ def _statement(flt: ExportFilter) -> Select[Report, ReportReview]:  # the review
     )
     if not flt.include_unreviewed:
         statement = statement.where(latest.c.review_id.is_not(None))
+    else:
+        # A photo sent anyway where the model saw nothing: agent and model disagree, only a review settles it.
+        disputed = and_(Report.agent_says_deposit.is_(True), Report.dumping.is_(False))
+        statement = statement.where(or_(latest.c.review_id.is_not(None), not_(disputed)))
     if flt.since is not None:
         statement = statement.where(Report.observed_at >= flt.since)
     if flt.until is not None:

@@ -1,5 +1,5 @@
 """The dataset export (:mod:`serving.dataset`, ``vipare dataset export``): splits by place and time over
-many reviewed reports, labels."""
+many reviewed reports, labels, which photos."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from serving.dataset import (
 from serving.db import engine_from_settings, migrate, session_factory, write_session
 from serving.models import Incident, Report, ReportReview
 from serving.photos.store import PhotoStore
+from serving.queries import Bbox
 from tests.serving.helpers import moved
 from vipare.cli import main
 from vipare.size import Size
@@ -77,25 +78,48 @@ def many(tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], PhotoStore]]:
         engine.dispose()
 
 
+_BOX = {"label": "dumped_waste", "xyxy": [240, 160, 320, 240], "detection": None}
+
+
 def _report(
-    session: Session, photos: PhotoStore, seed: int, place: tuple[float, float], at: datetime, incident_id: int | None
-) -> None:
+    session: Session,
+    photos: PhotoStore,
+    seed: int,
+    place: tuple[float, float],
+    at: datetime,
+    incident_id: int | None,
+    *,
+    client: str = "key:1",
+    review: bool = True,
+    deposit: bool | None = None,
+    reviewed_at: datetime | None = None,
+    agent_says_deposit: bool = False,
+) -> int:
+    """A report of photo ``seed`` (the same seed: the same photo) straight into the store; its id.
+
+    The model saw a deposit when it has an incident, unless the agent sent it anyway. Reviewed when
+    ``review``: a deposit box when ``deposit`` (default: it has an incident), else no box.
+    """
     data = f"photo {seed}".encode()  # the export copies the stored bytes; it never decodes them
     sha = hashlib.sha256(data).hexdigest()
     path = photos.path(sha, "jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    model_saw = incident_id is not None and not agent_says_deposit
     report = Report(
-        client_ref="key:1", submitted_by="test", sha256=sha, photo_ext="jpg", received_at=at, observed_at=at,
-        dumping=incident_id is not None, score=0.9, lat=place[0], lon=place[1], location_source="client",
-        model_sha256="m" * 64, image={"width": 640, "height": 480}, detections=[], verdict={}, location={},
-        model={}, incident_id=incident_id,
+        client_ref=client, submitted_by="test", sha256=sha, photo_ext="jpg", received_at=at, observed_at=at,
+        dumping=model_saw, score=0.9 if model_saw else 0.0, lat=place[0], lon=place[1], location_source="client",
+        model_sha256="m" * 64, image={"width": 640, "height": 480},
+        detections=[{"label": "dumped_waste", "box": [240, 160, 320, 240]}] if model_saw else [], verdict={},
+        location={}, model={}, incident_id=incident_id, agent_says_deposit=agent_says_deposit,
     )
     session.add(report)
     session.flush()
-    session.add(ReportReview(report_id=report.id, reviewer="test", reviewed_at=at, deposit=incident_id is not None,
-                             boxes=[{"label": "dumped_waste", "xyxy": [240, 160, 320, 240], "detection": None}]
-                             if incident_id is not None else [], source="review"))
+    deposit = incident_id is not None if deposit is None else deposit
+    if review:
+        session.add(ReportReview(report_id=report.id, reviewer="test", reviewed_at=reviewed_at or at, deposit=deposit,
+                                 boxes=[_BOX] if deposit else [], source="review"))
+    return report.id
 
 
 def test_one_incident_and_one_cell_week_never_span_two_splits(
@@ -126,6 +150,48 @@ def test_one_incident_and_one_cell_week_never_span_two_splits(
     after = {e["group"]: e["split"] for e in later.manifest["images"]}
     assert len(after) == len(before) + 10
     assert all(after[group] == split for group, split in before.items())
+
+
+def test_a_photo_sent_by_two_clients_is_exported_once_with_its_latest_review(
+    many: tuple[sessionmaker[Session], PhotoStore], tmp_path: Path
+) -> None:
+    sessions, photos = many
+    here = moved(*STRASBOURG, north_m=-50_000)
+    with write_session(sessions) as session:
+        first = _report(session, photos, 5000, here, T0, None, deposit=True, reviewed_at=T0 + timedelta(days=2))
+        second = _report(session, photos, 5000, here, T0, None, client="key:2", deposit=False,
+                         reviewed_at=T0 + timedelta(days=1))
+    with sessions() as session:
+        summary = export_folder(session, photos, tmp_path / "out", ExportFilter(bbox=_around(here)))
+    [entry] = summary.manifest["images"]
+    assert entry["report_id"] == first and entry["same_photo_reports"] == [second]
+    assert (tmp_path / "out" / entry["label"]).read_text() == f"{DEPOSIT_LINE}\n"  # the later review's
+
+
+def test_unreviewed_photos_sent_anyway_stay_out_of_the_models_labels(
+    many: tuple[sessionmaker[Session], PhotoStore], tmp_path: Path
+) -> None:
+    sessions, photos = many
+    here = moved(*STRASBOURG, north_m=-60_000)
+    with write_session(sessions) as session:
+        incident = Incident(family="waste", label="dumped_waste", status="new", lat=here[0], lon=here[1],
+                            first_seen=T0, last_seen=T0, max_score=0.0, report_count=0, to_review=True)
+        session.add(incident)
+        session.flush()
+        disputed = _report(session, photos, 6000, here, T0, incident.id, review=False, agent_says_deposit=True)
+        seen = _report(session, photos, 6001, here, T0, incident.id, review=False)
+        settled = _report(session, photos, 6002, here, T0, incident.id, agent_says_deposit=True, deposit=True)
+    with sessions() as session:
+        summary = export_folder(
+            session, photos, tmp_path / "out", ExportFilter(bbox=_around(here), include_unreviewed=True)
+        )
+    labels = {e["report_id"]: e["labels"] for e in summary.manifest["images"]}
+    assert labels == {seen: "model", settled: "review"} and disputed not in labels
+
+
+def _around(place: tuple[float, float]) -> Bbox:
+    (lat0, lon0), (lat1, lon1) = moved(*place, -50, -50), moved(*place, 50, 50)
+    return Bbox(lon0, lat0, lon1, lat1)
 
 
 def test_the_command_exports_from_its_data_folder(
