@@ -82,6 +82,45 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _adaptation_section(card: dict[str, Any]) -> list[str]:
+    """Old against new on the city's held-out photos and on the reference set, and the decision."""
+    ad = card.get("adaptation")
+    if not ad:
+        return []
+    counts, replay, decision = ad["counts"], ad["replay"], ad["decision"]
+    city = counts["city_photos"]
+    lines = [
+        "## Adaptation to the city's reviewed photos",
+        "",
+        f"Written by `python -m training.adapt`: fine-tuned from `{ad['base_checkpoint']['file']}` "
+        f"(the checkpoint of `{ad['old_model']['file']}`, sha256 `{ad['old_model']['sha256']}`) at {ad['imgsz']} px "
+        f"on the city's reviewed photos (`{ad['reviews']}`, export hash `{ad['reviews_hash']}`: "
+        f"train {city['train']}, val {city['val']}, test {city['test']} photos"
+        + (f", {counts['city_negatives']} of them false alarms without any box"
+           if counts.get("city_negatives") is not None else "")
+        + f") and {replay['photos']} {replay['source']} photos replayed (seed {replay['seed']}).",
+        f"Training set hash `{ad['data_hash']}`: {counts['train_images'].get('train', 0)} training photos "
+        f"({', '.join(f'{k} {n}' for n, k in counts['train_boxes'].get('train', {}).items())} boxes), "
+        f"{counts['train_images'].get('val', 0)} validation photos. "
+        f"The adaptation took {ad['wall_seconds'] / 60:.1f} min wall, {ad['cpu_seconds'] / 60:.1f} min CPU.",
+        "",
+        "| data | photos | image recall old / new | specificity old / new | AUC old / new | mAP50 old / new |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, pair in (("city held-out", ad["evaluations"]["city"]), ("reference", ad["evaluations"]["reference"])):
+        old, new = pair["old"], pair["new"]
+        o, n = old["image_level"], new["image_level"]
+        figures = [(o["recall"], n["recall"]), (o["specificity"], n["specificity"]),
+                   (o.get("auc"), n.get("auc")), (old["map50"], new["map50"])]
+        lines.append(f"| {label}: {new['dataset']} ({new['split']}) | {new['images']} | "
+                     + " | ".join(f"{_fmt(a)} / {_fmt(b)}" for a, b in figures) + " |")
+    verdict = "promotable" if decision["promotable"] else "**not promotable**"
+    lines += ["", f"Decision: {verdict}.", ""]
+    lines += [f"- {'passed' if c['passed'] else 'FAILED'}: {c['detail']}" for c in decision["checks"]]
+    lines.append("")
+    return lines
+
+
 def _same_data(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a["dataset"] == b["dataset"] and a["split"] == b["split"])
 
@@ -180,6 +219,7 @@ def render(card: dict[str, Any]) -> str:
         lines += ["Not measured yet.", ""]
     for ev in evaluations:
         lines += _evaluation_section(ev)
+    lines += _adaptation_section(card)
     lines += ["## Cost per photo on a CPU", ""]
     cost = card.get("cost") or {}
     if not cost:

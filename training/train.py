@@ -72,6 +72,9 @@ class TrainConfig:
         fraction: share of the training split used (Ultralytics ``fraction=``), for budget runs.
         val: validate after every epoch (False: only after the last one).
         augment: extra Ultralytics augmentation arguments (``hsv_v`` etc.).
+        optimizer: Ultralytics optimizer arguments (``optimizer``, ``lr0``, ``warmup_epochs``...);
+            empty for its defaults, which suit training from COCO weights, not fine-tuning a
+            trained model further.
     """
 
     data: Path
@@ -91,6 +94,7 @@ class TrainConfig:
     fraction: float = 1.0
     val: bool = True
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.5})
+    optimizer: dict[str, float | str] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -222,6 +226,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
                 plots=False,
                 amp=device != "cpu",
                 **config.augment,
+                **config.optimizer,
             )
         record["finished"] = dt.datetime.now(dt.UTC).isoformat()
         _write_record(run_dir, record)
