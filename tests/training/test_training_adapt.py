@@ -193,3 +193,46 @@ def test_adapt_end_to_end(tmp_path: Path, street_photos: tuple[list[Sample], lis
     again = CliRunner().invoke(main, args)
     assert again.exit_code == result.exit_code, again.output
     assert last.stat().st_mtime == stamp
+
+
+@pytest.mark.parametrize(
+    ("record", "last_pt", "expected"),
+    [
+        (None, False, "fresh"),
+        ({"data_hash": "h"}, False, "fresh"),  # stopped before the first checkpoint
+        ({"data_hash": "h"}, True, "resume"),
+        ({"data_hash": "h", "finished": "2026-12-02T18:00:00"}, True, "skip"),
+    ],
+)
+def test_an_interrupted_run_resumes_and_a_finished_one_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: dict | None, last_pt: bool, expected: str
+) -> None:
+    import training.train
+    from training.adapt import _train
+
+    calls: list[str] = []
+
+    def fake_fine_tune(config: training.train.TrainConfig, resume: bool = False) -> Path:
+        calls.append("resume" if resume else "fresh")
+        assert config.optimizer["warmup_epochs"] == 0.0 and not config.val
+        return config.run_dir
+
+    monkeypatch.setattr(training.train, "fine_tune", fake_fine_tune)
+    run_dir = tmp_path / "train"
+    if record is not None:
+        (run_dir / "weights").mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps(record))
+        if last_pt:
+            (run_dir / "weights" / "last.pt").write_bytes(b"")
+    config = AdaptConfig(reviews=tmp_path)
+    assert _train(config, tmp_path / "data.yaml", "h", tmp_path, 320) == run_dir.resolve()
+    assert calls == ([] if expected == "skip" else [expected])
+
+
+def test_a_run_on_other_photos_is_not_resumed(tmp_path: Path) -> None:
+    from training.adapt import _train
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "run.json").write_text(json.dumps({"data_hash": "other"}))
+    with pytest.raises(AdaptError, match="other photos"):
+        _train(AdaptConfig(reviews=tmp_path), tmp_path / "data.yaml", "h", tmp_path, 320)
