@@ -264,6 +264,14 @@ def _split(source: Source, split: str) -> list[Sample]:
     return import_split(source, split)[0] if _has_images(source, split) else []
 
 
+def _left_out(source: Source, split: str) -> int:
+    """Photos of ``split`` in a format the training tools do not read (HEIC from iPhones, say)."""
+    folder = source.root / "images" / split
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
+
+
 def _manifest(reviews: Path) -> dict[str, Any]:
     path = reviews / MANIFEST
     return json.loads(path.read_text()) if path.exists() else {}
@@ -340,6 +348,9 @@ def adapt(config: AdaptConfig) -> AdaptResult:
     manifest = _manifest(config.reviews)
     reviews_hash = manifest.get("dataset_hash")
     city_splits = {s: _split(city, s) for s in ("train", "val", "test")}
+    left_out = {s: n for s in city_splits if (n := _left_out(city, s))}
+    if left_out:
+        log.warning("photos left out, in a format training does not read (convert them to JPEG): %s", left_out)
     held_out = "test" if city_splits["test"] else "val"
     if not city_splits["train"]:
         raise AdaptError(f"{config.reviews} has no training photos (images/train): export more reviews first")
@@ -371,6 +382,7 @@ def adapt(config: AdaptConfig) -> AdaptResult:
 
     counts = {
         "city_photos": {s: len(v) for s, v in city_splits.items()},
+        "city_photos_left_out": left_out,
         "city_negatives": manifest.get("negatives"),
         "city_labels": manifest.get("labels"),
         "replay_photos": len(replay),

@@ -98,6 +98,8 @@ def _adaptation_section(card: dict[str, Any]) -> list[str]:
         f"train {city['train']}, val {city['val']}, test {city['test']} photos"
         + (f", {counts['city_negatives']} of them false alarms without any box"
            if counts.get("city_negatives") is not None else "")
+        + (f"; {sum(counts['city_photos_left_out'].values())} left out, in a format training does not read"
+           if counts.get("city_photos_left_out") else "")
         + f") and {replay['photos']} {replay['source']} photos replayed (seed {replay['seed']}).",
         f"Training set hash `{ad['data_hash']}`: {counts['train_images'].get('train', 0)} training photos "
         f"({', '.join(f'{k} {n}' for n, k in counts['train_boxes'].get('train', {}).items())} boxes), "

@@ -157,6 +157,7 @@ def test_adapt_end_to_end(tmp_path: Path, street_photos: tuple[list[Sample], lis
         "val": deposit[4:6] + clean[1:2],
         "test": deposit[6:8] + clean[2:4],
     })
+    (reviews / "images" / "train" / "report-iphone.heic").write_bytes(b"not read by the training tools")
     out = tmp_path / "adapt"
     args = ["--reviews", str(reviews), "--output", str(out), "--replay", "3", "--epochs", "1", "--batch", "4",
             "--workers", "0", "--device", "cpu", "--reference-images", "8"]
@@ -175,6 +176,7 @@ def test_adapt_end_to_end(tmp_path: Path, street_photos: tuple[list[Sample], lis
     adaptation = card["adaptation"]
     assert adaptation["decision"]["promotable"] is (result.exit_code == 0)
     assert adaptation["counts"]["city_photos"] == {"train": 5, "val": 3, "test": 4}
+    assert adaptation["counts"]["city_photos_left_out"] == {"train": 1}
     assert adaptation["counts"]["train_images"] == {"train": 8, "val": 3}
     assert adaptation["reviews_hash"] == "f" * 64 and adaptation["held_out_split"] == "test"
     city = adaptation["evaluations"]["city"]
@@ -182,6 +184,7 @@ def test_adapt_end_to_end(tmp_path: Path, street_photos: tuple[list[Sample], lis
     assert adaptation["evaluations"]["reference"]["new"]["images"] == 8
     text = (out / "MODEL_CARD.md").read_text()
     assert "## Adaptation to the city's reviewed photos" in text
+    assert "1 left out, in a format training does not read" in text
     if result.exit_code == 0:
         assert f"promotable: {onnx_path}" in result.output and f"card: {out / 'MODEL_CARD.md'}" in result.output
     else:
