@@ -96,6 +96,7 @@ def incident_feature(incident: Incident) -> IncidentFeature:
             merged_into=incident.merged_into_id,
             max_score=round(incident.max_score, 4),
             updated_at=incident.updated_at,
+            to_review=incident.to_review,
         ),
     )
 

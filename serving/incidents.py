@@ -1,7 +1,7 @@
 """Incidents: one deposit at one place, however many photos report it, and its workflow.
 
-Grouping (:func:`assign`), for a report whose verdict is dumping, at its position and the time the
-photo was taken (``observed_at``):
+Grouping (:func:`assign`), for a report whose verdict is dumping or that its agent sent as a deposit
+anyway (:func:`groups_as_deposit`), at its position and the time the photo was taken (``observed_at``):
 
 1. **late**: a photo taken before a *cleaned* incident there was cleaned (a phone that uploads at the
    end of the day) is attached to it - no new incident for a deposit already gone;
@@ -13,6 +13,10 @@ photo was taken (``observed_at``):
 Class families (:data:`FAMILIES`): ``dumped_waste`` and ``overflowing_bin`` are one family, ``waste``.
 Waste heaped around a bin is both, and the model (like people) calls it either way from photo to
 photo; the crew that comes clears both. The incident's ``label`` is the class of its best detection.
+
+A report sent anyway (``agent_says_deposit``) where the model saw no deposit groups as a
+:data:`SENT_ANYWAY_LABEL` of score 0, and its incident is ``to_review`` (managers look at it first)
+until every such report of the incident has a review (:func:`needs_review`).
 
 Workflow (:data:`ALLOWED_TRANSITIONS`)::
 
@@ -38,13 +42,14 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from serving.models import Incident, Report, Transition, utcnow
+from serving.models import Incident, Report, ReportReview, Transition, utcnow
 from vipare.geotag import EARTH_RADIUS_M, haversine_m
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "FAMILIES",
     "OPEN_STATUSES",
+    "SENT_ANYWAY_LABEL",
     "Candidates",
     "GroupingPolicy",
     "IncidentAction",
@@ -53,7 +58,9 @@ __all__ = [
     "Status",
     "assign",
     "family_of",
+    "groups_as_deposit",
     "lat_lon_box",
+    "needs_review",
     "transition",
 ]
 
@@ -84,6 +91,9 @@ ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 FAMILIES: dict[str, str] = {"dumped_waste": "waste", "overflowing_bin": "waste"}
 """Deposit class -> class family; reports join incidents of their family. Unknown classes are their own family."""
+
+SENT_ANYWAY_LABEL = "dumped_waste"
+"""The class a report sent anyway groups as when the model saw no deposit in its photo (family ``waste``)."""
 
 
 class IncidentAction(StrEnum):
@@ -118,6 +128,31 @@ class GroupingPolicy:
 def family_of(label: str) -> str:
     """The class family of a deposit class."""
     return FAMILIES.get(label, label)
+
+
+def groups_as_deposit(report: Report) -> bool:
+    """True when the report joins an incident: the model saw a deposit, or the agent says there is one."""
+    return report.dumping or report.agent_says_deposit
+
+
+def _awaits_review(report: Report) -> bool:
+    """A report sent anyway where the model saw no deposit: a manager should look at its photo."""
+    return report.agent_says_deposit and not report.dumping
+
+
+def needs_review(session: Session, incident_id: int) -> bool:
+    """True while a report sent anyway of the incident, where the model saw no deposit, has no review."""
+    unreviewed = (
+        select(Report.id)
+        .where(
+            Report.incident_id == incident_id,
+            Report.agent_says_deposit.is_(True),
+            Report.dumping.is_(False),
+            ~select(ReportReview.id).where(ReportReview.report_id == Report.id).exists(),
+        )
+        .limit(1)
+    )
+    return session.scalar(unreviewed) is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,9 +274,11 @@ def assign(
 
     Args:
         session: a session in a write transaction (:func:`serving.db.write_session`).
-        report: a report with ``dumping`` true, its ``label``, position and ``observed_at``; new ones
-            are best given before they are added to the session, so that they are inserted with
-            their incident (one that opens an incident is added and flushed here, for its id).
+        report: a report that :func:`groups_as_deposit`, with its ``label``, position and
+            ``observed_at``; new ones are best given before they are added to the session, so that
+            they are inserted with their incident (one that opens an incident is added and flushed
+            here, for its id). A report sent anyway where the model saw no deposit makes its
+            incident ``to_review``.
         policy: radius and time window.
         actor: who uploaded, for the history of a newly opened incident.
         actor_key_id: the uploader's key id, if any.
@@ -251,7 +288,7 @@ def assign(
     Returns:
         The incident and whether the report opened it, joined it, or arrived late at a cleaned one.
     """
-    if not report.dumping or report.label is None:
+    if not groups_as_deposit(report) or report.label is None:
         raise ValueError("only a report with a deposit joins an incident")
     family, seen = family_of(report.label), report.observed_at
     if candidates is None:
@@ -281,6 +318,7 @@ def assign(
         report_count=1,
         recurrence_of_id=previous.id if previous else None,
         recurrence_count=previous.recurrence_count + 1 if previous else 0,
+        to_review=_awaits_review(report),
         created_at=now,
         updated_at=now,
     )
@@ -311,6 +349,8 @@ def _attach(report: Report, incident: Incident, action: IncidentAction) -> tuple
     incident.last_seen = max(incident.last_seen, report.observed_at)
     if report.score > incident.max_score and report.label is not None:
         incident.max_score, incident.label = report.score, report.label
+    if _awaits_review(report):
+        incident.to_review = True
     incident.updated_at = utcnow()
     report.incident_id, report.incident_action = incident.id, action.value
     return incident, action
@@ -353,7 +393,8 @@ def transition(
         session.execute(update(Report).where(Report.incident_id == incident.id).values(incident_id=target.id))
         _recompute(target, list(session.scalars(select(Report).where(Report.incident_id == target.id))))
         target.updated_at = at
-        incident.report_count = 0
+        target.to_review = target.to_review or incident.to_review  # the reports to review move with them
+        incident.report_count, incident.to_review = 0, False
         incident.merged_into_id = target.id
     if to is Status.CLEANED:
         incident.cleaned_at = at

@@ -116,8 +116,12 @@ def count_incidents(session: Session, flt: IncidentFilter) -> int:
 
 
 def list_incidents(session: Session, flt: IncidentFilter, *, limit: int, offset: int = 0) -> list[Incident]:
-    """One page of matching incidents, most recently seen first."""
-    return list(session.scalars(_ordered(flt).limit(limit).offset(offset)))
+    """One page of matching incidents for the managers' list: those to review first, then most recently seen first."""
+    statement = (
+        select(Incident).where(*flt.conditions())
+        .order_by(Incident.to_review.desc(), Incident.last_seen.desc(), Incident.id.desc())
+    )
+    return list(session.scalars(statement.limit(limit).offset(offset)))
 
 
 def iter_incidents(session: Session, flt: IncidentFilter, *, limit: int | None = None) -> Iterator[Incident]:

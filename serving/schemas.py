@@ -70,6 +70,12 @@ class ReportForm(BaseModel):
     )
     camera_id: str | None = Field(None, min_length=1, max_length=100, description="Which camera took the frame.")
     note: str | None = Field(None, max_length=NOTE_MAX, description="Free text from the agent.")
+    agent_says_deposit: bool = Field(
+        False,
+        description="true: the agent says there is a deposit whatever the model finds. A photo the model sees "
+        "nothing in is then stored and grouped as a deposit, its incident marked to_review for the managers. "
+        "Sending again, with true, a photo already sent without it upgrades that report in place (200).",
+    )
 
 
 class IncidentRef(BaseModel):
@@ -108,7 +114,10 @@ class ReportOut(BaseModel):
     verdict: Verdict
     location: Location
     model: ModelInfo
-    incident: IncidentRef | None = Field(description="None when the photo shows no deposit.")
+    incident: IncidentRef | None = Field(
+        description="None when the photo shows no deposit and the agent did not send it as one."
+    )
+    agent_says_deposit: bool = Field(False, description="The agent sent it as a deposit whatever the model found.")
     links: ReportLinks
 
 
@@ -160,6 +169,9 @@ class IncidentProperties(BaseModel):
     merged_into: int | None
     max_score: float
     updated_at: datetime
+    to_review: bool = Field(
+        False, description="A report sent anyway, where the model saw no deposit, has no review yet: look first."
+    )
 
 
 class PointGeometry(BaseModel):

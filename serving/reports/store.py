@@ -9,6 +9,11 @@ frames through :func:`store_reports`, so that a frame reaches the same incidents
 de-duplication, whichever way it came in.
 
 :func:`observed_time` says when a photo was taken; a batch job's JSON-lines sink uses it too.
+
+A photo its agent sends as a deposit whatever the model says (``agent_says_deposit``, the agent
+page's "report anyway") is grouped like a deposit (:func:`serving.incidents.groups_as_deposit`).
+The same photo sent again with the flag after a first send without it is a twin that
+:func:`send_anyway` upgrades in place: flagged, and grouped if the model saw no deposit in it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from serving.auth import Principal
 from serving.errors import LocationMissingError
-from serving.incidents import Candidates, GroupingPolicy, assign
+from serving.incidents import SENT_ANYWAY_LABEL, Candidates, GroupingPolicy, assign, groups_as_deposit
 from serving.models import Report
 from vipare.results import ImageResult
 
@@ -32,6 +37,7 @@ __all__ = [
     "NewReport",
     "Submitted",
     "observed_time",
+    "send_anyway",
     "store_report",
     "store_reports",
 ]
@@ -97,6 +103,7 @@ class NewReport:
         fallback_time: a capture time to use when neither ``captured_at`` nor EXIF gives one.
         camera_id: the camera named with the photo (a camera key tied to a registered camera wins).
         note: free text.
+        agent_says_deposit: the agent sent it as a deposit whatever the model says (never a camera frame).
     """
 
     principal: Principal
@@ -107,6 +114,7 @@ class NewReport:
     fallback_time: datetime | None = None
     camera_id: str | None = None
     note: str | None = None
+    agent_says_deposit: bool = False
 
 
 def store_report(
@@ -121,12 +129,13 @@ def store_report(
     fallback_time: datetime | None = None,
     camera_id: str | None = None,
     note: str | None = None,
+    agent_says_deposit: bool = False,
 ) -> Submitted:
     """Insert the report of one analysed photo and give it its incident; the caller commits.
 
     :func:`store_reports` for one photo (see there).
     """
-    new = NewReport(principal, result, ext, received, captured_at, fallback_time, camera_id, note)
+    new = NewReport(principal, result, ext, received, captured_at, fallback_time, camera_id, note, agent_says_deposit)
     return store_reports(session, [new], policy=policy)[0]
 
 
@@ -136,8 +145,8 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
     The photo files must already be in the store (``PhotoStore.put``) under their sha256. One query
     finds the twins of them all (the same client's report of the same photo, stored before or
     earlier in ``reports``), one the incidents their deposits may reach
-    (:class:`~serving.incidents.Candidates`); each dumping report then joins or opens its incident
-    as if it had come alone, after those before it. The reports go to the database with their
+    (:class:`~serving.incidents.Candidates`); each dumping report (or one sent anyway) then joins or
+    opens its incident as if it had come alone, after those before it. The reports go to the database with their
     incident, in as few statements as the grouping allows.
 
     Args:
@@ -146,7 +155,8 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
         policy: how reports group into incidents.
 
     Returns:
-        One outcome per photo, in order; ``created`` is False for a twin, which writes nothing.
+        One outcome per photo, in order; ``created`` is False for a twin, which writes nothing (even
+        sent anyway: :func:`send_anyway` upgrades a twin).
 
     Raises:
         LocationMissingError: a photo has no location (checked before anything is written).
@@ -166,9 +176,9 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
         stored[key] = report
         rows.append((report, True))
         fresh.append((new, report))
-    candidates = Candidates(session, [report for _, report in fresh if report.dumping], policy)
+    candidates = Candidates(session, [report for _, report in fresh if groups_as_deposit(report)], policy)
     for new, report in fresh:
-        if report.dumping:  # before the report is added: it is then inserted with its incident
+        if groups_as_deposit(report):  # before the report is added: it is then inserted with its incident
             assign(session, report, policy, actor=new.principal.actor, actor_key_id=new.principal.key_id,
                    candidates=candidates)
         session.add(report)
@@ -198,6 +208,9 @@ def _report_row(new: NewReport) -> Report:
     observed, captured = observed_time(result, new.received, sent=new.captured_at, fallback=new.fallback_time)
     deposits = [d for d in result.detections if d.deposit]
     best = max(deposits, key=lambda d: d.score, default=None)
+    label, score = best.label if best else None, result.verdict.score
+    if new.agent_says_deposit and not result.verdict.dumping:
+        label, score = SENT_ANYWAY_LABEL, 0.0  # grouped as a deposit, never outranking one the model saw
     return Report(
         client_ref=principal.client_ref,
         api_key_id=principal.key_id,
@@ -209,9 +222,10 @@ def _report_row(new: NewReport) -> Report:
         captured_at=captured,
         camera_id=principal.camera_id or new.camera_id or location.camera_id,
         note=new.note,
+        agent_says_deposit=new.agent_says_deposit,
         dumping=result.verdict.dumping,
-        score=result.verdict.score,
-        label=best.label if best else None,
+        score=score,
+        label=label,
         lat=location.lat,
         lon=location.lon,
         location_source=location.source,
@@ -222,3 +236,41 @@ def _report_row(new: NewReport) -> Report:
         location=location.model_dump(mode="json"),
         model=result.model.model_dump(mode="json"),
     )
+
+
+def send_anyway(
+    session: Session, report_id: int, principal: Principal, *, policy: GroupingPolicy, note: str | None = None
+) -> Submitted:
+    """Upgrade a stored report in place to one its agent sends as a deposit anyway; the caller commits.
+
+    The agent page's "report anyway", after a first send that the model found nothing in, sends the
+    same photo again with ``agent_says_deposit``: the report is flagged and, if the model saw no
+    deposit in it, grouped as a :data:`~serving.incidents.SENT_ANYWAY_LABEL` of score 0 (its
+    incident is then ``to_review``). A report already flagged is left as it is, so a queue that
+    sends it again changes nothing.
+
+    Args:
+        session: a session in a write transaction (:func:`serving.db.write_session`).
+        report_id: the stored report (the same client's report of the same photo).
+        principal: who sends it again, for the history of an incident it opens.
+        policy: how reports group into incidents.
+        note: the note sent again; kept when the report had none.
+
+    Returns:
+        The report, not created, with the incident action when it reached an incident now.
+    """
+    report = session.get(Report, report_id)
+    if report is None:
+        raise ValueError(f"there is no report #{report_id}")
+    if report.agent_says_deposit:
+        return Submitted(report.id, created=False)
+    report.agent_says_deposit = True
+    if report.note is None:
+        report.note = note
+    action = None
+    if report.incident_id is None:  # the model saw no deposit: grouped now, as a deposit
+        report.label, report.score = SENT_ANYWAY_LABEL, 0.0
+        _, grouped = assign(session, report, policy, actor=principal.actor, actor_key_id=principal.key_id)
+        action = grouped.value
+    session.flush()
+    return Submitted(report.id, created=False, incident_action=action)

@@ -3,7 +3,9 @@
 Order of :func:`submit`, chosen so that a rejected upload writes nothing and an accepted one is
 never half-written:
 
-1. the same photo (sha256) from the same client already stored? Answer with that report (200);
+1. the same photo (sha256) from the same client already stored? Answer with that report (200),
+   upgraded in place first when it comes again with ``agent_says_deposit`` and came without it
+   (:func:`serving.reports.store.send_anyway`: the agent page's "report anyway");
 2. check the coordinates sent with it (422 when invalid);
 3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
    the file cannot be used);
@@ -34,7 +36,7 @@ from serving.db import write_session
 from serving.errors import LocationMissingError
 from serving.models import utcnow
 from serving.photos.store import EXTENSIONS
-from serving.reports.store import LOCATION_MISSING, Submitted, store_report
+from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
 from serving.reports.view import find_report
 from serving.schemas import ReportForm
 from vipare.errors import LocationError, VipareError
@@ -73,6 +75,8 @@ async def submit(
     existing = await anyio.to_thread.run_sync(_existing_id, service, principal.client_ref, sha256)
     if existing is not None:
         service.metrics.reports.labels(outcome="duplicate").inc()
+        if form.agent_says_deposit:
+            return await anyio.to_thread.run_sync(_send_anyway, service, principal, existing, form.note)
         return Submitted(existing, created=False)
     try:
         client = _client_position(form)
@@ -100,6 +104,11 @@ def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:
     with service.sessions() as session:
         report = find_report(session, client_ref, sha256)
         return report.id if report is not None else None
+
+
+def _send_anyway(service: Service, principal: Principal, report_id: int, note: str | None) -> Submitted:
+    with write_session(service.sessions) as session:
+        return send_anyway(session, report_id, principal, policy=service.policy, note=note)
 
 
 def _client_position(form: ReportForm) -> ClientPosition | None:
@@ -147,12 +156,18 @@ def _persist(
 ) -> Submitted:
     try:
         with write_session(service.sessions) as session:
-            return store_report(
+            outcome = store_report(
                 session, principal, result, ext=ext, received=received, policy=service.policy,
                 captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
+                agent_says_deposit=form.agent_says_deposit,
             )
+            if outcome.created or not form.agent_says_deposit:
+                return outcome
+            return send_anyway(session, outcome.report_id, principal, policy=service.policy, note=form.note)
     except IntegrityError:  # a twin committed by another process between our look and our insert
         existing = _existing_id(service, principal.client_ref, result.image.sha256)
         if existing is None:
             raise
+        if form.agent_says_deposit:
+            return _send_anyway(service, principal, existing, form.note)
         return Submitted(existing, created=False)

@@ -58,5 +58,6 @@ def report_out(report: Report) -> ReportOut:
         location=Location.model_validate(report.location),
         model=ModelInfo.model_validate(report.model),
         incident=incident,
+        agent_says_deposit=report.agent_says_deposit,
         links=ReportLinks(self=base, image=f"{base}/image", annotated_image=f"{base}/image/annotated"),
     )
