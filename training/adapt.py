@@ -229,8 +229,10 @@ class AdaptResult:
         decision: the checks and whether the model is promotable.
         evaluations: ``{"city": {"old", "new"}, "reference": {"old", "new"}}`` metrics.
         held_out_split: the city split the models were compared on.
-        wall_seconds: wall-clock time of the whole adaptation.
-        cpu_seconds: CPU time (user + system) of this process and its finished children.
+        wall_seconds: wall-clock time of this call (a rerun that finds the training done counts
+            only the export, the evaluations and the card).
+        cpu_seconds: CPU time (user + system) of this process and its finished children, same span.
+        counts: photos per city split (and those left out), replayed photos, training set counts.
     """
 
     onnx_path: Path
