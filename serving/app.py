@@ -29,7 +29,7 @@ from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
 from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
-from serving.routes import batches, cameras, exports, incidents, keys, ops, pages, reports
+from serving.routes import batches, cameras, exports, incidents, keys, ops, pages, reports, reviews
 from serving.routes import models as model_routes
 from serving.service import Service, start_service
 from vipare.detection import Detector
@@ -89,6 +89,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(model_routes.router)
     app.include_router(reports.upload_router)
     app.include_router(reports.router)
+    app.include_router(reviews.router)
     app.include_router(incidents.router)
     app.include_router(exports.router)
     app.include_router(keys.router)

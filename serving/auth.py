@@ -10,9 +10,10 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
     agent     upload photos; read its own reports and their photos
     camera    upload frames, one or many at once (its surveyed position, when stored with the key or in
               the camera registry, locates frames without GPS)
-    manager   read every report and incident, change incident states, export (CSV, GeoJSON, Open311);
-              manage the camera registry
-    admin     create, list and revoke keys; promote and roll back models; manage the camera registry
+    manager   read every report and incident, change incident states, review reports' photos, export
+              (CSV, GeoJSON, Open311); manage the camera registry
+    admin     create, list and revoke keys; promote and roll back models; review reports' photos; manage
+              the camera registry
 
 A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
@@ -82,6 +83,7 @@ class Permission(StrEnum):
     BATCH_CREATE = "batch:create"
     CAMERA_MANAGE = "camera:manage"
     MODEL_MANAGE = "model:manage"
+    REPORT_REVIEW = "report:review"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -95,9 +97,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INCIDENT_TRANSITION,
             Permission.EXPORT,
             Permission.CAMERA_MANAGE,
+            Permission.REPORT_REVIEW,
         }
     ),
-    Role.ADMIN: frozenset({Permission.KEY_MANAGE, Permission.MODEL_MANAGE, Permission.CAMERA_MANAGE}),
+    Role.ADMIN: frozenset(
+        {Permission.KEY_MANAGE, Permission.MODEL_MANAGE, Permission.CAMERA_MANAGE, Permission.REPORT_REVIEW}
+    ),
 }
 
 

@@ -21,6 +21,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`NotFoundError`                  404     not_found
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
+:class:`InvalidReviewError`             422     invalid_review
 ``InvalidTransitionError``              409     invalid_transition
 ``InvalidMergeError``                   422     invalid_merge
 ``ModelRejectedError``                  422     model_rejected (serving.model_registry)
@@ -57,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "CameraExistsError",
     "ErrorBody",
+    "InvalidReviewError",
     "LocationMissingError",
     "ModelNotReadyError",
     "NotFoundError",
@@ -127,6 +129,12 @@ class CameraExistsError(ServiceError):
     """A camera created with an id the registry already holds."""
 
     status_code, code = 409, "camera_exists"
+
+
+class InvalidReviewError(ServiceError):
+    """A review of a report's photo that cannot be stored: a box outside the photo, an unknown class..."""
+
+    status_code, code = 422, "invalid_review"
 
 
 _LIBRARY_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (

@@ -31,6 +31,10 @@ __all__ = [
     "ReportForm",
     "ReportOut",
     "ReportPage",
+    "ReviewBox",
+    "ReviewBoxIn",
+    "ReviewIn",
+    "ReviewOut",
     "MAX_ID",
     "Timestamp",
     "TransitionIn",
@@ -118,7 +122,71 @@ class ReportOut(BaseModel):
         description="None when the photo shows no deposit and the agent did not send it as one."
     )
     agent_says_deposit: bool = Field(False, description="The agent sent it as a deposit whatever the model found.")
+    review: ReviewOut | None = Field(
+        None,
+        description="A manager's current labels of the photo (its latest review); the detections stay the model's.",
+    )
     links: ReportLinks
+
+
+class ReviewBox(BaseModel):
+    """One box of a review, as stored: a class, where it is, and the detection it was kept from."""
+
+    label: str = Field(description="A class of the project (dumped_waste, overflowing_bin, bin).")
+    xyxy: tuple[float, float, float, float] = Field(
+        description="x1, y1, x2, y2 in pixels of the upright photo (the detections' convention)."
+    )
+    detection: int | None = Field(description="Index in the report's detections it was kept from; null: drawn.")
+
+
+class ReviewBoxIn(BaseModel):
+    """One box a manager keeps (``detection``, with its class or box changed or not) or draws (no ``detection``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(
+        None, max_length=64,
+        description="A class of the project: dumped_waste, overflowing_bin (deposits) or bin (a normal bin). "
+        "Omitted: the kept detection's class.",
+    )
+    xyxy: tuple[float, float, float, float] | None = Field(
+        None,
+        description="x1, y1, x2, y2 in pixels of the upright photo, 0 <= x1 < x2 <= width, 0 <= y1 < y2 <= height. "
+        "Omitted: the kept detection's box.",
+    )
+    detection: int | None = Field(
+        None, ge=0, le=MAX_ID,
+        description="Index (from 0) in the report's detections of the detection kept; null or omitted for a drawn "
+        "box, which then needs label and xyxy.",
+    )
+
+
+class ReviewIn(BaseModel):
+    """A manager's labels of a report's photo. Detections left out of ``boxes`` are deleted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deposit: bool = Field(
+        description="true: there is a deposit (at least one box of a deposit class); false: a false alarm, no "
+        "deposit in this photo (only boxes of normal bins, or none)."
+    )
+    boxes: list[ReviewBoxIn] = Field(default_factory=list, max_length=300)
+    note: str | None = Field(None, max_length=COMMENT_MAX)
+
+
+class ReviewOut(BaseModel):
+    """A review of a report's photo: who said what is in it, and when."""
+
+    id: int
+    report_id: int
+    reviewer: str
+    reviewed_at: datetime
+    deposit: bool
+    boxes: list[ReviewBox]
+    source: Literal["review", "rejection"] = Field(
+        description="review: a manager reviewed the photo; rejection: its incident was rejected as a false alarm."
+    )
+    note: str | None
 
 
 class ReportPage(BaseModel):
@@ -151,6 +219,11 @@ class TransitionIn(BaseModel):
     comment: str | None = Field(None, max_length=COMMENT_MAX)
     merged_into: int | None = Field(
         None, ge=1, le=MAX_ID, description="For 'duplicate': the incident this one duplicates."
+    )
+    negatives: bool = Field(
+        True,
+        description="For 'rejected': mark the photos of its reports that have no review as negatives (a review "
+        "'no deposit' by you), for training the next model; false leaves them unreviewed. Ignored otherwise.",
     )
 
 

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from serving.auth import Permission, Principal
 from serving.incidents import IncidentAction, Status
-from serving.models import Report
-from serving.schemas import IncidentRef, ReportLinks, ReportOut
+from serving.models import Report, ReportReview
+from serving.schemas import IncidentRef, ReportLinks, ReportOut, ReviewBox, ReviewOut
 from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict
 
-__all__ = ["can_read", "find_report", "load_report", "report_out"]
+__all__ = ["can_read", "find_report", "load_report", "report_out", "review_out"]
 
 
 def find_report(session: Session, client_ref: str, sha256: str) -> Report | None:
@@ -23,8 +23,12 @@ def find_report(session: Session, client_ref: str, sha256: str) -> Report | None
 
 
 def load_report(session: Session, report_id: int) -> Report | None:
-    """A report with its incident loaded."""
-    return session.scalar(select(Report).options(selectinload(Report.incident)).where(Report.id == report_id))
+    """A report with its incident and reviews loaded."""
+    return session.scalar(
+        select(Report)
+        .options(selectinload(Report.incident), selectinload(Report.reviews))
+        .where(Report.id == report_id)
+    )
 
 
 def can_read(principal: Principal, report: Report) -> bool:
@@ -34,8 +38,22 @@ def can_read(principal: Principal, report: Report) -> bool:
     return principal.can(Permission.REPORT_READ_OWN) and report.client_ref == principal.client_ref
 
 
+def review_out(review: ReportReview) -> ReviewOut:
+    """The API's view of a review."""
+    return ReviewOut(
+        id=review.id,
+        report_id=review.report_id,
+        reviewer=review.reviewer,
+        reviewed_at=review.reviewed_at,
+        deposit=review.deposit,
+        boxes=[ReviewBox.model_validate(box) for box in review.boxes],
+        source="rejection" if review.source == "rejection" else "review",
+        note=review.note,
+    )
+
+
 def report_out(report: Report) -> ReportOut:
-    """The API's view of a report (its incident must be loaded)."""
+    """The API's view of a report (its incident must be loaded; its reviews are, best, too)."""
     incident = None
     if report.incident_id is not None and report.incident is not None:
         incident = IncidentRef(
@@ -59,5 +77,6 @@ def report_out(report: Report) -> ReportOut:
         model=ModelInfo.model_validate(report.model),
         incident=incident,
         agent_says_deposit=report.agent_says_deposit,
+        review=review_out(report.reviews[-1]) if report.reviews else None,
         links=ReportLinks(self=base, image=f"{base}/image", annotated_image=f"{base}/image/annotated"),
     )

@@ -57,6 +57,7 @@ _ACTIONS: dict[Permission, str] = {
     Permission.BATCH_CREATE: "send batches of camera frames",
     Permission.CAMERA_MANAGE: "manage the camera registry",
     Permission.MODEL_MANAGE: "promote models",
+    Permission.REPORT_REVIEW: "review reports' photos",
 }
 
 

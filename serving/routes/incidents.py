@@ -17,6 +17,7 @@ from serving.incidents import Status, transition
 from serving.models import Incident, Report
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
 from serving.reports.view import report_out
+from serving.reviews import mark_negatives
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import FeatureCollection, IncidentDetail, Link, Timestamp, TransitionIn, TransitionOut
 
@@ -113,7 +114,11 @@ def incident_detail(session: Session, incident_id: int) -> IncidentDetail:
     incident = session.get(
         Incident,
         incident_id,
-        options=[selectinload(Incident.reports).selectinload(Report.incident), selectinload(Incident.transitions)],
+        options=[
+            selectinload(Incident.reports).selectinload(Report.incident),
+            selectinload(Incident.reports).selectinload(Report.reviews),
+            selectinload(Incident.transitions),
+        ],
     )
     if incident is None:
         raise NotFoundError(f"There is no incident #{incident_id}.")
@@ -172,14 +177,21 @@ def post_transition(
 ) -> IncidentDetail:
     """Move the incident to ``to`` (confirmed, scheduled, cleaned, rejected, duplicate), recording who,
     when and ``comment``. ``duplicate`` needs ``merged_into``; the incident's reports move there.
+    ``rejected`` (a false alarm) marks the photos of its reports without a review as negatives (a review
+    "no deposit" by you, source ``rejection``) unless ``negatives`` is false.
     """
     with write_session(service.sessions) as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             raise NotFoundError(f"There is no incident #{incident_id}.")
-        transition(
+        row = transition(
             session, incident, body.to, actor=principal.actor, actor_key_id=principal.key_id,
             comment=body.comment, merged_into_id=body.merged_into,
         )
+        if body.to is Status.REJECTED and body.negatives:
+            mark_negatives(
+                session, incident, reviewer=principal.actor, reviewer_key_id=principal.key_id, note=body.comment,
+                at=row.at,
+            )
     with service.sessions() as session:
         return incident_detail(session, incident_id)

@@ -169,7 +169,7 @@ def list_reports(
         where.append(Report.dumping.is_(dumping))
     total = session.scalar(select(func.count()).select_from(Report).where(*where)) or 0
     page = session.scalars(
-        select(Report).options(selectinload(Report.incident)).where(*where)
+        select(Report).options(selectinload(Report.incident), selectinload(Report.reviews)).where(*where)
         .order_by(Report.id.desc()).limit(size).offset(offset)
     )
     return ReportPage(items=[report_out(r) for r in page], total=total, limit=size, offset=offset)
