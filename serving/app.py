@@ -29,7 +29,7 @@ from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
 from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
-from serving.routes import batches, cameras, exports, incidents, keys, ops, pages, reports, reviews
+from serving.routes import batches, cameras, datasets, exports, incidents, keys, ops, pages, reports, reviews
 from serving.routes import models as model_routes
 from serving.service import Service, start_service
 from vipare.detection import Detector
@@ -92,6 +92,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(reviews.router)
     app.include_router(incidents.router)
     app.include_router(exports.router)
+    app.include_router(datasets.router)
     app.include_router(keys.router)
     app.include_router(cameras.router)
     app.include_router(batches.router)

@@ -1,19 +1,29 @@
-"""The dataset export (:mod:`serving.dataset`, ``vipare dataset export``): splits by place and time over
-many reviewed reports, labels, which photos."""
+"""``vipare dataset export`` and ``POST /v1/datasets/export``: reviewed photos as a YOLO dataset.
+
+The module's store holds photos uploaded through the API (the stand-in model sees the magenta square
+of a deposit photo at ``DEPOSIT_BOX``) and reviewed through ``POST /v1/reports/{id}/review``: two
+photos of one incident (one kept as the model saw it, one re-classed with a bin drawn), a false alarm
+of a second incident, a reviewed photo without deposit and without incident, and one deposit nobody
+reviewed. Tests that change what is stored run on a server of their own.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
@@ -32,8 +42,10 @@ from serving.db import engine_from_settings, migrate, session_factory, write_ses
 from serving.models import Incident, Report, ReportReview
 from serving.photos.store import PhotoStore
 from serving.queries import Bbox
-from tests.serving.helpers import moved
+from serving.routes.datasets import HASH_HEADER
+from tests.serving.helpers import Server, deposit_photo, moved, plain_photo, server_at
 from vipare.cli import main
+from vipare.detection import Detector
 from vipare.size import Size
 
 STRASBOURG = (48.5734, 7.7521)
@@ -42,6 +54,258 @@ NAMES = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
 DEPOSIT_LINE = "0 0.437500 0.416667 0.125000 0.166667"
 """The stand-in model's deposit box (240, 160, 320, 240) in a 640 x 480 photo: centre (280, 200), 80 x 80 px."""
 _seed = itertools.count(9000)
+
+
+@dataclass
+class Store:
+    """The module's server and its reports by name."""
+
+    server: Server
+    ids: dict[str, int]
+
+
+def upload(server: Server, photo: bytes, place: tuple[float, float], at: datetime) -> dict[str, Any]:
+    response = server.upload(photo, lat=place[0], lon=place[1], accuracy_m=5, captured_at=at.isoformat())
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def review(server: Server, report_id: int, body: dict[str, Any]) -> None:
+    response = server.client.post(f"/v1/reports/{report_id}/review", json=body, headers=server.headers("manager"))
+    assert response.status_code == 201, response.text
+
+
+@pytest.fixture(scope="module")
+def store(server: Server) -> Store:
+    """Five reports: a, b (one incident), c (a false alarm, its own incident), d (no deposit), e (unreviewed)."""
+    s = server
+    far = [moved(*STRASBOURG, north_m=2000.0 * k) for k in range(4)]
+    a = upload(s, deposit_photo(next(_seed)), far[0], T0)
+    b = upload(s, deposit_photo(next(_seed)), moved(*far[0], east_m=5), T0 + timedelta(hours=1))
+    c = upload(s, deposit_photo(next(_seed)), far[1], T0 + timedelta(days=14))
+    d = upload(s, plain_photo(next(_seed)), far[2], T0 + timedelta(days=28))
+    e = upload(s, deposit_photo(next(_seed)), far[3], T0 + timedelta(days=30))
+    assert a["incident"]["id"] == b["incident"]["id"] != c["incident"]["id"] and d["incident"] is None
+    review(s, a["id"], {"deposit": True, "boxes": [{"detection": 0}]})
+    review(s, b["id"], {"deposit": True, "boxes": [
+        {"detection": 0, "label": "overflowing_bin"}, {"label": "bin", "xyxy": [0, 0, 80, 80]}]})
+    review(s, c["id"], {"deposit": False, "boxes": []})
+    review(s, d["id"], {"deposit": False, "boxes": [], "note": "a bare street"})
+    return Store(server=s, ids={"a": a["id"], "b": b["id"], "c": c["id"], "d": d["id"], "e": e["id"]})
+
+
+def export_cli(data_dir: Path, out: Path, *options: str) -> Result:
+    return CliRunner().invoke(main, ["dataset", "export", str(out), "--data-dir", str(data_dir), *options])
+
+
+def exported(data_dir: Path, out: Path, *options: str) -> dict[str, Any]:
+    """Export with the command; the manifest."""
+    result = export_cli(data_dir, out, *options)
+    assert result.exit_code == 0, result.output + result.stderr
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
+    return manifest
+
+
+def by_report(manifest: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {entry["report_id"]: entry for entry in manifest["images"]}
+
+
+def export_http(server: Server, who: str = "manager", **params: Any) -> Any:
+    return server.client.post("/v1/datasets/export", params=params, headers=server.headers(who))
+
+
+# --------------------------------------------------------------------------------------------------
+# The export, end to end
+
+
+def test_the_command_writes_photos_labels_data_yaml_and_manifest(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "city"
+    manifest = exported(store.server.data_dir, out)
+    ids = store.ids
+    entries = by_report(manifest)
+    assert set(entries) == {ids["a"], ids["b"], ids["c"], ids["d"]}  # e was never reviewed
+    labels = {name: (out / entries[ids[name]]["label"]).read_text() for name in "abcd"}
+    assert labels["a"] == f"{DEPOSIT_LINE}\n"
+    assert labels["b"] == "1 0.437500 0.416667 0.125000 0.166667\n2 0.062500 0.083333 0.125000 0.166667\n"
+    assert labels["c"] == labels["d"] == ""  # a false alarm and a bare street: negatives
+
+    photos = store.server.service.photos
+    with store.server.service.sessions() as session:
+        for name in "abcd":
+            entry, report = entries[ids[name]], session.get(Report, ids[name])
+            assert report is not None
+            image = out / entry["image"]
+            assert image.read_bytes() == photos.path(report.sha256, report.photo_ext).read_bytes()  # as stored
+            assert entry["image"] == f"images/{entry['split']}/report-{report.id}.jpg"
+            assert entry["label"] == f"labels/{entry['split']}/report-{report.id}.txt"
+            assert entry["sha256"] == report.sha256 and entry["model_sha256"] == report.model_sha256
+            assert (entry["lat"], entry["lon"]) == (round(report.lat, 7), round(report.lon, 7))
+            assert datetime.fromisoformat(entry["observed_at"]) == report.observed_at
+            assert entry["incident_id"] == report.incident_id
+            assert entry["labels"] == "review" and entry["review_source"] == "review"
+            assert entry["reviewer"] == "test-manager (manager)" and entry["reviewed_at"]
+            assert (entry["width"], entry["height"]) == ((320, 240) if name == "d" else (640, 480))
+    assert entries[ids["a"]]["split"] == entries[ids["b"]]["split"]  # one incident, one split
+    assert entries[ids["a"]]["group"] == f"incident:{entries[ids['a']]['incident_id']}"
+    assert entries[ids["d"]]["group"].startswith("cell:") and entries[ids["d"]]["group"].endswith("2024-W23")
+
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["path"] == str(out.resolve())
+    assert (data["train"], data["val"]) == ("images/train", "images/val") and "test" not in data
+    assert data["names"] == NAMES
+    assert manifest["names"] == list(NAMES.values()) and manifest["taxonomy_version"] == "1"
+    assert manifest["filters"] == {"since": None, "until": None, "bbox": None, "include_unreviewed": False}
+    assert manifest["splits"]["val_fraction"] == 0.2 and manifest["splits"]["test_fraction"] == 0.0
+    assert sum(manifest["splits"]["images"].values()) == 4
+    assert manifest["boxes"] == {"dumped_waste": 1, "overflowing_bin": 1, "bin": 1}
+    assert manifest["negatives"] == 2 and manifest["labels"] == {"review": 4}
+    assert manifest["dataset_hash"] == folder_hash(out)
+    assert not list(tmp_path.glob(".city.*"))  # no temporary folder left
+
+
+def test_unreviewed_photos_come_with_the_models_labels_when_asked(store: Store, tmp_path: Path) -> None:
+    manifest = exported(store.server.data_dir, tmp_path / "all", "--include-unreviewed")
+    e = by_report(manifest)[store.ids["e"]]
+    assert e["labels"] == "model" and e["reviewer"] is None and e["reviewed_at"] is None and e["deposit"] is True
+    assert (tmp_path / "all" / e["label"]).read_text() == f"{DEPOSIT_LINE}\n"
+    assert manifest["labels"] == {"review": 4, "model": 1} and manifest["filters"]["include_unreviewed"] is True
+
+
+def test_the_hash_is_the_same_for_the_same_reviews_and_changes_with_a_new_one(
+    tmp_path: Path, detector: Detector
+) -> None:
+    with server_at(tmp_path / "data", detector) as server:
+        report = upload(server, deposit_photo(next(_seed)), STRASBOURG, T0)
+        review(server, report["id"], {"deposit": True, "boxes": [{"detection": 0}]})
+        first = exported(server.data_dir, tmp_path / "one")["dataset_hash"]
+        second = exported(server.data_dir, tmp_path / "two")["dataset_hash"]
+        answer = export_http(server)
+        assert answer.status_code == 200, answer.text
+        assert first == second == answer.headers[HASH_HEADER]  # whatever the folder, the time or the zip
+
+        review(server, report["id"], {"deposit": True, "boxes": [{"detection": 0, "label": "overflowing_bin"}]})
+        third = exported(server.data_dir, tmp_path / "three")
+        assert third["dataset_hash"] != first
+        assert (tmp_path / "three" / third["images"][0]["label"]).read_text().startswith("1 ")
+
+
+def test_filters_by_time_and_place(store: Store, tmp_path: Path) -> None:
+    ids, data_dir = store.ids, store.server.data_dir
+
+    def reports(*options: str) -> set[int]:
+        return set(by_report(exported(data_dir, tmp_path / str(next(_seed)), *options)))
+
+    assert reports("--until", "2024-05-06") == {ids["a"], ids["b"]}  # a bare date: the whole day
+    assert reports("--since", "2024-05-10T00:00:00+02:00") == {ids["c"], ids["d"]}
+    assert reports("--since", "2024-05-20", "--until", "2024-05-20T10:00:00Z") == {ids["c"]}
+    a = moved(*STRASBOURG, north_m=-100), moved(*STRASBOURG, north_m=100, east_m=100)
+    box = f"{a[0][1]},{a[0][0]},{a[1][1]},{a[1][0]}"
+    assert reports("--bbox", box) == {ids["a"], ids["b"]}
+    manifest = exported(data_dir, tmp_path / "boxed", "--bbox", box, "--since", "2024-05-01")
+    assert manifest["filters"]["bbox"] == [float(v) for v in box.split(",")]
+    assert manifest["filters"]["since"] == "2024-05-01T00:00:00+00:00"
+
+    answer = export_http(store.server, bbox=box, until="2024-05-06T23:00:00Z")
+    assert answer.status_code == 200, answer.text
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        zipped = json.loads(archive.read("vipare-dataset/manifest.json"))
+    assert set(by_report(zipped)) == {ids["a"], ids["b"]}
+
+
+def test_bad_filters_are_refused(store: Store, tmp_path: Path) -> None:
+    data_dir = store.server.data_dir
+    result = export_cli(data_dir, tmp_path / "x", "--since", "2024-06-01", "--until", "2024-05-01")
+    assert result.exit_code == 2 and "since is after until" in result.stderr
+    result = export_cli(data_dir, tmp_path / "x", "--bbox", "6,49,7")
+    assert result.exit_code == 2 and "four numbers" in result.stderr
+    result = export_cli(data_dir, tmp_path / "x", "--since", "last week")
+    assert result.exit_code == 2 and "2024-05-01" in result.stderr
+    result = export_cli(data_dir, tmp_path / "x", "--val-fraction", "0.6", "--test-fraction", "0.5")
+    assert result.exit_code == 2 and "val + test < 1" in result.stderr
+    assert not (tmp_path / "x").exists()
+    assert export_http(store.server, bbox="6,49").status_code == 422
+    assert export_http(store.server, val_fraction=1.5).status_code == 422
+    assert export_http(store.server, since="2024-06-01T00:00:00Z", until="2024-05-01T00:00:00Z").status_code == 422
+
+
+def test_nothing_to_export_says_what_to_do(tmp_path: Path, detector: Detector) -> None:
+    with server_at(tmp_path / "data", detector) as server:
+        upload(server, deposit_photo(next(_seed)), STRASBOURG, T0)
+        result = export_cli(server.data_dir, tmp_path / "out")
+        assert result.exit_code == 1
+        assert "No photo has been reviewed yet" in result.stderr
+        assert "POST /v1/reports/{id}/review" in result.stderr and "/manager" in result.stderr
+        assert not (tmp_path / "out").exists()
+        answer = export_http(server)
+        assert answer.status_code == 404 and answer.json()["code"] == "nothing_to_export"
+        assert "review" in answer.json()["detail"]
+        # With the model's labels there is something.
+        assert export_cli(server.data_dir, tmp_path / "out", "--include-unreviewed").exit_code == 0
+
+
+def test_filters_that_match_no_review_say_so(store: Store, tmp_path: Path) -> None:
+    result = export_cli(store.server.data_dir, tmp_path / "out", "--since", "2030-01-01")
+    assert result.exit_code == 1
+    assert "None of the 4 reviewed photos matches the filters" in result.stderr
+
+
+def test_an_existing_export_is_replaced_only_with_force(store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "city"
+    out.mkdir()  # an empty folder is fine
+    first = exported(store.server.data_dir, out)
+    result = export_cli(store.server.data_dir, out)
+    assert result.exit_code == 1 and "--force" in result.stderr
+    (out / "old-file").write_text("left from before")
+    second = exported(store.server.data_dir, out, "--force")
+    assert second["dataset_hash"] == first["dataset_hash"] and not (out / "old-file").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city"]
+
+
+def test_an_interrupted_export_leaves_no_folder(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photos = store.server.service.photos
+    calls = itertools.count()
+
+    def path(sha256: str, ext: str) -> Path:  # the third photo cannot be read
+        return tmp_path / "missing.jpg" if next(calls) == 2 else PhotoStore.path(photos, sha256, ext)
+
+    monkeypatch.setattr(photos, "path", path)
+    out = tmp_path / "city"
+    with store.server.service.sessions() as session, pytest.raises(FileNotFoundError, match="missing from the photo"):
+        export_folder(session, photos, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The route
+
+
+def test_the_route_answers_a_zip_of_the_same_dataset(store: Store, tmp_path: Path) -> None:
+    answer = export_http(store.server)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/zip"
+    digest = answer.headers[HASH_HEADER]
+    assert f'filename="vipare-dataset-{digest[:12]}.zip"' in answer.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        assert all(name.startswith("vipare-dataset/") for name in archive.namelist())
+        archive.extractall(tmp_path)
+    root = tmp_path / "vipare-dataset"
+    data = yaml.safe_load((root / "data.yaml").read_text())
+    assert "path" not in data and data["names"] == NAMES  # Ultralytics reads the folders next to data.yaml
+    assert folder_hash(root) == digest == json.loads((root / "manifest.json").read_text())["dataset_hash"]
+    assert exported(store.server.data_dir, tmp_path / "cli")["dataset_hash"] == digest
+
+
+@pytest.mark.parametrize(("who", "status"), [("manager", 200), ("admin", 200), ("agent", 403), ("camera", 403)])
+def test_managers_and_admins_may_export(store: Store, who: str, status: int) -> None:
+    answer = export_http(store.server, who)
+    assert answer.status_code == status
+    if status == 403:
+        assert answer.json()["code"] == "forbidden" and "export the reviewed photos" in answer.json()["detail"]
+
+
+def test_without_a_key_the_route_answers_401(store: Store) -> None:
+    assert store.server.client.post("/v1/datasets/export").status_code == 401
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,3 +535,42 @@ def test_fractions_must_leave_some_for_train(val: float, test: float) -> None:
 def test_filters_need_aware_times() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         ExportFilter(since=datetime(2024, 5, 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Ultralytics reads it
+
+
+@pytest.mark.train
+def test_ultralytics_accepts_the_folder_and_the_zip(store: Store, tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    from training.offline import ensure_offline
+
+    ensure_offline()
+    from ultralytics.data.utils import check_det_dataset
+
+    out = tmp_path / "city"
+    exported(store.server.data_dir, out)
+    data = check_det_dataset(str(out / "data.yaml"))
+    assert data["nc"] == 3 and data["names"] == NAMES
+    assert Path(data["train"]) == out.resolve() / "images" / "train"
+    # Its dataset class reads every photo and label file as training would: boxes, classes, upright sizes.
+    from ultralytics.data.dataset import YOLODataset
+
+    read = [
+        label
+        for split in ("train", "val")
+        if any(Path(data[split]).iterdir())
+        for label in YOLODataset(img_path=data[split], data=data, augment=False, batch_size=1).labels
+    ]
+    assert len(read) == 4 and sum(len(label["cls"]) for label in read) == 3
+    assert sorted(int(c) for label in read for c in label["cls"].ravel()) == [0, 1, 2]
+    assert all(label["shape"] in {(480, 640), (240, 320)} for label in read)
+    assert folder_hash(out) == json.loads((out / "manifest.json").read_text())["dataset_hash"]  # caches aside
+
+    answer = export_http(store.server)
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    root = tmp_path / "unzipped" / "vipare-dataset"
+    zipped = check_det_dataset(str(root / "data.yaml"))
+    assert Path(zipped["val"]) == root.resolve() / "images" / "val"
