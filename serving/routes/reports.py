@@ -43,7 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    200: {"model": ReportOut, "description": "The same photo was already sent by this client: its first report."},
+    200: {
+        "model": ReportOut,
+        "description": "The same photo was already sent by this client: its first report (upgraded in place when "
+        "sent again with agent_says_deposit=true).",
+    },
     401: _ERRORS[401],
     403: _ERRORS[403],
     413: {"model": ErrorBody, "description": "The upload or the image is too large."},
@@ -95,12 +99,14 @@ async def create_report(
     principal: Annotated[Principal, Depends(require(Permission.REPORT_CREATE))],
 ) -> ReportOut:
     """Upload one photo (multipart field ``photo``) with optional ``lat``, ``lon``, ``accuracy_m``,
-    ``captured_at``, ``camera_id`` and ``note``.
+    ``captured_at``, ``camera_id``, ``note`` and ``agent_says_deposit``.
 
     201 with the new report: detections, verdict, location and its source, model identity, and the
     incident it opened or joined. 200 with the first report when this client already sent the same
-    photo (it counts once). The key is checked and the model's readiness too before the body is read;
-    the body's size is counted while it streams in.
+    photo (it counts once). With ``agent_says_deposit=true`` ("report anyway") a photo the model sees no
+    deposit in is grouped as one all the same, its incident marked ``to_review``; sent again so after a
+    first send without it, the first report is upgraded in place (200). The key is checked and the
+    model's readiness too before the body is read; the body's size is counted while it streams in.
     """
     service.require_ready()
     data, form = await _read_upload(request)
