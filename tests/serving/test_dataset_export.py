@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -43,7 +44,19 @@ from serving.models import Incident, Report, ReportReview
 from serving.photos.store import PhotoStore
 from serving.queries import Bbox
 from serving.routes.datasets import HASH_HEADER
-from tests.serving.helpers import Server, deposit_photo, moved, plain_photo, server_at
+from tests.imagegen import make_photo, pattern_array
+from tests.onnxgen import MAGENTA
+from tests.serving.helpers import (
+    CELL,
+    DEPOSIT_BOX,
+    DEPOSIT_CELL,
+    PHOTO_SIZE,
+    Server,
+    deposit_photo,
+    moved,
+    plain_photo,
+    server_at,
+)
 from vipare.cli import main
 from vipare.detection import Detector
 from vipare.size import Size
@@ -574,3 +587,34 @@ def test_ultralytics_accepts_the_folder_and_the_zip(store: Store, tmp_path: Path
     root = tmp_path / "unzipped" / "vipare-dataset"
     zipped = check_det_dataset(str(root / "data.yaml"))
     assert Path(zipped["val"]) == root.resolve() / "images" / "val"
+
+
+@pytest.mark.train
+def test_labels_fit_the_pixels_ultralytics_reads_from_a_rotated_photo(tmp_path: Path, detector: Detector) -> None:
+    """A phone photo stored sideways with EXIF orientation 6: the label, normalised to the upright
+    photo, frames the deposit in the image Ultralytics loads from the stored file."""
+    pytest.importorskip("ultralytics")
+    from training.offline import ensure_offline
+
+    ensure_offline()
+    from ultralytics.utils.patches import imread
+
+    upright = pattern_array(PHOTO_SIZE)
+    column, row = DEPOSIT_CELL
+    upright[CELL * row : CELL * (row + 1), CELL * column : CELL * (column + 1)] = MAGENTA
+    sideways = make_photo("JPEG", array=np.ascontiguousarray(np.rot90(upright, k=1)), orientation=6, quality=95)
+    with server_at(tmp_path / "data", detector) as server:
+        report = upload(server, sideways, STRASBOURG, T0)
+        assert report["detections"][0]["box"] == list(DEPOSIT_BOX)  # boxes in upright pixels
+        review(server, report["id"], {"deposit": True, "boxes": [{"detection": 0}]})
+        [entry] = exported(server.data_dir, tmp_path / "out")["images"]
+    image = imread(str(tmp_path / "out" / entry["image"]))  # BGR, orientation applied as in training
+    assert image is not None and image.shape[:2] == (480, 640)
+    line = (tmp_path / "out" / entry["label"]).read_text().split()
+    assert line == DEPOSIT_LINE.split()
+    cx, cy, w, h = (float(v) for v in line[1:])
+    x1, y1 = round((cx - w / 2) * image.shape[1]), round((cy - h / 2) * image.shape[0])
+    x2, y2 = round((cx + w / 2) * image.shape[1]), round((cy + h / 2) * image.shape[0])
+    inside = image[y1 + 4 : y2 - 4, x1 + 4 : x2 - 4].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(inside, MAGENTA[::-1], atol=12), inside  # magenta in BGR
+
