@@ -123,10 +123,10 @@ def test_upload_review_export_adapt_promote(tmp_path: Path) -> None:
         assert model["model"]["sha256"] == new_sha and model["history"][0]["sha256"] == new_sha
         lat, lon = moved(*PLACE, east_m=500.0)
         rng = np.random.default_rng(0)
-        photo = np.asarray(Image.open(io.BytesIO(_photos()[0]))).copy()
-        photo[0, 0] = rng.integers(0, 256, 3)  # a new photo (its own sha256)
+        pixels = np.asarray(Image.open(io.BytesIO(_photos()[0]))).copy()
+        pixels[0, 0] = rng.integers(0, 256, 3)  # a new photo (its own sha256)
         buffer = io.BytesIO()
-        Image.fromarray(photo).save(buffer, "JPEG", quality=92)
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=92)
         after = client.post("/v1/reports", headers=auth["agent"],
                             files={"photo": ("after.jpg", buffer.getvalue(), "image/jpeg")},
                             data={"lat": lat, "lon": lon, "accuracy_m": 8})
