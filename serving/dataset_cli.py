@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from serving.cli import _settings, _store
-from serving.dataset import (
+from serving.dataset.write import (
     ExportFilter,
     NothingToExportError,
     OutputExistsError,

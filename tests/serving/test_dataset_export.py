@@ -28,7 +28,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
-from serving.dataset import (
+from serving.dataset.write import (
     ExportFilter,
     LabelBox,
     Sample,
