@@ -74,7 +74,8 @@ _EPILOG = "\n\n".join([
 @click.option("--commit-every", type=click.IntRange(1), default=32, show_default=True,
               help="Most frames per write transaction.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ONNX model (default: the shipped model, or VIPARE_MODEL_PATH).")
+              help="ONNX model (default: into the store, the model last promoted with 'vipare models "
+              "promote'; else the shipped model, or VIPARE_MODEL_PATH).")
 @click.option("--conf", "conf_threshold", type=click.FloatRange(0, 1), default=None, help="Minimum detection score.")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar (default: when stderr is a terminal; otherwise a plain line every --log-every s).")
@@ -119,6 +120,10 @@ def batch(
 
     overrides: dict[str, Any] = {"data_dir": data_dir, "model_path": model_path, "conf_threshold": conf_threshold}
     settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    if model_path is None and output is None:  # into the store: the model its service was told to use
+        promoted = _promoted_model(settings)
+        if promoted is not None:
+            settings = settings.model_copy(update={"model_path": promoted})
     config = BatchConfig(
         source=source, sidecar=sidecar, default_camera=default_camera, cameras_file=cameras_file, output=output,
         engine="ray" if engine == "ray" else "local", workers=available_cores() if workers is None else workers,
@@ -146,3 +151,27 @@ def batch(
         click.echo(f"batch: {line}", err=True)
     if summary.errors:
         sys.exit(1)
+
+
+def _promoted_model(settings: Any) -> Path | None:
+    """The file of the store's latest model promotion (``vipare models promote``), or None.
+
+    Read without migrating and without loading the detector's runtime in this process: a store from
+    before promotions, or where none was made, gives None and the job uses ``model_path``.
+    """
+    from sqlalchemy import inspect, select
+
+    from serving.db import engine_from_settings, session_factory
+    from serving.models import ModelPromotion
+
+    engine = engine_from_settings(settings)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(ModelPromotion.__tablename__):
+                return None
+        with session_factory(engine)() as session:
+            latest = session.scalars(select(ModelPromotion).order_by(ModelPromotion.id.desc()).limit(1)).first()
+    finally:
+        engine.dispose()
+    return None if latest is None else Path(settings.data_dir) / latest.file
+

@@ -339,3 +339,34 @@ def test_a_worker_waiting_for_frames_lives_through_ctrl_c(tmp_path: Path, settin
         assert outcome.error is None and outcome.result is not None
     finally:
         engine.close()
+
+
+def test_into_the_store_a_job_uses_the_promoted_model(
+    source: Path, settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model a city promoted analyses its cameras' frames too; --model and --output keep theirs."""
+    import numpy as np
+
+    from tests.onnxgen import TAXONOMY_NAMES, make_detector_onnx
+
+    monkeypatch.setenv("VIPARE_MODEL_PATH", str(settings.model_path))
+    data_dir = str(settings.data_dir)
+    runner = CliRunner()
+    imported = runner.invoke(main, ["cameras", "import", str(tmp_path / "cameras.csv"), "--data-dir", data_dir])
+    assert imported.exit_code == 0, imported.output
+    city = tmp_path / "city.onnx"  # the stand-in's box, scored 0.7 instead of 0.8: another model
+    raw = np.zeros((1, 4 + len(TAXONOMY_NAMES), 1), dtype=np.float32)
+    raw[0, :, 0] = [32, 32, 32, 32, 0.7, 0.0, 0.0]
+    make_detector_onnx(city, names=TAXONOMY_NAMES, imgsz=(64, 64), stride=32, raw=raw)
+    promoted = runner.invoke(main, ["models", "promote", str(city), "--data-dir", data_dir, "--comment", "city"])
+    assert promoted.exit_code == 0, promoted.output
+    result = runner.invoke(main, ["batch", f"{source}/cam-a/cam-a_*.jpg", "--camera", "cam-a", "--data-dir", data_dir,
+                                  "--workers", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    engine = engine_from_settings(settings)
+    try:
+        with session_factory(engine)() as session:
+            shas = {r.model_sha256 for r in session.scalars(select(Report))}
+    finally:
+        engine.dispose()
+    assert shas == {hashlib.sha256(city.read_bytes()).hexdigest()}
