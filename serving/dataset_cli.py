@@ -12,13 +12,9 @@ from pathlib import Path
 import click
 
 from serving.cli import _settings, _store
-from serving.dataset.write import (
-    ExportFilter,
-    NothingToExportError,
-    OutputExistsError,
-    SplitFractions,
-    export_folder,
-)
+from serving.dataset.select import ExportFilter, NothingToExportError
+from serving.dataset.splits import SplitFractions
+from serving.dataset.write import OutputExistsError, export_folder
 from serving.photos.store import PhotoStore
 from serving.queries import Bbox, parse_bbox
 

@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from serving.auth import Permission, Principal
-from serving.dataset.write import ExportFilter, SplitFractions, export_zip
+from serving.dataset.select import ExportFilter
+from serving.dataset.splits import SplitFractions
+from serving.dataset.write import export_zip
 from serving.errors import ErrorBody, PermissionDeniedError
 from serving.queries import Bbox, parse_bbox
 from serving.routes.deps import ServiceDep, get_principal

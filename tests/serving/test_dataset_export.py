@@ -28,17 +28,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
-from serving.dataset.write import (
-    ExportFilter,
-    LabelBox,
-    Sample,
-    SplitFractions,
-    assign_splits,
-    export_folder,
-    folder_hash,
-    group_key,
-    label_line,
-)
+from serving.dataset.layout import folder_hash, label_line
+from serving.dataset.select import ExportFilter, LabelBox, Sample
+from serving.dataset.splits import SplitFractions, assign_splits, group_key
+from serving.dataset.write import export_folder
 from serving.db import engine_from_settings, migrate, session_factory, write_session
 from serving.models import Incident, Report, ReportReview
 from serving.photos.store import PhotoStore
