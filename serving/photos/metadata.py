@@ -1,7 +1,7 @@
 """Removing a photo's EXIF GPS position from its file, byte for byte.
 
 The store keeps no position in the photos it holds (the position lives in the database, with its
-source and accuracy). :func:`strip_gps` empties the GPS block in place, so the picture and every
+source and accuracy). :func:`clean_metadata` empties the GPS block in place, so the picture and every
 other tag are untouched (JPEG, WebP, HEIF and PNG, whose chunk checksum is recomputed). Only if the
 EXIF cannot be walked is the picture re-encoded without GPS (lossy for JPEG, WebP and HEIF, at high
 quality).
@@ -18,7 +18,7 @@ from PIL.ExifTags import IFD
 
 from vipare.geotag import gps_from_exif
 
-__all__ = ["strip_gps"]
+__all__ = ["clean_metadata"]
 
 _GPS_IFD_TAG = 0x8825
 _EXIF_HEADER = b"Exif\x00\x00"
@@ -27,7 +27,7 @@ _TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 
 
-def strip_gps(data: bytes) -> bytes:
+def clean_metadata(data: bytes) -> bytes:
     """The photo with its EXIF GPS block emptied; ``data`` itself when it has none.
 
     The GPS directory's entries and the values they point to are overwritten with zeros and its

@@ -2,7 +2,7 @@
 
 ``<data_dir>/photos/ab/abcdef...64 hex....jpg``. The stored copy has its EXIF GPS removed (the
 position lives in the database, with its source and accuracy) by
-:func:`serving.photos.metadata.strip_gps`, which leaves the picture and every other tag untouched.
+:func:`serving.photos.metadata.clean_metadata`, which leaves the picture and every other tag untouched.
 
 Crash safety: a file is written to a temporary name in its final folder, flushed to disk, then
 renamed (atomic), and the folder is synced; the database rows are committed after that. A batch
@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from serving.photos.metadata import strip_gps
+from serving.photos.metadata import clean_metadata
 
 __all__ = ["EXTENSIONS", "MEDIA_TYPES", "PhotoStore", "fsync_path"]
 
@@ -63,7 +63,7 @@ class PhotoStore:
                 to :meth:`sync`, which must return before anything refers to the photo.
         """
         final = self.path(sha256, ext)
-        content = strip_gps(data)
+        content = clean_metadata(data)
         if _holds(final, content):
             if durable:  # it may be a batch worker's, not synced yet
                 self.sync(sha256, ext)

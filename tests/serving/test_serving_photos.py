@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import IFD, Base
 
-from serving.photos.metadata import strip_gps
+from serving.photos.metadata import clean_metadata
 from serving.photos.render import render_annotated
 from serving.photos.store import PhotoStore
 from tests.imagegen import make_photo
@@ -26,7 +26,7 @@ TAKEN = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 def test_gps_is_blanked_in_place(fmt: str) -> None:
     photo = make_photo(fmt, (96, 64), lat=49.1193, lon=-6.1757, altitude=180.0, hpos_error=4.0, orientation=6,
                        captured_at=TAKEN, gps_time=TAKEN, pattern="noise")
-    stripped = strip_gps(photo)
+    stripped = clean_metadata(photo)
     assert len(stripped) == len(photo)
     before, after = load_image(photo), load_image(stripped)
     assert before.gps is not None and after.gps is None
@@ -40,7 +40,7 @@ def test_gps_is_blanked_in_place(fmt: str) -> None:
 
 def test_a_photo_without_gps_is_kept_as_it_is() -> None:
     photo = make_photo("JPEG", (64, 48), captured_at=TAKEN)
-    assert strip_gps(photo) is photo
+    assert clean_metadata(photo) is photo
 
 
 def test_an_exif_block_that_cannot_be_walked_is_re_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +49,7 @@ def test_an_exif_block_that_cannot_be_walked_is_re_encoded(monkeypatch: pytest.M
 
     monkeypatch.setattr("serving.photos.metadata._blank_gps_ifd", broken)
     photo = make_photo("JPEG", (64, 48), lat=49.1, lon=6.2)
-    stripped = strip_gps(photo)
+    stripped = clean_metadata(photo)
     assert load_image(stripped).gps is None
     assert load_image(stripped).array.shape == load_image(photo).array.shape
 
@@ -95,7 +95,7 @@ def test_a_put_without_fsync_is_on_disk_once_synced(tmp_path: Path, monkeypatch:
     synced = fsynced(monkeypatch)
     assert store.put(photo, sha, "jpg", durable=False) is True
     path = store.path(sha, "jpg")
-    assert synced == [] and path.read_bytes() == strip_gps(photo)
+    assert synced == [] and path.read_bytes() == clean_metadata(photo)
     assert [p.name for p in store.files()] == [f"{sha}.jpg"]  # renamed into place, no temporary file left
     store.sync(sha, "jpg")
     assert synced == [path.stat().st_ino, path.parent.stat().st_ino, store.root.stat().st_ino]
@@ -114,10 +114,10 @@ def test_a_file_holding_other_bytes_is_written_again(tmp_path: Path, durable: bo
     sha = "ab" + "1" * 62
     store.put(photo, sha, "jpg", durable=False)
     path = store.path(sha, "jpg")
-    for torn in (b"", strip_gps(photo)[:100], b"x" * len(strip_gps(photo))):
+    for torn in (b"", clean_metadata(photo)[:100], b"x" * len(clean_metadata(photo))):
         path.write_bytes(torn)
         assert store.put(photo, sha, "jpg", durable=durable) is True
-        assert path.read_bytes() == strip_gps(photo)
+        assert path.read_bytes() == clean_metadata(photo)
     assert store.put(photo, sha, "jpg", durable=durable) is False
 
 
