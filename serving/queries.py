@@ -21,7 +21,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from serving.incidents import Status, lat_lon_box
+from serving.geo import lat_lon_box
+from serving.incidents import Status
 from serving.models import Incident, Report, Transition
 
 __all__ = [

@@ -17,7 +17,7 @@ one writes nothing:
    only boxes of other classes (else :class:`~serving.errors.InvalidReviewError`, saying what to send);
 3. the review row, and in the history of the report's incident a transition row whose from and to
    are its current status and whose comment says what the review found; the incident stays
-   ``to_review`` while a report sent anyway of it has no review (:func:`serving.incidents.needs_review`).
+   ``to_review`` while a report sent anyway of it has no review (:func:`serving.grouping.needs_review`).
 
 Rejecting an incident as a false alarm marks the photos of its unreviewed reports as negatives
 (:func:`mark_negatives`): a review "no deposit" by the rejecting manager, source ``rejection``.
@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.errors import InvalidReviewError, NotFoundError
-from serving.incidents import needs_review
+from serving.grouping import needs_review
 from serving.models import Incident, Report, ReportReview, Transition, utcnow
 from serving.schemas import ReviewBoxIn
 from vipare.taxonomy import class_names, is_deposit

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from serving.auth import Role
-from serving.incidents import IncidentAction, Status
+from serving.grouping import IncidentAction
+from serving.incidents import Status
 from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict
 
 __all__ = [

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from serving.config import ServiceSettings, check_exposure, is_loopback
 from serving.db import active_key_count
 from serving.errors import ModelNotReadyError
-from serving.incidents import GroupingPolicy
+from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
 from serving.photos.store import PhotoStore

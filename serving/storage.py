@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory
-from serving.incidents import GroupingPolicy
+from serving.grouping import GroupingPolicy
 from serving.models import Report
 from serving.photos.store import PhotoStore
 from serving.photos.workers import WorkerLock

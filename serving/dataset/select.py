@@ -23,7 +23,7 @@ from sqlalchemy import Select, and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from serving.errors import NotFoundError
-from serving.incidents import lat_lon_box
+from serving.geo import lat_lon_box
 from serving.models import Report, ReportReview
 from serving.queries import Bbox
 from vipare.size import Size

@@ -11,7 +11,7 @@ de-duplication, whichever way it came in.
 :func:`observed_time` says when a photo was taken; a batch job's JSON-lines sink uses it too.
 
 A photo its agent sends as a deposit whatever the model says (``agent_says_deposit``, the agent
-page's "report anyway") is grouped like a deposit (:func:`serving.incidents.groups_as_deposit`).
+page's "report anyway") is grouped like a deposit (:func:`serving.grouping.groups_as_deposit`).
 The same photo sent again with the flag after a first send without it is a twin that
 :func:`send_anyway` upgrades in place: flagged, and grouped if the model saw no deposit in it.
 """
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from serving.auth import Principal
 from serving.errors import LocationMissingError
-from serving.incidents import SENT_ANYWAY_LABEL, Candidates, GroupingPolicy, assign, groups_as_deposit
+from serving.grouping import SENT_ANYWAY_LABEL, Candidates, GroupingPolicy, assign, groups_as_deposit
 from serving.models import Report
 from vipare.results import ImageResult
 
@@ -145,7 +145,7 @@ def store_reports(session: Session, reports: Sequence[NewReport], *, policy: Gro
     The photo files must already be in the store (``PhotoStore.put``) under their sha256. One query
     finds the twins of them all (the same client's report of the same photo, stored before or
     earlier in ``reports``), one the incidents their deposits may reach
-    (:class:`~serving.incidents.Candidates`); each dumping report (or one sent anyway) then joins or
+    (:class:`~serving.grouping.Candidates`); each dumping report (or one sent anyway) then joins or
     opens its incident as if it had come alone, after those before it. The reports go to the database with their
     incident, in as few statements as the grouping allows.
 
@@ -245,7 +245,7 @@ def send_anyway(
 
     The agent page's "report anyway", after a first send that the model found nothing in, sends the
     same photo again with ``agent_says_deposit``: the report is flagged and, if the model saw no
-    deposit in it, grouped as a :data:`~serving.incidents.SENT_ANYWAY_LABEL` of score 0 (its
+    deposit in it, grouped as a :data:`~serving.grouping.SENT_ANYWAY_LABEL` of score 0 (its
     incident is then ``to_review``). A report already flagged is left as it is, so a queue that
     sends it again changes nothing.
 

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from serving.auth import Permission, Principal
-from serving.incidents import IncidentAction, Status
+from serving.grouping import IncidentAction
+from serving.incidents import Status
 from serving.models import Report, ReportReview
 from serving.schemas import IncidentRef, ReportLinks, ReportOut, ReviewBox, ReviewOut
 from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
-from serving.incidents import FAMILIES
+from serving.grouping import FAMILIES
 from serving.model_registry import (
     Promotion,
     list_promotions,

@@ -26,7 +26,8 @@ from starlette.staticfiles import StaticFiles
 
 from serving.config import ServiceSettings
 from serving.errors import NotFoundError
-from serving.incidents import ALLOWED_TRANSITIONS, FAMILIES, OPEN_STATUSES, Status
+from serving.grouping import FAMILIES
+from serving.incidents import ALLOWED_TRANSITIONS, OPEN_STATUSES, Status
 from vipare.taxonomy import DEPOSIT_CLASSES, class_names
 
 __all__ = ["NODE_MODULES", "STATIC_DIR", "VENDOR", "router", "ui_config"]

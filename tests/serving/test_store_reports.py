@@ -13,7 +13,8 @@ from serving.auth import camera_principal
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.errors import LocationMissingError
-from serving.incidents import GroupingPolicy, Status, transition
+from serving.grouping import GroupingPolicy
+from serving.incidents import Status, transition
 from serving.models import Incident, Report, Transition
 from serving.reports.store import NewReport, store_report, store_reports
 from serving.storage import Storage, grouping_policy, open_storage

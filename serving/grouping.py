@@ -1,0 +1,270 @@
+"""Grouping reports into incidents: one deposit at one place, however many photos report it.
+
+Grouping (:func:`assign`), for a report whose verdict is dumping or that its agent sent as a deposit
+anyway (:func:`groups_as_deposit`), at its position and the time the photo was taken (``observed_at``):
+
+1. **late**: a photo taken before a *cleaned* incident there was cleaned (a phone that uploads at the
+   end of the day) is attached to it - no new incident for a deposit already gone;
+2. else **join** the nearest *open* incident (new, confirmed, scheduled) of the same class family
+   within ``radius_m`` that was last seen at most ``window`` before the photo;
+3. else **open** a new incident. If an incident was cleaned there before the photo was taken, the new
+   one is a recurrence: it points at the last cleaned one and counts one more recurrence at that place.
+
+Class families (:data:`FAMILIES`): ``dumped_waste`` and ``overflowing_bin`` are one family, ``waste``.
+Waste heaped around a bin is both, and the model (like people) calls it either way from photo to
+photo; the crew that comes clears both. The incident's ``label`` is the class of its best detection.
+
+A report sent anyway (``agent_says_deposit``) where the model saw no deposit groups as a
+:data:`SENT_ANYWAY_LABEL` of score 0, and its incident is ``to_review`` (managers look at it first)
+until every such report of the incident has a review (:func:`needs_review`).
+
+What happens to an incident after it opens (its statuses and their changes) is :mod:`serving.incidents`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from serving.geo import box_around, lat_lon_box, lon_delta, wrap_lon
+from serving.incidents import OPEN_STATUSES, Status
+from serving.models import Incident, Report, ReportReview, Transition, utcnow
+from vipare.geotag import haversine_m
+
+__all__ = [
+    "FAMILIES",
+    "SENT_ANYWAY_LABEL",
+    "Candidates",
+    "GroupingPolicy",
+    "IncidentAction",
+    "assign",
+    "family_of",
+    "groups_as_deposit",
+    "needs_review",
+]
+
+
+FAMILIES: dict[str, str] = {"dumped_waste": "waste", "overflowing_bin": "waste"}
+"""Deposit class -> class family; reports join incidents of their family. Unknown classes are their own family."""
+
+SENT_ANYWAY_LABEL = "dumped_waste"
+"""The class a report sent anyway groups as when the model saw no deposit in its photo (family ``waste``)."""
+
+
+class IncidentAction(StrEnum):
+    """What a report did to its incident."""
+
+    OPENED = "opened"
+    JOINED = "joined"
+    LATE = "late"
+
+
+@dataclass(frozen=True)
+class GroupingPolicy:
+    """When a report joins an incident.
+
+    Attributes:
+        radius_m: largest distance, metres, between the report and the incident's position.
+        window: longest time between the incident's last sighting and the photo.
+    """
+
+    radius_m: float
+    window: timedelta
+
+
+def family_of(label: str) -> str:
+    """The class family of a deposit class."""
+    return FAMILIES.get(label, label)
+
+
+def groups_as_deposit(report: Report) -> bool:
+    """True when the report joins an incident: the model saw a deposit, or the agent says there is one."""
+    return report.dumping or report.agent_says_deposit
+
+
+def _awaits_review(report: Report) -> bool:
+    """A report sent anyway where the model saw no deposit: a manager should look at its photo."""
+    return report.agent_says_deposit and not report.dumping
+
+
+def needs_review(session: Session, incident_id: int) -> bool:
+    """True while a report sent anyway of the incident, where the model saw no deposit, has no review."""
+    unreviewed = (
+        select(Report.id)
+        .where(
+            Report.incident_id == incident_id,
+            Report.agent_says_deposit.is_(True),
+            Report.dumping.is_(False),
+            ~select(ReportReview.id).where(ReportReview.report_id == Report.id).exists(),
+        )
+        .limit(1)
+    )
+    return session.scalar(unreviewed) is not None
+
+
+class Candidates:
+    """The incidents some dumping reports may reach, read in one query and then kept in memory.
+
+    Every incident that :func:`assign` could give any of ``reports`` is read at once: of their class
+    families, in the box around one of them, cleaned, or open and seen within the window of the
+    earliest. The reports are then grouped in memory, one after the other, against the incidents as
+    the earlier ones left them (moved, seen later) and those they opened (:meth:`add`): what one query
+    per report would find, without a query and a flush per report. An incident no report can reach is
+    never read, and so cannot have changed.
+
+    Args:
+        session: the write transaction the reports are grouped in.
+        reports: the dumping reports to group (their position, label and ``observed_at``).
+        policy: radius and time window.
+    """
+
+    _BOXES_PER_QUERY = 200  # four bound parameters each, within SQLite's limit
+
+    def __init__(self, session: Session, reports: Sequence[Report], policy: GroupingPolicy) -> None:
+        self._policy = policy
+        self._incidents: dict[int, Incident] = {}
+        if not reports:
+            return
+        families = sorted({family_of(r.label) for r in reports if r.label is not None})
+        earliest = min(r.observed_at for r in reports)
+        reach = or_(
+            Incident.status == Status.CLEANED.value,
+            and_(Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= earliest - policy.window),
+        )
+        boxes = sorted({box_around(r.lat, r.lon, policy.radius_m) for r in reports})
+        for start in range(0, len(boxes), self._BOXES_PER_QUERY):
+            near = or_(
+                *(lat_lon_box(Incident.lat, Incident.lon, *box) for box in boxes[start : start + self._BOXES_PER_QUERY])
+            )
+            query = select(Incident).where(near, Incident.family.in_(families), reach)
+            self._incidents.update((incident.id, incident) for incident in session.scalars(query))
+
+    def add(self, incident: Incident) -> None:
+        """An incident opened since the query (flushed: it has its id)."""
+        self._incidents[incident.id] = incident
+
+    def near(self, report: Report) -> list[tuple[Incident, float]]:
+        """The incidents ``report`` may reach now, nearest first, with their distance in metres."""
+        family, seen = family_of(report.label or ""), report.observed_at
+        oldest = seen - self._policy.window
+        found = []
+        for incident in self._incidents.values():
+            if incident.family != family:
+                continue
+            if incident.status != Status.CLEANED.value and not (
+                incident.status in OPEN_STATUSES and incident.last_seen >= oldest
+            ):
+                continue
+            distance = haversine_m(report.lat, report.lon, incident.lat, incident.lon)
+            if distance <= self._policy.radius_m:
+                found.append((incident, distance))
+        return sorted(found, key=lambda pair: (pair[1], pair[0].id))
+
+
+# --------------------------------------------------------------------------------------------------
+# Grouping
+
+
+def assign(
+    session: Session,
+    report: Report,
+    policy: GroupingPolicy,
+    *,
+    actor: str,
+    actor_key_id: int | None,
+    candidates: Candidates | None = None,
+) -> tuple[Incident, IncidentAction]:
+    """Give a dumping report its incident (see the module doc); the caller commits.
+
+    Args:
+        session: a session in a write transaction (:func:`serving.db.write_session`).
+        report: a report that :func:`groups_as_deposit`, with its ``label``, position and
+            ``observed_at``; new ones are best given before they are added to the session, so that
+            they are inserted with their incident (one that opens an incident is added and flushed
+            here, for its id). A report sent anyway where the model saw no deposit makes its
+            incident ``to_review``.
+        policy: radius and time window.
+        actor: who uploaded, for the history of a newly opened incident.
+        actor_key_id: the uploader's key id, if any.
+        candidates: the incidents read for this report and others grouped in the same transaction
+            (see :class:`Candidates`); read for this report alone when omitted.
+
+    Returns:
+        The incident and whether the report opened it, joined it, or arrived late at a cleaned one.
+    """
+    if not groups_as_deposit(report) or report.label is None:
+        raise ValueError("only a report with a deposit joins an incident")
+    family, seen = family_of(report.label), report.observed_at
+    if candidates is None:
+        candidates = Candidates(session, [report], policy)
+    near = candidates.near(report)  # cleaned ones, and open ones seen within the window
+    cleaned_near = [incident for incident, _ in near if incident.status == Status.CLEANED.value]
+    for incident in cleaned_near:  # first: a photo of a deposit since cleaned is not news
+        if incident.cleaned_at is not None and incident.first_seen - policy.window <= seen <= incident.cleaned_at:
+            return _attach(report, incident, IncidentAction.LATE)
+
+    open_near = [incident for incident, _ in near if incident.status != Status.CLEANED.value]
+    if open_near:
+        return _attach(report, open_near[0], IncidentAction.JOINED)
+
+    cleaned_before = [i for i in cleaned_near if i.cleaned_at is not None and i.cleaned_at <= seen]
+    previous = max(cleaned_before, key=lambda i: (i.cleaned_at, i.id), default=None)
+    now = utcnow()
+    incident = Incident(
+        family=family,
+        label=report.label,
+        status=Status.NEW.value,
+        lat=report.lat,
+        lon=report.lon,
+        first_seen=seen,
+        last_seen=seen,
+        max_score=report.score,
+        report_count=1,
+        recurrence_of_id=previous.id if previous else None,
+        recurrence_count=previous.recurrence_count + 1 if previous else 0,
+        to_review=_awaits_review(report),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    candidates.add(incident)
+    report.incident_id, report.incident_action = incident.id, IncidentAction.OPENED.value
+    session.add(report)
+    session.flush()  # the report's id, for the history
+    comment = f"opened by report #{report.id}"
+    if previous is not None:
+        comment += f"; deposit again where #{previous.id} was cleaned"
+    session.add(
+        Transition(
+            incident_id=incident.id,
+            from_status=None,
+            to_status=Status.NEW.value,
+            at=now,
+            actor=actor,
+            actor_key_id=actor_key_id,
+            comment=comment,
+        )
+    )
+    return incident, IncidentAction.OPENED
+
+
+def _attach(report: Report, incident: Incident, action: IncidentAction) -> tuple[Incident, IncidentAction]:
+    count = incident.report_count + 1
+    incident.lat += (report.lat - incident.lat) / count  # running mean of the reports' positions
+    incident.lon = wrap_lon(incident.lon + lon_delta(incident.lon, report.lon) / count)
+    incident.report_count = count
+    incident.first_seen = min(incident.first_seen, report.observed_at)
+    incident.last_seen = max(incident.last_seen, report.observed_at)
+    if report.score > incident.max_score and report.label is not None:
+        incident.max_score, incident.label = report.score, report.label
+    if _awaits_review(report):
+        incident.to_review = True
+    incident.updated_at = utcnow()
+    report.incident_id, report.incident_action = incident.id, action.value
+    return incident, action
