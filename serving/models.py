@@ -14,6 +14,7 @@ columns for what vipare returns about a photo, and timestamps stored as UTC.
     report_reviews  what a manager says is in a report's photo, apart from the model's detections
     model_promotions  every model the service was told to use; the latest is the current one
     write_locks   one row every write transaction updates first, so writers take turns
+    scheduled_passes  when each periodic pass of the service (the daily purge) last ran
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "ModelPromotion",
     "Report",
     "ReportReview",
+    "ScheduledPass",
     "Transition",
     "UTCDateTime",
     "WriteLock",
@@ -188,6 +190,10 @@ class Report(Base):
     model: Mapped[dict[str, Any]] = mapped_column(JSON)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
     incident_action: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The photo is no longer kept (retention ended, or the report was erased); the row stays.
+    photo_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    erased_by: Mapped[str | None] = mapped_column(String(240), default=None)  # the administrator
 
     incident: Mapped[Incident | None] = relationship(back_populates="reports", foreign_keys=[incident_id])
     reviews: Mapped[list[ReportReview]] = relationship(back_populates="report", order_by="ReportReview.id")
@@ -282,3 +288,17 @@ class CameraKey(Base):
 
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id"), index=True)
+
+
+class ScheduledPass(Base):
+    """A periodic pass of the service (the daily purge of photos): when it last started and finished.
+
+    A worker claims a pass by setting ``started_at`` in a write transaction, so that with several
+    workers one runs it and the others find it done.
+    """
+
+    __tablename__ = "scheduled_passes"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
