@@ -19,6 +19,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`AuthenticationError`            401     unauthenticated
 :class:`PermissionDeniedError`          403     forbidden
 :class:`NotFoundError`                  404     not_found
+``NothingToExportError``                404     nothing_to_export (serving.dataset.select)
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
 :class:`InvalidReviewError`             422     invalid_review
