@@ -19,9 +19,12 @@ A camera key may be tied to a registered camera (:class:`~serving.models.CameraK
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
 HTTP and found again in a batch job counts once), located by the registry's position.
 
-No key at all: the service is open to whoever reaches it, with every permission, and
-:func:`serving.config.check_exposure` refuses to start it on anything but loopback. The first key
-created closes it.
+No key at all: every API call is 401 with a message saying how to create one, unless the trial mode
+is set (``VIPARE_TRIAL_MODE=true``), which :func:`serving.config.check_exposure` only allows on
+loopback: then the service serves whoever reaches it, with every permission, until the first key is
+created, and never again after that. Revoking keys never opens it: the trial ends with the first key
+created, even once every key is revoked (:func:`any_key_created`), and the last active admin key
+cannot be revoked (the API and ``vipare keys revoke`` both refuse, :func:`revoke_key`).
 """
 
 from __future__ import annotations
@@ -33,19 +36,21 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serving.errors import UnknownCameraError
+from serving.errors import ServiceError, UnknownCameraError
 from serving.models import ApiKey, Camera, CameraKey, utcnow
 from vipare.geotag import CameraPosition
 
 __all__ = [
     "LOCAL",
     "ROLE_PERMISSIONS",
+    "LastAdminKeyError",
     "Permission",
     "Principal",
     "Role",
+    "any_key_created",
     "authenticate",
     "camera_client_ref",
     "camera_principal",
@@ -267,9 +272,34 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     return principal_for(row, key_camera(session, row.id))
 
 
+class LastAdminKeyError(ServiceError):
+    """Revoking this key would leave nobody able to manage keys."""
+
+    status_code, code = 409, "last_admin_key"
+
+
+def any_key_created(session: Session) -> bool:
+    """True once a key has ever been created, revoked ones included: the trial mode is then over for good."""
+    return session.scalar(select(ApiKey.id).limit(1)) is not None
+
+
 def revoke_key(session: Session, key_id: int) -> ApiKey | None:
-    """Revoke a key (idempotent); None when there is no such key. The caller commits."""
+    """Revoke a key (idempotent); None when there is no such key. The caller commits.
+
+    Raises:
+        LastAdminKeyError: the key is the last active admin key.
+    """
     row = session.get(ApiKey, key_id)
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = utcnow()
+    if row is None or row.revoked_at is not None:
+        return row
+    if row.role == Role.ADMIN.value:
+        admins = session.scalar(
+            select(func.count()).select_from(ApiKey).where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+        )
+        if (admins or 0) <= 1:
+            raise LastAdminKeyError(
+                f"Key #{key_id} is the last active admin key: revoking it would leave nobody able to manage keys. "
+                "Create another admin key first (vipare keys create --role admin), then revoke this one."
+            )
+    row.revoked_at = utcnow()
     return row

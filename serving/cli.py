@@ -16,7 +16,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.auth import Role, create_key, revoke_key
+from serving.auth import LastAdminKeyError, Role, create_key, revoke_key
 from serving.cameras import CAMERA_FIELDS, CameraFileError, CameraSpec, list_cameras, load_camera_file, upsert_cameras
 from serving.config import ServiceSettings, UnsafeConfigurationError, check_exposure
 from serving.db import active_key_count, engine_from_settings, migrate, session_factory, write_session
@@ -55,7 +55,8 @@ def _store(settings: ServiceSettings) -> Iterator[sessionmaker[Session]]:
 
 
 @click.command()
-@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1; others need an API key first).")
+@click.option("--host", default=None,
+              help="Interface to bind (default 127.0.0.1; the trial mode, VIPARE_TRIAL_MODE, only on loopback).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default 8000).")
 @click.option("--workers", type=click.IntRange(1), default=None, help=_WORKERS_HELP)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -73,11 +74,16 @@ def serve(host: str | None, port: int | None, workers: int | None, data_dir: Pat
         if value is not None:
             os.environ[f"VIPARE_{name.upper()}"] = str(value)
     try:
-        # Migrated once, before the workers start (each worker's start-up then finds it done).
-        with _store(settings) as sessions, sessions() as session:
-            check_exposure(settings, active_key_count(session))
+        check_exposure(settings)
     except UnsafeConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
+    # Migrated once, before the workers start (each worker's start-up then finds it done).
+    with _store(settings) as sessions, sessions() as session:
+        if active_key_count(session) == 0 and not settings.trial_mode:
+            click.echo(
+                "No API key exists yet: every API call will be refused until an administrator creates one "
+                "(vipare keys create --role admin --name <who>).", err=True,
+            )
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -147,9 +153,12 @@ def list_keys(data_dir: Path | None) -> None:
 @click.argument("key_id", type=int)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def revoke(key_id: int, data_dir: Path | None) -> None:
-    """Revoke a key at once."""
-    with _store(_settings(data_dir=data_dir)) as sessions, write_session(sessions) as session:
-        found = revoke_key(session, key_id) is not None
+    """Revoke a key at once; the last active admin key cannot be revoked (create another one first)."""
+    try:
+        with _store(_settings(data_dir=data_dir)) as sessions, write_session(sessions) as session:
+            found = revoke_key(session, key_id) is not None
+    except LastAdminKeyError as exc:
+        raise click.ClickException(exc.detail) from exc
     if not found:
         raise click.ClickException(f"there is no key #{key_id}")
     click.echo(f"key #{key_id} revoked")

@@ -58,7 +58,7 @@ class ServiceSettings(Settings):
     )
 
     # -- how to listen
-    host: str = Field("127.0.0.1", description="Interface to bind; anything but loopback needs API keys.")
+    host: str = Field("127.0.0.1", description="Interface to bind; the trial mode is refused beyond loopback.")
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes (see the CPU budget above).")
     intra_op_threads: int = Field(
@@ -73,6 +73,12 @@ class ServiceSettings(Settings):
         gt=0,
         description="How often each worker looks for a newly promoted model (vipare models, POST /v1/models) "
         "and switches to it, in seconds.",
+    )
+
+    # -- who may call: keys, trial mode, trusted hosts and origins, the public URL (see serving/README.md)
+    trial_mode: bool = Field(
+        False,
+        description="Until the first API key is created, serve callers without one (a local trial); loopback only.",
     )
 
     # -- incidents: when does a report join an existing incident?
@@ -142,16 +148,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: ServiceSettings, active_keys: int) -> None:
-    """Refuse to serve beyond this machine when no API key exists.
+def check_exposure(settings: ServiceSettings) -> None:
+    """Refuse the trial mode beyond this machine.
 
-    Without keys the service is open (see :mod:`serving.auth`), which is only acceptable on loopback.
+    The trial mode (``trial_mode``) serves callers without a key while no key exists (see
+    :mod:`serving.auth`), which is only acceptable on loopback. Without it, a service with no key
+    answers every API call 401, wherever it listens.
 
     Raises:
-        UnsafeConfigurationError: ``settings.host`` is not loopback and ``active_keys`` is 0.
+        UnsafeConfigurationError: ``trial_mode`` is set and ``settings.host`` is not loopback.
     """
-    if active_keys == 0 and not is_loopback(settings.host):
+    if settings.trial_mode and not is_loopback(settings.host):
         raise UnsafeConfigurationError(
-            f"refusing to listen on {settings.host}: no API key exists, so anyone could read and change "
-            "incidents. Create one first (vipare keys create --role admin), or bind to 127.0.0.1."
+            f"refusing to listen on {settings.host} in trial mode: anyone who reaches it could read and change "
+            "incidents without a key. Unset VIPARE_TRIAL_MODE and create a key (vipare keys create --role admin), "
+            "or bind to 127.0.0.1."
         )

@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from serving.auth import any_key_created
 from serving.config import ServiceSettings, check_exposure, is_loopback
-from serving.db import active_key_count
 from serving.errors import ModelNotReadyError
 from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
@@ -91,8 +91,8 @@ class Service:
         return self.pipeline
 
     def open_mode(self, session: Session) -> bool:
-        """True when no API key exists and the service only listens on loopback: callers need no key."""
-        return is_loopback(self.settings.host) and active_key_count(session) == 0
+        """True in the trial mode (set, on loopback) until the first API key is created: callers need no key."""
+        return self.settings.trial_mode and is_loopback(self.settings.host) and not any_key_created(session)
 
     def warm_up(self) -> None:
         """Run the model's one warm-up inference (first runs are slow), then declare the service ready.
@@ -197,13 +197,13 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
             while no model has been promoted.
 
     Raises:
-        UnsafeConfigurationError: bound beyond loopback with no API key.
+        UnsafeConfigurationError: the trial mode beyond loopback.
         vipare.ModelError: the model cannot be loaded.
     """
+    check_exposure(settings)
     storage = open_storage(settings)
     try:
         with storage.sessions() as session:
-            check_exposure(settings, active_key_count(session))
             promoted = current_model(session)
         if promoted is not None:
             path = promotion_path(settings, promoted)

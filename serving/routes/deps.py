@@ -14,7 +14,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from serving.auth import LOCAL, Permission, Principal, authenticate
+from serving.auth import LOCAL, Permission, Principal, any_key_created, authenticate
 from serving.errors import AuthenticationError, PermissionDeniedError
 from serving.observability import LOG_EXTRA_KEY
 from serving.schemas import MAX_ID
@@ -44,6 +44,11 @@ _query = APIKeyQuery(name="api_key", auto_error=False, description="The API key 
 _NO_KEY = (
     "Send an API key: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'. "
     "An administrator creates one with: vipare keys create --role agent --name <who>"
+)
+_NO_KEY_YET = (
+    "This service has no API key yet, so it answers nobody. On the server, create the first one with: "
+    "vipare keys create --role admin --name <who>, then send it as 'Authorization: Bearer <key>'. "
+    "(For a trial on this machine only, start the service with VIPARE_TRIAL_MODE=true.)"
 )
 
 _ACTIONS: dict[Permission, str] = {
@@ -83,7 +88,8 @@ def _identify(request: Request, service: Service, key: str | None) -> Principal:
     with service.sessions() as session:
         if key is None:
             if not service.open_mode(session):
-                raise AuthenticationError(_NO_KEY, headers={"WWW-Authenticate": "Bearer"})
+                detail = _NO_KEY if any_key_created(session) else _NO_KEY_YET
+                raise AuthenticationError(detail, headers={"WWW-Authenticate": "Bearer"})
             principal: Principal | None = LOCAL
         else:
             principal = authenticate(session, key)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from serving.auth import Permission, Principal, Role, create_key, key_camera, revoke_key
+from serving.auth import LastAdminKeyError, Permission, Principal, Role, create_key, key_camera, revoke_key
 from serving.db import write_session
-from serving.errors import ErrorBody, NotFoundError, ServiceError
+from serving.errors import ErrorBody, NotFoundError
 from serving.models import ApiKey, CameraKey
 from serving.routes.deps import IdPath, ServiceDep, SessionDep, require
 from serving.schemas import KeyCreate, KeyCreated, KeyOut
@@ -25,11 +25,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(tags=["keys"], responses=_ERRORS)
 AdminPrincipal = Annotated[Principal, Depends(require(Permission.KEY_MANAGE))]
 
-
-class LastAdminKeyError(ServiceError):
-    """Revoking this key would leave nobody able to manage keys."""
-
-    status_code, code = 409, "last_admin_key"
 
 
 def key_out(row: ApiKey, camera_id: str | None = None) -> KeyOut:
@@ -70,15 +65,7 @@ def get_keys(session: SessionDep, _principal: AdminPrincipal) -> list[KeyOut]:
 def delete_key(key_id: IdPath, service: ServiceDep, _principal: AdminPrincipal) -> KeyOut:
     """Revoke a key at once (idempotent). The last active admin key cannot be revoked."""
     with write_session(service.sessions) as session:
-        row = session.get(ApiKey, key_id)
+        row = revoke_key(session, key_id)
         if row is None:
             raise NotFoundError(f"There is no key #{key_id}.")
-        if row.role == Role.ADMIN.value and row.revoked_at is None:
-            admins = session.scalar(
-                select(func.count()).select_from(ApiKey)
-                .where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
-            )
-            if (admins or 0) <= 1:
-                raise LastAdminKeyError("This is the last admin key; create another admin key before revoking it.")
-        revoke_key(session, key_id)
         return key_out(row, camera.id if (camera := key_camera(session, key_id)) else None)

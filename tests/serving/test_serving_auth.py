@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from serving.auth import ROLE_PERMISSIONS, Permission, Role, create_key
+from serving.cli import keys
 from serving.config import UnsafeConfigurationError
-from serving.db import engine_from_settings, migrate, session_factory, write_session
+from serving.db import write_session
 from serving.models import ApiKey
 from tests.serving.helpers import Server, bearer, deposit_photo, plain_photo, running, service_settings
 from vipare.detection import Detector
@@ -126,25 +128,57 @@ def test_a_position_is_for_camera_keys_only(server: Server) -> None:
     assert response.status_code == 422
 
 
-def test_without_any_key_the_service_is_open_on_loopback_only(tmp_path: Path, detector: Detector) -> None:
+def test_without_any_key_every_call_is_refused_and_says_how_to_make_one(tmp_path: Path, detector: Detector) -> None:
     from serving.app import create_app
 
-    with running(create_app(service_settings(tmp_path), detector=detector)) as client:
-        assert client.get("/v1/incidents").status_code == 200  # no key exists: open, on 127.0.0.1
-        assert client.post("/v1/keys", json={"role": "admin", "name": "first"}).status_code == 201
+    for host in ("127.0.0.1", "0.0.0.0"):  # no trial mode: closed wherever it listens
+        with running(create_app(service_settings(tmp_path / host, host=host), detector=detector)) as client:
+            for method, path in (("GET", "/v1/incidents"), ("GET", "/v1/keys"), ("POST", "/v1/keys")):
+                answer = client.request(method, path, json={"role": "admin", "name": "intruder"})
+                assert answer.status_code == 401, (host, path)
+                assert answer.json()["code"] == "unauthenticated"
+                assert "vipare keys create --role admin" in answer.json()["detail"]
+
+
+def test_the_trial_mode_is_explicit_loopback_only_and_ends_with_the_first_key(
+    tmp_path: Path, detector: Detector
+) -> None:
+    from serving.app import create_app
+
+    trial = service_settings(tmp_path, trial_mode=True)
+    with running(create_app(trial, detector=detector)) as client:
+        assert client.get("/v1/incidents").status_code == 200  # set, on 127.0.0.1, no key yet: open
+        first = client.post("/v1/keys", json={"role": "agent", "name": "first"})
+        assert first.status_code == 201
         assert client.get("/v1/incidents").status_code == 401  # the first key closes it
-
-    exposed = service_settings(tmp_path / "other", host="0.0.0.0")
-    with pytest.raises(UnsafeConfigurationError, match="no API key exists"), running(
-        create_app(exposed, detector=detector)
-    ):
-        pass
-
-    engine = engine_from_settings(exposed)  # with a key, the same settings start
-    migrate(engine)
-    with write_session(session_factory(engine)) as session:
-        _, key = create_key(session, Role.MANAGER, "m")
-    engine.dispose()
-    with running(create_app(exposed, detector=detector)) as client:
+    runner = CliRunner()
+    revoked = runner.invoke(keys, ["revoke", str(first.json()["id"]), "--data-dir", str(tmp_path)])
+    assert revoked.exit_code == 0, revoked.output
+    with running(create_app(trial, detector=detector)) as client:  # every key revoked: still closed
         assert client.get("/v1/incidents").status_code == 401
-        assert client.get("/v1/incidents", headers=bearer(key)).status_code == 200
+        assert client.post("/v1/keys", json={"role": "admin", "name": "intruder"}).status_code == 401
+
+    exposed = service_settings(tmp_path / "other", host="0.0.0.0", trial_mode=True)
+    with pytest.raises(UnsafeConfigurationError, match="trial mode"), running(create_app(exposed, detector=detector)):
+        pass
+    assert not (tmp_path / "other").exists()  # refused before anything is written
+
+
+def test_the_cli_refuses_to_revoke_the_last_admin_key(tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def create(role: str) -> int:
+        made = runner.invoke(keys, ["create", "--role", role, "--data-dir", str(tmp_path)])
+        assert made.exit_code == 0, made.output
+        return int(made.output.split("key #")[1].split()[0])
+
+    agent, admin = create("agent"), create("admin")
+    refused = runner.invoke(keys, ["revoke", str(admin), "--data-dir", str(tmp_path)])
+    assert refused.exit_code == 1
+    assert "last active admin key" in refused.output and "vipare keys create --role admin" in refused.output
+    assert runner.invoke(keys, ["revoke", str(agent), "--data-dir", str(tmp_path)]).exit_code == 0
+    second = create("admin")
+    assert runner.invoke(keys, ["revoke", str(admin), "--data-dir", str(tmp_path)]).exit_code == 0
+    listed = runner.invoke(keys, ["list", "--data-dir", str(tmp_path)]).output
+    assert [line.split("\t")[-1].startswith("active") for line in listed.splitlines()] == [False, False, True]
+    assert runner.invoke(keys, ["revoke", str(second), "--data-dir", str(tmp_path)]).exit_code == 1
