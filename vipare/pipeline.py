@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from vipare.detection import Detector
 from vipare.geotag import CameraPosition, ClientPosition, resolve_location
 from vipare.imaging import DecodedImage, load_image
+from vipare.privacy import PrivacyDetector, Region
 from vipare.results import Detection, ImageResult, Verdict
 from vipare.settings import Settings
 
@@ -38,11 +39,21 @@ class Pipeline:
     Args:
         detector: a loaded detector; built from ``settings`` when omitted.
         settings: limits and thresholds; read from ``VIPARE_*`` variables when omitted.
+        privacy: the face, person and vehicle detectors of :meth:`private_regions`; built from
+            ``settings`` when omitted and ``settings.blur_photos`` is on, else none.
     """
 
-    def __init__(self, detector: Detector | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector | None = None,
+        settings: Settings | None = None,
+        privacy: PrivacyDetector | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self.detector = detector or Detector.from_settings(self.settings)
+        if privacy is None and self.settings.blur_photos:
+            privacy = PrivacyDetector.from_settings(self.settings)
+        self.privacy = privacy
 
     def decode(self, source: bytes | str | os.PathLike[str]) -> DecodedImage:
         """Read and orient a photo at the size the model needs (raises an ``ImageError`` subclass)."""
@@ -86,3 +97,16 @@ class Pipeline:
             location=location,
             model=self.detector.info,
         )
+
+    def private_regions(self, image: DecodedImage) -> list[Region]:
+        """Faces, heads and plate bands to blur before the photo is stored (:mod:`vipare.privacy`).
+
+        Args:
+            image: the photo as :meth:`decode` returned it (its reduced copy is enough).
+
+        Returns:
+            Regions in pixels of the upright original; none when blurring is off.
+        """
+        if self.privacy is None:
+            return []
+        return self.privacy.find(image.array, original_size=image.info.size)

@@ -11,12 +11,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["DEFAULT_MODEL_PATH", "Settings"]
 
 MODEL_FILE = "vipare-yolo11n.onnx"
+FACE_MODEL_FILE = "yunet_n_640_640.onnx"
+PRIVACY_MODEL_FILE = "coco-yolo11n-416.onnx"
 
 
-def _default_model_path() -> Path:
-    """The shipped model: ``weights/`` of a source checkout, else where a wheel install put it."""
-    checkout = Path(__file__).resolve().parent.parent / "weights" / MODEL_FILE
-    installed = Path(sys.prefix) / "share" / "vipare" / "weights" / MODEL_FILE
+def _default_model_path(name: str = MODEL_FILE) -> Path:
+    """A shipped model: ``weights/`` of a source checkout, else where a wheel install put it."""
+    checkout = Path(__file__).resolve().parent.parent / "weights" / name
+    installed = Path(sys.prefix) / "share" / "vipare" / "weights" / name
     return checkout if checkout.exists() or not installed.exists() else installed
 
 
@@ -57,4 +59,19 @@ class Settings(BaseSettings):
     )
     gps_conflict_m: float = Field(
         250.0, gt=0, description="EXIF and caller positions further apart than this are flagged."
+    )
+    blur_photos: bool = Field(
+        True,
+        description="Blur faces and licence plates in every stored photo (off where a city blurs them elsewhere).",
+    )
+    face_model_path: Path = Field(
+        _default_model_path(FACE_MODEL_FILE), description="YuNet face detector (ONNX) used to blur faces."
+    )
+    privacy_model_path: Path = Field(
+        _default_model_path(PRIVACY_MODEL_FILE),
+        description="COCO detector (ONNX) whose persons and vehicles give the heads and plate bands to blur.",
+    )
+    face_threshold: float = Field(0.6, ge=0, le=1, description="A face scoring at least this is blurred.")
+    privacy_threshold: float = Field(
+        0.25, ge=0, le=1, description="A person or vehicle scoring above this has its head or plate band blurred."
     )

@@ -1,0 +1,86 @@
+"""vipare.privacy: the region rules and the blur, on hand-made arrays."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from vipare.privacy import PrivacyDetector, blur_regions, grow_box, head_region, plate_region
+from vipare.settings import Settings
+from vipare.size import Size
+
+
+def _sharpness(patch: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def _checkerboard(height: int, width: int, cell: int = 3) -> np.ndarray:
+    ys, xs = np.indices((height, width))
+    board = (((ys // cell) + (xs // cell)) % 2 * 255).astype(np.uint8)
+    return np.repeat(board[:, :, None], 3, axis=2)
+
+
+def test_a_blurred_box_loses_its_high_frequencies_and_nothing_else_changes() -> None:
+    image = _checkerboard(120, 160)
+    box = (40.0, 30.0, 100.0, 90.0)
+    out = blur_regions(image, [box])
+    assert _sharpness(out[30:90, 40:100]) < 0.02 * _sharpness(image[30:90, 40:100])
+    outside = np.ones(image.shape[:2], bool)
+    outside[30:90, 40:100] = False
+    assert np.array_equal(out[outside], image[outside])
+    assert np.array_equal(image, _checkerboard(120, 160))  # the input is left alone
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (-20.0, -10.0, 30.0, 25.0),  # partly outside: clipped
+        (150.0, 110.0, 400.0, 300.0),
+        (50.0, 50.0, 50.5, 80.0),  # less than 2 pixels wide: skipped
+        (200.0, 200.0, 300.0, 300.0),  # wholly outside
+    ],
+)
+def test_boxes_at_or_beyond_the_edges_are_clipped_or_skipped(box: tuple[float, float, float, float]) -> None:
+    image = _checkerboard(120, 160)
+    out = blur_regions(image, [box])
+    assert out.shape == image.shape and out.dtype == np.uint8
+
+
+def test_no_box_gives_an_equal_copy() -> None:
+    image = _checkerboard(20, 30)
+    assert np.array_equal(blur_regions(image, []), image)
+
+
+def test_cells_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="cells"):
+        blur_regions(_checkerboard(10, 10), [], cells=0)
+
+
+@pytest.mark.parametrize(
+    ("person", "head"),
+    [
+        ((10.0, 100.0, 40.0, 250.0), (10.0, 100.0, 40.0, 130.0)),  # standing: a fifth of the height
+        ((0.0, 0.0, 100.0, 100.0), (0.0, 0.0, 100.0, 60.0)),  # cut by the frame: 0.6 of the width
+        ((0.0, 0.0, 100.0, 40.0), (0.0, 0.0, 100.0, 40.0)),  # lying or cropped: never past the box
+    ],
+)
+def test_the_head_is_the_top_of_a_person(person: tuple[float, ...], head: tuple[float, ...]) -> None:
+    assert head_region(person) == pytest.approx(head)  # type: ignore[arg-type]
+
+
+def test_the_plate_band_is_the_lower_part_of_a_vehicle() -> None:
+    assert plate_region((100.0, 200.0, 300.0, 300.0)) == pytest.approx((100.0, 245.0, 300.0, 300.0))
+
+
+def test_a_grown_box_stays_in_the_image() -> None:
+    assert grow_box((10.0, 10.0, 30.0, 50.0), 0.25, Size(35, 55)) == pytest.approx((5.0, 0.0, 35.0, 55.0))
+
+
+@pytest.mark.real_model
+def test_the_shipped_detectors_load_and_find_nothing_on_a_blank_photo() -> None:
+    settings = Settings()
+    if not (settings.face_model_path.exists() and settings.privacy_model_path.exists()):
+        pytest.skip("the privacy detectors are not in weights/")
+    detector = PrivacyDetector.from_settings(settings.model_copy(update={"intra_op_threads": 1}))
+    assert detector.find(np.full((480, 640, 3), 128, np.uint8)) == []

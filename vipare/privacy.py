@@ -1,0 +1,250 @@
+"""Making faces and licence plates unreadable: where they may be, and blurring them.
+
+Two small ONNX detectors find the regions (boxes ``xyxy`` in pixels of the upright original photo,
+as everywhere in vipare), run on the reduced copy of the photo the analysis already decoded:
+
+- **faces**: YuNet (``weights/yunet_n_640_640.onnx``, Apache-2.0) through OpenCV's
+  ``cv2.FaceDetectorYN``; each face box is grown by ``face_margin`` of its size on every side;
+- **heads**: the COCO YOLO11n (``weights/coco-yolo11n-416.onnx``, rebuilt from the INT8 IR of ``../shared``)
+  finds persons; the top of each person box is blurred (:func:`head_region`), for faces too small,
+  turned away or half hidden for the face detector;
+- **plates**: no licence-plate detector with permissive weights installs offline, so the rule is
+  geometric: the same model finds vehicles (car, bus, truck, motorcycle) and the lower part of each
+  vehicle box, where front and rear plates are, is blurred (:func:`plate_region`), whether a plate
+  shows or not.
+
+:func:`blur_regions` is pure numpy/OpenCV: each region is averaged down to a few cells across its
+short side and smoothly scaled back up, which leaves no high frequencies (no letters, no features).
+
+Thread safety: :class:`PrivacyDetector` shares one onnxruntime session (thread-safe) and gives each
+thread its own ``FaceDetectorYN``, whose input size is state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from vipare.detection import Detector
+from vipare.errors import ModelError
+from vipare.settings import Settings
+from vipare.size import Size
+
+__all__ = [
+    "PERSON_CLASSES",
+    "VEHICLE_CLASSES",
+    "PrivacyDetector",
+    "Region",
+    "blur_regions",
+    "grow_box",
+    "head_region",
+    "plate_region",
+]
+
+Box = tuple[float, float, float, float]
+
+PERSON_CLASSES: Final = frozenset({"person"})
+VEHICLE_CLASSES: Final = frozenset({"car", "bus", "truck", "motorcycle"})
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A part of a photo to make unreadable.
+
+    Attributes:
+        kind: ``face`` (the face detector), ``head`` (top of a person) or ``plate`` (lower part of a vehicle).
+        box: ``x1, y1, x2, y2`` in pixels of the upright original photo.
+        score: the detector's confidence in the face, person or vehicle, in [0, 1].
+    """
+
+    kind: Literal["face", "head", "plate"]
+    box: Box
+    score: float
+
+
+def grow_box(box: Box, margin: float, size: Size) -> Box:
+    """``box`` grown by ``margin`` times its width and height on each side, clipped to ``size``.
+
+    Args:
+        box: ``x1, y1, x2, y2``, pixels.
+        margin: fraction of the box's width (height) added left and right (above and below), >= 0.
+        size: the image the box lies in.
+    """
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    return (max(0.0, x1 - dx), max(0.0, y1 - dy), min(float(size.width), x2 + dx), min(float(size.height), y2 + dy))
+
+
+def head_region(person: Box, *, min_fraction: float = 0.2, width_fraction: float = 0.6) -> Box:
+    """Where the head of a person box is: its full width, from its top down.
+
+    The band is ``max(min_fraction * height, width_fraction * width)`` high, never more than the box:
+    a standing person's head is about an eighth of the height, and a person cut by the frame or
+    seated has a box about as wide as high, whose head takes a larger share.
+
+    Args:
+        person: ``x1, y1, x2, y2`` of the person, pixels.
+        min_fraction: smallest band, as a fraction of the box height.
+        width_fraction: band height as a fraction of the box width, when larger.
+    """
+    x1, y1, x2, y2 = person
+    height = min(y2 - y1, max(min_fraction * (y2 - y1), width_fraction * (x2 - x1)))
+    return (x1, y1, x2, y1 + height)
+
+
+def plate_region(vehicle: Box, *, top_fraction: float = 0.45) -> Box:
+    """Where a vehicle's plates can be: its full width, from ``top_fraction`` of its height down.
+
+    Front and rear plates sit between the bumper and the lights, in the lower half of the box
+    whether the vehicle is seen from the front, the back or three quarters.
+
+    Args:
+        vehicle: ``x1, y1, x2, y2`` of the vehicle, pixels.
+        top_fraction: where the band starts, as a fraction of the box height from its top, in [0, 1].
+    """
+    x1, y1, x2, y2 = vehicle
+    return (x1, y1 + top_fraction * (y2 - y1), x2, y2)
+
+
+def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = 6) -> NDArray[np.uint8]:
+    """A copy of ``image`` where every box is blurred beyond reading.
+
+    Each box is averaged down to ``cells`` cells across its shorter side (``INTER_AREA``) and scaled
+    back up bilinearly: what is left varies smoothly over a sixth of a face or a plate band, with no
+    edges to read letters or features from. Overlapping boxes are each blurred in turn.
+
+    Args:
+        image: pixels, shape ``(H, W)`` or ``(H, W, C)``, uint8.
+        boxes: ``x1, y1, x2, y2`` in pixels of ``image``; clipped to it, empty ones skipped.
+        cells: cells across the shorter side of a box after averaging (>= 1); fewer blur more.
+
+    Returns:
+        The blurred copy, same shape and dtype (``image`` itself is not modified).
+    """
+    if cells < 1:
+        raise ValueError(f"cells must be at least 1, got {cells}")
+    out = image.copy()
+    height, width = image.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        left, top = max(0, math.floor(x1)), max(0, math.floor(y1))
+        right, bottom = min(width, math.ceil(x2)), min(height, math.ceil(y2))
+        if right - left < 2 or bottom - top < 2:
+            continue
+        patch = out[top:bottom, left:right]
+        step = max(1.0, min(right - left, bottom - top) / cells)
+        small = cv2.resize(
+            patch,
+            (max(1, round((right - left) / step)), max(1, round((bottom - top) / step))),
+            interpolation=cv2.INTER_AREA,
+        )
+        out[top:bottom, left:right] = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+class PrivacyDetector:
+    """Finds the faces, heads and plate bands of a photo (see the module doc for the rules).
+
+    Args:
+        face_model: YuNet ONNX file (``cv2.FaceDetectorYN``).
+        object_model: a COCO detector exported by Ultralytics (persons and vehicles), read by
+            :class:`vipare.detection.Detector`.
+        face_threshold: a face must score at least this, in [0, 1].
+        object_threshold: a person or vehicle must score above this, in [0, 1].
+        face_margin: fraction of a face box's size added on each side.
+        intra_op_threads: onnxruntime threads of the object model (0: onnxruntime's default).
+
+    Raises:
+        ModelError: a model file is missing or unusable, or the object model has no ``person`` class.
+    """
+
+    def __init__(
+        self,
+        face_model: str | os.PathLike[str],
+        object_model: str | os.PathLike[str],
+        *,
+        face_threshold: float = 0.6,
+        object_threshold: float = 0.25,
+        face_margin: float = 0.25,
+        intra_op_threads: int = 0,
+    ) -> None:
+        if not 0.0 <= face_threshold <= 1.0:
+            raise ValueError(f"face_threshold must be within [0, 1], got {face_threshold}")
+        self.face_model = Path(face_model)
+        if not self.face_model.is_file():
+            raise ModelError(f"face model {self.face_model} does not exist (set VIPARE_FACE_MODEL_PATH)")
+        self.face_threshold = face_threshold
+        self.face_margin = face_margin
+        self.objects = Detector(
+            object_model,
+            conf_threshold=object_threshold,
+            iou_threshold=0.45,
+            max_detections=300,
+            intra_op_threads=intra_op_threads,
+        )
+        if "person" not in self.objects.names:
+            raise ModelError(
+                f"{object_model} has no 'person' class; use the shipped COCO detector (VIPARE_PRIVACY_MODEL_PATH)"
+            )
+        self._local = threading.local()
+        self._faces(Size(64, 64))  # fails here, not on the first photo, when OpenCV cannot read it
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PrivacyDetector:
+        """The detectors named by ``settings`` (``face_model_path``, ``privacy_model_path``, thresholds)."""
+        return cls(
+            settings.face_model_path,
+            settings.privacy_model_path,
+            face_threshold=settings.face_threshold,
+            object_threshold=settings.privacy_threshold,
+            intra_op_threads=settings.intra_op_threads,
+        )
+
+    def _faces(self, size: Size) -> cv2.FaceDetectorYN:
+        face: cv2.FaceDetectorYN | None = getattr(self._local, "face", None)
+        if face is None:
+            try:
+                face = cv2.FaceDetectorYN.create(str(self.face_model), "", size, self.face_threshold)
+            except cv2.error as exc:
+                raise ModelError(f"{self.face_model} is not a usable YuNet face model: {exc}") from exc
+            self._local.face = face
+        face.setInputSize(size)
+        return face
+
+    def find(self, image: NDArray[np.uint8], original_size: Size | None = None) -> list[Region]:
+        """The regions to blur in a photo.
+
+        Args:
+            image: upright RGB pixels, shape ``(H, W, 3)``, uint8 (a reduced copy is enough:
+                ``DecodedImage.array``).
+            original_size: the upright original's size, which the boxes are given in; the array's
+                own size when None.
+
+        Returns:
+            Faces first, then heads, then plate bands; boxes in pixels of ``original_size``.
+        """
+        size = Size.of(image)
+        full = original_size or size
+        sx, sy = full.width / size.width, full.height / size.height
+        regions: list[Region] = []
+        _, faces = self._faces(size).detect(np.ascontiguousarray(image[:, :, ::-1]))
+        for row in faces if faces is not None else ():
+            x, y, w, h = (float(v) for v in row[:4])
+            box = grow_box((x * sx, y * sy, (x + w) * sx, (y + h) * sy), self.face_margin, full)
+            regions.append(Region("face", box, min(1.0, float(row[-1]))))
+        objects = self.objects.detect(image, original_size=full)
+        for det in objects:
+            if det.label in PERSON_CLASSES:
+                regions.append(Region("head", head_region(det.box), det.score))
+        for det in objects:
+            if det.label in VEHICLE_CLASSES:
+                regions.append(Region("plate", plate_region(det.box), det.score))
+        return regions
