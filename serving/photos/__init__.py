@@ -1,6 +1,6 @@
 """Photos the service keeps, in four modules.
 
-- :mod:`serving.photos.metadata`: removing the EXIF GPS position from a photo's bytes.
+- :mod:`serving.photos.metadata`: removing from a photo's file everything its display does not need.
 - :mod:`serving.photos.store`: the store on disk, its crash-safe write order and its orphan sweep.
 - :mod:`serving.photos.workers`: the lock between the processes that write to one store.
 - :mod:`serving.photos.render`: the photo with its detections drawn, made on request.

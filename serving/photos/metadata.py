@@ -1,167 +1,253 @@
-"""Removing a photo's EXIF GPS position from its file, byte for byte.
+"""Removing from a photo's file everything its display does not need.
 
-The store keeps no position in the photos it holds (the position lives in the database, with its
-source and accuracy). :func:`clean_metadata` empties the GPS block in place, so the picture and every
-other tag are untouched (JPEG, WebP, HEIF and PNG, whose chunk checksum is recomputed). Only if the
-EXIF cannot be walked is the picture re-encoded without GPS (lossy for JPEG, WebP and HEIF, at high
-quality).
+The store keeps no position, no camera identity and no hidden copy of the picture in the photos it
+holds (the position lives in the database, with its source and accuracy). :func:`clean_metadata`
+rewrites the file's container and keeps only what a viewer needs to show the picture as taken:
+
+- the picture itself, byte for byte (JPEG scans and tables, PNG image data, WebP bitstreams);
+- its colour: the ICC profile (JPEG APP2, PNG iCCP, WebP ICCP), JPEG's JFIF (without its
+  thumbnail) and Adobe segments, PNG's sRGB, gAMA, cHRM, cICP, sBIT, pHYs, tRNS and bKGD chunks;
+- its orientation, as a new EXIF block holding that one tag (only when it is not 1): applying it
+  would re-encode a JPEG, and a viewer turns the picture by the tag as it did before.
+
+Everything else goes: EXIF (GPS, date, make, model, serial numbers, maker notes, the thumbnail in
+IFD1), XMP (its GPS and orientation too: an XMP orientation becomes the EXIF tag), IPTC (APP13),
+comments, the other APPn segments (MPF), the pictures after a JPEG's end (a multi-picture file's
+second picture, a motion photo's video), PNG text and time chunks, and unknown chunks.
+
+HEIC/HEIF files are decoded and encoded again by pillow-heif at quality
+:data:`HEIF_QUALITY`, upright (the container's rotation applied) and with the ICC profile: that
+is lossy, and slow for a large photo (seconds for 12 MP), the price of dropping the EXIF and XMP
+items and the thumbnails without a HEIF box writer. A JPEG, PNG or WebP file whose container
+cannot be walked (or which still shows a tag afterwards) is re-encoded the same way, in its format
+(lossless only for PNG).
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
 from PIL import Image
-from PIL.ExifTags import IFD
 
-from vipare.geotag import gps_from_exif
+from vipare import exif as exif_tags
+from vipare.intake import quiet_pillow
 
-__all__ = ["clean_metadata"]
+__all__ = ["HEIF_QUALITY", "clean_metadata"]
 
-_GPS_IFD_TAG = 0x8825
+HEIF_QUALITY = 90
+"""pillow-heif quality of a re-encoded HEIC (and of the JPEG and WebP fallbacks)."""
+
+_ORIENTATION = 0x0112
 _EXIF_HEADER = b"Exif\x00\x00"
-_TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
-# Bytes per value of each TIFF field type (EXIF 2.32 and BigTIFF's 8-byte types).
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+
+# JPEG: after a scan's header, the entropy-coded data runs to the next marker that is neither a
+# stuffed 0xFF (FF 00), a restart (FF D0-D7) nor a fill byte (FF FF).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
+_JFIF = b"JFIF\x00"
+_JFIF_HEAD = 14  # "JFIF\0", version, units, densities, then the thumbnail's width and height
+
+# PNG chunks a viewer uses to show the picture; every other chunk is dropped.
+_PNG_KEEP = frozenset(
+    b"IHDR PLTE IDAT IEND tRNS cHRM gAMA iCCP sBIT sRGB cICP mDCV cLLI bKGD pHYs acTL fcTL fdAT".split()
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# WebP chunks of the picture; EXIF, XMP and unknown chunks are dropped.
+_WEBP_KEEP = frozenset({b"VP8X", b"ICCP", b"ANIM", b"ANMF", b"ALPH", b"VP8 ", b"VP8L"})
+_VP8X_EXIF, _VP8X_XMP = 0x08, 0x04
+
+# Pillow ``info`` keys a re-encoded file keeps: colour and transparency.
+_DISPLAY_INFO = ("icc_profile", "nclx_profile", "transparency")
 
 
 def clean_metadata(data: bytes) -> bytes:
-    """The photo with its EXIF GPS block emptied; ``data`` itself when it has none.
-
-    The GPS directory's entries and the values they point to are overwritten with zeros and its
-    entry count set to 0, in place: the file keeps its length, its picture and its other tags. For
-    a JPEG every EXIF segment is treated (a multi-picture file has one per picture).
+    """The photo with only what its display needs; ``data`` itself when it holds nothing else.
 
     Args:
-        data: a photo vipare accepted (JPEG, PNG, WebP or HEIF).
+        data: a photo vipare accepted (JPEG, PNG, WebP or HEIF); its format is read from the bytes.
 
     Returns:
-        The file's bytes without a GPS position.
+        The file's bytes, same format: the picture unchanged (re-encoded for HEIF), its colour
+        profile, and its EXIF orientation as the only tag (see the module docstring).
     """
-    with Image.open(io.BytesIO(data)) as img:
-        raw = img.info.get("exif")
-        has_gps = bool(img.getexif().get_ifd(IFD.GPSInfo))
+    with Image.open(io.BytesIO(data)) as img, quiet_pillow():
         fmt = img.format
-    if not has_gps:
-        return data
-    buf = bytearray(data)
+        orientation = exif_tags.orientation(img) if fmt != "HEIF" else 1
+    tiff = _orientation_tiff(orientation)
     try:
-        blocks = _tiff_blocks(buf, raw if isinstance(raw, bytes) else b"", jpeg=fmt in ("JPEG", "MPO"))
-        patched = [_blank_gps_ifd(buf, start, end) for start, end in blocks]
-        if fmt == "PNG":
-            _fix_png_checksums(buf)
-        if any(patched) and not _has_gps(bytes(buf)):
-            return bytes(buf)
-    except (ValueError, struct.error):
-        pass  # an EXIF block that cannot be walked: re-encode below
-    return _reencode_without_gps(data)
+        if fmt in ("JPEG", "MPO"):
+            cleaned = _clean_jpeg(data, tiff)
+        elif fmt == "PNG":
+            cleaned = _clean_png(data, tiff)
+        elif fmt == "WEBP":
+            cleaned = _clean_webp(data, tiff)
+        else:
+            return _reencode(data)
+        if cleaned == data:
+            return data
+        if _only_display_tags(cleaned, orientation):
+            return cleaned
+    except (ValueError, IndexError, struct.error):
+        pass  # a container that cannot be walked: re-encoded below
+    return _reencode(data)
 
 
-def _tiff_blocks(buf: bytearray, raw_exif: bytes, *, jpeg: bool) -> list[tuple[int, int]]:
-    """(start, end) of each EXIF TIFF structure in the file."""
-    blocks: dict[int, int] = {}  # start -> end
-    data = bytes(buf)
-    tiff = raw_exif[len(_EXIF_HEADER) :] if raw_exif.startswith(_EXIF_HEADER) else raw_exif
-    if tiff[:4] in _TIFF_HEADERS:
-        start = _find_near_copy(data, tiff)
-        if start >= 0:
-            blocks[start] = start + len(tiff)
-    if jpeg:  # APP1 "Exif" segments: FF E1, 2-byte length, "Exif\0\0", TIFF
-        marker = b"\xff\xe1"
-        at = data.find(marker)
-        while at >= 0:
-            if buf[at + 4 : at + 10] == _EXIF_HEADER and bytes(buf[at + 10 : at + 14]) in _TIFF_HEADERS:
-                (length,) = struct.unpack_from(">H", buf, at + 2)
-                blocks[at + 10] = min(len(buf), at + 2 + length)
-            at = data.find(marker, at + 2)
-    return sorted(blocks.items())
+def _orientation_tiff(orientation: int) -> bytes:
+    """A TIFF-structured EXIF block holding only the orientation; b"" for 1 (as stored)."""
+    if orientation == 1:
+        return b""
+    exif = Image.Exif()
+    exif[_ORIENTATION] = orientation
+    return exif.tobytes().removeprefix(_EXIF_HEADER)
 
 
-def _find_near_copy(data: bytes, block: bytes, max_differences: int = 8) -> int:
-    """Where ``block`` is in ``data``, allowing a few changed bytes; -1 when absent.
-
-    pillow-heif hands back the EXIF with the orientation tag reset (it moved it into the container),
-    so the copy in the file may differ from what Pillow reports by that one value.
-    """
-    exact = data.find(block)
-    if exact >= 0:
-        return exact
-    at = data.find(block[:8])
-    while at >= 0:
-        candidate = data[at : at + len(block)]
-        if len(candidate) == len(block):
-            differences = sum(a != b for a, b in zip(candidate, block, strict=True))
-            if differences <= max_differences:
-                return at
-        at = data.find(block[:8], at + 1)
-    return -1
-
-
-def _blank_gps_ifd(buf: bytearray, start: int, end: int) -> bool:
-    """Zero the GPS directory of the TIFF structure ``buf[start:end]``; True when there was one."""
-    order = "<" if buf[start : start + 2] == b"II" else ">"
-
-    def field(offset: int, fmt: str) -> int:
-        if offset < 0 or start + offset + struct.calcsize(fmt) > end:
-            raise ValueError("EXIF offset out of bounds")
-        value: int = struct.unpack_from(order + fmt, buf, start + offset)[0]
-        return value
-
-    def zero(offset: int, size: int) -> None:
-        if offset < 0 or start + offset + size > end:
-            raise ValueError("EXIF offset out of bounds")
-        buf[start + offset : start + offset + size] = bytes(size)
-
-    ifd0 = field(4, "I")
-    gps = None
-    for i in range(field(ifd0, "H")):
-        if field(ifd0 + 2 + 12 * i, "H") == _GPS_IFD_TAG:
-            gps = field(ifd0 + 2 + 12 * i + 8, "I")
-    if gps is None:
-        return False
-    count = field(gps, "H")
-    for j in range(count):
-        entry = gps + 2 + 12 * j
-        size = _TYPE_SIZES.get(field(entry + 2, "H"), 1) * field(entry + 4, "I")
-        if size > 4:  # the value lives elsewhere; the entry holds its offset
-            zero(field(entry + 8, "I"), size)
-    zero(gps, 2 + 12 * count + 4)  # count 0, no entries, no next directory
-    return True
+def _clean_jpeg(data: bytes, tiff: bytes) -> bytes:
+    """The JPEG's segments a viewer needs, the orientation in a new APP1, nothing after EOI."""
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG")
+    jfif = b""
+    out: list[bytes] = []
+    pos = 2
+    while True:
+        if data[pos] != 0xFF:
+            raise ValueError(f"no JPEG marker at byte {pos}")
+        while data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        marker = data[pos + 1]
+        if marker == _EOI:
+            break  # anything after it (a second picture, a video) is dropped
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
+            out.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        if marker == _SOI:
+            raise ValueError("a second SOI before EOI")
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise ValueError("JPEG segment out of bounds")
+        payload = data[pos + 4 : end]
+        if marker == _SOS:
+            scan_end = _NEXT_MARKER.search(data, end)
+            if scan_end is None:  # no EOI: the scan runs to the end of the file
+                out.append(data[pos:])
+                break
+            out.append(data[pos : scan_end.start()])
+            pos = scan_end.start()
+            continue
+        if marker == 0xE0 and payload.startswith(_JFIF) and len(payload) >= _JFIF_HEAD and not jfif:
+            jfif = _segment(0xE0, payload[: _JFIF_HEAD - 2] + b"\x00\x00")  # without its thumbnail
+        elif _keeps_segment(marker, payload):
+            out.append(data[pos:end])
+        pos = end
+    # JFIF's APP0 comes first after SOI, then the EXIF APP1 (what both standards ask for).
+    exif = _segment(0xE1, _EXIF_HEADER + tiff) if tiff else b""
+    return b"\xff\xd8" + jfif + exif + b"".join(out) + b"\xff\xd9"
 
 
-def _fix_png_checksums(buf: bytearray) -> None:
-    """Recompute the CRC of every eXIf chunk (its data changed)."""
-    at = 8
-    while at + 12 <= len(buf):
-        length, kind = struct.unpack_from(">I4s", buf, at)
-        end = at + 8 + length
-        if end + 4 > len(buf):
+def _keeps_segment(marker: int, payload: bytes) -> bool:
+    """Whether a JPEG segment (other than JFIF's APP0 and the scans) is needed to show the picture."""
+    if marker == 0xE2:
+        return payload.startswith(b"ICC_PROFILE\x00")
+    if marker == 0xEE:
+        return payload.startswith(b"Adobe")  # the colour transform of CMYK and YCCK pictures
+    return not (0xE0 <= marker <= 0xEF or marker == _COM)  # tables, frame header, restart interval
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    if len(payload) + 2 > 0xFFFF:
+        raise ValueError("JPEG segment too long")
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _clean_png(data: bytes, tiff: bytes) -> bytes:
+    """The PNG's display chunks, copied with their checksums; the orientation in an eXIf before IDAT."""
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    out = [_PNG_SIGNATURE]
+    pos = len(_PNG_SIGNATURE)
+    while True:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > len(data):
             raise ValueError("truncated PNG chunk")
-        if kind == b"eXIf":
-            struct.pack_into(">I", buf, end, zlib.crc32(buf[at + 4 : end]))
-        at = end + 4
+        if kind == b"IDAT" and tiff:
+            out.append(_png_chunk(b"eXIf", tiff))
+            tiff = b""
+        if kind in _PNG_KEEP:
+            out.append(data[pos:end])
+        if kind == b"IEND":
+            return b"".join(out)
+        pos = end
 
 
-def _has_gps(data: bytes) -> bool:
-    with Image.open(io.BytesIO(data)) as img:
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _clean_webp(data: bytes, tiff: bytes) -> bytes:
+    """The WebP's picture chunks, the VP8X flags and RIFF size set again; the orientation in EXIF."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ValueError("not a WebP")
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    stop = min(len(data), 8 + riff_size)
+    chunks: list[bytes] = []
+    pos = 12
+    while pos + 8 <= stop:
+        kind, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        end = pos + 8 + size + (size & 1)
+        if pos + 8 + size > stop:
+            raise ValueError("truncated WebP chunk")
+        if kind in _WEBP_KEEP:
+            chunks.append(data[pos:end])
+        pos = end
+    if tiff:
+        if not chunks or not chunks[0].startswith(b"VP8X"):
+            raise ValueError("an orientation in a WebP without VP8X")
+        chunks.append(b"EXIF" + struct.pack("<I", len(tiff)) + tiff + b"\x00" * (len(tiff) & 1))
+    if chunks and chunks[0].startswith(b"VP8X"):
+        flags = (chunks[0][8] & ~(_VP8X_EXIF | _VP8X_XMP)) | (_VP8X_EXIF if tiff else 0)
+        chunks[0] = chunks[0][:8] + bytes((flags,)) + chunks[0][9:]
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _only_display_tags(data: bytes, orientation: int) -> bool:
+    """Whether Pillow reads back the orientation as the only tag, and no XMP or comment."""
+    with Image.open(io.BytesIO(data)) as img, quiet_pillow():
+        img.load()  # a PNG's chunks after the picture are read with it
         exif = img.getexif()
-        return bool(exif.get_ifd(IFD.GPSInfo)) or gps_from_exif(exif) is not None
+        expected = {} if orientation == 1 else {_ORIENTATION: orientation}
+        hidden = [key for key in ("xmp", "XML:com.adobe.xmp", "comment", "photoshop") if key in img.info]
+        return dict(exif) == expected and not exif.get_ifd(0x8825) and not hidden
 
 
-def _reencode_without_gps(data: bytes) -> bytes:
-    """Fallback: decode and save again, same format, EXIF without GPS (lossy except for PNG)."""
-    with Image.open(io.BytesIO(data)) as img:
+def _reencode(data: bytes) -> bytes:
+    """Decode and save again, same format, with the ICC profile and orientation only (lossy except PNG).
+
+    HEIF comes out upright (pillow-heif applied the container's rotation while decoding), with no
+    EXIF, XMP, thumbnail or auxiliary image.
+    """
+    with Image.open(io.BytesIO(data)) as img, quiet_pillow():
         fmt = "JPEG" if img.format == "MPO" else img.format or "JPEG"
-        exif = img.getexif()
-        exif.pop(_GPS_IFD_TAG, None)
-        options: dict[str, object] = {"exif": exif.tobytes()}
-        if img.info.get("icc_profile"):
-            options["icc_profile"] = img.info["icc_profile"]
-        if fmt != "PNG":
-            options["quality"] = 95
-        picture = img.convert("RGB") if fmt == "JPEG" and img.mode not in ("RGB", "L", "CMYK") else img
-        out = io.BytesIO()
+        orientation = exif_tags.orientation(img) if fmt != "HEIF" else 1
+        img.load()
+        picture = img.convert("RGB") if fmt == "JPEG" and img.mode not in ("RGB", "L", "CMYK") else img.copy()
+        # Only what display needs travels to the new file: no EXIF, XMP, thumbnails or comments.
+        picture.info = {key: img.info[key] for key in _DISPLAY_INFO if img.info.get(key) is not None}
+    options: dict[str, object] = {}
+    if "icc_profile" in picture.info:  # JPEG and WebP take it only as an option
+        options["icc_profile"] = picture.info["icc_profile"]
+    tiff = _orientation_tiff(orientation)
+    if tiff:
+        options["exif"] = _EXIF_HEADER + tiff
+    if fmt != "PNG":
+        options["quality"] = HEIF_QUALITY
+    out = io.BytesIO()
+    with quiet_pillow():
         picture.save(out, fmt, **options)
     return out.getvalue()

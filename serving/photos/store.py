@@ -1,8 +1,9 @@
 """The photo store: one file per distinct upload, named by the sha256 of the uploaded bytes.
 
-``<data_dir>/photos/ab/abcdef...64 hex....jpg``. The stored copy has its EXIF GPS removed (the
-position lives in the database, with its source and accuracy) by
-:func:`serving.photos.metadata.clean_metadata`, which leaves the picture and every other tag untouched.
+``<data_dir>/photos/ab/abcdef...64 hex....jpg``. The stored copy keeps only what display needs (the
+picture, its colour profile and orientation; no GPS, XMP, serial numbers or thumbnails: the position
+lives in the database, with its source and accuracy), by :func:`serving.photos.metadata.clean_metadata`,
+which leaves a JPEG's, PNG's or WebP's picture byte for byte as it came.
 
 Crash safety: a file is written to a temporary name in its final folder, flushed to disk, then
 renamed (atomic), and the folder is synced; the database rows are committed after that. A batch
@@ -53,7 +54,7 @@ class PhotoStore:
         return self.root / sha256[:2] / f"{sha256}.{ext}"
 
     def put(self, data: bytes, sha256: str, ext: str, *, durable: bool = True) -> bool:
-        """Store a photo, without its GPS, atomically; False when it was already there.
+        """Store a photo, with only the metadata display needs, atomically; False when it was already there.
 
         Args:
             data: the uploaded file, as accepted by vipare.
