@@ -3,6 +3,7 @@ annotated copies."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -18,8 +19,9 @@ from PIL.PngImagePlugin import PngInfo
 
 from serving.photos.metadata import clean_metadata
 from serving.photos.render import render_annotated
-from serving.photos.store import PhotoStore
+from serving.photos.store import EXTENSIONS, PhotoStore
 from tests.imagegen import exif_bytes, make_photo, pattern_array
+from tests.serving.helpers import Server
 from vipare.imaging import load_image
 
 TAKEN = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -299,3 +301,24 @@ def test_the_annotated_copy_is_max_side_on_its_long_side(
     path.write_bytes(make_photo("JPEG", size, orientation=orientation))
     with Image.open(io.BytesIO(render_annotated(path, [], max_side=1600))) as drawn:
         assert drawn.size == expected
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF"])
+def test_served_photos_carry_only_what_display_needs(server: Server, fmt: str) -> None:
+    photo = revealing_photo(fmt, seed=10 + len(fmt))
+    response = server.upload(photo, filename=f"photo.{fmt.lower()}")
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert report["location"]["source"] == "exif"  # the position was read before it left the file
+    served = server.client.get(report["links"]["image"], headers=server.headers("agent"))
+    assert served.status_code == 200
+    assert_only_display_metadata(served.content, photo)
+    stored = server.service.photos.path(hashlib.sha256(photo).hexdigest(), EXTENSIONS[fmt]).read_bytes()
+    assert stored == served.content
+    annotated = server.client.get(report["links"]["annotated_image"], headers=server.headers("manager"))
+    assert annotated.status_code == 200
+    for telltale in TELLTALES:
+        assert telltale not in annotated.content
+    with Image.open(io.BytesIO(annotated.content)) as drawn:
+        assert dict(drawn.getexif()) == {} and "xmp" not in drawn.info
+        assert drawn.size == (report["image"]["width"], report["image"]["height"]) == (64, 96)
