@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS, PhotoStore
 from vipare.errors import (
     CorruptImageError,
@@ -35,6 +36,7 @@ from vipare.settings import Settings
 
 if TYPE_CHECKING:  # the job's own process, which decodes nothing, does not load the detector
     from vipare.pipeline import Pipeline
+    from vipare.privacy import Region
 
 __all__ = [
     "ERROR_KINDS",
@@ -165,6 +167,8 @@ class FrameOutcome:
         error: ``(kind, message)`` when the frame cannot be used.
         photo_stored: True when the worker already put the photo in the store (not fsynced: the
             job's sink puts it on disk before it writes the frame).
+        private_regions: the faces, heads and plate bands to blur, for a job that stores the photo
+            itself (:func:`serving.photos.anonymise.anonymise`); the worker blurred those it stored.
         seconds: time spent on it in the worker (read, decode, detect, store).
     """
 
@@ -172,11 +176,12 @@ class FrameOutcome:
     result: ImageResult | None = None
     error: tuple[str, str] | None = None
     photo_stored: bool = False
+    private_regions: tuple[Region, ...] = ()
     seconds: float = field(default=0.0, compare=False)
 
 
 def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None = None) -> FrameOutcome:
-    """Read, check, decode and analyse one frame; put its photo in ``photos`` when it can be stored.
+    """Read, check, decode and analyse one frame; put its photo, blurred, in ``photos`` when it can be stored.
 
     The photo is put without fsync, so that a worker never waits on the disk: the job's sink puts it
     on disk before it writes the frame (:meth:`~serving.batch.sinks.StoreSink.photo_put`).
@@ -205,14 +210,21 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
         return failed(error_kind(exc), str(exc))
     if result.location is None:
         return failed("location_missing", LOCATION_MISSING)
+    regions = tuple(pipeline.private_regions(image))
     stored = False
     if photos is not None:
         try:
-            photos.put(data, task.sha256, EXTENSIONS[result.image.format], durable=False)
+            content = anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels)
+        except ImageError as exc:
+            return failed(error_kind(exc), str(exc))
+        try:
+            photos.put(content, task.sha256, EXTENSIONS[result.image.format], durable=False)
         except OSError as exc:
             return failed(PHOTO_NOT_STORED, f"cannot store a photo in {photos.root}: {exc.strerror or exc}")
         stored = True
-    return FrameOutcome(task.index, result=result, photo_stored=stored, seconds=time.perf_counter() - start)
+    return FrameOutcome(
+        task.index, result=result, photo_stored=stored, private_regions=regions, seconds=time.perf_counter() - start
+    )
 
 
 # --------------------------------------------------------------------------------------------------

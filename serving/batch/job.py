@@ -41,6 +41,7 @@ from serving.batch.times import in_zone, time_from_name
 from serving.cameras import CameraSpec, list_cameras, load_camera_file, position_of, upsert_cameras
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory, write_session
+from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS
 from vipare.errors import ImageError
 from vipare.results import ImageResult
@@ -266,6 +267,11 @@ class _Run:
                 return
             if hashlib.sha256(data).hexdigest() != result.image.sha256:
                 self._error(frame.name, "changed", "the file changed while the job ran; run the job again")
+                return
+            try:  # blurred here: the actor found the regions but kept no photo
+                data = anonymise(data, outcome.private_regions, max_pixels=self.settings.max_image_pixels)
+            except ImageError as exc:
+                self._error(frame.name, error_kind(exc), str(exc))
                 return
             self.sink.store_photo(data, result.image.sha256, EXTENSIONS[result.image.format])
         if not self.pending:

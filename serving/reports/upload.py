@@ -11,7 +11,8 @@ never half-written:
    the file cannot be used);
 4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
    says how to send one. A report nobody can find cannot be collected, so it is not stored;
-5. write the photo file (GPS removed) atomically;
+5. blur its faces and plates (:mod:`serving.photos.anonymise`, on the regions the analysis found),
+   then write the photo file (metadata removed) atomically;
 6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
    incident; commit. Then answer 201.
 
@@ -35,6 +36,7 @@ from serving.auth import Principal
 from serving.db import write_session
 from serving.errors import LocationMissingError
 from serving.models import utcnow
+from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
 from serving.reports.view import find_report
@@ -46,6 +48,7 @@ from vipare.results import ImageResult
 if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
     from serving.service import Service
     from vipare.pipeline import Pipeline
+    from vipare.privacy import Region
 
 __all__ = ["submit"]
 
@@ -80,7 +83,7 @@ async def submit(
         return Submitted(existing, created=False)
     try:
         client = _client_position(form)
-        result = await anyio.to_thread.run_sync(
+        result, regions = await anyio.to_thread.run_sync(
             _analyze, service, pipeline, data, client, _camera_position(principal, form),
             limiter=service.analysis_limiter,
         )
@@ -90,7 +93,10 @@ async def submit(
         service.metrics.reports.labels(outcome="rejected").inc()
         raise
     ext = EXTENSIONS[result.image.format]
-    await anyio.to_thread.run_sync(service.photos.put, data, sha256, ext)
+    stored = await anyio.to_thread.run_sync(
+        _anonymise, service, pipeline, data, regions, limiter=service.analysis_limiter
+    )
+    await anyio.to_thread.run_sync(service.photos.put, stored, sha256, ext)
     outcome = await anyio.to_thread.run_sync(
         _persist, service, principal, result, form, ext, received, fallback_time
     )
@@ -135,14 +141,25 @@ def _analyze(
     data: bytes,
     client: ClientPosition | None,
     camera: CameraPosition | None,
-) -> ImageResult:
+) -> tuple[ImageResult, list[Region]]:
     start = time.perf_counter()
     image = pipeline.decode(data)
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
+    detected = time.perf_counter()
+    regions = pipeline.private_regions(image)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
-    service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
-    return result
+    service.metrics.analysis.labels(stage="detect").observe(detected - decoded)
+    service.metrics.analysis.labels(stage="privacy").observe(time.perf_counter() - detected)
+    return result, regions
+
+
+def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region]) -> bytes:
+    start = time.perf_counter()
+    stored = anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels)
+    if regions:
+        service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - start)
+    return stored
 
 
 def _persist(

@@ -1,0 +1,172 @@
+"""Faces and plates blurred before a photo is stored: the stored, served and annotated copies.
+
+The regions come from a stand-in for :class:`vipare.privacy.PrivacyDetector` (a fixed box), so the
+tests say what the service does with regions, not what the shipped detectors find (that is
+``test_privacy_set.py``, on real photos).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.batch.frames import FrameRef, FrameTask, analyze_frame
+from serving.photos.anonymise import anonymise
+from serving.photos.metadata import clean_metadata
+from serving.photos.store import PhotoStore
+from tests.imagegen import make_photo, pattern_array
+from tests.onnxgen import MAGENTA
+from tests.serving.helpers import CELL, DEPOSIT_CELL, PHOTO_SIZE, Server, server_at
+from vipare.detection import Detector
+from vipare.geotag import CameraPosition
+from vipare.pipeline import Pipeline
+from vipare.privacy import Region
+from vipare.size import Size
+
+FACE = (400.0, 40.0, 520.0, 160.0)
+"""Where the stand-in finds a "face": a textured square away from the deposit."""
+
+
+class FixedRegions:
+    """A stand-in for the privacy detectors: the same regions in every photo."""
+
+    def __init__(self, regions: Sequence[Region]) -> None:
+        self.regions = list(regions)
+
+    def find(self, image: np.ndarray, original_size: Size | None = None) -> list[Region]:
+        return list(self.regions)
+
+
+def _photo(seed: int, lat: float, lon: float) -> bytes:
+    """A 640 x 480 deposit photo (magenta square) with a checkerboard where :data:`FACE` is."""
+    array = pattern_array(PHOTO_SIZE)
+    column, row = DEPOSIT_CELL
+    array[CELL * row : CELL * (row + 1), CELL * column : CELL * (column + 1)] = MAGENTA
+    x1, y1, x2, y2 = (int(v) for v in FACE)
+    ys, xs = np.indices((y2 - y1, x2 - x1))
+    array[y1:y2, x1:x2] = ((((ys // 3) + (xs // 3)) % 2) * 255)[:, :, None]
+    array[0, 0] = seed % 256
+    return make_photo("JPEG", array=array, quality=92, lat=lat, lon=lon)
+
+
+def _sharpness(data: bytes, box: tuple[float, float, float, float] = FACE) -> float:
+    with Image.open(io.BytesIO(data)) as img:
+        grey = np.asarray(img.convert("L"))
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return float(cv2.Laplacian(grey[y1:y2, x1:x2], cv2.CV_64F).var())
+
+
+@pytest.fixture
+def faces(server: Server) -> Iterator[None]:
+    """The service's privacy detectors replaced by one finding :data:`FACE`."""
+    pipeline = server.service.pipeline
+    kept = pipeline.privacy
+    pipeline.privacy = FixedRegions([Region("face", FACE, 0.9)])  # type: ignore[assignment]
+    yield
+    pipeline.privacy = kept
+
+
+@pytest.mark.usefixtures("faces")
+def test_a_face_is_unreadable_in_the_stored_served_and_annotated_photo(server: Server) -> None:
+    photo = _photo(1, 48.8601, 2.3501)
+    response = server.upload(photo)
+    assert response.status_code == 201, response.text
+    report = response.json()
+    sha256 = hashlib.sha256(photo).hexdigest()
+    stored = server.service.photos.path(sha256, "jpg").read_bytes()  # named after the uploaded bytes
+    served = server.client.get(f"/v1/reports/{report['id']}/image", headers=server.headers("manager"))
+    annotated = server.client.get(f"/v1/reports/{report['id']}/image/annotated", headers=server.headers("manager"))
+    assert served.status_code == annotated.status_code == 200
+    before = _sharpness(photo)
+    for copy in (stored, served.content, annotated.content):
+        assert _sharpness(copy) < 0.05 * before
+    with Image.open(io.BytesIO(stored)) as img:
+        assert not img.getexif() and "exif" not in img.info
+    # the deposit is left as it was: found again in the stored copy
+    result = server.service.pipeline.analyze(stored)
+    assert [d.label for d in result.detections] == [d["label"] for d in report["detections"]]
+    assert result.verdict.dumping
+
+
+@pytest.mark.usefixtures("faces")
+def test_the_same_photo_sent_again_is_recognised_and_stored_once(server: Server) -> None:
+    photo = _photo(2, 48.8602, 2.3502)
+    first = server.upload(photo)
+    files = server.counts()[2]
+    again = server.upload(photo)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert server.counts()[2] == files
+
+
+def test_without_regions_the_store_keeps_the_upload_cleaned_of_its_metadata(server: Server) -> None:
+    pipeline = server.service.pipeline
+    kept, pipeline.privacy = pipeline.privacy, FixedRegions([])  # type: ignore[assignment]
+    try:
+        photo = _photo(3, 48.8603, 2.3503)
+        assert server.upload(photo).status_code == 201
+    finally:
+        pipeline.privacy = kept
+    stored = server.service.photos.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
+    assert stored == clean_metadata(photo)
+
+
+def test_anonymising_is_deterministic_so_a_torn_file_is_stored_again(tmp_path: Path) -> None:
+    photo = _photo(4, 48.8604, 2.3504)
+    regions = [Region("plate", FACE, 0.8)]
+    content = anonymise(photo, regions, max_pixels=10**8)
+    assert content == anonymise(photo, regions, max_pixels=10**8)
+    store = PhotoStore(tmp_path)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    assert store.put(content, sha256, "jpg")
+    store.path(sha256, "jpg").write_bytes(content[:100])  # a power cut left it torn
+    assert store.put(anonymise(photo, regions, max_pixels=10**8), sha256, "jpg")
+    assert store.path(sha256, "jpg").read_bytes() == content
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_other_formats_stay_in_their_format(fmt: str) -> None:
+    array = pattern_array(PHOTO_SIZE)
+    x1, y1, x2, y2 = (int(v) for v in FACE)
+    array[y1:y2, x1:x2] = (np.indices((y2 - y1, x2 - x1)).sum(axis=0) % 2 * 255)[:, :, None]
+    photo = make_photo(fmt, array=array, lat=48.86, lon=2.35)
+    content = anonymise(photo, [Region("face", FACE, 0.9)], max_pixels=10**8)
+    with Image.open(io.BytesIO(content)) as img:
+        assert img.format == fmt and not img.getexif()
+    assert _sharpness(content) < 0.05 * _sharpness(photo)
+
+
+def test_a_camera_frame_is_blurred_by_the_batch_worker(tmp_path: Path, detector: Detector) -> None:
+    from serving.config import ServiceSettings
+
+    photo = _photo(5, 48.8605, 2.3505)
+    frame = tmp_path / "frame.jpg"
+    frame.write_bytes(photo)
+    pipeline = Pipeline(
+        detector=detector,
+        settings=ServiceSettings(intra_op_threads=1),
+        privacy=FixedRegions([Region("face", FACE, 0.9)]),  # type: ignore[arg-type]
+    )
+    sha256 = hashlib.sha256(photo).hexdigest()
+    camera = CameraPosition(camera_id="cam1", lat=48.86, lon=2.35, accuracy_m=5)
+    task = FrameTask(0, "frame.jpg", FrameRef(str(frame)), sha256, camera, None)
+    store = PhotoStore(tmp_path / "photos")
+    outcome = analyze_frame(pipeline, task, store)
+    assert outcome.photo_stored and outcome.private_regions
+    assert _sharpness(store.path(sha256, "jpg").read_bytes()) < 0.05 * _sharpness(photo)
+
+
+def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
+    with server_at(tmp_path, detector, blur_photos=False) as plain:
+        assert plain.service.pipeline.privacy is None
+        photo = _photo(6, 48.8606, 2.3506)
+        assert plain.upload(photo).status_code == 201
+        stored = plain.service.photos.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
+        assert stored == clean_metadata(photo)
