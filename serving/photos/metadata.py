@@ -4,23 +4,25 @@ The store keeps no position, no camera identity and no hidden copy of the pictur
 holds (the position lives in the database, with its source and accuracy). :func:`clean_metadata`
 rewrites the file's container and keeps only what a viewer needs to show the picture as taken:
 
-- the picture itself, byte for byte (JPEG scans and tables, PNG image data, WebP bitstreams);
-- its colour: the ICC profile (JPEG APP2, PNG iCCP, WebP ICCP), JPEG's JFIF (without its
+- the picture itself, byte for byte (JPEG scans and tables, PNG image data, WebP bitstreams, HEIF
+  coded images with their properties and auxiliary images such as alpha), so nothing is re-encoded;
+- its colour: the ICC profile (JPEG APP2, PNG iCCP, WebP ICCP, HEIF colr), JPEG's JFIF (without its
   thumbnail) and Adobe segments, PNG's sRGB, gAMA, cHRM, cICP, sBIT, pHYs, tRNS and bKGD chunks;
-- its orientation, as a new EXIF block holding that one tag (only when it is not 1): applying it
-  would re-encode a JPEG, and a viewer turns the picture by the tag as it did before.
+- its orientation: for JPEG, PNG and WebP a new EXIF block holding that one tag (only when it is
+  not 1), because applying it would re-encode a JPEG and a viewer turns the picture by the tag as it
+  did before; a HEIF keeps its container's rotation and mirror (irot, imir), which viewers apply.
 
-Everything else goes: EXIF (GPS, date, make, model, serial numbers, maker notes, the thumbnail in
-IFD1), XMP (its GPS and orientation too: an XMP orientation becomes the EXIF tag), IPTC (APP13),
-comments, the other APPn segments (MPF), the pictures after a JPEG's end (a multi-picture file's
-second picture, a motion photo's video), PNG text and time chunks, and unknown chunks.
+Everything else goes: EXIF (GPS, dates, make, model, owner, serial numbers, maker notes, the
+thumbnail in IFD1), XMP (its GPS too; an XMP orientation becomes the EXIF tag), IPTC (APP13),
+comments, the other APPn segments (MPF), what follows a JPEG's end (a multi-picture file's second
+picture, a motion photo's video), PNG text and time chunks, unknown PNG and WebP chunks, and a
+HEIF's metadata items and thumbnails (:mod:`serving.photos.heif`).
 
-HEIC/HEIF files are decoded and encoded again by pillow-heif at quality
-:data:`HEIF_QUALITY`, upright (the container's rotation applied) and with the ICC profile: that
-is lossy, and slow for a large photo (seconds for 12 MP), the price of dropping the EXIF and XMP
-items and the thumbnails without a HEIF box writer. A JPEG, PNG or WebP file whose container
-cannot be walked (or which still shows a tag afterwards) is re-encoded the same way, in its format
-(lossless only for PNG).
+A file whose container cannot be walked, or which Pillow still reads a tag from afterwards, is
+decoded and encoded again in its format with only its ICC profile and orientation: lossless for
+PNG, lossy at quality :data:`REENCODE_QUALITY` for JPEG, WebP and HEIF (and slow for a large HEIF:
+seconds for 12 MP). The result depends only on the bytes given, as the store's de-duplication
+needs (it compares a stored file with what it would write).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import zlib
 
 from PIL import Image
 
+from serving.photos.heif import strip_heif_items
 from vipare import exif as exif_tags
 from vipare.intake import quiet_pillow
 
-__all__ = ["HEIF_QUALITY", "clean_metadata"]
+__all__ = ["REENCODE_QUALITY", "clean_metadata"]
 
-HEIF_QUALITY = 90
-"""pillow-heif quality of a re-encoded HEIC (and of the JPEG and WebP fallbacks)."""
+REENCODE_QUALITY = 90
+"""Quality of a JPEG, WebP or HEIF encoded again (see the module docstring)."""
 
 _ORIENTATION = 0x0112
 _EXIF_HEADER = b"Exif\x00\x00"
@@ -71,8 +74,8 @@ def clean_metadata(data: bytes) -> bytes:
         data: a photo vipare accepted (JPEG, PNG, WebP or HEIF); its format is read from the bytes.
 
     Returns:
-        The file's bytes, same format: the picture unchanged (re-encoded for HEIF), its colour
-        profile, and its EXIF orientation as the only tag (see the module docstring).
+        The file's bytes, same format: the picture unchanged, its colour profile and its
+        orientation, nothing else (see the module docstring).
     """
     with Image.open(io.BytesIO(data)) as img, quiet_pillow():
         fmt = img.format
@@ -86,13 +89,13 @@ def clean_metadata(data: bytes) -> bytes:
         elif fmt == "WEBP":
             cleaned = _clean_webp(data, tiff)
         else:
-            return _reencode(data)
+            cleaned = strip_heif_items(data)
         if cleaned == data:
             return data
         if _only_display_tags(cleaned, orientation):
             return cleaned
-    except (ValueError, IndexError, struct.error):
-        pass  # a container that cannot be walked: re-encoded below
+    except (ValueError, IndexError, struct.error, OSError, RuntimeError, SyntaxError):
+        pass  # a container that cannot be walked, or a rewrite Pillow cannot read: re-encoded below
     return _reencode(data)
 
 
@@ -219,10 +222,12 @@ def _clean_webp(data: bytes, tiff: bytes) -> bytes:
 def _only_display_tags(data: bytes, orientation: int) -> bool:
     """Whether Pillow reads back the orientation as the only tag, and no XMP or comment."""
     with Image.open(io.BytesIO(data)) as img, quiet_pillow():
-        img.load()  # a PNG's chunks after the picture are read with it
         exif = img.getexif()
         expected = {} if orientation == 1 else {_ORIENTATION: orientation}
-        hidden = [key for key in ("xmp", "XML:com.adobe.xmp", "comment", "photoshop") if key in img.info]
+        # pillow-heif lists a HEIF's thumbnails, empty or not
+        hidden = [
+            key for key in ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "thumbnails") if img.info.get(key)
+        ]
         return dict(exif) == expected and not exif.get_ifd(0x8825) and not hidden
 
 
@@ -246,7 +251,7 @@ def _reencode(data: bytes) -> bytes:
     if tiff:
         options["exif"] = _EXIF_HEADER + tiff
     if fmt != "PNG":
-        options["quality"] = HEIF_QUALITY
+        options["quality"] = REENCODE_QUALITY
     out = io.BytesIO()
     with quiet_pillow():
         picture.save(out, fmt, **options)
