@@ -238,9 +238,51 @@ def test_draft_oversample_must_be_positive() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", pytest.param("HEIF", marks=needs_heif)])
-def test_other_formats_decode_at_full_size(fmt: str) -> None:
-    image = load_image(make_photo(fmt, (480, 360)), target_size=Size(96, 96))
+def test_other_formats_near_the_model_size_decode_at_full_size(fmt: str) -> None:
+    image = load_image(make_photo(fmt, (480, 360)), target_size=Size(320, 320))
     assert image.array.shape == (360, 480, 3) and image.scale == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", pytest.param("HEIF", marks=needs_heif)])
+def test_other_formats_are_reduced_right_after_decoding(fmt: str) -> None:
+    # 1.5 x the 96 x 72 letterbox is 144 x 108: a factor of 3 keeps 160 x 120, 4 would not.
+    data = make_photo(fmt, (480, 360), pattern="noise")
+    image = load_image(data, target_size=Size(96, 96))
+    assert image.array.shape == (120, 160, 3) and image.scale == (3.0, 3.0)
+    assert image.info.size == Size(480, 360)
+    full = load_image(data).array.astype(np.float64)
+    boxes = full.reshape(120, 3, 160, 3, 3).mean(axis=(1, 3))  # what a 3 x 3 box filter gives
+    assert np.abs(image.array - boxes).max() <= 1.0
+
+
+def test_reduced_png_keeps_orientation_and_composites_alpha_on_white() -> None:
+    rgba = np.zeros((300, 600, 4), np.uint8)
+    rgba[:, :300] = (255, 0, 0, 255)  # opaque red on the left, fully transparent on the right
+    image = load_image(make_photo("PNG", array=rgba, orientation=6), target_size=Size(64, 64))
+    assert image.info.size == Size(300, 600)
+    assert image.array.shape[0] > image.array.shape[1]  # upright: turned a quarter
+    assert tuple(image.array[2, image.array.shape[1] // 2]) == (255, 0, 0)
+    assert tuple(image.array[-3, image.array.shape[1] // 2]) == (255, 255, 255)  # no dark fringe from alpha
+
+
+def test_large_png_is_refused_quickly_and_says_send_a_jpeg() -> None:
+    data = make_png_bomb(10000, 10000, mode="L")  # 100 MP: under the 120 MP limit, over the non-JPEG one
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="50 megapixel limit for PNG images") as caught:
+        load_image(data, target_size=Size(640, 640))
+    assert time.perf_counter() - start < 0.5
+    assert "send the photo as a JPEG" in str(caught.value) and "10000 x 10000" in str(caught.value)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100_000 if sys.platform != "darwin" else True  # maxrss is KiB on Linux
+
+
+def test_non_jpeg_limit_from_the_caller_and_jpeg_unaffected() -> None:
+    with pytest.raises(ImageTooLargeError, match="0.01 megapixel limit for PNG images"):
+        load_image(make_photo("PNG", (200, 100)), max_non_jpeg_pixels=10_000)
+    with pytest.raises(ImageTooLargeError, match="0.005 megapixel limit for WebP images"):  # a quarter for WebP
+        load_image(make_photo("WEBP", (100, 60)), max_non_jpeg_pixels=20_000)
+    assert load_image(make_photo("JPEG", (200, 100)), max_non_jpeg_pixels=10_000).info.width == 200
 
 
 def test_small_jpeg_is_not_reduced() -> None:

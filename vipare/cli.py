@@ -203,7 +203,8 @@ def _save_annotated(folder: Path, path: Path, pipeline: Pipeline, result: ImageR
     from vipare.imaging import load_image
 
     full = load_image(path, max_bytes=pipeline.settings.max_image_bytes,
-                      max_pixels=pipeline.settings.max_image_pixels)
+                      max_pixels=pipeline.settings.max_image_pixels,
+                      max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels)
     folder.mkdir(parents=True, exist_ok=True)
     drawn = annotate(full.array, result.detections)
     target = folder / f"{path.stem}-{result.image.sha256[:8]}.jpg"

@@ -5,14 +5,19 @@ the ``vipare[heic]`` extra, HEIC/HEIF (pillow-heif); the type is judged from the
 a file name. Then, in order:
 
 1. limits (:mod:`vipare.intake`): the byte size (a path is checked with ``stat`` before it is read),
-   then the pixel count from the header, before anything is decoded;
+   then the pixel count from the header, before anything is decoded (a lower count for PNG, WebP
+   and HEIC, which cannot be decoded reduced);
 2. JPEG draft mode: with ``target_size``, libjpeg decodes at 1/2, 1/4 or 1/8 scale when the model's
    decoded photo would still be at least ``draft_oversample`` (1.5) times the letterbox size (a
    4032x3024 photo for a 320 model decodes at 504x378); a 640 px photo for that model decodes in
    full, exactly as the training and Ultralytics' own reader see it;
 3. decode once, then read EXIF from the same image: orientation, DateTimeOriginal
    (:mod:`vipare.exif`), GPS (:mod:`vipare.geotag`);
-4. apply the EXIF orientation (all 8 values, as ``ImageOps.exif_transpose``) and convert to RGB.
+4. other formats decode whole; with ``target_size``, one that is at least twice as large as the
+   JPEG rule asks is reduced right away by the largest integer factor that keeps it so
+   (``Image.reduce``, a box filter), before any copy is made: the decoded picture is then the only
+   full-size buffer, whatever the conversions that follow;
+5. apply the EXIF orientation (all 8 values, as ``ImageOps.exif_transpose``) and convert to RGB.
 
 Every failure is an :class:`~vipare.errors.ImageError` subclass whose message says what is wrong
 and what to do; no other exception escapes for any byte string. Reading a path can still raise
@@ -47,6 +52,7 @@ _Format = Literal["JPEG", "PNG", "WEBP", "HEIF"]
 
 _DEFAULT_MAX_BYTES: Final[int] = Settings.model_fields["max_image_bytes"].default
 _DEFAULT_MAX_PIXELS: Final[int] = Settings.model_fields["max_image_pixels"].default
+_DEFAULT_MAX_NON_JPEG_PIXELS: Final[int] = Settings.model_fields["max_non_jpeg_pixels"].default
 
 # Pillow's format names -> ImageInfo.format. A JPEG with a multi-picture (MPO) index, as many phones
 # write, is opened by the JPEG factory as "MPO"; its first picture is the photo.
@@ -117,6 +123,7 @@ def load_image(
     max_pixels: int = _DEFAULT_MAX_PIXELS,
     target_size: Size | None = None,
     draft_oversample: float = DRAFT_OVERSAMPLE,
+    max_non_jpeg_pixels: int = _DEFAULT_MAX_NON_JPEG_PIXELS,
 ) -> DecodedImage:
     """Read a photo: check limits, decode once (reduced for JPEG when possible), orient, read EXIF.
 
@@ -130,10 +137,13 @@ def load_image(
             reduction (1/2, 1/4 or 1/8) whose result is still at least ``draft_oversample`` times
             the letterbox size (``round(w * r) x round(h * r)``, ``r = min(target height / h,
             target width / w)`` on the upright size), so the letterbox resize only ever shrinks.
-            Other formats decode at full size, as does None.
-        draft_oversample: how many times the letterbox size a reduced JPEG decode keeps (>= 1).
+            Other formats decode at full size, then are reduced by the largest integer factor
+            (2 or more) that keeps them that large. None: full size.
+        draft_oversample: how many times the letterbox size a reduced decode keeps (>= 1).
             Above 1, photos near the model size decode in full, exactly as Ultralytics reads
             them (full decode, then one resize), and only large photos are reduced.
+        max_non_jpeg_pixels: largest accepted PNG, WebP or HEIC image, width x height as stored
+            (``Settings.max_non_jpeg_pixels``): those decode whole, so their memory grows with it.
 
     Returns:
         The upright RGB array (see :class:`DecodedImage` for shapes), the file's facts and GPS fix.
@@ -142,15 +152,19 @@ def load_image(
 
     Raises:
         EmptyImageError: the file has no bytes.
-        ImageTooLargeError: over ``max_bytes``, or over ``max_pixels`` (or Pillow's limit).
+        ImageTooLargeError: over ``max_bytes``, or over ``max_pixels`` (or Pillow's limit), or a
+            PNG, WebP or HEIC image over ``max_non_jpeg_pixels``.
         UnsupportedImageError: not JPEG, PNG, WebP or HEIC/HEIF, or HEIC without ``vipare[heic]``.
         CorruptImageError: a supported format that cannot be decoded (cut short, damaged).
         OSError: ``source`` is a path that cannot be read.
         ValueError: ``target_size`` or a limit is not positive (a programming error).
         TypeError: ``target_size`` is not a :class:`~vipare.size.Size` (a programming error).
     """
-    if max_bytes < 1 or max_pixels < 1:
-        raise ValueError(f"max_bytes and max_pixels must be >= 1, got {max_bytes} and {max_pixels}")
+    if max_bytes < 1 or max_pixels < 1 or max_non_jpeg_pixels < 1:
+        raise ValueError(
+            f"max_bytes, max_pixels and max_non_jpeg_pixels must be >= 1, got {max_bytes}, {max_pixels} and "
+            f"{max_non_jpeg_pixels}"
+        )
     if draft_oversample < 1:
         raise ValueError(f"draft_oversample must be >= 1, got {draft_oversample}")
     if target_size is not None and not isinstance(target_size, Size):
@@ -159,7 +173,7 @@ def load_image(
     if target_size is not None and min(target_size) < 1:
         raise ValueError(f"target_size must be a positive Size(width, height), got {target_size!r}")
     data = read_bytes(source, max_bytes)
-    img = open_image(data, max_pixels)
+    img = open_image(data, max_pixels, max_non_jpeg_pixels)
     try:
         return _decode(img, data, target_size, draft_oversample)
     finally:
@@ -202,6 +216,8 @@ def _decode(
         method = _TRANSPOSE.get(orientation)
 
     try:
+        if fmt != "JPEG" and target_size is not None:
+            img = _reduced(img, _reduce_factor(upright, target_size, draft_oversample))
         array = _rgb_array(img if method is None else img.transpose(method))
     except DECODE_ERRORS as exc:  # pragma: no cover - conversions of a loaded image do not fail
         raise _corrupt(fmt, exc) from None
@@ -248,6 +264,42 @@ def _draft_request(stored_size: Size, orientation: int, target_size: Size, overs
         return None
     # Back to the stored orientation: swapping twice is the identity.
     return _upright(upright.scaled(ratio), orientation)
+
+
+def _reduce_factor(upright: Size, target_size: Size, oversample: float) -> int:
+    """The largest integer factor that keeps a picture of ``upright`` size ``oversample`` times the letterbox.
+
+    The same rule as :func:`_draft_request`, with any integer instead of 2, 4 or 8; 1: no reduction.
+    """
+    ratio = oversample * min(target_size.height / upright.height, target_size.width / upright.width)
+    return max(1, int(1 / ratio)) if ratio > 0 else 1
+
+
+# Modes Image.reduce works on as they are; the others are first converted to the mode named here.
+# Alpha is premultiplied for the box filter (RGBa, La), so transparent pixels lend it no colour.
+_REDUCE_MODES: Final[dict[str, str]] = {
+    **{mode: mode for mode in ("L", "RGB", "I", "F", "RGBa", "La")},
+    **dict.fromkeys(("RGBA", "PA"), "RGBa"),
+    **dict.fromkeys(("I;16", "I;16B", "I;16L"), "I"),
+    **dict.fromkeys(("CMYK", "YCbCr"), "RGB"),
+    "LA": "La",
+    "1": "L",
+}
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` reduced ``factor`` times on each side (box filter); ``img`` itself when ``factor`` < 2."""
+    if factor < 2:
+        return img
+    if img.mode == "P":
+        target = "RGBa" if "transparency" in img.info else "RGB"
+    else:
+        target = _REDUCE_MODES.get(img.mode, "RGB")
+    if img.mode != target:
+        # RGBA -> RGBa goes through Pillow's premultiplying converter; P with a tRNS key through RGBA.
+        source = img.convert("RGBA") if img.mode in ("P", "PA") and target == "RGBa" else img
+        img = source.convert(target)
+    return img.reduce(factor)
 
 
 def _rgb_array(img: Image.Image) -> NDArray[np.uint8]:

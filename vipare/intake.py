@@ -6,6 +6,14 @@ Pillow open the content, restricted to JPEG, PNG, WebP and, with the ``vipare[he
 HEIC/HEIF (pillow-heif), and refuses a picture over ``max_pixels`` from its header, before a pixel is
 decoded. The type is judged from the bytes, never from a file name.
 
+PNG, WebP and HEIC get a lower limit, ``max_non_jpeg_pixels``: a JPEG decodes reduced (libjpeg's
+1/2, 1/4, 1/8 scales, :mod:`vipare.imaging`), so its memory follows the size the model needs, while
+these formats can only be decoded whole (a 285 KB PNG of 10000 x 10000 pixels took about 1 GB). PNG
+and HEIC hold about 4 bytes per pixel at the peak; Pillow's WebP decoder about 16 (libwebp's canvas
+and its copies), so WebP's limit is a quarter of it (:func:`non_jpeg_limit`;
+``benchmarks/bench_intake_memory.py`` measures them). The message then says to send a JPEG or a
+smaller picture.
+
 Pillow's own decompression-bomb guard is kept (``Image.MAX_IMAGE_PIXELS`` is never changed) and
 its error is mapped to :class:`~vipare.errors.ImageTooLargeError`; its warning is silenced around
 the calls that parse untrusted headers (:func:`quiet_pillow`), since ``max_pixels`` is checked right
@@ -37,7 +45,7 @@ else:
     pillow_heif.register_heif_opener()
     _HEIF_AVAILABLE = True
 
-__all__ = ["DECODE_ERRORS", "heif_supported", "open_image", "quiet_pillow", "read_bytes"]
+__all__ = ["DECODE_ERRORS", "heif_supported", "non_jpeg_limit", "open_image", "quiet_pillow", "read_bytes"]
 
 _SEND: Final = "send a JPEG, PNG, WebP or HEIC photo"
 
@@ -74,6 +82,15 @@ def heif_supported() -> bool:
     return _HEIF_AVAILABLE
 
 
+def non_jpeg_limit(fmt: str, max_non_jpeg_pixels: int) -> int:
+    """The pixel limit of a PNG, WebP or HEIC image (Pillow's format name) under ``max_non_jpeg_pixels``.
+
+    WebP gets a quarter: Pillow's WebP decoder holds about four times the memory per pixel of the
+    others at its peak (a 12 MP WebP about 190 MB).
+    """
+    return max(1, max_non_jpeg_pixels // 4) if fmt == "WEBP" else max_non_jpeg_pixels
+
+
 def read_bytes(source: bytes | str | os.PathLike[str], max_bytes: int) -> bytes:
     """A photo's bytes, refused when empty or over ``max_bytes``.
 
@@ -97,24 +114,27 @@ def read_bytes(source: bytes | str | os.PathLike[str], max_bytes: int) -> bytes:
     return data
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int, max_non_jpeg_pixels: int | None = None) -> Image.Image:
     """Open ``data`` with Pillow (headers only, nothing decoded) and check its pixel count.
 
     Args:
         data: the file's bytes.
         max_pixels: largest accepted image, width x height as stored. Pillow's own limit
             (``2 * Image.MAX_IMAGE_PIXELS``, about 179 MP) also applies.
+        max_non_jpeg_pixels: largest accepted PNG or HEIC image, a quarter of it for WebP (they
+            decode only at full size, :func:`non_jpeg_limit`); None: ``max_pixels`` for every format.
 
     Returns:
         The opened, not yet loaded image; the caller closes it.
 
     Raises:
-        ImageTooLargeError: over ``max_pixels`` (or Pillow's limit).
+        ImageTooLargeError: over ``max_pixels`` (or Pillow's limit), or a PNG, WebP or HEIC image
+            over ``max_non_jpeg_pixels``.
         UnsupportedImageError: not JPEG, PNG, WebP or HEIC/HEIF, or HEIC without ``vipare[heic]``.
         CorruptImageError: a supported format whose header cannot be read, or declares no pixels.
     """
     with quiet_pillow():
-        return _open(data, max_pixels)
+        return _open(data, max_pixels, max_non_jpeg_pixels)
 
 
 @contextmanager
@@ -157,6 +177,16 @@ def _too_many_pixels(pixels: int, max_pixels: int, size: tuple[int, int] | None 
     )
 
 
+def _too_many_non_jpeg_pixels(fmt: str, size: tuple[int, int], max_pixels: int, max_non_jpeg: int) -> str:
+    pixels = size[0] * size[1]
+    return (
+        f"The {fmt} image is {size[0]} x {size[1]} pixels, {pixels / 1e6:.1f} megapixels, over the "
+        f"{max_non_jpeg / 1e6:g} megapixel limit for {fmt} images (PNG, WebP and HEIC can only be decoded at "
+        f"full size); send the photo as a JPEG (up to {max_pixels / 1e6:g} megapixels) or resize it below "
+        f"{max_non_jpeg / 1e6:g} megapixels."
+    )
+
+
 def _sniff(data: bytes) -> str | None:
     """The supported format the magic bytes announce, or None."""
     if data.startswith(b"\xff\xd8\xff"):
@@ -170,7 +200,7 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+def _open(data: bytes, max_pixels: int, max_non_jpeg_pixels: int | None) -> Image.Image:
     formats = ["JPEG", "PNG", "WEBP"] + (["HEIF"] if _HEIF_AVAILABLE else [])
     try:
         img = Image.open(io.BytesIO(data), formats=formats)
@@ -190,6 +220,12 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             raise CorruptImageError(f"The {_sniff(data) or 'image'} file declares no pixels; send the photo again.")
         if width * height > max_pixels:
             raise ImageTooLargeError(_too_many_pixels(width * height, max_pixels, (width, height)))
+        # A multi-picture JPEG (MPO, as many phones write) decodes reduced like any JPEG.
+        if max_non_jpeg_pixels is not None and img.format not in ("JPEG", "MPO"):
+            limit = non_jpeg_limit(str(img.format), max_non_jpeg_pixels)
+            if width * height > limit:
+                name = {"HEIF": "HEIC", "WEBP": "WebP"}.get(str(img.format), str(img.format))
+                raise ImageTooLargeError(_too_many_non_jpeg_pixels(name, (width, height), max_pixels, limit))
     except BaseException:
         img.close()
         raise

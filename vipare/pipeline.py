@@ -62,6 +62,7 @@ class Pipeline:
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
             target_size=self.detector.input_size,
+            max_non_jpeg_pixels=self.settings.max_non_jpeg_pixels,
         )
 
     def analyze(

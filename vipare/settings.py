@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         120_000_000, ge=1, description="Largest accepted image, in pixels (guards decompression bombs)."
     )
+    max_non_jpeg_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Largest accepted PNG or HEIC image, in pixels (WebP: a quarter of it). Unlike a JPEG, these "
+        "decode at full size whatever the model needs (PNG and HEIC about 4 bytes of memory per pixel, WebP about "
+        "16), so they get a lower limit than max_image_pixels.",
+    )
     gps_conflict_m: float = Field(
         250.0, gt=0, description="EXIF and caller positions further apart than this are flagged."
     )

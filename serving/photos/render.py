@@ -1,6 +1,6 @@
 """The annotated variant of a stored photo: upright, the detections' boxes drawn, as a JPEG.
 
-Made on request, never stored.
+Drawn once per stored file and detections: :mod:`serving.photos.annotated` keeps the result.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ __all__ = ["render_annotated"]
 
 
 def render_annotated(
-    path: Path, detections: Sequence[Detection], *, max_side: int = 1600, max_pixels: int = 120_000_000
+    path: Path,
+    detections: Sequence[Detection],
+    *,
+    max_side: int = 1600,
+    max_pixels: int = 120_000_000,
+    max_non_jpeg_pixels: int = 50_000_000,
 ) -> bytes:
     """The stored photo, upright, with the detections' boxes drawn, as a JPEG at most ``max_side`` wide or high.
 
@@ -27,6 +32,7 @@ def render_annotated(
         detections: boxes in pixels of the upright original photo.
         max_side: longest side of the result, pixels.
         max_pixels: the intake's pixel limit.
+        max_non_jpeg_pixels: the intake's pixel limit for PNG, WebP and HEIC.
 
     Returns:
         The JPEG's bytes: ``max_side`` on its long side, or the photo's own size when smaller.
@@ -37,7 +43,9 @@ def render_annotated(
     box = Size(max_side, max_side)
     # No margin over the box (load_image's default 1.5x is the detector's): a JPEG decodes at the
     # strongest reduction (1/2, 1/4, 1/8) that still covers the box, so the resize below only shrinks.
-    image = load_image(path, max_pixels=max_pixels, target_size=box, draft_oversample=1.0)
+    image = load_image(
+        path, max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels, target_size=box, draft_oversample=1.0
+    )
     drawn = annotate(image.array, detections, original_size=image.info.size)
     picture = Image.fromarray(drawn)
     picture.thumbnail(box)  # only ever shrinks

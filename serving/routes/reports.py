@@ -18,6 +18,7 @@ from serving.auth import Permission, Principal
 from serving.errors import ErrorBody, NotFoundError
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
+from serving.photos.annotated import ANNOTATED_CACHE, cached_annotated, keep_annotated
 from serving.photos.render import render_annotated
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.upload import submit
@@ -32,6 +33,8 @@ __all__ = ["UPLOAD_PATH", "router", "upload_router"]
 UPLOAD_PATH = "/v1/reports"
 
 PHOTO_FIELD = "photo"
+ANNOTATED_SIDE = 1600
+"""Longest side of the annotated photo, pixels."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -229,19 +232,37 @@ async def get_report_annotated(
     service: ServiceDep,
     principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
 ) -> Response:
-    """The photo, upright, with each detection's box and score, at most 1600 pixels wide or high."""
+    """The photo, upright, with each detection's box and score, at most 1600 pixels wide or high.
 
-    def find() -> tuple[Path, list[Detection]]:
+    Drawn at the first request, then read from a cache (:mod:`serving.photos.annotated`).
+    """
+    settings = service.settings
+
+    def find() -> tuple[str, Path, list[Detection]]:
         with service.sessions() as session:
             report = _readable(session, principal, report_id)
             path = service.photos.path(report.sha256, report.photo_ext)
-            return path, [Detection.model_validate(d) for d in report.detections]
+            return report.sha256, path, [Detection.model_validate(d) for d in report.detections]
 
-    path, detections = await anyio.to_thread.run_sync(find)
+    sha256, path, detections = await anyio.to_thread.run_sync(find)
     if not path.exists():
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
-    jpeg = await anyio.to_thread.run_sync(
-        lambda: render_annotated(path, detections, max_pixels=service.settings.max_image_pixels),
-        limiter=service.analysis_limiter,
-    )
+
+    try:
+        entry, jpeg = await anyio.to_thread.run_sync(
+            lambda: cached_annotated(
+                settings.data_dir / ANNOTATED_CACHE, sha256, path, detections, max_side=ANNOTATED_SIDE
+            )
+        )
+        if jpeg is None:  # drawn once, in one of the analysis slots: it decodes the whole photo
+            jpeg = await anyio.to_thread.run_sync(
+                lambda: render_annotated(
+                    path, detections, max_side=ANNOTATED_SIDE, max_pixels=settings.max_image_pixels,
+                    max_non_jpeg_pixels=settings.max_non_jpeg_pixels,
+                ),
+                limiter=service.analysis_limiter,
+            )
+            await anyio.to_thread.run_sync(keep_annotated, entry, jpeg)
+    except FileNotFoundError:  # deleted since the look above (erased, expired)
+        raise NotFoundError(f"The photo of report #{report_id} is missing from the store.") from None
     return Response(jpeg, media_type="image/jpeg")
