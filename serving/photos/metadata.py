@@ -58,6 +58,8 @@ _PNG_KEEP = frozenset(
     b"IHDR PLTE IDAT IEND tRNS cHRM gAMA iCCP sBIT sRGB cICP mDCV cLLI bKGD pHYs acTL fcTL fdAT".split()
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Where Pillow finds a PNG's orientation: an eXIf chunk, ImageMagick's text profile, XMP.
+_PNG_ORIENTATION_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 
 # WebP chunks of the picture; EXIF, XMP and unknown chunks are dropped.
 _WEBP_KEEP = frozenset({b"VP8X", b"ICCP", b"ANIM", b"ANMF", b"ALPH", b"VP8 ", b"VP8L"})
@@ -79,7 +81,10 @@ def clean_metadata(data: bytes) -> bytes:
     """
     with Image.open(io.BytesIO(data)) as img, quiet_pillow():
         fmt = img.format
-        orientation = exif_tags.orientation(img) if fmt != "HEIF" else 1
+        # A HEIF's rotation is in its container. Pillow decodes a whole PNG to look for an EXIF
+        # after the picture: only done when a chunk could hold an orientation.
+        could_turn = fmt != "HEIF" and (fmt != "PNG" or any(key in data for key in _PNG_ORIENTATION_KEYS))
+        orientation = exif_tags.orientation(img) if could_turn else 1
     tiff = _orientation_tiff(orientation)
     try:
         if fmt in ("JPEG", "MPO"):
@@ -222,7 +227,10 @@ def _clean_webp(data: bytes, tiff: bytes) -> bytes:
 def _only_display_tags(data: bytes, orientation: int) -> bool:
     """Whether Pillow reads back the orientation as the only tag, and no XMP or comment."""
     with Image.open(io.BytesIO(data)) as img, quiet_pillow():
-        exif = img.getexif()
+        exif = Image.Exif()  # from the file's EXIF as read at open: getexif() would decode a PNG
+        raw = img.info.get("exif")
+        if isinstance(raw, bytes) and raw:
+            exif.load(raw)
         expected = {} if orientation == 1 else {_ORIENTATION: orientation}
         # pillow-heif lists a HEIF's thumbnails, empty or not
         hidden = [
