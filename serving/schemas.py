@@ -98,7 +98,7 @@ class ReportLinks(BaseModel):
     """Where to fetch more about a report."""
 
     self: str
-    image: str = Field(description="The stored photo (EXIF GPS removed).")
+    image: str = Field(description="The stored photo (no metadata but its orientation and colour profile).")
     annotated_image: str = Field(description="The photo with the detections drawn, as JPEG.")
 
 

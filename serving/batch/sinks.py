@@ -181,7 +181,7 @@ class StoreSink:
         return [Written(outcome.created, outcome.incident_action) for outcome in submitted]
 
     def store_photo(self, data: bytes, sha256: str, ext: str) -> None:
-        """Put a photo in the store (GPS removed, atomically), on disk before its frame is written.
+        """Put a photo in the store (display metadata only, atomically), on disk before its frame is written.
 
         Raises:
             SinkError: the store cannot take it (disk full, say).

@@ -4,7 +4,7 @@ An export (a folder, or a zip under one top folder) holds::
 
     data.yaml                              the split folders and the class names, in the model's order
     manifest.json                          one entry per photo, the filters used, the dataset hash
-    images/{train,val,test}/report-<id>.<ext>   the photo as stored (EXIF GPS removed, bytes otherwise as uploaded)
+    images/{train,val,test}/report-<id>.<ext>   the photo as stored (as uploaded, metadata removed)
     labels/{train,val,test}/report-<id>.txt     one ``class cx cy w h`` line per box; empty: no deposit
 
 **Labels.** Boxes are ``xyxy`` in pixels of the upright photo; a label line is normalised by the
