@@ -5,7 +5,8 @@ database to the latest revision, refuses to serve beyond loopback without API ke
 files a crash left unreferenced, loads the model once and warms it up in the background:
 ``/readyz`` answers 503 and uploads 503 until the first inference has run. Then it looks for a
 newly promoted model every ``model_check_s`` seconds and switches to it without stopping
-(:meth:`serving.service.Service.follow_promotions`).
+(:meth:`serving.service.Service.follow_promotions`), and every hour whether the day's purge of photos
+past retention is due (:func:`serving.retention.daily_pass`: one worker runs it, the others find it done).
 
 Requests never run model or file work on the event loop: decoding and inference run in worker
 threads (at most ``analysis_slots`` at once), database work in FastAPI's thread pool.
@@ -29,6 +30,8 @@ from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
 from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
+from serving.photos.annotated import ANNOTATED_CACHE
+from serving.retention import PASS_CHECK_S, daily_pass
 from serving.routes import batches, cameras, datasets, exports, incidents, keys, ops, pages, reports, reviews
 from serving.routes import models as model_routes
 from serving.service import Service, start_service
@@ -37,6 +40,9 @@ from vipare.detection import Detector
 __all__ = ["create_app"]
 
 logger = logging.getLogger("serving.app")
+
+PURGE_FIRST_CHECK_S = 60.0
+"""Seconds after start-up before a worker first looks whether the daily purge of photos is due."""
 
 
 def _version() -> str:
@@ -67,10 +73,11 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
         app.state.service = service
         warm_up = asyncio.create_task(_warm_up(service))
         watcher = asyncio.create_task(_follow_promotions(service))
+        purger = asyncio.create_task(_purge_photos(service))
         try:
             yield
         finally:
-            for task in (watcher, warm_up):
+            for task in (purger, watcher, warm_up):
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
@@ -136,3 +143,19 @@ async def _follow_promotions(service: Service) -> None:
             await anyio.to_thread.run_sync(service.follow_promotions)
         except Exception:  # the watcher must outlive any one failed check; the next one retries
             logger.exception("checking for a promoted model failed")
+
+
+async def _purge_photos(service: Service) -> None:
+    await asyncio.sleep(PURGE_FIRST_CHECK_S)  # not in the way of the start-up and the warm-up
+    settings = service.settings
+    while True:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: daily_pass(
+                    service.sessions, service.photos, retention_days=settings.photo_retention_days,
+                    annotated_cache=settings.data_dir / ANNOTATED_CACHE,
+                )
+            )
+        except Exception:  # the pass must outlive one failure (a full disk, a locked database); the next retries
+            logger.exception("the daily purge of photos failed")
+        await asyncio.sleep(PASS_CHECK_S)

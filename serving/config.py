@@ -91,6 +91,15 @@ class ServiceSettings(Settings):
         description="...and only if that incident was last seen at most this long before the photo was taken.",
     )
 
+    # -- retention: a photo is kept while its deposit is handled and reviewed (serving.retention)
+    photo_retention_days: int = Field(
+        90,
+        ge=1,
+        description="Photos of cleaned, rejected and duplicate incidents, and of reports that reached none, are "
+        "deleted this many days after the incident's last change and the report's reception (vipare photos "
+        "purge, and a daily pass of the service). No value keeps them forever.",
+    )
+
     # -- queries
     page_size: int = Field(100, ge=1, description="Default number of items per page.")
     max_page_size: int = Field(1000, ge=1, description="Largest page a client may ask for.")

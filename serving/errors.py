@@ -19,6 +19,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`AuthenticationError`            401     unauthenticated
 :class:`PermissionDeniedError`          403     forbidden
 :class:`NotFoundError`                  404     not_found
+:class:`PhotoDeletedError`              410     photo_deleted
 ``NothingToExportError``                404     nothing_to_export (serving.dataset.select)
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
@@ -63,6 +64,7 @@ __all__ = [
     "LocationMissingError",
     "ModelNotReadyError",
     "NotFoundError",
+    "PhotoDeletedError",
     "PermissionDeniedError",
     "ServiceError",
     "UnknownCameraError",
@@ -118,6 +120,12 @@ class NotFoundError(ServiceError):
     """No such object (or not one the caller may see)."""
 
     status_code, code = 404, "not_found"
+
+
+class PhotoDeletedError(ServiceError):
+    """A report's photo that is no longer kept: past retention, or erased (the report itself stays)."""
+
+    status_code, code = 410, "photo_deleted"
 
 
 class UnknownCameraError(ServiceError):

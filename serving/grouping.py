@@ -93,13 +93,17 @@ def _awaits_review(report: Report) -> bool:
 
 
 def needs_review(session: Session, incident_id: int) -> bool:
-    """True while a report sent anyway of the incident, where the model saw no deposit, has no review."""
+    """True while a report sent anyway of the incident, where the model saw no deposit, has no review.
+
+    A report whose photo is no longer kept (``photo_deleted_at``) cannot be reviewed, and is not waited for.
+    """
     unreviewed = (
         select(Report.id)
         .where(
             Report.incident_id == incident_id,
             Report.agent_says_deposit.is_(True),
             Report.dumping.is_(False),
+            Report.photo_deleted_at.is_(None),
             ~select(ReportReview.id).where(ReportReview.report_id == Report.id).exists(),
         )
         .limit(1)

@@ -161,12 +161,13 @@ def state_times(session: Session, incident_ids: Sequence[int]) -> dict[int, dict
 
 
 def latest_reports(session: Session, incident_ids: Sequence[int]) -> dict[int, int]:
-    """Each incident's most recent report id."""
+    """Each incident's most recent report id whose photo is still kept (none once all are deleted)."""
     latest: dict[int, int] = {}
     for start in range(0, len(incident_ids), _BATCH):
         chunk = list(incident_ids[start : start + _BATCH])
         rows = session.execute(
-            select(Report.incident_id, func.max(Report.id)).where(Report.incident_id.in_(chunk))
+            select(Report.incident_id, func.max(Report.id))
+            .where(Report.incident_id.in_(chunk), Report.photo_deleted_at.is_(None))
             .group_by(Report.incident_id)
         )
         for incident_id, report_id in rows:

@@ -127,6 +127,14 @@ class ReportOut(BaseModel):
         None,
         description="A manager's current labels of the photo (its latest review); the detections stay the model's.",
     )
+    photo_deleted_at: datetime | None = Field(
+        None,
+        description="When the photo stopped being kept (past retention, or erased): its image links then answer "
+        "410. The report itself stays.",
+    )
+    erased_at: datetime | None = Field(
+        None, description="When an administrator erased the report's photo and personal fields (note, sender)."
+    )
     links: ReportLinks
 
 

@@ -93,6 +93,8 @@ def open_storage(settings: ServiceSettings) -> Storage:
 def _referenced(sessions: sessionmaker[Session]) -> Callable[[Sequence[str]], set[str]]:
     def referenced(shas: Sequence[str]) -> set[str]:
         with sessions() as session:
-            return set(session.scalars(select(Report.sha256).where(Report.sha256.in_(list(shas)))))
+            # A photo whose reports are all marked deleted is an interrupted purge's (serving.retention).
+            kept = Report.photo_deleted_at.is_(None)
+            return set(session.scalars(select(Report.sha256).where(Report.sha256.in_(list(shas)), kept)))
 
     return referenced

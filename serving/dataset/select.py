@@ -6,7 +6,8 @@ model's detections and marked ``"labels": "model"`` in the manifest, except the 
 anyway where the model saw nothing (only a review settles who is right). A review that says "no
 deposit" (a false alarm, or a photo of a rejected incident) gives an empty label file: a negative.
 Filters: observed time (``since``/``until``, inclusive) and a bounding box. A photo sent by several
-clients (one sha256, several reports) appears once, labelled by its most recent review.
+clients (one sha256, several reports) appears once, labelled by its most recent review. A report
+whose photo is no longer kept (past retention, or erased: :mod:`serving.retention`) is left out.
 
 Boxes are ``xyxy`` in pixels of the upright photo (``Report.image`` width and height give its size);
 :mod:`serving.dataset.layout` turns them into label lines.
@@ -154,6 +155,7 @@ def _statement(flt: ExportFilter) -> Select[Report, ReportReview]:  # the review
         select(Report, ReportReview)
         .outerjoin(latest, latest.c.report_id == Report.id)
         .outerjoin(ReportReview, ReportReview.id == latest.c.review_id)
+        .where(Report.photo_deleted_at.is_(None))
         .order_by(Report.id)
     )
     if not flt.include_unreviewed:

@@ -79,5 +79,7 @@ def report_out(report: Report) -> ReportOut:
         incident=incident,
         agent_says_deposit=report.agent_says_deposit,
         review=review_out(report.reviews[-1]) if report.reviews else None,
+        photo_deleted_at=report.photo_deleted_at,
+        erased_at=report.erased_at,
         links=ReportLinks(self=base, image=f"{base}/image", annotated_image=f"{base}/image/annotated"),
     )

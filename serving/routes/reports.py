@@ -23,6 +23,7 @@ from serving.photos.render import render_annotated
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.upload import submit
 from serving.reports.view import can_read, load_report, report_out
+from serving.retention import check_photo_kept
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import NOTE_MAX, ReportForm, ReportOut, ReportPage
 from serving.service import Service
@@ -43,6 +44,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: "The key's role may not do this.",
         404: "No such report, or not one of yours.",
     }.items()
+}
+
+_PHOTO_GONE: dict[str, Any] = {
+    "model": ErrorBody,
+    "description": "The photo is no longer kept (past its retention period, or erased); the report still is.",
 }
 
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -204,7 +210,10 @@ def get_report(
 @router.get(
     "/v1/reports/{report_id}/image",
     response_class=FileResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The stored photo."}},
+    responses={
+        200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The stored photo."},
+        410: _PHOTO_GONE,
+    },
     summary="The photo",
 )
 def get_report_image(
@@ -213,8 +222,9 @@ def get_report_image(
     service: ServiceDep,
     principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
 ) -> FileResponse:
-    """The stored photo, as uploaded but without its EXIF GPS."""
+    """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept."""
     report = _readable(session, principal, report_id)
+    check_photo_kept(report)
     path = service.photos.path(report.sha256, report.photo_ext)
     if not path.exists():
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
@@ -224,7 +234,7 @@ def get_report_image(
 @router.get(
     "/v1/reports/{report_id}/image/annotated",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo with boxes, JPEG."}},
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo with boxes, JPEG."}, 410: _PHOTO_GONE},
     summary="The photo with the detections drawn",
 )
 async def get_report_annotated(
@@ -241,6 +251,7 @@ async def get_report_annotated(
     def find() -> tuple[str, Path, list[Detection]]:
         with service.sessions() as session:
             report = _readable(session, principal, report_id)
+            check_photo_kept(report)
             path = service.photos.path(report.sha256, report.photo_ext)
             return report.sha256, path, [Detection.model_validate(d) for d in report.detections]
 
@@ -266,3 +277,4 @@ async def get_report_annotated(
     except FileNotFoundError:  # deleted since the look above (erased, expired)
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.") from None
     return Response(jpeg, media_type="image/jpeg")
+

@@ -1,0 +1,265 @@
+"""Retention and erasure: photos deleted once their deposit is handled, one report erased on request.
+
+Time moves through the explicit ``now`` of :func:`serving.retention.purge` and
+:func:`serving.retention.daily_pass` (the rows were written at the real time), or, for the commands,
+which count from the real time, by moving the rows' times back.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from serving import retention
+from serving.dataset.select import ExportFilter, select_samples
+from serving.models import Report, utcnow
+from serving.photos.annotated import ANNOTATED_CACHE
+from serving.retention import PURGE_PASS, PurgeResult, claim_pass, daily_pass, purge
+from serving.storage import _referenced
+from tests.serving.helpers import Server, deposit_photo, moved, plain_photo, server_at
+from vipare.detection import Detector
+
+NANTES = (47.2184, -1.5536)
+DAYS = 90
+_seed = itertools.count(7000)
+_places = itertools.count(1)
+
+
+@pytest.fixture
+def server(tmp_path: Path, detector: Detector) -> Iterator[Server]:
+    """A fresh service per test: a purge reaches every report of the database."""
+    with server_at(tmp_path, detector, photo_retention_days=DAYS) as running_server:
+        yield running_server
+
+
+def new_place() -> tuple[float, float]:
+    return moved(*NANTES, north_m=1000.0 * next(_places))
+
+
+def sent(server: Server, photo: bytes | None = None, who: str = "agent", **fields: Any) -> dict[str, Any]:
+    lat, lon = new_place()
+    response = server.upload(photo or deposit_photo(next(_seed)), who=who, lat=lat, lon=lon, accuracy_m=5, **fields)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def change(server: Server, incident_id: int, to: str, **body: Any) -> None:
+    response = server.client.post(
+        f"/v1/incidents/{incident_id}/transitions", json={"to": to, **body}, headers=server.headers("manager")
+    )
+    assert response.status_code == 201, response.text
+
+
+def get(server: Server, path: str, who: str = "manager") -> Any:
+    return server.client.get(path, headers=server.headers(who))
+
+
+def photo_file(server: Server, report: dict[str, Any]) -> Path:
+    ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic"}[report["image"]["format"]]
+    return server.service.photos.path(report["image"]["sha256"], ext)
+
+
+def run_purge(server: Server, now: datetime, *, dry_run: bool = False) -> PurgeResult:
+    service = server.service
+    return purge(
+        service.sessions,
+        service.photos,
+        retention_days=DAYS,
+        now=now,
+        dry_run=dry_run,
+        annotated_cache=server.data_dir / ANNOTATED_CACHE,
+    )
+
+
+def later(days: float) -> datetime:
+    return utcnow() + timedelta(days=days)
+
+
+def assert_gone(server: Server, report_id: int) -> None:
+    for path in (f"/v1/reports/{report_id}/image", f"/v1/reports/{report_id}/image/annotated"):
+        response = get(server, path)
+        assert response.status_code == 410, response.text
+        assert response.json()["code"] == "photo_deleted"
+
+
+def history(server: Server, incident_id: int) -> list[dict[str, Any]]:
+    response = get(server, f"/v1/incidents/{incident_id}")
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()["history"]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Purge
+
+
+def test_photos_of_closed_incidents_and_of_reports_without_one_go_after_the_retention_period(server: Server) -> None:
+    cleaned, rejected, still_open = sent(server), sent(server), sent(server)
+    nothing = sent(server, plain_photo(next(_seed)))
+    assert nothing["incident"] is None
+    change(server, cleaned["incident"]["id"], "cleaned")
+    change(server, rejected["incident"]["id"], "rejected")
+    assert get(server, f"/v1/reports/{cleaned['id']}/image/annotated").status_code == 200  # drawn and cached
+
+    assert run_purge(server, later(DAYS - 1)) == PurgeResult(reports=0, files=0, bytes=0, shared=0)
+
+    result = run_purge(server, later(DAYS + 1))
+    assert (result.reports, result.files, result.shared) == (3, 3, 0)
+    assert result.bytes > 0
+    for report in (cleaned, rejected, nothing):
+        assert_gone(server, report["id"])
+        assert not photo_file(server, report).exists()
+        kept = get(server, f"/v1/reports/{report['id']}").json()
+        assert kept["photo_deleted_at"] is not None and kept["erased_at"] is None
+        assert kept["detections"] == report["detections"] and kept["location"] == report["location"]
+    sha256 = cleaned["image"]["sha256"]
+    assert not (server.data_dir / ANNOTATED_CACHE / sha256[:2] / sha256).exists()  # its drawings went too
+    assert get(server, f"/v1/reports/{still_open['id']}/image").status_code == 200
+    assert photo_file(server, still_open).exists()
+    incident = get(server, f"/v1/incidents/{cleaned['incident']['id']}").json()
+    assert incident["properties"]["report_count"] == 1  # the statistics stay
+
+    assert run_purge(server, later(DAYS + 2)) == PurgeResult(reports=0, files=0, bytes=0, shared=0)  # idempotent
+
+
+def test_the_clock_starts_at_the_incidents_last_change(server: Server) -> None:
+    report = sent(server)
+    with server.service.sessions.begin() as session:  # received long ago, cleaned only now
+        session.execute(update(Report).where(Report.id == report["id"]).values(received_at=utcnow() - timedelta(400)))
+    change(server, report["incident"]["id"], "cleaned")
+    assert run_purge(server, later(DAYS - 1)).reports == 0
+    assert run_purge(server, later(DAYS + 1)).reports == 1
+
+
+def test_a_merged_incidents_photos_follow_the_incident_it_duplicates(server: Server) -> None:
+    lat, lon = new_place()
+    first = server.upload(deposit_photo(next(_seed)), lat=lat, lon=lon, accuracy_m=5).json()
+    lat2, lon2 = moved(lat, lon, east_m=40.0)  # beyond the radius a report joins, near enough to merge
+    other = server.upload(deposit_photo(next(_seed)), lat=lat2, lon=lon2, accuracy_m=5).json()
+    merged, target = first["incident"]["id"], other["incident"]["id"]
+    assert merged != target
+    change(server, merged, "duplicate", merged_into=target)
+    assert run_purge(server, later(DAYS + 1)).reports == 0  # its photos moved to an incident under way
+    change(server, target, "cleaned")
+    assert run_purge(server, later(DAYS + 1)).reports == 2
+    for report in (first, other):
+        assert_gone(server, report["id"])
+
+
+def test_a_photo_shared_with_a_report_under_way_is_kept_until_that_one_is_done(server: Server) -> None:
+    photo = deposit_photo(next(_seed))
+    mine, theirs = sent(server, photo), sent(server, photo, who="agent2")
+    assert mine["incident"]["id"] != theirs["incident"]["id"]
+    change(server, mine["incident"]["id"], "cleaned")
+
+    dry = run_purge(server, later(DAYS + 1), dry_run=True)
+    assert (dry.reports, dry.files, dry.shared, dry.dry_run) == (1, 0, 1, True)
+    assert run_purge(server, later(DAYS + 1)) == PurgeResult(reports=1, files=0, bytes=0, shared=1)
+    assert_gone(server, mine["id"])
+    assert get(server, f"/v1/reports/{theirs['id']}/image").status_code == 200
+    assert photo_file(server, theirs).exists()
+
+    change(server, theirs["incident"]["id"], "cleaned")
+    result = run_purge(server, later(DAYS + 1))
+    assert (result.reports, result.files, result.shared) == (1, 1, 0)
+    assert not photo_file(server, theirs).exists()
+
+
+def test_a_dry_run_says_what_a_purge_does_and_changes_nothing(server: Server) -> None:
+    report = sent(server)
+    change(server, report["incident"]["id"], "rejected")
+    dry = run_purge(server, later(DAYS + 1), dry_run=True)
+    assert dry.dry_run and (dry.reports, dry.files) == (1, 1)
+    assert dry.bytes == photo_file(server, report).stat().st_size
+    assert get(server, f"/v1/reports/{report['id']}/image").status_code == 200
+    assert get(server, f"/v1/reports/{report['id']}").json()["photo_deleted_at"] is None
+    done = run_purge(server, later(DAYS + 1))
+    assert (done.reports, done.files, done.bytes, done.shared) == (dry.reports, dry.files, dry.bytes, dry.shared)
+
+
+def test_a_purge_cut_between_its_commit_and_the_files_serves_nothing_and_the_next_pass_finishes_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = sent(server)
+    change(server, report["incident"]["id"], "cleaned")
+    size = photo_file(server, report).stat().st_size
+
+    def killed(*_args: Any, **_kwargs: Any) -> tuple[int, int]:
+        raise SystemExit("killed after the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(retention, "delete_unneeded", killed)
+        with pytest.raises(SystemExit):
+            run_purge(server, later(DAYS + 1))
+    assert photo_file(server, report).exists()
+    assert_gone(server, report["id"])  # committed first: nothing serves it any more
+
+    # The start-up sweep counts only reports whose photo is kept as references...
+    referenced = _referenced(server.service.sessions)
+    assert referenced([report["image"]["sha256"]]) == set()
+    # ...and the next pass deletes what the cut pass left.
+    assert run_purge(server, later(DAYS + 1)) == PurgeResult(reports=0, files=1, bytes=size, shared=0)
+    assert not photo_file(server, report).exists()
+
+
+def test_a_reviewed_photo_past_retention_leaves_the_dataset_export(server: Server) -> None:
+    report = sent(server)
+    change(server, report["incident"]["id"], "rejected")  # its photo becomes a reviewed negative
+    with server.service.sessions() as session:
+        assert [s.report_id for s in select_samples(session, ExportFilter())] == [report["id"]]
+    run_purge(server, later(DAYS + 1))
+    with server.service.sessions() as session:
+        assert select_samples(session, ExportFilter()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The daily pass
+
+
+def test_the_daily_pass_runs_once_a_day_whichever_worker_asks(server: Server) -> None:
+    service = server.service
+    report = sent(server)
+    change(server, report["incident"]["id"], "cleaned")
+    start = later(DAYS + 1)
+
+    def daily(now: datetime) -> PurgeResult | None:
+        return daily_pass(service.sessions, service.photos, retention_days=DAYS, now=now)
+
+    first = daily(start)
+    assert first is not None and (first.reports, first.files) == (1, 1)
+    assert not photo_file(server, report).exists()
+    assert daily(start + timedelta(hours=23)) is None  # done today
+    assert daily(start + timedelta(hours=25)) == PurgeResult(reports=0, files=0, bytes=0, shared=0)
+
+    # Several workers asking at once: exactly one runs it.
+    moment = start + timedelta(days=3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        claims = list(pool.map(lambda _: claim_pass(service.sessions, PURGE_PASS, moment, timedelta(days=1)), range(4)))
+    assert sorted(claims) == [False, False, False, True]
+
+
+def test_the_service_looks_for_the_daily_pass_on_its_own(
+    tmp_path: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.app
+
+    monkeypatch.setattr(serving.app, "PURGE_FIRST_CHECK_S", 0.0)
+    with server_at(tmp_path, detector) as running:
+        import time
+
+        deadline = time.monotonic() + 10
+        while True:
+            with running.service.sessions() as session:
+                row = session.get(retention.ScheduledPass, PURGE_PASS)
+                if row is not None and row.finished_at is not None:
+                    break
+            assert time.monotonic() < deadline, "the service never ran its daily pass"
+            time.sleep(0.05)
