@@ -13,7 +13,7 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
     manager   read every report and incident, change incident states, review reports' photos, export
               (CSV, GeoJSON, Open311); manage the camera registry
     admin     create, list and revoke keys; promote and roll back models; review reports' photos; manage
-              the camera registry
+              the camera registry; erase a report (its photo and personal fields, serving.erasure)
 
 A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
@@ -89,6 +89,7 @@ class Permission(StrEnum):
     CAMERA_MANAGE = "camera:manage"
     MODEL_MANAGE = "model:manage"
     REPORT_REVIEW = "report:review"
+    REPORT_ERASE = "report:erase"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -106,7 +107,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.ADMIN: frozenset(
-        {Permission.KEY_MANAGE, Permission.MODEL_MANAGE, Permission.CAMERA_MANAGE, Permission.REPORT_REVIEW}
+        {
+            Permission.KEY_MANAGE,
+            Permission.MODEL_MANAGE,
+            Permission.CAMERA_MANAGE,
+            Permission.REPORT_REVIEW,
+            Permission.REPORT_ERASE,
+        }
     ),
 }
 

@@ -63,6 +63,7 @@ _ACTIONS: dict[Permission, str] = {
     Permission.CAMERA_MANAGE: "manage the camera registry",
     Permission.MODEL_MANAGE: "promote models",
     Permission.REPORT_REVIEW: "review reports' photos",
+    Permission.REPORT_ERASE: "erase reports",
 }
 
 

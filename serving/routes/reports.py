@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.datastructures import UploadFile
 
 from serving.auth import Permission, Principal
+from serving.erasure import erase
 from serving.errors import ErrorBody, NotFoundError
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
@@ -278,3 +279,21 @@ async def get_report_annotated(
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.") from None
     return Response(jpeg, media_type="image/jpeg")
 
+
+@router.post("/v1/reports/{report_id}/erase", response_model=ReportOut, summary="Erase a report's photo and sender")
+def erase_report(
+    report_id: IdPath,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.REPORT_ERASE))],
+) -> ReportOut:
+    """Erase a report on request (admins): its photo, unless another report has the same file, its note
+    and who sent it; the incident's history records "report #N erased" and nothing of what was erased.
+
+    The report stays as an anonymous sighting of the deposit (detections, place, time), so the
+    incident's counts do not change. Erasing it again changes nothing. See :mod:`serving.erasure`.
+    """
+    erase(
+        service.sessions, service.photos, report_id, actor=principal.actor, actor_key_id=principal.key_id,
+        annotated_cache=service.settings.data_dir / ANNOTATED_CACHE,
+    )
+    return _report_out(service, report_id)

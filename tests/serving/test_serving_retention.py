@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from serving import retention
 from serving.dataset.select import ExportFilter, select_samples
-from serving.models import Report, utcnow
+from serving.erasure import ERASED
+from serving.models import Report, Transition, utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.retention import PURGE_PASS, PurgeResult, claim_pass, daily_pass, purge
 from serving.storage import _referenced
@@ -263,3 +264,115 @@ def test_the_service_looks_for_the_daily_pass_on_its_own(
                     break
             assert time.monotonic() < deadline, "the service never ran its daily pass"
             time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# Erasure
+
+
+def erase(server: Server, report_id: int, who: str = "admin") -> Any:
+    return server.client.post(f"/v1/reports/{report_id}/erase", headers=server.headers(who))
+
+
+def test_an_admin_erases_a_report_photo_and_personal_fields(server: Server) -> None:
+    note = "the man in the red coat left it"
+    report = sent(server, note=note)
+    other = sent(server)
+    incident_id = report["incident"]["id"]
+    review = server.client.post(
+        f"/v1/reports/{report['id']}/review",
+        json={"deposit": True, "boxes": [{"detection": 0}], "note": "face visible near the red coat"},
+        headers=server.headers("manager"),
+    )
+    assert review.status_code == 201, review.text
+    before = get(server, f"/v1/incidents/{incident_id}").json()
+
+    response = erase(server, report["id"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["note"] is None and body["submitted_by"] == ERASED
+    assert body["erased_at"] is not None and body["photo_deleted_at"] is not None
+    assert body["detections"] == report["detections"] and body["location"] == report["location"]
+    assert body["review"]["note"] is None and body["review"]["boxes"]
+    assert_gone(server, report["id"])
+    assert not photo_file(server, report).exists()
+    assert get(server, f"/v1/reports/{report['id']}", who="agent").status_code == 404  # no longer tied to its key
+    listed = get(server, "/v1/reports", who="agent").json()["items"]
+    assert report["id"] not in [r["id"] for r in listed] and other["id"] in [r["id"] for r in listed]
+
+    after = get(server, f"/v1/incidents/{incident_id}").json()
+    for field in ("report_count", "first_seen", "last_seen", "max_score", "label", "status"):
+        assert after["properties"][field] == before["properties"][field]
+    assert after["geometry"] == before["geometry"]
+    rows = after["history"]
+    text = repr(rows)
+    assert "red coat" not in text and "test-agent" not in text
+    assert rows[0]["actor"] == ERASED and rows[0]["comment"] == f"opened by report #{report['id']}"
+    assert rows[-1]["comment"] == f"report #{report['id']} erased" and rows[-1]["actor"] == "test-admin (admin)"
+    assert rows[-1]["from_status"] == rows[-1]["to_status"] == after["properties"]["status"]
+    with server.service.sessions() as session:
+        row = session.get(Report, report["id"])
+        assert row is not None
+        assert (row.api_key_id, row.client_ref, row.erased_by) == (None, f"erased:{report['id']}", "test-admin (admin)")
+
+    again = erase(server, report["id"])  # idempotent
+    assert again.status_code == 200 and again.json()["erased_at"] == body["erased_at"]
+    assert history(server, incident_id) == rows
+
+
+def test_only_admins_erase(server: Server) -> None:
+    report = sent(server)
+    for who in ("agent", "manager", "camera"):
+        response = erase(server, report["id"], who)
+        assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    assert get(server, f"/v1/reports/{report['id']}/image").status_code == 200
+    missing = erase(server, 10**6)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_erasing_a_report_keeps_a_file_another_report_has(server: Server) -> None:
+    photo = deposit_photo(next(_seed))
+    mine, theirs = sent(server, photo), sent(server, photo, who="agent2")
+    assert erase(server, mine["id"]).status_code == 200
+    assert_gone(server, mine["id"])
+    assert get(server, f"/v1/reports/{theirs['id']}/image").status_code == 200
+    assert photo_file(server, theirs).exists()
+
+
+def test_an_erasure_cut_before_the_file_serves_nothing_and_erasing_again_finishes_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.erasure
+
+    report = sent(server)
+
+    def killed(*_args: Any, **_kwargs: Any) -> tuple[int, int]:
+        raise SystemExit("killed after the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(serving.erasure, "delete_unneeded", killed)
+        with pytest.raises(SystemExit):
+            serving.erasure.erase(
+                server.service.sessions, server.service.photos, report["id"], actor="dpo", actor_key_id=None
+            )
+    assert_gone(server, report["id"])
+    assert photo_file(server, report).exists()
+    assert erase(server, report["id"]).status_code == 200
+    assert not photo_file(server, report).exists()
+
+
+def test_an_erased_report_sent_anyway_no_longer_holds_its_incident_in_review(server: Server) -> None:
+    report = sent(server, plain_photo(next(_seed)), agent_says_deposit="true")
+    incident_id = report["incident"]["id"]
+    assert get(server, f"/v1/incidents/{incident_id}").json()["properties"]["to_review"] is True
+    assert erase(server, report["id"]).status_code == 200
+    assert get(server, f"/v1/incidents/{incident_id}").json()["properties"]["to_review"] is False
+
+
+def test_an_erased_report_without_incident_records_who_erased_it(server: Server) -> None:
+    report = sent(server, plain_photo(next(_seed)), note="private")
+    assert erase(server, report["id"]).json()["note"] is None
+    with server.service.sessions() as session:
+        row = session.get(Report, report["id"])
+        assert row is not None and row.erased_by == "test-admin (admin)" and row.erased_at is not None
+        assert session.scalars(select(Transition)).all() == []
