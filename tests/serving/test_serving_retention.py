@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from serving import retention
 from serving.dataset.select import ExportFilter, select_samples
 from serving.erasure import ERASED
-from serving.models import Report, Transition, utcnow
+from serving.models import Incident, Report, Transition, utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.retention import PURGE_PASS, PurgeResult, claim_pass, daily_pass, purge
+from serving.retention_cli import photos, reports
 from serving.storage import _referenced
 from tests.serving.helpers import Server, deposit_photo, moved, plain_photo, server_at
 from vipare.detection import Detector
@@ -376,3 +378,66 @@ def test_an_erased_report_without_incident_records_who_erased_it(server: Server)
         row = session.get(Report, report["id"])
         assert row is not None and row.erased_by == "test-admin (admin)" and row.erased_at is not None
         assert session.scalars(select(Transition)).all() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The commands
+
+
+def age(server: Server, days: float) -> None:
+    """Move every report's reception and incident's last change ``days`` back."""
+    with server.service.sessions.begin() as session:
+        for report in session.scalars(select(Report)):
+            report.received_at -= timedelta(days=days)
+        for incident in session.scalars(select(Incident)):
+            incident.updated_at -= timedelta(days=days)
+
+
+def test_vipare_photos_purge(server: Server) -> None:
+    report, other = sent(server), sent(server)
+    change(server, report["incident"]["id"], "cleaned")
+    age(server, DAYS + 1)
+    runner = CliRunner()
+    options = ["--data-dir", str(server.data_dir)]
+    env = {"VIPARE_PHOTO_RETENTION_DAYS": str(DAYS)}
+
+    dry = runner.invoke(photos, ["purge", "--dry-run", *options], env=env)
+    assert dry.exit_code == 0, dry.output
+    size = photo_file(server, report).stat().st_size
+    assert dry.output == (
+        f"would delete the photos of 1 reports past the {DAYS}-day retention: 1 files, {size / 1e6:.1f} MB "
+        "(dry run: nothing changed)\n"
+    )
+    assert photo_file(server, report).exists()
+
+    done = runner.invoke(photos, ["purge", *options], env=env)
+    assert done.exit_code == 0, done.output
+    megabytes = f"{size / 1e6:.1f} MB"
+    assert done.output == f"deleted the photos of 1 reports past the {DAYS}-day retention: 1 files, {megabytes}\n"
+    assert not photo_file(server, report).exists() and photo_file(server, other).exists()
+    assert_gone(server, report["id"])
+
+    again = runner.invoke(photos, ["purge", *options], env=env)
+    assert again.output.startswith("deleted the photos of 0 reports")
+
+
+def test_vipare_reports_erase(server: Server) -> None:
+    report = sent(server, note="call me on 06 12 34 56 78")
+    runner = CliRunner()
+    options = ["--data-dir", str(server.data_dir)]
+    done = runner.invoke(reports, ["erase", str(report["id"]), "--by", "dpo", *options])
+    assert done.exit_code == 0, done.output
+    assert done.output == f"report #{report['id']} erased (its photo file deleted)\n"
+    assert history(server, report["incident"]["id"])[-1]["actor"] == "dpo"
+    again = runner.invoke(reports, ["erase", str(report["id"]), *options])
+    assert again.exit_code == 0 and again.output.startswith(f"report #{report['id']} was already erased on ")
+    missing = runner.invoke(reports, ["erase", "999999", *options])
+    assert missing.exit_code == 1 and "There is no report #999999." in missing.output
+
+
+def test_vipare_reports_erase_says_when_the_file_stays_for_another_report(server: Server) -> None:
+    photo = deposit_photo(next(_seed))
+    mine, theirs = sent(server, photo), sent(server, photo, who="agent2")
+    done = CliRunner().invoke(reports, ["erase", str(mine["id"]), "--data-dir", str(server.data_dir)])
+    assert done.output == f"report #{mine['id']} erased (its photo file kept: another report has the same photo)\n"
+    assert photo_file(server, theirs).exists()
