@@ -90,7 +90,7 @@ def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: p
         warm_up(self)
 
     monkeypatch.setattr(Service, "warm_up", slow_warm_up)
-    with TestClient(create_app(service_settings(tmp_path), detector=detector)) as client:
+    with TestClient(create_app(service_settings(tmp_path, trial_mode=True), detector=detector)) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
         upload = client.post("/v1/reports", files={"photo": ("a.jpg", deposit_photo(2), "image/jpeg")})
@@ -218,8 +218,9 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert {"serve", "keys"} <= set(runner.invoke(main, ["--help"]).stdout.split())
 
     data = str(tmp_path / "data")
-    refused = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--data-dir", data])
-    assert refused.exit_code == 1 and "no API key exists" in refused.stderr
+    refused = runner.invoke(main, ["serve", "--host", "0.0.0.0", "--data-dir", data], env={"VIPARE_TRIAL_MODE": "1"})
+    assert refused.exit_code == 1 and "trial mode" in refused.stderr
+    assert not Path(data).exists()  # refused before the store is made
 
     created = runner.invoke(main, ["keys", "create", "--role", "manager", "--name", "depot", "--data-dir", data])
     assert created.exit_code == 0, created.output
@@ -230,6 +231,9 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
+    empty = runner.invoke(main, ["serve", "--data-dir", str(tmp_path / "empty")])
+    assert empty.exit_code == 0 and "No API key exists yet" in empty.stderr  # starts closed, and says so
+    calls.clear()
     options = ["--host", "0.0.0.0", "--port", "8123", "--workers", "2", "--data-dir", data]
     started = runner.invoke(main, ["serve", *options])
     assert started.exit_code == 0, started.output
