@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from serving.config import ServiceSettings
 from serving.models import WRITE_LOCK_NAME, ApiKey, WriteLock
+from serving.private_files import keep_private
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -99,7 +100,8 @@ def _use_wal(cursor: Any, timeout_s: float) -> None:
 
 
 def engine_from_settings(settings: ServiceSettings) -> Engine:
-    """The engine for ``settings.resolved_database_url``."""
+    """The engine for ``settings.resolved_database_url``, once the data folder is private (:func:`keep_private`)."""
+    keep_private(settings.data_dir)
     return make_engine(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
 
 

@@ -35,6 +35,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.private_files import PRIVATE_FILE
+
 __all__ = ["HOST", "LiveServer", "cli_key", "free_port", "server_env", "start_server"]
 
 HOST = "127.0.0.1"
@@ -171,7 +173,8 @@ def start_server(
     port = port or free_port(host)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or data_dir.parent / f"server-{data_dir.name}-{port}.log"
-    with open(log_path, "wb") as log:
+    # The log may hold request details: the same privacy as the data folder's files.
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as log:
         process = subprocess.Popen(
             _vipare("serve", "--host", host, "--port", str(port), "--workers", "1", "--data-dir", str(data_dir),
                     "--log-level", "warning"),
