@@ -1,7 +1,8 @@
 """Errors -> HTTP answers, in one place (STYLE point 7).
 
-Every answer for an error is JSON ``{"detail": "<what is wrong and what to do>", "code": "<stable id>"}``
-(request validation keeps FastAPI's own 422 shape, a list of field errors).
+Every answer for an error is JSON ``{"detail": "<what is wrong and what to do>", "code": "<stable id>"}``;
+an invalid request (422 ``invalid_request``) also lists its field errors in ``errors`` (FastAPI's
+``loc``, ``msg``, ``type``), and ``detail`` joins them in one sentence.
 
 ======================================  ======  =================================
 error                                   status  code
@@ -29,16 +30,28 @@ vipare ``ModelError``                   503     model_unavailable
 ``ModelRejectedError``                  422     model_rejected (serving.model_registry)
 ``NoEarlierModelError``                 409     no_earlier_model (serving.model_registry)
 model file over the promotion limit     413     model_too_large (serving.limits)
+invalid fields, query or form           422     invalid_request (``errors`` lists them)
+:class:`StorageFullError` (disk full)   507     storage_full
+:class:`StorageReadOnlyError`           503     storage_read_only (data folder not writable)
+malformed multipart body                400     bad_request
+unknown path; method not allowed        404     not_found; 405 method_not_allowed
+anything else                           500     internal_error
 ======================================  ======  =================================
 
-Routes raise these and never catch bare ``Exception``; anything else is a bug and a 500.
+Routes raise these and never catch bare ``Exception``; anything else is a bug, answered 500
+``internal_error`` in the same shape (and logged with its traceback). A write that fails because the
+disk is full or read-only (:func:`storage_error`, whichever step hit it: the photo store, the
+database) is answered 507 or 503 with what to do, not 500.
 :func:`error_status` gives the same status and code for an error caught one by one (the frames of
 ``POST /v1/batches``, each answered in the list).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import errno
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -67,17 +80,23 @@ __all__ = [
     "PhotoDeletedError",
     "PermissionDeniedError",
     "ServiceError",
+    "StorageFullError",
+    "StorageReadOnlyError",
     "UnknownCameraError",
     "error_status",
     "install_error_handlers",
+    "storage_error",
 ]
+
+logger = logging.getLogger("serving.errors")
 
 
 class ErrorBody(BaseModel):
-    """What an error answer holds."""
+    """What an error answer holds (``errors`` only for 422 ``invalid_request``)."""
 
     detail: str
     code: str
+    errors: list[dict[str, Any]] | None = None
 
 
 class ServiceError(Exception):
@@ -146,6 +165,86 @@ class InvalidReviewError(ServiceError):
     status_code, code = 422, "invalid_review"
 
 
+class StorageFullError(ServiceError):
+    """The disk that holds the photos or the database is full (or over quota); nothing was stored."""
+
+    status_code, code = 507, "storage_full"
+
+
+class StorageReadOnlyError(ServiceError):
+    """The photo folder or the database cannot be written (read-only, or not the service's); nothing was stored."""
+
+    status_code, code = 503, "storage_read_only"
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+# What the database drivers say: SQLite's SQLITE_FULL and SQLITE_READONLY, PostgreSQL's
+# disk_full (53100) and read_only_sql_transaction (25006).
+_FULL_SIGNS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+_READ_ONLY_SIGNS = ("readonly database", "read-only file system", "read-only transaction")
+_DATABASE_MODULES = frozenset({"sqlite3", "sqlalchemy", "psycopg", "psycopg2"})
+
+_FULL = (
+    "The service's disk is full, so nothing was stored; send the same request again later. The service's "
+    "administrator must free space (or raise the quota) where vipare keeps its data."
+)
+_READ_ONLY = (
+    "The service cannot write its data (the folder is read-only or not writable by it), so nothing was stored; "
+    "send the same request again later. The service's administrator must make vipare's data folder writable."
+)
+
+
+def storage_error(exc: BaseException) -> ServiceError | None:
+    """The answer for a write that failed on a full or read-only disk, or None when ``exc`` is something else.
+
+    Looks at ``exc``, its causes and contexts (a database driver's error wrapped by SQLAlchemy) and the
+    members of an exception group: an ``OSError`` with ``ENOSPC``/``EDQUOT`` (full) or
+    ``EROFS``/``EACCES``/``EPERM`` (not writable), or a database error that says the same.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return StorageFullError(_FULL)
+        if isinstance(current, OSError) and current.errno in _READ_ONLY_ERRNOS:
+            return StorageReadOnlyError(_READ_ONLY, headers={"Retry-After": "60"})
+        if type(current).__module__.split(".")[0] in _DATABASE_MODULES:
+            message = str(current).lower()
+            if getattr(current, "sqlstate", None) == "53100" or any(sign in message for sign in _FULL_SIGNS):
+                return StorageFullError(_FULL)
+            if getattr(current, "sqlstate", None) == "25006" or any(sign in message for sign in _READ_ONLY_SIGNS):
+                return StorageReadOnlyError(_READ_ONLY, headers={"Retry-After": "60"})
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+    return None
+
+
+_HTTP_CODES: dict[int, str] = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+"""Codes of the framework's own refusals (an unknown path, a wrong method, a malformed multipart body)."""
+
+_HTTP_DETAILS: dict[int, str] = {
+    404: "There is nothing at this path; the service's endpoints are listed at /docs.",
+    405: "This path does not take this method; the methods each endpoint takes are listed at /docs.",
+}
+"""What to say instead of the bare status phrase Starlette gives its own 404 and 405."""
+
+_INTERNAL = (
+    "Something went wrong on the service's side and the request may not have been carried out; try again, and "
+    "if it fails again tell the service's administrator (quote the X-Request-ID header of this answer)."
+)
+
 _LIBRARY_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (EmptyImageError, 422, "empty_image"),
     (CorruptImageError, 422, "corrupt_image"),
@@ -168,14 +267,41 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
     return None
 
 
-def _json(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _json(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(ErrorBody(detail=detail, code=code).model_dump(), status_code=status, headers=headers)
+    body = ErrorBody(detail=detail, code=code, errors=errors).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_errors(raw: Any) -> list[dict[str, Any]]:
+    """FastAPI's field errors, JSON-safe: ``loc``, ``msg``, ``type`` (the rejected input is not echoed)."""
+    errors = []
+    for error in raw:
+        loc = [part if isinstance(part, (str, int)) else str(part) for part in error.get("loc", ())]
+        errors.append({"loc": loc, "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))})
+    return errors
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    """One sentence from the field errors: ``captured_at: Input should have timezone info; ...``."""
+    parts = []
+    for error in errors[:10]:
+        where = ".".join(str(part) for part in error["loc"][1:]) or ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return "The request is invalid: " + "; ".join(parts) + more + ". Correct these fields and send it again."
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
+    from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     async def service_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -195,7 +321,44 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = getattr(exc, "code", None) or f"http_{exc.status_code}"  # BodyTooLargeError carries its own
-        return _json(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        # BodyTooLargeError carries its own code
+        code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        detail = str(exc.detail)
+        if detail == HTTPStatus(exc.status_code).phrase:
+            detail = _HTTP_DETAILS.get(exc.status_code, detail)
+        return _json(exc.status_code, code, detail, dict(exc.headers or {}))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _field_errors(exc.errors())
+        return _json(422, "invalid_request", _validation_detail(errors), errors=errors)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+        # Starlette runs this outermost and raises the error again afterwards, so it is still logged
+        # with its traceback; the client gets the one JSON shape instead of a plain-text page.
+        refusal = storage_error(exc)
+        if refusal is not None:
+            return _json(refusal.status_code, refusal.code, refusal.detail, refusal.headers)
+        return _json(500, "internal_error", _INTERNAL)
+
+    app.add_exception_handler(Exception, unexpected_error)
+
+    framework_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI documents every 422 as its own list of field errors; document the shape sent instead.
+        if app.openapi_schema is None:
+            schemas = framework_openapi().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = {
+                    **ErrorBody.model_json_schema(),
+                    "title": "HTTPValidationError",
+                    "description": "An invalid request: code invalid_request, detail in one sentence, errors by field.",
+                }
+        return app.openapi_schema or framework_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,7 +16,9 @@ never half-written:
 6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
    incident; commit. Then answer 201.
 
-A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes.
+A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes. A full or
+read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`) with nothing kept:
+no temporary file (the store removes it), no row, and the photo file written at 5 removed again.
 
 Step 6 is :func:`serving.reports.store.store_report`, the step that the batch jobs share
 (:mod:`serving.reports.store`).
@@ -30,11 +32,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from serving.auth import Principal
 from serving.db import write_session
-from serving.errors import LocationMissingError
+from serving.errors import LocationMissingError, storage_error
 from serving.models import utcnow
 from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS
@@ -96,10 +98,20 @@ async def submit(
     stored = await anyio.to_thread.run_sync(
         _anonymise, service, pipeline, data, regions, limiter=service.analysis_limiter
     )
-    await anyio.to_thread.run_sync(service.photos.put, stored, sha256, ext)
-    outcome = await anyio.to_thread.run_sync(
-        _persist, service, principal, result, form, ext, received, fallback_time
-    )
+    written = False
+    try:
+        written = await anyio.to_thread.run_sync(service.photos.put, stored, sha256, ext)
+        outcome = await anyio.to_thread.run_sync(
+            _persist, service, principal, result, form, ext, received, fallback_time
+        )
+    except (OSError, SQLAlchemyError) as exc:  # a full or read-only disk is answered here; the rest goes on up
+        refusal = storage_error(exc)
+        if refusal is None:
+            raise
+        if written:  # no row refers to it: a twin's commit would have failed on the same disk
+            service.photos.path(sha256, ext).unlink(missing_ok=True)
+        service.metrics.reports.labels(outcome="rejected").inc()
+        raise refusal from exc
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
     if outcome.created:
         service.metrics.count_detections(result.detections)

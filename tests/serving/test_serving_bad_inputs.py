@@ -160,4 +160,4 @@ def test_out_of_range_values_are_refused_not_crashing(server: Server) -> None:
                              headers=manager).status_code == 400
     lat, lon = moved(*HERE, north_m=7000)
     old = server.upload(deposit_photo(30), lat=lat, lon=lon, captured_at="0001-01-01T00:00:00+14:00")
-    assert old.status_code == 422 and old.json()["detail"][0]["loc"] == ["body", "captured_at"]
+    assert old.status_code == 422 and old.json()["errors"][0]["loc"] == ["body", "captured_at"]

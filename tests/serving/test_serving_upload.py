@@ -188,12 +188,12 @@ def test_a_camera_key_locates_frames_without_gps(server: Server) -> None:
 def test_capture_time_needs_an_offset_and_unknown_fields_are_refused(server: Server) -> None:
     lat, lon = place(11)
     naive = server.upload(deposit_photo(11), lat=lat, lon=lon, captured_at="2024-05-01T09:30:00")
-    assert naive.status_code == 422 and naive.json()["detail"][0]["loc"] == ["body", "captured_at"]
+    assert naive.status_code == 422 and naive.json()["errors"][0]["loc"] == ["body", "captured_at"]
     typo = server.upload(deposit_photo(11), latitude=lat, longitude=lon)
     assert typo.status_code == 422
-    assert {e["loc"][-1] for e in typo.json()["detail"]} == {"latitude", "longitude"}
+    assert {e["loc"][-1] for e in typo.json()["errors"]} == {"latitude", "longitude"}
     no_photo = server.client.post("/v1/reports", data={"lat": str(lat)}, headers=server.headers("agent"))
-    assert no_photo.status_code == 422 and no_photo.json()["detail"][0]["loc"] == ["body", "photo"]
+    assert no_photo.status_code == 422 and no_photo.json()["errors"][0]["loc"] == ["body", "photo"]
 
 
 def test_capture_time_sent_with_the_photo_is_when_it_was_observed(server: Server) -> None:
