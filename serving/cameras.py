@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.models import Camera, utcnow
+from serving.text import FreeText
 from vipare.errors import LocationError
 from vipare.geotag import CameraPosition, client_position
 
@@ -71,7 +72,7 @@ class CameraFields(BaseModel):
     heading_deg: float | None = Field(
         None, ge=0, lt=360, description="Which way the camera looks, degrees clockwise from north."
     )
-    description: str | None = Field(None, max_length=DESCRIPTION_MAX)
+    description: FreeText | None = Field(None, max_length=DESCRIPTION_MAX)
 
     @field_validator("lat", "lon", "accuracy_m", "heading_deg")
     @classmethod

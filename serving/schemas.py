@@ -16,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from serving.auth import Role
 from serving.grouping import IncidentAction
 from serving.incidents import Status
+from serving.text import FreeText, Name
 from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict
 
 __all__ = [
@@ -73,8 +74,13 @@ class ReportForm(BaseModel):
     captured_at: Timestamp | None = Field(
         None, description="When the photo was taken, ISO 8601 with a UTC offset (e.g. 2024-05-01T09:30:00+02:00)."
     )
-    camera_id: str | None = Field(None, min_length=1, max_length=100, description="Which camera took the frame.")
-    note: str | None = Field(None, max_length=NOTE_MAX, description="Free text from the agent.")
+    camera_id: Name | None = Field(
+        None, min_length=1, max_length=100,
+        description="Which camera took the frame; camera keys only (a key tied to a camera: that camera's id).",
+    )
+    note: FreeText | None = Field(
+        None, max_length=NOTE_MAX, description="Free text from the agent (control characters are removed)."
+    )
     agent_says_deposit: bool = Field(
         False,
         description="true: the agent says there is a deposit whatever the model finds. A photo the model sees "
@@ -180,7 +186,7 @@ class ReviewIn(BaseModel):
         "deposit in this photo (only boxes of normal bins, or none)."
     )
     boxes: list[ReviewBoxIn] = Field(default_factory=list, max_length=300)
-    note: str | None = Field(None, max_length=COMMENT_MAX)
+    note: FreeText | None = Field(None, max_length=COMMENT_MAX)
 
 
 class ReviewOut(BaseModel):
@@ -225,7 +231,7 @@ class TransitionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: Status
-    comment: str | None = Field(None, max_length=COMMENT_MAX)
+    comment: FreeText | None = Field(None, max_length=COMMENT_MAX)
     merged_into: int | None = Field(
         None, ge=1, le=MAX_ID, description="For 'duplicate': the incident this one duplicates."
     )
@@ -303,11 +309,14 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
-    name: str = Field(min_length=1, max_length=200, description="Who or what holds it; shown in histories.")
+    name: Name = Field(
+        min_length=1, max_length=200,
+        description="Who or what holds it; shown in histories (no control characters or text-direction marks).",
+    )
     camera_lat: float | None = Field(None, description="Camera keys: the camera's surveyed latitude.")
     camera_lon: float | None = None
     camera_accuracy_m: float | None = None
-    camera_id: str | None = Field(
+    camera_id: Name | None = Field(
         None, max_length=32,
         description="Camera keys: the registered camera (/v1/cameras) the key belongs to. Its frames are then "
         "that camera's: placed at the registry's position, and counted once with those of batch jobs.",

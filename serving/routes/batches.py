@@ -31,6 +31,7 @@ from starlette.datastructures import UploadFile
 from serving.auth import Permission, Principal
 from serving.batch.times import parse_tz, time_from_name
 from serving.errors import ErrorBody, ServiceError, error_status
+from serving.forms import read_form
 from serving.reports.upload import submit
 from serving.reports.view import load_report, report_out
 from serving.routes.deps import ServiceDep, require
@@ -116,11 +117,14 @@ async def create_batch(
     """
     service.require_ready()
     limit = service.settings.max_batch_frames
-    form = await request.form(max_files=limit, max_fields=4, max_part_size=_TEXT_PART_MAX)
+    form = await read_form(request, max_files=limit, max_fields=4, max_part_size=_TEXT_PART_MAX)
     try:
         unknown = sorted({name for name in form if name not in (FRAMES_FIELD, MANIFEST_FIELD, TZ_FIELD)})
         if unknown:
             raise _invalid(unknown[0], f"Unknown field; send {FRAMES_FIELD}, {MANIFEST_FIELD} and {TZ_FIELD}.")
+        for name in (MANIFEST_FIELD, TZ_FIELD):
+            if len(form.getlist(name)) > 1:
+                raise _invalid(name, "The field is sent more than once; send it once.")
         parts = form.getlist(FRAMES_FIELD)
         if not parts or not all(isinstance(part, UploadFile) for part in parts):
             raise _invalid(FRAMES_FIELD, f"Send the frames as files in the multipart field '{FRAMES_FIELD}'.")

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
+from serving.forms import read_form
 from serving.grouping import FAMILIES
 from serving.model_registry import (
     Promotion,
@@ -30,6 +31,7 @@ from serving.model_registry import (
 from serving.routes.deps import ServiceDep, require
 from serving.schemas import COMMENT_MAX, ModelOut
 from serving.service import Service
+from serving.text import FreeText, clean_free_text
 from vipare.detection import Detector
 from vipare.taxonomy import DEPOSIT_CLASSES
 
@@ -83,7 +85,7 @@ class ModelStateOut(ModelOut):
 class RollbackIn(BaseModel):
     """Why the model goes back."""
 
-    comment: str | None = Field(None, max_length=COMMENT_MAX)
+    comment: FreeText | None = Field(None, max_length=COMMENT_MAX)
 
 
 def _state(service: Service) -> ModelStateOut:
@@ -172,13 +174,16 @@ async def promote_model(request: Request, service: ServiceDep, principal: AdminP
     nothing is kept. Accepted, it is kept under the data folder by its sha256 and recorded; this worker
     switches at once, the others within ``model_check_s`` seconds. 201 with the model now in service.
     """
-    form = await request.form(max_files=2, max_fields=2, max_part_size=4 * COMMENT_MAX)
+    form = await read_form(request, max_files=2, max_fields=2, max_part_size=4 * COMMENT_MAX)
     try:
         unknown = sorted(name for name in form if name not in (MODEL_FIELD, COMMENT_FIELD, CARD_FIELD))
         if unknown:
             raise _invalid(
                 unknown[0], f"Unknown field; send {MODEL_FIELD}, and optionally {COMMENT_FIELD} and {CARD_FIELD}."
             )
+        for name in (MODEL_FIELD, COMMENT_FIELD, CARD_FIELD):
+            if len(form.getlist(name)) > 1:
+                raise _invalid(name, "The field is sent more than once; send it once.")
         upload = form.get(MODEL_FIELD)
         if not isinstance(upload, UploadFile):
             raise _invalid(MODEL_FIELD, f"Send the ONNX file in the multipart/form-data field '{MODEL_FIELD}'.")
@@ -190,7 +195,7 @@ async def promote_model(request: Request, service: ServiceDep, principal: AdminP
         card_bytes = await _text(form.get(CARD_FIELD), _CARD_MAX)
         card = parse_card(card_bytes, "the card") if card_bytes is not None else None
         promotion, detector = await anyio.to_thread.run_sync(
-            _promote, service, upload, principal, (comment.strip() or None) if comment else None, card
+            _promote, service, upload, principal, (clean_free_text(comment).strip() or None) if comment else None, card
         )
     finally:
         await form.close()

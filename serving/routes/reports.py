@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 from starlette.datastructures import UploadFile
 
-from serving.auth import Permission, Principal
+from serving.auth import Permission, Principal, Role
 from serving.erasure import erase
-from serving.errors import ErrorBody, NotFoundError
+from serving.errors import ErrorBody, NotFoundError, PermissionDeniedError
+from serving.forms import read_form, text_fields
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
 from serving.photos.annotated import ANNOTATED_CACHE, cached_annotated, keep_annotated
@@ -59,7 +60,8 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         "sent again with agent_says_deposit=true).",
     },
     401: _ERRORS[401],
-    403: _ERRORS[403],
+    403: {"model": ErrorBody, "description": "The key's role may not upload, or names a camera (camera_id) without "
+          "being that camera's key."},
     413: {"model": ErrorBody, "description": "The upload or the image is too large."},
     415: {"model": ErrorBody, "description": "Not a JPEG, PNG, WebP or HEIC photo."},
     422: {
@@ -120,6 +122,7 @@ async def create_report(
     """
     service.require_ready()
     data, form = await _read_upload(request)
+    _check_camera(principal, form.camera_id)
     outcome = await submit(service, principal, data, form)
     log = request.scope.get(LOG_EXTRA_KEY)
     if isinstance(log, dict):
@@ -135,9 +138,25 @@ def _report_out(service: Service, report_id: int) -> ReportOut:
         return report_out(report)
 
 
+def _check_camera(principal: Principal, camera_id: str | None) -> None:
+    """Only a camera key names the camera a photo comes from (and a key tied to a camera, only that one)."""
+    if camera_id is None or principal.role is None:  # None: the open local trial, every permission
+        return
+    if principal.role is not Role.CAMERA:
+        raise PermissionDeniedError(
+            f"Only camera keys may name a camera (camera_id); this is a {principal.role} key. Send the photo without "
+            "camera_id: it is recorded as yours."
+        )
+    if principal.camera_id is not None and camera_id != principal.camera_id:
+        raise PermissionDeniedError(
+            f"This key belongs to camera {principal.camera_id!r} and may not name another one; send camera_id "
+            f"{principal.camera_id!r}, or none."
+        )
+
+
 async def _read_upload(request: Request) -> tuple[bytes, ReportForm]:
-    form = await request.form(
-        max_files=1, max_fields=len(ReportForm.model_fields) + 4, max_part_size=4 * NOTE_MAX + 1024
+    form = await read_form(
+        request, max_files=1, max_fields=len(ReportForm.model_fields) + 4, max_part_size=4 * NOTE_MAX + 1024
     )
     try:
         photo = form.get(PHOTO_FIELD)
@@ -146,16 +165,8 @@ async def _read_upload(request: Request) -> tuple[bytes, ReportForm]:
                 [{"type": "missing", "loc": ("body", PHOTO_FIELD), "input": None,
                   "msg": f"Send the photo as a file in the multipart/form-data field '{PHOTO_FIELD}'."}]
             )
-        fields: dict[str, Any] = {}
-        for name, value in form.multi_items():
-            if name == PHOTO_FIELD:
-                continue
-            if not isinstance(value, str):
-                raise RequestValidationError(
-                    [{"type": "string_type", "loc": ("body", name), "input": None, "msg": "Send text, not a file."}]
-                )
-            if value.strip():  # an empty HTML form field means "not given"
-                fields[name] = value
+        # Each field once (no silent "last one wins"); an empty HTML form field means "not given".
+        fields = {name: value for name, value in text_fields(form, skip={PHOTO_FIELD}).items() if value.strip()}
         try:
             parsed = ReportForm.model_validate(fields)
         except ValidationError as exc:

@@ -177,3 +177,106 @@ def test_every_error_has_the_one_shape_and_its_code(server: Server) -> None:
     assert invalid["errors"][0]["loc"] == ["query", "limit"] and "limit" in invalid["detail"]
     schema = client.get("/openapi.json").json()["components"]["schemas"]["HTTPValidationError"]
     assert {"detail", "code", "errors"} <= set(schema["properties"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Who may name a camera
+
+
+def test_only_camera_keys_may_name_a_camera(server: Server) -> None:
+    lat, lon = _place(4)
+    before = server.counts()
+    refused = server.upload(deposit_photo(9401, lat=lat, lon=lon), who="agent", camera_id="cam-12")
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert "Only camera keys may name a camera" in refused.json()["detail"]
+    assert server.counts() == before
+    taken = server.upload(deposit_photo(9402, lat=lat, lon=lon), who="camera", camera_id="cam-12")
+    assert taken.status_code == 201 and taken.json()["camera_id"] == "cam-12"
+
+    admin = server.headers("admin")
+    assert server.client.post("/v1/cameras", json={"id": "cam-hardening", "lat": lat, "lon": lon},
+                              headers=admin).status_code == 201
+    tied = server.client.post("/v1/keys", json={"role": "camera", "name": "cam-hardening key",
+                                                "camera_id": "cam-hardening"}, headers=admin)
+    assert tied.status_code == 201, tied.text
+    other = server.client.post(
+        "/v1/reports", files={"photo": ("f.jpg", deposit_photo(9403, lat=lat, lon=lon))},
+        data={"camera_id": "cam-12"}, headers={"Authorization": f"Bearer {tied.json()['key']}"},
+    )
+    assert other.status_code == 403 and "belongs to camera 'cam-hardening'" in other.json()["detail"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Text fields and form fields
+
+
+def _multipart(fields: list[tuple[str, bytes]], photo: bytes) -> tuple[bytes, str]:
+    boundary = "vipare-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+        for name, value in fields
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="p.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n".encode() + photo + b"\r\n"
+    )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_notes_lose_control_and_direction_characters(server: Server) -> None:
+    lat, lon = _place(5)
+    note = "sacs\x00 devant\r\nle n\u00b0 12\u202e\u2066 \u0644\u0627\ttab\x1b[31m"
+    response = server.upload(deposit_photo(9501, lat=lat, lon=lon), note=note)
+    assert response.status_code == 201, response.text
+    assert response.json()["note"] == "sacs devant\nle n\u00b0 12 \u0644\u0627\ttab[31m"
+
+
+@pytest.mark.parametrize("name", ["ops\u202egnp.exe", "a\x00b", "two\nlines", "tab\there", "mark\u200f"])
+def test_key_names_with_control_or_direction_characters_are_refused(server: Server, name: str) -> None:
+    response = server.client.post("/v1/keys", json={"role": "agent", "name": name}, headers=server.headers("admin"))
+    body = response.json()
+    assert response.status_code == 422 and body["code"] == "invalid_request"
+    assert body["errors"][0]["loc"] == ["body", "name"] and "invisible character" in body["detail"]
+
+
+def test_a_transition_comment_loses_control_characters(server: Server) -> None:
+    lat, lon = _place(6)
+    incident = server.upload(deposit_photo(9601, lat=lat, lon=lon)).json()["incident"]["id"]
+    response = server.client.post(
+        f"/v1/incidents/{incident}/transitions", json={"to": "confirmed", "comment": "vu\x00 \u202bici\u202c"},
+        headers=server.headers("manager"),
+    )
+    assert response.status_code == 201 and response.json()["history"][-1]["comment"] == "vu ici"
+
+
+def test_invalid_utf8_in_a_form_field_is_refused(server: Server) -> None:
+    lat, lon = _place(7)
+    before = server.counts()
+    body, content_type = _multipart([("note", "d\u00e9p\u00f4t".encode("latin-1"))],
+                                    deposit_photo(9701, lat=lat, lon=lon))
+    response = server.client.post("/v1/reports", content=body,
+                                  headers={**server.headers("agent"), "Content-Type": content_type})
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request"
+    assert response.json()["errors"][0]["loc"] == ["body", "note"] and "UTF-8" in response.json()["detail"]
+    assert server.counts() == before
+    body, content_type = _multipart([("note", "d\u00e9p\u00f4t".encode())], deposit_photo(9701, lat=lat, lon=lon))
+    taken = server.client.post("/v1/reports", content=body,
+                               headers={**server.headers("agent"), "Content-Type": content_type})
+    assert taken.status_code == 201 and taken.json()["note"] == "d\u00e9p\u00f4t"
+
+
+def test_a_repeated_form_field_is_refused(server: Server) -> None:
+    lat, lon = _place(8)
+    before = server.counts()
+    body, content_type = _multipart([("lat", str(lat).encode()), ("lat", b"0.5"), ("lon", str(lon).encode())],
+                                    deposit_photo(9801))
+    response = server.client.post("/v1/reports", content=body,
+                                  headers={**server.headers("agent"), "Content-Type": content_type})
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "lat"]
+    assert "more than once" in response.json()["detail"]
+    assert server.counts() == before
+    batch = server.client.post(
+        "/v1/batches", files=[("frames", ("a.jpg", deposit_photo(9802, lat=lat, lon=lon)))],
+        data={"tz": ["UTC", "Europe/Paris"]}, headers=server.headers("camera"),
+    )
+    assert batch.status_code == 422 and batch.json()["errors"][0]["loc"] == ["body", "tz"]

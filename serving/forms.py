@@ -1,0 +1,85 @@
+"""Reading multipart/form-data bodies strictly: text fields in UTF-8, each scalar field once.
+
+Starlette's form parser decodes a text field that is not valid UTF-8 as Latin-1, so bytes sent in
+another encoding would be stored as mojibake; :func:`read_form` refuses them instead (422, naming the
+field). A field sent twice would silently keep one value; :func:`text_fields` refuses it (422).
+A malformed body (no boundary, too many files or fields, a part over its size) is 400 ``bad_request``
+with the parser's reason, as Starlette answers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+__all__ = ["read_form", "text_fields"]
+
+
+class _NotUtf8(Exception):
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+class _StrictParser(MultiPartParser):
+    """Starlette's parser, refusing a text field whose bytes are not UTF-8 (it would decode them as Latin-1)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _NotUtf8(part.field_name) from None
+        super().on_part_end()
+
+
+def _invalid(field: str, kind: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body", field), "msg": msg, "input": None}])
+
+
+async def read_form(request: Request, *, max_files: int, max_fields: int, max_part_size: int) -> FormData:
+    """The request's multipart/form-data body, its text fields checked to be UTF-8.
+
+    Other content types are read by Starlette as usual (``request.form``). The caller closes the form.
+
+    Raises:
+        RequestValidationError: a text field that is not valid UTF-8.
+        HTTPException: 400 for a malformed multipart body.
+    """
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await request.form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
+    parser = _StrictParser(
+        request.headers, request.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(status_code=400, detail=f"{exc.message} Send one multipart/form-data body.") from None
+    except _NotUtf8 as exc:
+        raise _invalid(
+            exc.field, "unicode_error", "The field is not valid UTF-8 text; send it encoded as UTF-8."
+        ) from None
+
+
+def text_fields(form: FormData, *, skip: Collection[str] = ()) -> dict[str, str]:
+    """The form's text fields, each sent once, without those named in ``skip`` (the file fields).
+
+    Raises:
+        RequestValidationError: a field sent more than once, or a file where text is expected.
+    """
+    fields: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if name in skip:
+            continue
+        if not isinstance(value, str) or isinstance(value, UploadFile):
+            raise _invalid(name, "string_type", "Send text, not a file.")
+        if name in fields:
+            raise _invalid(name, "repeated_field", "The field is sent more than once; send it once.")
+        fields[name] = value
+    return fields
