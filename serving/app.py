@@ -34,6 +34,7 @@ from serving.photos.annotated import ANNOTATED_CACHE
 from serving.retention import PASS_CHECK_S, daily_pass
 from serving.routes import batches, cameras, datasets, exports, incidents, keys, ops, pages, reports, reviews
 from serving.routes import models as model_routes
+from serving.security import HardenedFastAPI, RequestGuardMiddleware
 from serving.service import Service, start_service
 from vipare.detection import Detector
 
@@ -83,11 +84,13 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
                     await task
             service.close()
 
-    app = FastAPI(
+    app = HardenedFastAPI(
         title="vipare",
         version=_version(),
         summary="Illegal dumping reports from street photos, grouped into incidents for cleansing teams.",
         lifespan=lifespan,
+        docs_url=None,  # served by serving.routes.pages with Swagger UI's files from this server, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -128,6 +131,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
             ),
         },
     )
+    app.add_middleware(RequestGuardMiddleware, settings=settings)  # untrusted hosts, foreign origins
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: logs every answer, 413s included
     return app
 

@@ -20,15 +20,19 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from vipare.settings import Settings
 
 __all__ = ["ServiceSettings", "UnsafeConfigurationError", "check_exposure", "is_loopback"]
 
 SQLITE_FILE = "vipare.db"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+"""The names of this machine a request on a loopback interface may carry as its ``Host``."""
 
 
 class UnsafeConfigurationError(RuntimeError):
@@ -80,6 +84,21 @@ class ServiceSettings(Settings):
         False,
         description="Until the first API key is created, serve callers without one (a local trial); loopback only.",
     )
+    public_url: str | None = Field(
+        None,
+        description="The service's address as clients reach it, e.g. https://vipare.example.org; absolute links "
+        "(Open311 media_url, GeoJSON paging) are built from it. None: links are relative.",
+    )
+    trusted_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names requests may be addressed to (comma-separated; '*.example.org' and '*' allowed). "
+        "Default: the public URL's host, and the loopback names when listening on loopback.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Other origins whose pages may send state-changing requests (comma-separated, e.g. "
+        "https://intranet.example.org); the service's own origin always may.",
+    )
 
     # -- incidents: when does a report join an existing incident?
     incident_radius_m: float = Field(
@@ -119,6 +138,32 @@ class ServiceSettings(Settings):
     )
     tile_attribution: str = Field("", description="Attribution shown with the tiles (HTML, as the provider asks).")
 
+    @field_validator("trusted_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"public_url must be an http(s) URL without query or fragment, not {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"an allowed origin is scheme://host[:port], not {origin!r}")
+        return [origin.rstrip("/").lower() for origin in value]
+
     @model_validator(mode="after")
     def _page_sizes(self) -> ServiceSettings:
         if self.page_size > self.max_page_size:
@@ -131,6 +176,32 @@ class ServiceSettings(Settings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The names requests may be addressed to (``Host`` without its port); ``("*",)``: any.
+
+        ``trusted_hosts`` when set; else the public URL's host, plus the loopback names when listening
+        on loopback; any host when neither applies (listening beyond loopback with no public URL).
+        """
+        if self.trusted_hosts:
+            return tuple(name.lower() for name in self.trusted_hosts)
+        names: list[str] = []
+        if self.public_url:
+            names.append(str(urlsplit(self.public_url).hostname))
+        if is_loopback(self.host):
+            names.extend(LOOPBACK_NAMES)
+        return tuple(names) or ("*",)
+
+    def link(self, path_and_query: str) -> str:
+        """A link to this service for other systems: under ``public_url`` when set, else relative.
+
+        Never built from a request's ``Host``, which the client chooses.
+
+        Args:
+            path_and_query: the target, from the root, e.g. ``/v1/reports/3/image``.
+        """
+        return f"{self.public_url}{path_and_query}" if self.public_url else path_and_query
 
     @property
     def photo_dir(self) -> Path:

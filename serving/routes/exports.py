@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from serving.auth import Permission, Principal
@@ -97,8 +97,8 @@ def open311_services(_principal: Open311Principal) -> list[dict[str, Any]]:
     return list(OPEN311_SERVICES)
 
 
-def _open311_requests(service: Service, request: Request, flt: IncidentFilter, limit: int) -> list[dict[str, Any]]:
-    base = str(request.base_url).rstrip("/")
+def _open311_requests(service: Service, flt: IncidentFilter, limit: int) -> list[dict[str, Any]]:
+    link = service.settings.link  # under the public URL, never the request's Host
     with service.sessions() as session:
         incidents = list(iter_incidents(session, flt, limit=limit))
         ids = [i.id for i in incidents]
@@ -107,7 +107,7 @@ def _open311_requests(service: Service, request: Request, flt: IncidentFilter, l
         open311_request(
             incident,
             status_notes=notes.get(incident.id),
-            media_url=f"{base}/v1/reports/{latest[incident.id]}/image/annotated" if incident.id in latest else None,
+            media_url=link(f"/v1/reports/{latest[incident.id]}/image/annotated") if incident.id in latest else None,
         )
         for incident in incidents
     ]
@@ -115,7 +115,6 @@ def _open311_requests(service: Service, request: Request, flt: IncidentFilter, l
 
 @router.get("/open311/v2/requests.json", tags=["open311"], summary="Open311 service requests")
 def open311_requests(
-    request: Request,
     service: ServiceDep,
     _principal: Open311Principal,
     service_request_id: Annotated[str | None, Query(description="Comma-separated incident ids.")] = None,
@@ -147,7 +146,7 @@ def open311_requests(
         opened_since=start_date,
         opened_until=end_date,
     )
-    return _open311_requests(service, request, flt, OPEN311_MAX_REQUESTS)
+    return _open311_requests(service, flt, OPEN311_MAX_REQUESTS)
 
 
 @router.get(
@@ -157,10 +156,10 @@ def open311_requests(
     summary="One Open311 service request",
 )
 def open311_request_by_id(
-    request_id: IdPath, request: Request, service: ServiceDep, _principal: Open311Principal
+    request_id: IdPath, service: ServiceDep, _principal: Open311Principal
 ) -> Any:
     """One incident as a one-element list, as Open311 answers."""
-    found = _open311_requests(service, request, IncidentFilter(ids=(request_id,)), 1)
+    found = _open311_requests(service, IncidentFilter(ids=(request_id,)), 1)
     if not found:
         return JSONResponse([{"code": 404, "description": f"no service request {request_id}"}], status_code=404)
     return found

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, selectinload
+from starlette.datastructures import URL
 
 from serving.auth import Permission, Principal
 from serving.db import write_session
@@ -93,12 +94,17 @@ def get_incidents(
     size = min(limit or service.settings.page_size, service.settings.max_page_size)
     matched = count_incidents(session, flt)
     features = [incident_feature(i) for i in list_incidents(session, flt, limit=size, offset=offset)]
-    links = [Link(href=str(request.url), rel="self")]
+    settings = service.settings
+
+    def page_link(url: URL, rel: str) -> Link:  # under the public URL, never the request's Host
+        return Link(href=settings.link(f"{url.path}?{url.query}" if url.query else url.path), rel=rel)
+
+    links = [page_link(request.url, "self")]
     if offset + len(features) < matched:
-        links.append(Link(href=str(request.url.include_query_params(offset=offset + size, limit=size)), rel="next"))
+        links.append(page_link(request.url.include_query_params(offset=offset + size, limit=size), "next"))
     if offset > 0:
         previous = max(0, offset - size)
-        links.append(Link(href=str(request.url.include_query_params(offset=previous, limit=size)), rel="prev"))
+        links.append(page_link(request.url.include_query_params(offset=previous, limit=size), "prev"))
     collection = FeatureCollection(
         features=features, numberMatched=matched, numberReturned=len(features), links=links
     )

@@ -1,10 +1,11 @@
 """The pages: the field agent's upload page (``/``) and the cleansing manager's map (``/manager``).
 
-Plain HTML, CSS and JavaScript from ``serving/web/static``, no build step. Leaflet and
-Leaflet.markercluster come from the npm registry, pinned by ``serving/web/package-lock.json`` and
-installed with ``npm ci --prefix serving/web``; this router serves them from
-``serving/web/node_modules`` under ``/vendor/<package>/``: no CDN, no third-party code in the
-repository. Without them the pages still load and say how to install them.
+Plain HTML, CSS and JavaScript from ``serving/web/static``, no build step. Leaflet,
+Leaflet.markercluster and Swagger UI (the API's documentation page, ``/docs``) come from the npm
+registry, pinned by ``serving/web/package-lock.json`` and installed with ``npm ci --prefix
+serving/web``; this router serves them from ``serving/web/node_modules`` under
+``/vendor/<package>/``: no CDN, no third-party code in the repository, no page that loads anything
+from elsewhere. Without them the pages still load and say how to install them.
 
 The pages hold no data. They call the API with the key the user typed once (kept in the browser's
 localStorage) and read ``/v1/ui-config`` (no key needed): the tile layer (``VIPARE_TILE_URL``,
@@ -15,13 +16,17 @@ lets them load scripts and talk to this origin only (images also from the tile s
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from serving.config import ServiceSettings
@@ -35,11 +40,24 @@ __all__ = ["NODE_MODULES", "STATIC_DIR", "VENDOR", "router", "ui_config"]
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 STATIC_DIR = WEB_DIR / "static"
 NODE_MODULES = WEB_DIR / "node_modules"
-VENDOR: dict[str, str] = {"leaflet": "leaflet/dist", "leaflet.markercluster": "leaflet.markercluster/dist"}
+VENDOR: dict[str, str] = {
+    "leaflet": "leaflet/dist",
+    "leaflet.markercluster": "leaflet.markercluster/dist",
+    "swagger-ui": "swagger-ui-dist",
+}
 """``/vendor/<name>/...`` -> the folder under :data:`NODE_MODULES` it serves."""
+MAP_LIBRARIES = ("leaflet", "leaflet.markercluster")
+"""The :data:`VENDOR` entries the maps need."""
+SWAGGER_UI = "/vendor/swagger-ui"
+VENDOR_FILES: dict[str, frozenset[str]] = {
+    # Only what /docs loads: the package's own index.html and initializer point at a demo API elsewhere.
+    "swagger-ui": frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}),
+}
+"""Packages of :data:`VENDOR` of which only these files are served."""
 
 _INSTALL = "npm ci --prefix serving/web"
 _REVALIDATE = {"Cache-Control": "no-cache"}  # revalidate (ETag): a new release is seen at once
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 router = APIRouter()
 
@@ -95,18 +113,47 @@ async def static_file(path: str, request: Request) -> Response:
 
 @router.get("/vendor/{package}/{path:path}", include_in_schema=False)
 async def vendor_file(package: str, path: str, request: Request) -> Response:
-    """Leaflet and Leaflet.markercluster, from ``serving/web/node_modules``."""
+    """Leaflet, Leaflet.markercluster and Swagger UI, from ``serving/web/node_modules``."""
     if package not in VENDOR:
         raise NotFoundError(f"No front-end library is called {package!r}.")
     directory = NODE_MODULES / VENDOR[package]
     if not directory.is_dir():
-        raise NotFoundError(f"The map library {package} is not installed on the server: run {_INSTALL}.")
+        raise NotFoundError(f"The front-end library {package} is not installed on the server: run {_INSTALL}.")
+    if package in VENDOR_FILES and path not in VENDOR_FILES[package]:
+        raise NotFoundError(f"{package} has no file {path!r} here.")
     return await _serve(directory, path, request)
+
+
+@router.get("/docs", include_in_schema=False)
+def docs_page(request: Request) -> HTMLResponse:
+    """The API's documentation (Swagger UI), its script and style served from ``serving/web/node_modules``."""
+    if not (NODE_MODULES / VENDOR["swagger-ui"]).is_dir():
+        raise NotFoundError(
+            f"The documentation page's Swagger UI is not installed on the server: run {_INSTALL}. The API's "
+            "description is at /openapi.json."
+        )
+    page = get_swagger_ui_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} API",
+        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},  # else Swagger UI may ask validator.swagger.io
+    )
+    # The page's one inline script (Swagger UI's set-up) is allowed by its hash, nothing else inline.
+    inline = b"".join(_INLINE_SCRIPT.findall(bytes(page.body)))
+    digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
+    policy = (
+        f"default-src 'self'; script-src 'self' 'sha256-{digest}'; connect-src 'self'; img-src 'self' data:; "
+        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    page.headers.update({"Content-Security-Policy": policy, "Referrer-Policy": "same-origin"})
+    return page
 
 
 def ui_config(settings: ServiceSettings) -> dict[str, Any]:
     """What the pages need to know about this service (no secret, no data)."""
-    installed = all((NODE_MODULES / folder).is_dir() for folder in VENDOR.values())
+    installed = all((NODE_MODULES / VENDOR[name]).is_dir() for name in MAP_LIBRARIES)
     return {
         "tile_url": settings.tile_url or None,
         "tile_attribution": settings.tile_attribution,

@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PILE = ROOT / "datasets" / "samples" / "street-waste-cn-000031.jpg"
 
 
+TEST_HOST = "testserver"
+"""The ``Host`` TestClient sends: the test apps trust it (see :func:`service_settings`)."""
+
 PHOTO_SIZE = (640, 480)
 """``(width, height)`` of a keyed photo: letterboxed by the stand-in model, each grid cell is one of its cells."""
 CELL = 80
@@ -93,7 +96,8 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def service_settings(data_dir: Path, **overrides: Any) -> ServiceSettings:
-    """Settings for a test app: data under ``data_dir``, one thread, quiet logs."""
+    """Settings for a test app: data under ``data_dir``, one thread, quiet logs, TestClient's host name trusted."""
+    overrides.setdefault("trusted_hosts", [TEST_HOST])
     return ServiceSettings(data_dir=data_dir, intra_op_threads=1, analysis_slots=2, log_level="WARNING", **overrides)
 
 
