@@ -11,8 +11,9 @@ Two checks before any route runs (:class:`RequestGuardMiddleware`):
   OPTIONS) sent by a browser page of another origin (its ``Origin`` header) is answered 403
   ``foreign_origin``; a page on the same machine cannot post reports or create keys. The service's
   own origin is ``public_url``'s (scheme included), or the ``Host`` the request was sent to (already
-  trusted; behind a proxy the scheme is the proxy's); ``allowed_origins`` adds others. Requests without ``Origin`` (scripts, phones' apps, curl) are not
-  browsers' cross-site requests and pass; ``Origin: null`` (a sandboxed or local file page) does not.
+  trusted; behind a proxy the scheme is the proxy's); ``allowed_origins`` adds others. Requests
+  without ``Origin`` (scripts, phones' apps, curl) are not browsers' cross-site requests and pass;
+  ``Origin: null`` (a sandboxed or local file page) does not.
 
 Every answer, the 500s of Starlette's outermost error middleware included, carries
 ``X-Content-Type-Options: nosniff`` (:class:`NoSniffMiddleware`, put outside everything by
