@@ -35,6 +35,10 @@ _WORKERS_HELP = (
 )
 
 
+HEADER_TIMEOUT_PROTOCOL = "serving.http_protocol:HeaderTimeoutProtocol"
+"""uvicorn's ``http`` option for ``vipare serve`` (a path, so worker processes import it themselves)."""
+
+
 def _settings(**overrides: Any) -> ServiceSettings:
     given = {k: v for k, v in overrides.items() if v is not None}
     return ServiceSettings(**given)
@@ -90,6 +94,8 @@ def serve(host: str | None, port: int | None, workers: int | None, data_dir: Pat
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http=HEADER_TIMEOUT_PROTOCOL,  # closes connections that never finish their headers
+        timeout_keep_alive=settings.header_timeout_s,
         access_log=False,  # the service writes its own JSON line per request
         log_level=settings.log_level.lower(),
     )

@@ -78,6 +78,12 @@ class ServiceSettings(Settings):
         description="How often each worker looks for a newly promoted model (vipare models, POST /v1/models) "
         "and switches to it, in seconds.",
     )
+    header_timeout_s: int = Field(
+        10,
+        ge=1,
+        description="A connection that has not sent a whole request's headers this long after it opened or after "
+        "the previous answer is closed (also uvicorn's keep-alive timeout).",
+    )
 
     # -- who may call: keys, trial mode, trusted hosts and origins, the public URL (see serving/README.md)
     trial_mode: bool = Field(

@@ -8,6 +8,7 @@ serves, the links it writes, its headers, its documentation page and its idle co
 from __future__ import annotations
 
 import re
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from serving.config import LOOPBACK_NAMES, SQLITE_FILE, ServiceSettings
 from serving.routes import pages
 from serving.security import host_allowed
 from tests.serving.helpers import Server, deposit_photo, server_at, service_settings
+from tests.serving.live import live_server
 from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     BROWSER,
     DESKTOP,
@@ -177,6 +179,45 @@ def test_links_use_the_public_url_whatever_the_host(tmp_path: Path, detector: De
         hrefs, media_url = _links(s, 2)
     assert len(hrefs) >= 2 and all(href.startswith(f"{public}/v1/incidents?") for href in hrefs), hrefs
     assert re.fullmatch(rf"{public}/v1/reports/\d+/image/annotated", media_url)
+
+
+# --------------------------------------------------------------------------------------------------
+# Idle connections
+
+
+def _closed_after(sock: socket.socket, trickle: bytes = b"", limit_s: float = 6.0) -> float:
+    """Seconds until the server closes ``sock``, sending ``trickle`` a byte every 0.2 s meanwhile."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit_s:
+        if trickle:
+            sock.sendall(trickle[:1])
+            trickle = trickle[1:] or b"x"
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - started
+    return float("inf")
+
+
+@pytest.mark.slow
+def test_connections_that_never_finish_their_headers_are_closed(tmp_path: Path, stand_in_model: Path) -> None:
+    settings = {"VIPARE_MODEL_PATH": str(stand_in_model), "VIPARE_HEADER_TIMEOUT_S": "1"}
+    with live_server(tmp_path / "data", settings) as server:
+        address = (server.host, server.port)
+        with socket.create_connection(address) as silent:
+            assert _closed_after(silent) < 3.0  # nothing sent at all
+        with socket.create_connection(address) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            assert _closed_after(slow, trickle=b"X-Slow: " + b"a" * 100) < 3.0  # headers trickled, never ended
+        with socket.create_connection(address) as polite:
+            polite.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            polite.settimeout(5)
+            assert polite.recv(4096).startswith(b"HTTP/1.1 200")  # a whole request is answered
+            assert _closed_after(polite) < 3.0  # then, idle, closed too
 
 
 # --------------------------------------------------------------------------------------------------

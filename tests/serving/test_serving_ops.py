@@ -239,6 +239,7 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert started.exit_code == 0, started.output
     assert calls == [("serving.app:create_app", {
         "factory": True, "host": "0.0.0.0", "port": 8123, "workers": 2, "access_log": False, "log_level": "info",
+        "http": "serving.http_protocol:HeaderTimeoutProtocol", "timeout_keep_alive": 10,
     })]
     assert os.environ["VIPARE_WORKERS"] == "2" and os.environ["VIPARE_DATA_DIR"] == data
 
