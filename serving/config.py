@@ -115,6 +115,12 @@ class ServiceSettings(Settings):
         gt=0,
         description="...and only if that incident was last seen at most this long before the photo was taken.",
     )
+    merge_max_distance_m: float = Field(
+        100.0,
+        gt=0,
+        description="A duplicate merges only into an open incident at most this far away, unless the manager "
+        "sends force (recorded in the history).",
+    )
 
     # -- retention: a photo is kept while its deposit is handled and reviewed (serving.retention)
     photo_retention_days: int = Field(

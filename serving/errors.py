@@ -27,6 +27,8 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`InvalidReviewError`             422     invalid_review
 ``InvalidTransitionError``              409     invalid_transition
 ``InvalidMergeError``                   422     invalid_merge
+``MergeTargetClosedError``              409     merge_target_closed (cleaned, rejected, duplicate)
+``MergeTooFarError``                    409     merge_too_far (send force: true to merge anyway)
 ``ModelRejectedError``                  422     model_rejected (serving.model_registry)
 ``NoEarlierModelError``                 409     no_earlier_model (serving.model_registry)
 model file over the promotion limit     413     model_too_large (serving.limits)
@@ -55,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from serving.incidents import InvalidMergeError, InvalidTransitionError
+from serving.incidents import InvalidMergeError, InvalidTransitionError, MergeTargetClosedError, MergeTooFarError
 from vipare.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -254,6 +256,8 @@ _LIBRARY_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (ModelError, 503, "model_unavailable"),
     (InvalidTransitionError, 409, "invalid_transition"),
     (InvalidMergeError, 422, "invalid_merge"),
+    (MergeTargetClosedError, 409, "merge_target_closed"),
+    (MergeTooFarError, 409, "merge_too_far"),
 )
 
 

@@ -14,6 +14,12 @@ Workflow (:data:`ALLOWED_TRANSITIONS`)::
 Every change, the opening included, is a :class:`~serving.models.Transition`: from, to, who, when,
 comment. ``cleaned`` and ``duplicate`` are final: a deposit found again after cleaning is a new
 incident (a recurrence), and a merge is not undone.
+
+A merge target must be open (new, confirmed, scheduled), so that a deposit still there never leaves
+the open views for a cleaned, rejected or merged incident (:class:`MergeTargetClosedError`), and
+within ``merge_max_distance_m`` of the duplicate (:class:`MergeTooFarError`): two photos of one
+deposit are a few metres apart, not kilometres. A manager who knows better sends ``force``; the
+distance and the override are then written in the transition's comment.
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ from sqlalchemy.orm import Session
 
 from serving.geo import lon_delta, wrap_lon
 from serving.models import Incident, Report, Transition, utcnow
+from vipare.geotag import haversine_m
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "OPEN_STATUSES",
     "InvalidMergeError",
     "InvalidTransitionError",
+    "MergeRefusedError",
+    "MergeTargetClosedError",
+    "MergeTooFarError",
     "Status",
     "transition",
 ]
@@ -68,6 +78,22 @@ class InvalidMergeError(Exception):
     """A duplicate transition without a usable target, or a target given for another transition (HTTP 422)."""
 
 
+class MergeRefusedError(Exception):
+    """A merge target that exists but may not take the duplicate's reports (HTTP 409)."""
+
+
+class MergeTargetClosedError(MergeRefusedError):
+    """The merge target is cleaned, rejected or itself a duplicate: not open (HTTP 409)."""
+
+
+class MergeTooFarError(MergeRefusedError):
+    """The merge target is farther than the limit and the merge was not forced (HTTP 409)."""
+
+
+def _km_or_m(metres: float) -> str:
+    return f"{metres / 1000:.1f} km" if metres >= 1000 else f"{metres:.0f} m"
+
+
 def transition(
     session: Session,
     incident: Incident,
@@ -78,15 +104,24 @@ def transition(
     comment: str | None = None,
     merged_into_id: int | None = None,
     at: datetime | None = None,
+    merge_max_distance_m: float | None = None,
+    force: bool = False,
 ) -> Transition:
     """Move an incident to status ``to`` and record who, when and why; the caller commits.
 
-    A ``duplicate`` transition needs ``merged_into_id``: the incident's reports move to that one,
-    whose counts, times and position are recomputed.
+    A ``duplicate`` transition needs ``merged_into_id``, an open incident: the incident's reports move
+    to that one, whose counts, times and position are recomputed.
+
+    Args:
+        merge_max_distance_m: farthest a merge target may be from the incident, metres; None: no limit.
+        force: merge into a farther target all the same; the distance and the override are added
+            to ``comment``.
 
     Raises:
         InvalidTransitionError: ``to`` is not allowed from the current status.
-        InvalidMergeError: no, or an unusable, merge target; or a target given for another status.
+        InvalidMergeError: no, or an unknown, merge target; or a target given for another status.
+        MergeTargetClosedError: the target is not open (cleaned, rejected, duplicate).
+        MergeTooFarError: the target is farther than ``merge_max_distance_m`` and ``force`` is false.
     """
     current = Status(incident.status)
     allowed = ALLOWED_TRANSITIONS[current]
@@ -98,6 +133,16 @@ def transition(
     at = at or utcnow()
     if to is Status.DUPLICATE:
         target = _merge_target(session, incident, merged_into_id)
+        distance = haversine_m(incident.lat, incident.lon, target.lat, target.lon)
+        if merge_max_distance_m is not None and distance > merge_max_distance_m:
+            if not force:
+                raise MergeTooFarError(
+                    f"incident #{target.id} is {_km_or_m(distance)} from #{incident.id}, farther than the "
+                    f"{merge_max_distance_m:g} m a merge may reach: check merged_into, or send force: true to merge "
+                    "all the same (recorded in the history)"
+                )
+            forced = f"merged {_km_or_m(distance)} away, over the {merge_max_distance_m:g} m limit (forced)"
+            comment = f"{comment}; {forced}" if comment else forced
         session.execute(update(Report).where(Report.incident_id == incident.id).values(incident_id=target.id))
         _recompute(target, list(session.scalars(select(Report).where(Report.incident_id == target.id))))
         target.updated_at = at
@@ -132,8 +177,18 @@ def _merge_target(session: Session, incident: Incident, target_id: int | None) -
     if target is None:
         raise InvalidMergeError(f"merged_into: there is no incident #{target_id}")
     if target.status == Status.DUPLICATE.value:
-        raise InvalidMergeError(
+        raise MergeTargetClosedError(
             f"incident #{target_id} is itself a duplicate of #{target.merged_into_id}; merge into that one"
+        )
+    if Status(target.status) not in OPEN_STATUSES:
+        why = (
+            "its deposit was cleaned: a deposit seen since is a new one, keep this incident open"
+            if target.status == Status.CLEANED.value
+            else "it was rejected as a false alarm: reopen it (to confirmed) first, or keep this incident"
+        )
+        raise MergeTargetClosedError(
+            f"incident #{target_id} is {target.status}, and only an open incident (new, confirmed, scheduled) takes "
+            f"a duplicate; {why}"
         )
     return target
 

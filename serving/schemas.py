@@ -235,6 +235,11 @@ class TransitionIn(BaseModel):
     merged_into: int | None = Field(
         None, ge=1, le=MAX_ID, description="For 'duplicate': the incident this one duplicates."
     )
+    force: bool = Field(
+        False,
+        description="For 'duplicate': merge into a target farther than the service's merge_max_distance_m (100 m "
+        "by default) all the same; the distance and the override are written in the history. Ignored otherwise.",
+    )
     negatives: bool = Field(
         True,
         description="For 'rejected': mark the photos of its reports that have no review as negatives (a review "

@@ -170,7 +170,11 @@ def get_incident(
     response_model=IncidentDetail,
     responses={
         404: {"model": ErrorBody, "description": "No such incident."},
-        409: {"model": ErrorBody, "description": "The incident's status does not allow this change."},
+        409: {
+            "model": ErrorBody,
+            "description": "The incident's status does not allow this change; or the merge target is not open "
+            "(merge_target_closed) or too far away without force (merge_too_far).",
+        },
         422: {"description": "Invalid body, or an unusable merge target (code invalid_merge)."},
     },
     summary="Change an incident's status",
@@ -182,7 +186,8 @@ def post_transition(
     principal: Annotated[Principal, Depends(require(Permission.INCIDENT_TRANSITION))],
 ) -> IncidentDetail:
     """Move the incident to ``to`` (confirmed, scheduled, cleaned, rejected, duplicate), recording who,
-    when and ``comment``. ``duplicate`` needs ``merged_into``; the incident's reports move there.
+    when and ``comment``. ``duplicate`` needs ``merged_into``, an open incident within ``merge_max_distance_m``
+    (100 m; ``force`` merges farther, the distance recorded in the history); the incident's reports move there.
     ``rejected`` (a false alarm) marks the photos of its reports without a review as negatives (a review
     "no deposit" by you, source ``rejection``) unless ``negatives`` is false.
     """
@@ -193,6 +198,7 @@ def post_transition(
         row = transition(
             session, incident, body.to, actor=principal.actor, actor_key_id=principal.key_id,
             comment=body.comment, merged_into_id=body.merged_into,
+            merge_max_distance_m=service.settings.merge_max_distance_m, force=body.force,
         )
         if body.to is Status.REJECTED and body.negatives:
             mark_negatives(

@@ -280,3 +280,49 @@ def test_a_repeated_form_field_is_refused(server: Server) -> None:
         data={"tz": ["UTC", "Europe/Paris"]}, headers=server.headers("camera"),
     )
     assert batch.status_code == 422 and batch.json()["errors"][0]["loc"] == ["body", "tz"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Merges: into an open incident, nearby
+
+
+def _transition(server: Server, incident: int, to: str, **body: Any) -> Any:
+    return server.client.post(f"/v1/incidents/{incident}/transitions", json={"to": to, **body},
+                              headers=server.headers("manager"))
+
+
+def _open_ids(server: Server) -> set[int]:
+    query = "/v1/incidents?status=new&status=confirmed&status=scheduled&limit=1000"
+    return {f["id"] for f in server.client.get(query, headers=server.headers("manager")).json()["features"]}
+
+
+@pytest.mark.parametrize("closed", ["cleaned", "rejected"])
+def test_a_merge_into_a_closed_incident_is_refused_and_the_deposit_stays_open(server: Server, closed: str) -> None:
+    lat, lon = _place(10 if closed == "cleaned" else 11)
+    target = server.upload(deposit_photo(10_001 + len(closed), lat=lat, lon=lon)).json()["incident"]["id"]
+    assert _transition(server, target, closed).status_code == 201
+    source = server.upload(deposit_photo(10_101 + len(closed), lat=lat, lon=lon)).json()["incident"]["id"]
+    assert source != target and source in _open_ids(server)
+    refused = _transition(server, source, "duplicate", merged_into=target, force=True)
+    assert refused.status_code == 409 and refused.json()["code"] == "merge_target_closed"
+    assert f"#{target} is {closed}" in refused.json()["detail"]
+    assert source in _open_ids(server)
+
+
+def test_a_far_merge_needs_force_and_is_recorded(server: Server) -> None:
+    lat, lon = _place(12)
+    target = server.upload(deposit_photo(10_201, lat=lat, lon=lon)).json()["incident"]["id"]
+    near_lat, near_lon = moved(lat, lon, east_m=80.0)
+    near = server.upload(deposit_photo(10_202, lat=near_lat, lon=near_lon))
+    assert _transition(server, near.json()["incident"]["id"], "duplicate", merged_into=target).status_code == 201
+    far_lat, far_lon = moved(lat, lon, north_m=67_000.0)
+    far = server.upload(deposit_photo(10_203, lat=far_lat, lon=far_lon)).json()["incident"]["id"]
+    refused = _transition(server, far, "duplicate", merged_into=target)
+    assert refused.status_code == 409 and refused.json()["code"] == "merge_too_far"
+    assert "67.0 km" in refused.json()["detail"] and "force" in refused.json()["detail"]
+    assert far in _open_ids(server)
+    forced = _transition(server, far, "duplicate", merged_into=target, force=True, comment="same truck, two stops")
+    assert forced.status_code == 201
+    assert forced.json()["history"][-1]["comment"] == (
+        "same truck, two stops; merged 67.0 km away, over the 100 m limit (forced)"
+    )

@@ -106,7 +106,8 @@ def test_a_duplicate_is_merged_into_another_incident(server: Server) -> None:
     assert change(server, b, "confirmed").status_code == 409  # duplicate is final
     c = report_at(server, *moved(lat, lon, east_m=-200.0))["incident"]["id"]
     into_duplicate = change(server, c, "duplicate", merged_into=b)
-    assert into_duplicate.status_code == 422 and f"#{a}" in into_duplicate.json()["detail"]
+    assert into_duplicate.status_code == 409 and f"#{a}" in into_duplicate.json()["detail"]
+    assert into_duplicate.json()["code"] == "merge_target_closed"
 
 
 def test_a_deposit_after_cleaning_opens_a_new_incident_and_counts_a_recurrence(server: Server) -> None:
