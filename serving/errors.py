@@ -32,6 +32,9 @@ vipare ``ModelError``                   503     model_unavailable
 ``ModelRejectedError``                  422     model_rejected (serving.model_registry)
 ``NoEarlierModelError``                 409     no_earlier_model (serving.model_registry)
 model file over the promotion limit     413     model_too_large (serving.limits)
+``LastAdminKeyError``                   409     last_admin_key (serving.auth)
+``Host`` not a trusted name             400     untrusted_host (serving.security)
+change sent by another origin's page    403     foreign_origin (serving.security)
 invalid fields, query or form           422     invalid_request (``errors`` lists them)
 :class:`StorageFullError` (disk full)   507     storage_full
 :class:`StorageReadOnlyError`           503     storage_read_only (data folder not writable)
