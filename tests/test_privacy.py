@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vipare.privacy import PrivacyDetector, blur_regions, grow_box, head_region, plate_region
+from vipare.privacy import PrivacyDetector, Region, blur_regions, grow_box, head_region, outside, plate_region, spare
 from vipare.settings import Settings
 from vipare.size import Size
 
@@ -84,3 +84,42 @@ def test_the_shipped_detectors_load_and_find_nothing_on_a_blank_photo() -> None:
         pytest.skip("the privacy detectors are not in weights/")
     detector = PrivacyDetector.from_settings(settings.model_copy(update={"intra_op_threads": 1}))
     assert detector.find(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize(
+    ("box", "spared", "area"),
+    [
+        ((0.0, 0.0, 10.0, 10.0), [(20.0, 20.0, 30.0, 30.0)], 100.0),  # apart: whole
+        ((0.0, 0.0, 10.0, 10.0), [(5.0, 5.0, 15.0, 15.0)], 75.0),  # a corner cut
+        ((0.0, 0.0, 10.0, 10.0), [(2.0, 2.0, 8.0, 8.0)], 64.0),  # a hole: four parts
+        ((0.0, 0.0, 10.0, 10.0), [(-1.0, -1.0, 11.0, 11.0)], 0.0),  # covered: nothing left
+        ((0.0, 0.0, 10.0, 10.0), [(0.0, 0.0, 10.0, 5.0), (0.0, 5.0, 5.0, 10.0)], 25.0),  # two, in turn
+    ],
+)
+def test_outside_leaves_the_spared_boxes_out(
+    box: tuple[float, float, float, float], spared: list[tuple[float, float, float, float]], area: float
+) -> None:
+    parts = outside(box, spared)
+    assert sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in parts) == pytest.approx(area)
+    for part in parts:
+        for s in spared:
+            assert min(part[2], s[2]) <= max(part[0], s[0]) or min(part[3], s[3]) <= max(part[1], s[1])
+
+
+def test_heads_and_plates_are_cut_around_a_deposit_and_faces_of_persons_are_not() -> None:
+    deposit = (100.0, 100.0, 300.0, 300.0)
+    regions = [
+        Region("plate", (50.0, 200.0, 150.0, 260.0), 0.9),
+        Region("head", (280.0, 40.0, 340.0, 120.0), 0.9),
+        Region("face", (285.0, 60.0, 325.0, 110.0), 0.9),  # touches a head
+        Region("face", (120.0, 120.0, 140.0, 140.0), 0.7),  # small beside the deposit
+        Region("face", (110.0, 130.0, 270.0, 290.0), 0.6),  # most of the deposit, no person: litter
+    ]
+    kept = spare(regions, [deposit])
+    faces = [r.box for r in kept if r.kind == "face"]
+    assert faces == [(285.0, 60.0, 325.0, 110.0), (120.0, 120.0, 140.0, 140.0)]
+    for region in kept:
+        if region.kind != "face":
+            x1, y1, x2, y2 = region.box
+            assert x2 <= 100 or x1 >= 300 or y2 <= 100 or y1 >= 300
+    assert spare(regions, []) == regions

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from vipare.detection import Detector
 from vipare.geotag import CameraPosition, ClientPosition, resolve_location
 from vipare.imaging import DecodedImage, load_image
-from vipare.privacy import PrivacyDetector, Region
+from vipare.privacy import PrivacyDetector, Region, spare
 from vipare.results import Detection, ImageResult, Verdict
 from vipare.settings import Settings
 
@@ -99,15 +99,18 @@ class Pipeline:
             model=self.detector.info,
         )
 
-    def private_regions(self, image: DecodedImage) -> list[Region]:
+    def private_regions(self, image: DecodedImage, detections: Iterable[Detection] = ()) -> list[Region]:
         """Faces, heads and plate bands to blur before the photo is stored (:mod:`vipare.privacy`).
 
         Args:
             image: the photo as :meth:`decode` returned it (its reduced copy is enough).
+            detections: what :meth:`analyze` found in it; heads and plate bands are cut around its
+                deposits, so the blur never hides what the report is about.
 
         Returns:
             Regions in pixels of the upright original; none when blurring is off.
         """
         if self.privacy is None:
             return []
-        return self.privacy.find(image.array, original_size=image.info.size)
+        regions = self.privacy.find(image.array, original_size=image.info.size)
+        return spare(regions, [d.box for d in detections if d.deposit])

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -47,7 +47,9 @@ __all__ = [
     "blur_regions",
     "grow_box",
     "head_region",
+    "outside",
     "plate_region",
+    "spare",
 ]
 
 Box = tuple[float, float, float, float]
@@ -115,7 +117,76 @@ def plate_region(vehicle: Box, *, top_fraction: float = 0.45) -> Box:
     return (x1, y1 + top_fraction * (y2 - y1), x2, y2)
 
 
-def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = 6) -> NDArray[np.uint8]:
+def outside(box: Box, spared: Iterable[Box]) -> list[Box]:
+    """The parts of ``box`` outside every box of ``spared``, as at most four boxes per spared box.
+
+    Args:
+        box: ``x1, y1, x2, y2``, pixels.
+        spared: boxes to leave out (a deposit's).
+
+    Returns:
+        Non-overlapping boxes that together cover ``box`` minus ``spared``; ``[box]`` when none overlaps.
+    """
+    parts = [box]
+    for sx1, sy1, sx2, sy2 in spared:
+        kept: list[Box] = []
+        for x1, y1, x2, y2 in parts:
+            if sx1 >= x2 or sx2 <= x1 or sy1 >= y2 or sy2 <= y1:
+                kept.append((x1, y1, x2, y2))
+                continue
+            top, bottom = max(y1, sy1), min(y2, sy2)
+            candidates = [
+                (x1, y1, x2, top),  # above
+                (x1, bottom, x2, y2),  # below
+                (x1, top, max(x1, sx1), bottom),  # left
+                (min(x2, sx2), top, x2, bottom),  # right
+            ]
+            kept.extend(c for c in candidates if c[2] > c[0] and c[3] > c[1])
+        parts = kept
+    return parts
+
+
+def spare(regions: Sequence[Region], deposits: Sequence[Box], *, face_share: float = 0.1) -> list[Region]:
+    """``regions`` cut around ``deposits``, so that the blur never hides one; faces kept whole.
+
+    Heads and plate bands are guesses from a person's or a vehicle's box, which often overlaps the
+    deposit beside it: they are cut around every deposit. A face is kept whole when it touches a head
+    (a person is there) or is small beside each deposit it overlaps (under ``face_share`` of its
+    area); a large "face" on a deposit with no person around is the face detector mistaking litter
+    for a face, and is cut around the deposit too.
+
+    Args:
+        regions: as :meth:`PrivacyDetector.find` gives them.
+        deposits: boxes of the deposits the analysis found, pixels of the same image.
+        face_share: the largest share of a deposit's area a face without a person may cover and
+            still be blurred over it.
+    """
+    heads = [region.box for region in regions if region.kind == "head"]
+    out: list[Region] = []
+    for region in regions:
+        if not deposits or (region.kind == "face" and _a_face(region.box, heads, deposits, face_share)):
+            out.append(region)
+            continue
+        out.extend(Region(region.kind, part, region.score) for part in outside(region.box, deposits))
+    return out
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _a_face(face: Box, heads: Sequence[Box], deposits: Sequence[Box], face_share: float) -> bool:
+    """Whether a face box is believed over the deposits it overlaps (see :func:`spare`)."""
+    if any(_overlap(face, head) for head in heads):
+        return True
+    return all(_area(face) < face_share * _area(d) for d in deposits if _overlap(face, d))
+
+
+def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = 3) -> NDArray[np.uint8]:
     """A copy of ``image`` where every box is blurred beyond reading.
 
     Each box is averaged down to ``cells`` cells across its shorter side (``INTER_AREA``) and scaled
@@ -243,7 +314,7 @@ class PrivacyDetector:
         objects = self.objects.detect(image, original_size=full)
         for det in objects:
             if det.label in PERSON_CLASSES:
-                regions.append(Region("head", head_region(det.box), det.score))
+                regions.append(Region("head", grow_box(head_region(det.box), self.face_margin / 2, full), det.score))
         for det in objects:
             if det.label in VEHICLE_CLASSES:
                 regions.append(Region("plate", plate_region(det.box), det.score))

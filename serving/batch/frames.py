@@ -210,7 +210,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
         return failed(error_kind(exc), str(exc))
     if result.location is None:
         return failed("location_missing", LOCATION_MISSING)
-    regions = tuple(pipeline.private_regions(image))
+    regions = tuple(pipeline.private_regions(image, result.detections))
     stored = False
     if photos is not None:
         try:

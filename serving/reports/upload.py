@@ -159,7 +159,7 @@ def _analyze(
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
     detected = time.perf_counter()
-    regions = pipeline.private_regions(image)
+    regions = pipeline.private_regions(image, result.detections)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
     service.metrics.analysis.labels(stage="detect").observe(detected - decoded)
     service.metrics.analysis.labels(stage="privacy").observe(time.perf_counter() - detected)
