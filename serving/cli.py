@@ -22,6 +22,7 @@ from serving.config import ServiceSettings, UnsafeConfigurationError, check_expo
 from serving.db import active_key_count, engine_from_settings, migrate, session_factory, write_session
 from serving.errors import UnknownCameraError
 from serving.models import ApiKey
+from serving.text import check_name
 from vipare.errors import LocationError
 from vipare.geotag import CameraPosition
 
@@ -123,6 +124,10 @@ def create(role: str, name: str | None, lat: float | None, lon: float | None, ac
     """Create a key and print it, once."""
     if camera_id is not None and role != Role.CAMERA.value:
         raise click.UsageError("only camera keys belong to a camera")
+    try:  # as POST /v1/keys: a name shown in histories must read as it is stored
+        check_name(name or "")
+    except ValueError as exc:
+        raise click.UsageError(f"--name {exc}") from None
     camera = None
     if (lat is None) != (lon is None):
         raise click.UsageError("give both --lat and --lon, or neither")

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
+from serving.cli import keys
 from serving.photos import store as photo_store
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.reports import upload as upload_module
@@ -326,3 +328,9 @@ def test_a_far_merge_needs_force_and_is_recorded(server: Server) -> None:
     assert forced.json()["history"][-1]["comment"] == (
         "same truck, two stops; merged 67.0 km away, over the 100 m limit (forced)"
     )
+
+
+def test_the_cli_refuses_the_same_key_names(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(keys, ["create", "--role", "agent", "--name", "ops\u202egnp", "--data-dir",
+                                        str(tmp_path)])
+    assert refused.exit_code == 2 and "U+202E" in refused.output
