@@ -170,3 +170,32 @@ def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
         assert plain.upload(photo).status_code == 201
         stored = plain.service.photos.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
         assert stored == clean_metadata(photo)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_is_blurred_upright_whatever_its_orientation(orientation: int) -> None:
+    from vipare.imaging import load_image
+    from vipare.privacy import blur_regions
+
+    array = pattern_array((160, 120))
+    array[10:50, 20:90] = (np.indices((40, 70)).sum(axis=0) % 2 * 255)[:, :, None]
+    photo = make_photo("JPEG", array=array, orientation=orientation, quality=95)
+    box = (30.0, 20.0, 80.0, 60.0)
+    content = anonymise(photo, [Region("face", box, 0.9)], max_pixels=10**8)
+    expected = blur_regions(load_image(photo).array, [box])
+    with Image.open(io.BytesIO(content)) as img:
+        assert img.getexif().get(0x0112) is None  # no orientation left to apply: stored upright
+        got = np.asarray(img.convert("RGB"))
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_an_rgb_colour_profile_is_kept() -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    Image.fromarray(pattern_array(PHOTO_SIZE)).save(out, "JPEG", icc_profile=icc)
+    content = anonymise(out.getvalue(), [Region("face", FACE, 0.9)], max_pixels=10**8)
+    with Image.open(io.BytesIO(content)) as img:
+        assert img.info.get("icc_profile") == icc
