@@ -104,6 +104,8 @@ class Service:
         pipeline = self.pipeline
         try:
             pipeline.detector.warm_up()
+            if pipeline.privacy is not None:  # the faces and plates blurred before a photo is stored
+                pipeline.privacy.warm_up()
         except ModelError as exc:
             if self.pipeline is pipeline:  # else a promoted model, warm, replaced it meanwhile
                 self.warm_up_error = str(exc)
@@ -167,7 +169,7 @@ class Service:
 
     def _swap(self, detector: Detector, promotion_id: int) -> None:
         previous = self.pipeline.detector.info.sha256
-        self.pipeline = Pipeline(detector=detector, settings=self.settings)
+        self.pipeline = Pipeline(detector=detector, settings=self.settings, privacy=self.pipeline.privacy)
         self.promotion_id = promotion_id
         self.warm_up_error = None
         self.ready = True

@@ -40,7 +40,8 @@ class Pipeline:
         detector: a loaded detector; built from ``settings`` when omitted.
         settings: limits and thresholds; read from ``VIPARE_*`` variables when omitted.
         privacy: the face, person and vehicle detectors of :meth:`private_regions`; built from
-            ``settings`` when omitted and ``settings.blur_photos`` is on, else none.
+            ``settings`` when omitted and ``settings.blur_photos`` is on (warmed up when
+            ``detector`` is omitted too, as the detector), else none.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class Pipeline:
         self.settings = settings or Settings()
         self.detector = detector or Detector.from_settings(self.settings)
         if privacy is None and self.settings.blur_photos:
-            privacy = PrivacyDetector.from_settings(self.settings)
+            privacy = PrivacyDetector.from_settings(self.settings, warmup=detector is None)
         self.privacy = privacy
 
     def decode(self, source: bytes | str | os.PathLike[str]) -> DecodedImage:

@@ -232,6 +232,7 @@ class PrivacyDetector:
         object_threshold: a person or vehicle must score above this, in [0, 1].
         face_margin: fraction of a face box's size added on each side.
         intra_op_threads: onnxruntime threads of the object model (0: onnxruntime's default).
+        warmup: call :meth:`warm_up` at load (a service that reports readiness calls it itself).
 
     Raises:
         ModelError: a model file is missing or unusable, or the object model has no ``person`` class.
@@ -246,6 +247,7 @@ class PrivacyDetector:
         object_threshold: float = 0.25,
         face_margin: float = 0.25,
         intra_op_threads: int = 0,
+        warmup: bool = True,
     ) -> None:
         if not 0.0 <= face_threshold <= 1.0:
             raise ValueError(f"face_threshold must be within [0, 1], got {face_threshold}")
@@ -260,6 +262,7 @@ class PrivacyDetector:
             iou_threshold=0.45,
             max_detections=300,
             intra_op_threads=intra_op_threads,
+            warmup=False,
         )
         if "person" not in self.objects.names:
             raise ModelError(
@@ -267,9 +270,11 @@ class PrivacyDetector:
             )
         self._local = threading.local()
         self._faces(Size(64, 64))  # fails here, not on the first photo, when OpenCV cannot read it
+        if warmup:
+            self.warm_up()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PrivacyDetector:
+    def from_settings(cls, settings: Settings, *, warmup: bool = True) -> PrivacyDetector:
         """The detectors named by ``settings`` (``face_model_path``, ``privacy_model_path``, thresholds)."""
         return cls(
             settings.face_model_path,
@@ -277,7 +282,18 @@ class PrivacyDetector:
             face_threshold=settings.face_threshold,
             object_threshold=settings.privacy_threshold,
             intra_op_threads=settings.intra_op_threads,
+            warmup=warmup,
         )
+
+    def warm_up(self) -> None:
+        """Run both models once on a blank image, so that the first photo is not slow.
+
+        Raises:
+            ModelError: the object model's output does not fit its class names.
+        """
+        self.objects.warm_up()
+        size = self.objects.input_size
+        self._faces(size).detect(np.zeros((size.height, size.width, 3), dtype=np.uint8))
 
     def _faces(self, size: Size) -> cv2.FaceDetectorYN:
         face: cv2.FaceDetectorYN | None = getattr(self._local, "face", None)
