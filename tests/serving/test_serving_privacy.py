@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -199,3 +200,19 @@ def test_an_rgb_colour_profile_is_kept() -> None:
     content = anonymise(out.getvalue(), [Region("face", FACE, 0.9)], max_pixels=10**8)
     with Image.open(io.BytesIO(content)) as img:
         assert img.info.get("icc_profile") == icc
+
+
+def test_a_dataset_export_holds_the_blurred_photo(tmp_path: Path, detector: Detector) -> None:
+    with server_at(tmp_path, detector) as fresh:
+        fresh.service.pipeline.privacy = FixedRegions([Region("face", FACE, 0.9)])  # type: ignore[assignment]
+        photo = _photo(7, 48.8607, 2.3507)
+        assert fresh.upload(photo).status_code == 201
+        response = fresh.client.post(
+            "/v1/datasets/export", params={"include_unreviewed": "true"}, headers=fresh.headers("manager")
+        )
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            images = [name for name in archive.namelist() if name.endswith(".jpg")]
+            assert len(images) == 1
+            exported = archive.read(images[0])
+    assert _sharpness(exported) < 0.05 * _sharpness(photo)
