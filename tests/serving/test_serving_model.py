@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from tests.imagegen import make_photo
 from tests.onnxgen import head_output, make_detector_onnx
-from tests.serving.helpers import running, service_settings
+from tests.serving.helpers import add_keys, bearer, running, service_settings
 from vipare.detection import Detector
 from vipare.errors import ModelError
 
@@ -83,5 +83,6 @@ def test_a_failed_warm_up_keeps_the_service_unready_and_says_why(
             time.sleep(0.01)
         assert ready["status"] == "failed" and "1 x 7 x anchors" in ready["detail"]
         assert client.get("/readyz").status_code == 503
-        upload = client.post("/v1/reports", files={"photo": ("a.jpg", make_photo(), "image/jpeg")})
+        agent = bearer(add_keys(client.app.state.service)["agent"])  # type: ignore[attr-defined]
+        upload = client.post("/v1/reports", files={"photo": ("a.jpg", make_photo(), "image/jpeg")}, headers=agent)
         assert upload.status_code == 503 and upload.json()["code"] == "model_unavailable"

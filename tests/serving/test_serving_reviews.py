@@ -174,7 +174,8 @@ def test_a_camera_batch_groups_only_what_the_model_sees(server: Server) -> None:
 def test_a_merge_carries_the_reports_to_review(server: Server) -> None:
     lat, lon = new_place()
     target = created(server, deposit_photo(next(_seed)), lat, lon)["incident"]["id"]
-    anyway = created(server, plain_photo(next(_seed)), *moved(lat, lon, east_m=300.0), agent_says_deposit="true")
+    # Beyond the grouping radius (an incident of its own), within the merge distance.
+    anyway = created(server, plain_photo(next(_seed)), *moved(lat, lon, east_m=60.0), agent_says_deposit="true")
     source = anyway["incident"]["id"]
     assert change(server, source, "duplicate", merged_into=target).status_code == 201
     assert incident(server, target)["properties"]["to_review"] is True
