@@ -38,6 +38,7 @@ from serving.launch import cli_key, start_server
 from serving.photos.anonymise import anonymise
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
+from vipare.privacy import box_iou, region_sharpness
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -116,15 +117,6 @@ def _grey(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("L"))
 
 
-def _sharpness(grey: np.ndarray, box: list[float]) -> float:
-    x1, y1, x2, y2 = (round(v) for v in box)
-    return float(cv2.Laplacian(grey[y1:y2, x1:x2], cv2.CV_64F).var())
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
 def _privacy_set(pipeline: Pipeline) -> None:
@@ -142,8 +134,8 @@ def _privacy_set(pipeline: Pipeline) -> None:
         found = [] if rows is None else [[r[0] / 2, r[1] / 2, (r[0] + r[2]) / 2, (r[1] + r[3]) / 2] for r in rows]
         for box, is_face in [(b, True) for b in case["faces"]] + [(b, False) for b in case["plates"]]:
             total += 1
-            ratio = _sharpness(after, box) / max(1e-9, _sharpness(before, box))
-            hidden = not is_face or all(_iou(box, face) < 0.3 for face in found)
+            ratio = region_sharpness(after, box) / max(1e-9, region_sharpness(before, box))
+            hidden = not is_face or all(box_iou(box, face) < 0.3 for face in found)
             if ratio < 0.2 and hidden:
                 passed += 1
             else:

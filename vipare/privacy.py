@@ -45,10 +45,12 @@ __all__ = [
     "PrivacyDetector",
     "Region",
     "blur_regions",
+    "box_iou",
     "grow_box",
     "head_region",
     "outside",
     "plate_region",
+    "region_sharpness",
     "spare",
 ]
 
@@ -177,6 +179,24 @@ def _overlap(a: Box, b: Box) -> bool:
 
 def _area(box: Box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``xyxy`` boxes (0 when either is empty)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def region_sharpness(grey: NDArray[np.uint8], box: Sequence[float]) -> float:
+    """The variance of the Laplacian inside ``box`` of a greyscale image: how much fine detail is left.
+
+    A blurred face or plate keeps a small fraction of its original value; this is how the privacy
+    test set and ``benchmarks/bench_privacy.py`` judge a region unreadable.
+    """
+    x1, y1, x2, y2 = (round(v) for v in box)
+    return float(cv2.Laplacian(grey[y1:y2, x1:x2], cv2.CV_64F).var())
 
 
 def _a_face(face: Box, heads: Sequence[Box], deposits: Sequence[Box], face_share: float) -> bool:

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.serving.helpers import Server
+from vipare.privacy import box_iou, region_sharpness
 from vipare.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,16 +45,6 @@ def _grey(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("L"))
 
 
-def _sharpness(grey: np.ndarray, box: list[float]) -> float:
-    x1, y1, x2, y2 = (round(v) for v in box)
-    return float(cv2.Laplacian(grey[y1:y2, x1:x2], cv2.CV_64F).var())
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _faces(grey: np.ndarray, detector: cv2.FaceDetectorYN) -> list[list[float]]:
@@ -91,8 +82,8 @@ def test_faces_and_plates_are_unreadable_in_every_copy(server: Server) -> None:
             assert grey.shape == before.shape
             found = _faces(grey, face_detector)
             for box, is_face in boxes:
-                sharp = _sharpness(grey, box) < SHARPNESS_LEFT * _sharpness(before, box)
-                hidden = not is_face or all(_iou(box, face) < 0.3 for face in found)
+                sharp = region_sharpness(grey, box) < SHARPNESS_LEFT * region_sharpness(before, box)
+                hidden = not is_face or all(box_iou(box, face) < 0.3 for face in found)
                 if sharp and hidden:
                     passed[name] += 1
                 else:
