@@ -250,6 +250,10 @@ def _bug() -> None:
     raise RuntimeError("a bug")
 
 
+@pytest.mark.skipif(
+    not (pages.NODE_MODULES / pages.VENDOR["swagger-ui"]).is_dir(),
+    reason="needs the pages' libraries, Swagger UI among them (npm ci --prefix serving/web)",
+)
 def test_no_page_loads_anything_from_elsewhere(server: Server) -> None:
     docs = server.client.get("/docs")
     assert docs.status_code == 200 and "/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
