@@ -128,7 +128,7 @@ class ServiceSettings(Settings):
         ge=1,
         description="Photos of cleaned, rejected and duplicate incidents, and of reports that reached none, are "
         "deleted this many days after the incident's last change and the report's reception (vipare photos "
-        "purge, and a daily pass of the service). No value keeps them forever.",
+        "purge, and a daily pass of the service).",
     )
 
     # -- queries
