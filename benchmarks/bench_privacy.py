@@ -67,7 +67,12 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
         found = time.perf_counter()
         regions = pipeline.private_regions(image, result.detections)
         blurred = time.perf_counter()
-        anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels)
+        anonymise(
+            data,
+            regions,
+            max_pixels=pipeline.settings.max_image_pixels,
+            max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+        )
         end = time.perf_counter()
         parts["decode + detect"].append(found - start)
         parts["find regions"].append(blurred - found)
@@ -126,7 +131,7 @@ def _privacy_set(pipeline: Pipeline) -> None:
         data = (DATASETS / case["photo"]).read_bytes()
         image = pipeline.decode(data)
         regions = pipeline.private_regions(image, pipeline.analyze(image).detections)
-        stored = anonymise(data, regions, max_pixels=10**9)
+        stored = anonymise(data, regions, max_pixels=10**9, max_non_jpeg_pixels=10**9)
         before, after = _grey(data), _grey(stored)
         big = cv2.resize(cv2.cvtColor(after, cv2.COLOR_GRAY2BGR), (after.shape[1] * 2, after.shape[0] * 2))
         faces.setInputSize((big.shape[1], big.shape[0]))
@@ -157,7 +162,13 @@ def _verdicts(pipeline: Pipeline, count: int) -> None:
             same += 1
             continue
         blurred += 1
-        after = pipeline.analyze(anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels))
+        stored = anonymise(
+            data,
+            regions,
+            max_pixels=pipeline.settings.max_image_pixels,
+            max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+        )
+        after = pipeline.analyze(stored)
         if after.verdict.dumping == before.verdict.dumping:
             same += 1
         else:

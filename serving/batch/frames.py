@@ -214,7 +214,12 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
     stored = False
     if photos is not None:
         try:
-            content = anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels)
+            content = anonymise(
+                data,
+                regions,
+                max_pixels=pipeline.settings.max_image_pixels,
+                max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+            )
         except ImageError as exc:
             return failed(error_kind(exc), str(exc))
         try:

@@ -269,7 +269,12 @@ class _Run:
                 self._error(frame.name, "changed", "the file changed while the job ran; run the job again")
                 return
             try:  # blurred here: the actor found the regions but kept no photo
-                data = anonymise(data, outcome.private_regions, max_pixels=self.settings.max_image_pixels)
+                data = anonymise(
+                    data,
+                    outcome.private_regions,
+                    max_pixels=self.settings.max_image_pixels,
+                    max_non_jpeg_pixels=self.settings.max_non_jpeg_pixels,
+                )
             except ImageError as exc:
                 self._error(frame.name, error_kind(exc), str(exc))
                 return

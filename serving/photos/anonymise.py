@@ -38,13 +38,16 @@ _SAVE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "H
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 
 
-def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int) -> bytes:
+def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int, max_non_jpeg_pixels: int) -> bytes:
     """The bytes to store for a photo whose private regions are ``regions``.
 
     Args:
         data: the accepted photo's bytes (JPEG, PNG, WebP or HEIF).
         regions: faces, heads and plate bands, boxes in pixels of the upright original.
         max_pixels: the intake's pixel limit (the full-size decode checks it again).
+        max_non_jpeg_pixels: the intake's pixel limit for PNG and HEIC, a quarter of it for WebP
+            (``Settings.max_non_jpeg_pixels``): the analysis accepted the photo under it, so the
+            blurring must not refuse it under a lower one.
 
     Returns:
         ``data`` itself when there is nothing to blur; else the upright, blurred photo in the same
@@ -61,7 +64,7 @@ def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int) -> byt
     from vipare.privacy import blur_regions
 
     boxes = [region.box for region in regions]
-    with open_image(data, max_pixels) as original:
+    with open_image(data, max_pixels, max_non_jpeg_pixels) as original:
         icc = original.info.get("icc_profile")
         fmt = _SAVE_FORMATS.get(original.format or "", "JPEG")
         width, height = original.size
@@ -72,7 +75,7 @@ def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int) -> byt
         fast = _blur_jpeg(data, boxes, (width, height) if not turned else (height, width), icc)
         if fast is not None:
             return fast
-    image = load_image(data, max_bytes=len(data), max_pixels=max_pixels)
+    image = load_image(data, max_bytes=len(data), max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels)
     blurred = blur_regions(image.array, boxes)
     options: dict[str, object] = {} if fmt == "PNG" else {"quality": JPEG_QUALITY}
     if icc:

@@ -168,7 +168,12 @@ def _analyze(
 
 def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region]) -> bytes:
     start = time.perf_counter()
-    stored = anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels)
+    stored = anonymise(
+        data,
+        regions,
+        max_pixels=pipeline.settings.max_image_pixels,
+        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+    )
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - start)
     return stored

@@ -122,13 +122,13 @@ def test_without_regions_the_store_keeps_the_upload_cleaned_of_its_metadata(serv
 def test_anonymising_is_deterministic_so_a_torn_file_is_stored_again(tmp_path: Path) -> None:
     photo = _photo(4, 48.8604, 2.3504)
     regions = [Region("plate", FACE, 0.8)]
-    content = anonymise(photo, regions, max_pixels=10**8)
-    assert content == anonymise(photo, regions, max_pixels=10**8)
+    content = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
+    assert content == anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
     store = PhotoStore(tmp_path)
     sha256 = hashlib.sha256(photo).hexdigest()
     assert store.put(content, sha256, "jpg")
     store.path(sha256, "jpg").write_bytes(content[:100])  # a power cut left it torn
-    assert store.put(anonymise(photo, regions, max_pixels=10**8), sha256, "jpg")
+    assert store.put(anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8), sha256, "jpg")
     assert store.path(sha256, "jpg").read_bytes() == content
 
 
@@ -138,7 +138,7 @@ def test_other_formats_stay_in_their_format(fmt: str) -> None:
     x1, y1, x2, y2 = (int(v) for v in FACE)
     array[y1:y2, x1:x2] = (np.indices((y2 - y1, x2 - x1)).sum(axis=0) % 2 * 255)[:, :, None]
     photo = make_photo(fmt, array=array, lat=48.86, lon=2.35)
-    content = anonymise(photo, [Region("face", FACE, 0.9)], max_pixels=10**8)
+    content = anonymise(photo, [Region("face", FACE, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8)
     with Image.open(io.BytesIO(content)) as img:
         assert img.format == fmt and not img.getexif()
     assert _sharpness(content) < 0.05 * _sharpness(photo)
@@ -164,6 +164,29 @@ def test_a_camera_frame_is_blurred_by_the_batch_worker(tmp_path: Path, detector:
     assert _sharpness(store.path(sha256, "jpg").read_bytes()) < 0.05 * _sharpness(photo)
 
 
+def test_the_blurring_keeps_a_raised_non_jpeg_limit(tmp_path: Path, detector: Detector) -> None:
+    from serving.config import ServiceSettings
+
+    # 12.8 MP: over the default WebP limit (12.5 MP, a quarter of 50), under the raised one (15 MP)
+    array = np.zeros((3200, 4000, 3), np.uint8)
+    array[::7] = 200
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "WEBP", quality=50, method=0)
+    photo = out.getvalue()
+    frame = tmp_path / "frame.webp"
+    frame.write_bytes(photo)
+    pipeline = Pipeline(
+        detector=detector,
+        settings=ServiceSettings(intra_op_threads=1, max_non_jpeg_pixels=60_000_000),
+        privacy=FixedRegions([Region("face", FACE, 0.9)]),  # type: ignore[arg-type]
+    )
+    sha256 = hashlib.sha256(photo).hexdigest()
+    camera = CameraPosition(camera_id="cam1", lat=48.86, lon=2.35, accuracy_m=5)
+    task = FrameTask(0, "frame.webp", FrameRef(str(frame)), sha256, camera, None)
+    outcome = analyze_frame(pipeline, task, PhotoStore(tmp_path / "photos"))
+    assert outcome.error is None and outcome.photo_stored
+
+
 def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector, blur_photos=False) as plain:
         assert plain.service.pipeline.privacy is None
@@ -182,7 +205,7 @@ def test_a_jpeg_is_blurred_upright_whatever_its_orientation(orientation: int) ->
     array[10:50, 20:90] = (np.indices((40, 70)).sum(axis=0) % 2 * 255)[:, :, None]
     photo = make_photo("JPEG", array=array, orientation=orientation, quality=95)
     box = (30.0, 20.0, 80.0, 60.0)
-    content = anonymise(photo, [Region("face", box, 0.9)], max_pixels=10**8)
+    content = anonymise(photo, [Region("face", box, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8)
     expected = blur_regions(load_image(photo).array, [box])
     with Image.open(io.BytesIO(content)) as img:
         assert img.getexif().get(0x0112) is None  # no orientation left to apply: stored upright
@@ -197,7 +220,7 @@ def test_an_rgb_colour_profile_is_kept() -> None:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     out = io.BytesIO()
     Image.fromarray(pattern_array(PHOTO_SIZE)).save(out, "JPEG", icc_profile=icc)
-    content = anonymise(out.getvalue(), [Region("face", FACE, 0.9)], max_pixels=10**8)
+    content = anonymise(out.getvalue(), [Region("face", FACE, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8)
     with Image.open(io.BytesIO(content)) as img:
         assert img.info.get("icc_profile") == icc
 
