@@ -18,7 +18,8 @@ never half-written:
 
 A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes. A full or
 read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`) with nothing kept:
-no temporary file (the store removes it), no row, and the photo file written at 5 removed again.
+no temporary file (the store removes it), no row, and the photo file written at 5 removed again when
+this upload created it (a file already there may be another report's, the same photo from another client).
 
 Step 6 is :func:`serving.reports.store.store_report`, the step that the batch jobs share
 (:mod:`serving.reports.store`).
@@ -100,7 +101,7 @@ async def submit(
     )
     written = False
     try:
-        written = await anyio.to_thread.run_sync(service.photos.put, stored, sha256, ext)
+        written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext)
         outcome = await anyio.to_thread.run_sync(
             _persist, service, principal, result, form, ext, received, fallback_time
         )
@@ -108,7 +109,7 @@ async def submit(
         refusal = storage_error(exc)
         if refusal is None:
             raise
-        if written:  # no row refers to it: a twin's commit would have failed on the same disk
+        if written:  # created by this call, so no row refers to it: a twin's commit would have failed on the same disk
             service.photos.path(sha256, ext).unlink(missing_ok=True)
         service.metrics.reports.labels(outcome="rejected").inc()
         raise refusal from exc
@@ -116,6 +117,16 @@ async def submit(
     if outcome.created:
         service.metrics.count_detections(result.detections)
     return outcome
+
+
+def _put_photo(service: Service, data: bytes, sha256: str, ext: str) -> bool:
+    """Store the photo file; True only when this call created it, so that a failure after may delete it.
+
+    A file already there may be another report's (the same bytes from another client), rewritten when
+    blurred otherwise (other detections, after a model promotion): not this upload's to delete.
+    """
+    existed = service.photos.path(sha256, ext).exists()
+    return service.photos.put(data, sha256, ext) and not existed
 
 
 def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:

@@ -22,6 +22,7 @@ from serving.reports import upload as upload_module
 from serving.routes import reports as report_routes
 from tests.imagegen import make_png_bomb
 from tests.serving.helpers import Server, deposit_photo, moved
+from vipare.privacy import Region
 
 BASE = (43.2965, 5.3698)  # Marseille: this module's places, away from the other modules'
 
@@ -119,6 +120,32 @@ def test_a_full_or_read_only_disk_is_answered_in_json_with_nothing_kept(
     assert server.counts() == before  # no row, no photo file, no temporary file
     monkeypatch.undo()
     assert server.upload(deposit_photo(seed, lat=lat, lon=lon)).status_code == 201
+
+
+def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blurred with other regions (a promoted model), the same photo gives other bytes under the same name:
+    the refused upload rewrites the file, and must not then delete it."""
+    lat, lon = _place(3)
+    photo = deposit_photo(9301, lat=lat, lon=lon)
+    first = server.upload(photo)
+    assert first.status_code == 201, first.text
+    blur = upload_module.anonymise
+
+    def blurred_otherwise(data: bytes, regions: list[Region], **limits: Any) -> bytes:
+        return blur(data, [*regions, Region("face", (0.0, 0.0, 16.0, 16.0), 0.9)], **limits)
+
+    def database_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise _sqlite_error("database or disk is full")
+
+    monkeypatch.setattr(upload_module, "anonymise", blurred_otherwise)
+    monkeypatch.setattr(upload_module, "store_report", database_full)
+    refused = server.upload(photo, who="agent2")
+    assert refused.status_code == 507, refused.text
+    monkeypatch.undo()
+    image = server.client.get(first.json()["links"]["image"], headers=server.headers("agent"))
+    assert image.status_code == 200, image.text
 
 
 def test_an_unexpected_error_is_a_json_500(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
