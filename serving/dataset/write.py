@@ -8,6 +8,9 @@ each file synced, then renamed to ``OUT`` in one step: an interrupted export lea
 folder, never an ``OUT`` that looks complete. ``OUT`` must be missing or empty unless ``force`` (then
 the previous export is replaced, after the new one is complete). A zip holds the same files under
 one top folder, :data:`ZIP_FOLDER`.
+
+A photo gone from the store when it is read (purged or erased since the selection) is left out,
+counted in the manifest's ``dropped_photos`` and named in its ``warnings``: the rest is still exported.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class ExportSummary:
         labels: photos per label origin (``review``, ``model``).
         negatives: photos with an empty label file.
         dropped_boxes: boxes left out, per reason.
-        warnings: what the caller should know (an empty val split...).
+        dropped_photos: photos left out, per reason (``missing``: purged or erased after the selection).
+        warnings: what the caller should know (an empty val split, a photo left out...).
         manifest: the manifest as written.
     """
 
@@ -72,6 +76,7 @@ class ExportSummary:
     labels: dict[str, int]
     negatives: int
     dropped_boxes: dict[str, int]
+    dropped_photos: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +153,7 @@ def _write(
     origins: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     negatives = 0
+    missing: list[int] = []
     entries: list[dict[str, Any]] = []
     for sample in plan.samples:
         group = plan.groups[sample.report_id]
@@ -155,11 +161,9 @@ def _write(
         source = photos.path(sample.sha256, sample.photo_ext)
         try:
             photo = source.read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"the photo of report {sample.report_id} is missing from the photo store ({source}); "
-                "check the data folder (VIPARE_DATA_DIR) is the service's"
-            ) from None
+        except FileNotFoundError:  # purged or erased since the selection: one photo less, not a failed export
+            missing.append(sample.report_id)
+            continue
         image_path = f"{IMAGES}/{split}/{sample.stem}.{sample.photo_ext}"
         label_path = f"{LABELS}/{split}/{sample.stem}.txt"
         lines: list[str] = []
@@ -182,9 +186,18 @@ def _write(
         origins[sample.labels] += 1
         negatives += not lines
         entries.append(_entry(sample, image_path, label_path, files[image_path], group, split, len(lines)))
+    if not entries:
+        raise NothingToExportError(
+            f"The {len(missing)} matching photos are missing from the photo store (purged or erased since); "
+            "check the data folder (VIPARE_DATA_DIR) is the service's."
+        )
     digest = dataset_hash(files, names)
     counts: dict[str, int] = {s: images.get(s, 0) for s in SPLITS}
     warnings = _warnings(counts, fractions, len(plan.splits))
+    if missing:
+        which = f"report {missing[0]}" if len(missing) == 1 else f"reports {', '.join(map(str, missing))}"
+        warnings.append(f"left out the photo of {which}: missing from the photo store (purged or erased meanwhile)")
+    dropped_photos = {"missing": len(missing)} if missing else {}
     manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "dataset_hash": digest,
@@ -202,6 +215,7 @@ def _write(
         "boxes": {name: boxes.get(name, 0) for name in names},
         "negatives": negatives,
         "dropped_boxes": dict(dropped),
+        "dropped_photos": dropped_photos,
         "warnings": warnings,
         "images": entries,
     }
@@ -214,6 +228,7 @@ def _write(
         labels=dict(origins),
         negatives=negatives,
         dropped_boxes=dict(dropped),
+        dropped_photos=dropped_photos,
         warnings=warnings,
         manifest=manifest,
     )
@@ -289,9 +304,8 @@ def export_folder(
         What was written.
 
     Raises:
-        NothingToExportError: no photo matches; nothing written.
+        NothingToExportError: no photo matches, or every one is missing from the store; nothing written.
         OutputExistsError: ``out`` holds files and ``force`` is False; nothing written.
-        FileNotFoundError: a report's photo is missing from the store; nothing written.
     """
     flt, fractions = flt or ExportFilter(), fractions or SplitFractions()
     out = out.absolute()
@@ -346,8 +360,7 @@ def export_zip(
         What was written.
 
     Raises:
-        NothingToExportError: no photo matches; ``target`` not written.
-        FileNotFoundError: a report's photo is missing from the store.
+        NothingToExportError: no photo matches, or every one is missing from the store.
     """
     flt, fractions = flt or ExportFilter(), fractions or SplitFractions()
     plan = _plan(session, flt, fractions)

@@ -273,13 +273,53 @@ def test_an_interrupted_export_leaves_no_folder(store: Store, tmp_path: Path, mo
     calls = itertools.count()
 
     def path(sha256: str, ext: str) -> Path:  # the third photo cannot be read
-        return tmp_path / "missing.jpg" if next(calls) == 2 else PhotoStore.path(photos, sha256, ext)
+        return photos.root if next(calls) == 2 else PhotoStore.path(photos, sha256, ext)
 
     monkeypatch.setattr(photos, "path", path)
     out = tmp_path / "city"
-    with store.server.service.sessions() as session, pytest.raises(FileNotFoundError, match="missing from the photo"):
+    with store.server.service.sessions() as session, pytest.raises(IsADirectoryError):
         export_folder(session, photos, out)
     assert list(tmp_path.iterdir()) == []
+
+
+def _lose_photo(store: Store, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Report ``name``'s photo gone from the store after the selection (purged or erased meanwhile)."""
+    with store.server.service.sessions() as session:
+        report = session.get(Report, store.ids[name])
+        assert report is not None
+        lost = report.sha256
+    path = PhotoStore.path
+
+    def gone(photos: PhotoStore, sha256: str, ext: str) -> Path:
+        return photos.root / "gone" / f"{sha256}.{ext}" if sha256 == lost else path(photos, sha256, ext)
+
+    monkeypatch.setattr(PhotoStore, "path", gone)
+
+
+def test_a_photo_gone_from_the_store_is_left_out_and_said(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lose_photo(store, monkeypatch, "a")
+    result = export_cli(store.server.data_dir, tmp_path / "city")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"warning: left out the photo of report {store.ids['a']}: missing from the photo store" in result.stderr
+    manifest = json.loads((tmp_path / "city" / "manifest.json").read_text())
+    assert set(by_report(manifest)) == {store.ids[name] for name in "bcd"}
+    assert manifest["dropped_photos"] == {"missing": 1}
+    answer = export_http(store.server)
+    assert answer.status_code == 200, answer.text
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        zipped = json.loads(archive.read("vipare-dataset/manifest.json"))
+    assert zipped["dropped_photos"] == {"missing": 1} and zipped["dataset_hash"] == manifest["dataset_hash"]
+
+
+def test_every_photo_gone_exports_nothing(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PhotoStore, "path", lambda photos, sha256, ext: photos.root / "gone" / f"{sha256}.{ext}")
+    result = export_cli(store.server.data_dir, tmp_path / "city")
+    assert result.exit_code == 1 and "The 4 matching photos are missing from the photo store" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    answer = export_http(store.server)
+    assert answer.status_code == 404 and answer.json()["code"] == "nothing_to_export"
 
 
 # --------------------------------------------------------------------------------------------------
