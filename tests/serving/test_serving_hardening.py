@@ -128,7 +128,7 @@ def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
     """Blurred with other regions (a promoted model), the same photo gives other bytes under the same name:
     the refused upload rewrites the file, and must not then delete it."""
     lat, lon = _place(3)
-    photo = deposit_photo(9301, lat=lat, lon=lon)
+    photo = deposit_photo(9311, lat=lat, lon=lon)
     first = server.upload(photo)
     assert first.status_code == 201, first.text
     blur = upload_module.anonymise
