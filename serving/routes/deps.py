@@ -26,6 +26,7 @@ __all__ = [
     "Offset",
     "ServiceDep",
     "SessionDep",
+    "get_optional_principal",
     "get_principal",
     "get_service",
     "get_session",
@@ -113,6 +114,21 @@ def get_principal(
 ) -> Principal:
     """The caller, from its API key."""
     return _identify(request, service, bearer.credentials if bearer else header)
+
+
+def get_optional_principal(
+    request: Request,
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> Principal | None:
+    """The caller of a route anyone may read: None without a key (outside the trial mode's open start)."""
+    key = bearer.credentials if bearer else header
+    if key is None:
+        with service.sessions() as session:
+            if not service.open_mode(session):
+                return None
+    return _identify(request, service, key)
 
 
 def get_open311_principal(

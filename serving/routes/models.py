@@ -1,5 +1,8 @@
 """The model in service: its identity and history (anyone), promoting and rolling back (admin keys).
 
+Who promoted a model, why, and its card are shown to admin keys only (a key's name is often a
+person's); anyone else sees when each model came into service.
+
 A promotion over HTTP is checked and recorded like ``vipare models promote`` (see
 :mod:`serving.model_registry`); the worker that takes it switches at once, with the detector it
 checked, and the other workers within ``model_check_s`` seconds. Uploads already running finish on
@@ -28,7 +31,7 @@ from serving.model_registry import (
     promote,
     rollback,
 )
-from serving.routes.deps import ServiceDep, require
+from serving.routes.deps import ServiceDep, get_optional_principal, require
 from serving.schemas import COMMENT_MAX, ModelOut
 from serving.service import Service
 from serving.text import FreeText, clean_free_text
@@ -50,19 +53,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_ADMINS_ONLY = " Null unless the caller's key may promote models."
+
+
 class PromotionOut(BaseModel):
     """One promotion: the model every worker was told to run from then on."""
 
     sha256: str = Field(description="The model file's sha256, as in the reports it analysed.")
     promoted_at: datetime
-    promoted_by: str = Field(description="The admin key's name, or who ran vipare models.")
-    previous_sha256: str | None = Field(description="The model it replaced, when known.")
-    comment: str | None
-    card: dict[str, Any] | None = Field(description="The model card given with it.")
+    promoted_by: str | None = Field(None, description="The admin key's name, or who ran vipare models." + _ADMINS_ONLY)
+    previous_sha256: str | None = Field(None, description="The model it replaced, when known." + _ADMINS_ONLY)
+    comment: str | None = Field(None, description="Why." + _ADMINS_ONLY)
+    card: dict[str, Any] | None = Field(None, description="The model card given with it." + _ADMINS_ONLY)
 
     @classmethod
-    def of(cls, promotion: Promotion) -> PromotionOut:
-        """The view of a promotion."""
+    def of(cls, promotion: Promotion, *, full: bool) -> PromotionOut:
+        """The view of a promotion: with who, why and the card when ``full``, else only what and when."""
+        if not full:
+            return cls(sha256=promotion.sha256, promoted_at=promotion.promoted_at)
         return cls(
             sha256=promotion.sha256,
             promoted_at=promotion.promoted_at,
@@ -88,11 +96,11 @@ class RollbackIn(BaseModel):
     comment: FreeText | None = Field(None, max_length=COMMENT_MAX)
 
 
-def _state(service: Service) -> ModelStateOut:
+def _state(service: Service, *, full: bool) -> ModelStateOut:
     pipeline = service.pipeline
     detector = pipeline.detector
     with service.sessions() as session:
-        history = [PromotionOut.of(p) for p in list_promotions(session)]
+        history = [PromotionOut.of(p, full=full) for p in list_promotions(session)]
     return ModelStateOut(
         model=detector.info,
         conf_threshold=detector.conf_threshold,
@@ -107,15 +115,17 @@ def _state(service: Service) -> ModelStateOut:
 
 
 @router.get("/v1/model", response_model=ModelStateOut, summary="The model in service")
-def model(service: ServiceDep) -> ModelStateOut:
+def model(
+    service: ServiceDep, principal: Annotated[Principal | None, Depends(get_optional_principal)]
+) -> ModelStateOut:
     """The model's identity (file sha256, classes, input size), the thresholds applied, the class families
-    and the promotions' history.
+    and the promotions' history: who promoted each model, why and its card for an admin key only.
 
     Every report carries the same identity, so any detection can be traced to exact weights. The
     thresholds are those of the loaded detector and pipeline, which may differ from the settings when
     the app was given a detector.
     """
-    return _state(service)
+    return _state(service, full=principal is not None and principal.can(Permission.MODEL_MANAGE))
 
 
 def _promotion_body_schema() -> dict[str, Any]:
@@ -200,7 +210,7 @@ async def promote_model(request: Request, service: ServiceDep, principal: AdminP
     finally:
         await form.close()
     await anyio.to_thread.run_sync(service.install, detector, promotion.id)
-    return await anyio.to_thread.run_sync(_state, service)
+    return await anyio.to_thread.run_sync(lambda: _state(service, full=True))
 
 
 @router.post(
@@ -223,4 +233,4 @@ def rollback_model(service: ServiceDep, principal: AdminPrincipal, body: Rollbac
         service.sessions, service.settings, promoted_by=principal.actor, comment=body.comment if body else None
     )
     service.install(detector, promotion.id)
-    return _state(service)
+    return _state(service, full=True)

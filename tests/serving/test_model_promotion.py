@@ -232,7 +232,7 @@ def test_a_promotion_over_http_serves_the_next_upload_and_shows_in_the_history(
     report = upload(fresh, 11)  # the very next upload: this worker switched at once
     assert report["model"]["sha256"] == new
     assert report["detections"][0]["score"] == pytest.approx(0.7, abs=0.01)
-    model = fresh.client.get("/v1/model").json()
+    model = fresh.client.get("/v1/model", headers=fresh.headers("admin")).json()
     assert model["model"]["sha256"] == new and model["model"]["classes"] == ["dumped_waste", "overflowing_bin", "bin"]
     history = [(h["sha256"], h["previous_sha256"], h["promoted_by"], h["comment"], h["card"]) for h in model["history"]]
     assert history == [(new, before, "test-admin (admin)", "city photos", {"name": "city"})]
@@ -244,6 +244,21 @@ def test_a_promotion_over_http_serves_the_next_upload_and_shows_in_the_history(
     assert back.status_code == 201, back.text
     assert back.json()["model"]["sha256"] == new and back.json()["history"][0]["comment"] == "rollback: worse"
     assert upload(fresh, 12)["model"]["sha256"] == new
+
+
+@pytest.mark.parametrize("who", [None, "agent", "camera", "manager"])
+def test_who_promoted_why_and_the_card_are_for_admin_keys_only(
+    fresh: Server, candidates: dict[float, Path], who: str | None
+) -> None:
+    response = post_model(fresh, candidates[0.7], comment="city photos", card='{"name": "city"}')
+    assert response.status_code == 201, response.text
+    promoted_at = response.json()["history"][0]["promoted_at"]
+    model = fresh.client.get("/v1/model", headers=fresh.headers(who) if who else {})
+    assert model.status_code == 200, model.text
+    assert model.json()["history"] == [
+        {"sha256": sha256_of(candidates[0.7]), "promoted_at": promoted_at, "promoted_by": None,
+         "previous_sha256": None, "comment": None, "card": None}
+    ]
 
 
 @pytest.mark.parametrize("who", ["agent", "camera", "manager"])
