@@ -5,7 +5,13 @@ never half-written:
 
 1. the same photo (sha256) from the same client already stored? Answer with that report (200),
    upgraded in place first when it comes again with ``agent_says_deposit`` and came without it
-   (:func:`serving.reports.store.send_anyway`: the agent page's "report anyway");
+   (:func:`serving.reports.store.send_anyway`: the agent page's "report anyway"). When a purge
+   (:mod:`serving.retention`) deleted that report's photo, the photo is stored again on that report
+   instead: steps 2, 3 and 5 as for a new photo (not 4: the report has its position), then the
+   file written and the mark cleared in one write transaction (:func:`_restore`), answered 200.
+   De-duplication stays one report per client and photo, and the report its agent sends again,
+   perhaps as a deposit, has its photo. The report's retention is unchanged: still past it, the
+   next pass deletes the photo again;
 2. check the coordinates sent with it (422 when invalid);
 3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
    the file cannot be used);
@@ -38,7 +44,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from serving.auth import Principal
 from serving.db import write_session
 from serving.errors import LocationMissingError, storage_error
-from serving.models import utcnow
+from serving.grouping import needs_review
+from serving.models import Incident, Report, utcnow
 from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
@@ -78,19 +85,20 @@ async def submit(
     pipeline = service.require_ready()
     received = utcnow()
     sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-    existing = await anyio.to_thread.run_sync(_existing_id, service, principal.client_ref, sha256)
-    if existing is not None:
+    existing = await anyio.to_thread.run_sync(_existing, service, principal.client_ref, sha256)
+    if existing is not None and not existing[1]:
         service.metrics.reports.labels(outcome="duplicate").inc()
         if form.agent_says_deposit:
-            return await anyio.to_thread.run_sync(_send_anyway, service, principal, existing, form.note)
-        return Submitted(existing, created=False)
+            return await anyio.to_thread.run_sync(_send_anyway, service, principal, existing[0], form.note)
+        return Submitted(existing[0], created=False)
+    purged = existing[0] if existing is not None else None  # its photo is stored again, blurred as a new one
     try:
         client = _client_position(form)
         result, regions = await anyio.to_thread.run_sync(
             _analyze, service, pipeline, data, client, _camera_position(principal, form),
             limiter=service.analysis_limiter,
         )
-        if result.location is None:
+        if result.location is None and purged is None:  # the purged report keeps its own
             raise LocationMissingError(LOCATION_MISSING)
     except (VipareError, LocationMissingError):
         service.metrics.reports.labels(outcome="rejected").inc()
@@ -101,10 +109,13 @@ async def submit(
     )
     written = False
     try:
-        written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext)
-        outcome = await anyio.to_thread.run_sync(
-            _persist, service, principal, result, form, ext, received, fallback_time
-        )
+        if purged is not None:
+            outcome = await anyio.to_thread.run_sync(_restore, service, principal, purged, stored, sha256, ext, form)
+        else:
+            written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext)
+            outcome = await anyio.to_thread.run_sync(
+                _persist, service, principal, result, form, ext, received, fallback_time
+            )
     except (OSError, SQLAlchemyError) as exc:  # a full or read-only disk is answered here; the rest goes on up
         refusal = storage_error(exc)
         if refusal is None:
@@ -129,10 +140,50 @@ def _put_photo(service: Service, data: bytes, sha256: str, ext: str) -> bool:
     return service.photos.put(data, sha256, ext) and not existed
 
 
-def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:
+def _existing(service: Service, client_ref: str, sha256: str) -> tuple[int, bool] | None:
+    """This client's report of this photo, and whether a purge deleted its photo; None when there is none.
+
+    An erased report is no one's (:mod:`serving.erasure`), so never found here.
+    """
     with service.sessions() as session:
         report = find_report(session, client_ref, sha256)
-        return report.id if report is not None else None
+        if report is None:
+            return None
+        return report.id, report.photo_deleted_at is not None and report.erased_at is None
+
+
+def _existing_id(service: Service, client_ref: str, sha256: str) -> int | None:
+    existing = _existing(service, client_ref, sha256)
+    return existing[0] if existing is not None else None
+
+
+def _restore(
+    service: Service, principal: Principal, report_id: int, data: bytes, sha256: str, ext: str, form: ReportForm
+) -> Submitted:
+    """Store again the photo of a report whose photo was purged, clear its mark, and upgrade it when sent anyway.
+
+    The file is written, then the mark cleared, in one write transaction: a purge deletes files in
+    write transactions, so none deletes this one between the two. On a failure the mark stays, and
+    a file this call created goes.
+    """
+    created = False
+    try:
+        with write_session(service.sessions) as session:
+            report = session.get(Report, report_id)
+            if report is not None and report.photo_deleted_at is not None and report.erased_at is None:
+                created = _put_photo(service, data, sha256, ext)
+                report.photo_deleted_at = None
+                incident = session.get(Incident, report.incident_id) if report.incident_id is not None else None
+                if incident is not None:  # its photo can be reviewed again (serving.retention stopped waiting)
+                    session.flush()
+                    incident.to_review = needs_review(session, incident.id)
+            if not form.agent_says_deposit:
+                return Submitted(report_id, created=False)
+            return send_anyway(session, report_id, principal, policy=service.policy, note=form.note)
+    except (OSError, SQLAlchemyError):
+        if created:
+            service.photos.path(sha256, ext).unlink(missing_ok=True)
+        raise
 
 
 def _send_anyway(service: Service, principal: Principal, report_id: int, note: str | None) -> Submitted:

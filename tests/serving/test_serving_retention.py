@@ -8,6 +8,7 @@ which count from the real time, by moving the rows' times back.
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -17,12 +18,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from serving import retention
 from serving.dataset.select import ExportFilter, select_samples
 from serving.erasure import ERASED
 from serving.models import Incident, Report, Transition, utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
+from serving.reports import upload as upload_module
 from serving.retention import PURGE_PASS, PurgeResult, claim_pass, daily_pass, purge
 from serving.retention_cli import photos, reports
 from serving.storage import _referenced
@@ -211,6 +214,59 @@ def test_a_purge_cut_between_its_commit_and_the_files_serves_nothing_and_the_nex
     # ...and the next pass deletes what the cut pass left.
     assert run_purge(server, later(DAYS + 1)) == PurgeResult(reports=0, files=1, bytes=size, shared=0)
     assert not photo_file(server, report).exists()
+
+
+def test_a_photo_sent_again_after_its_purge_is_stored_again_on_its_report(server: Server) -> None:
+    """De-duplication keeps the one report per client and photo: that report gets its photo back."""
+    photo = plain_photo(next(_seed))
+    report = sent(server, photo)
+    assert run_purge(server, later(DAYS + 1)).files == 1
+    assert_gone(server, report["id"])
+
+    again = server.upload(photo, lat=report["location"]["lat"], lon=report["location"]["lon"])
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == report["id"] and again.json()["photo_deleted_at"] is None
+    assert get(server, f"/v1/reports/{report['id']}/image").status_code == 200
+    assert photo_file(server, report).exists()
+    # Its retention is the report's: still past it, the next pass deletes the photo again.
+    assert run_purge(server, later(DAYS + 1)).files == 1
+    assert_gone(server, report["id"])
+
+
+def test_a_purged_photo_sent_again_as_a_deposit_opens_its_incident_with_its_photo(server: Server) -> None:
+    photo = plain_photo(next(_seed))
+    report = sent(server, photo)
+    run_purge(server, later(DAYS + 1))
+    assert_gone(server, report["id"])
+
+    again = server.upload(photo, agent_says_deposit="true")
+    assert again.status_code == 200, again.text
+    body = again.json()
+    assert body["id"] == report["id"] and body["incident"]["action"] == "opened"
+    assert get(server, f"/v1/reports/{report['id']}/image").status_code == 200
+    assert get(server, f"/v1/incidents/{body['incident']['id']}").json()["properties"]["to_review"] is True
+    assert run_purge(server, later(DAYS + 1)).files == 0  # its incident is under way
+
+
+def test_a_purged_photo_sent_again_onto_a_failing_disk_stays_purged_and_leaves_no_file(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = plain_photo(next(_seed))
+    report = sent(server, photo)
+    run_purge(server, later(DAYS + 1))
+
+    def read_only(*_args: Any, **_kwargs: Any) -> Any:  # after the file is written, before the commit
+        readonly = sqlite3.OperationalError("attempt to write a readonly database")
+        raise OperationalError("UPDATE reports ...", {}, readonly)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(upload_module, "send_anyway", read_only)
+        refused = server.upload(photo, agent_says_deposit="true")
+    assert refused.status_code == 503, refused.text
+    assert_gone(server, report["id"])
+    assert not photo_file(server, report).exists()
+    assert server.upload(photo, agent_says_deposit="true").status_code == 200
+    assert get(server, f"/v1/reports/{report['id']}/image").status_code == 200
 
 
 def test_a_reviewed_photo_past_retention_leaves_the_dataset_export(server: Server) -> None:
