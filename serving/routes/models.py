@@ -142,10 +142,12 @@ def _invalid(field: str, msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None}])
 
 
-async def _text(value: UploadFile | str | None, limit: int) -> bytes | None:
+async def _text(value: UploadFile | str | None, field: str, limit: int) -> bytes | None:
     if value is None:
         return None
     data = await value.read(limit + 1) if isinstance(value, UploadFile) else value.encode()
+    if len(data) > limit:  # cut short, it would be refused as "not JSON"
+        raise _invalid(field, f"Too large: at most {limit // 1024} KiB; send the .json card the export step wrote.")
     return data if data.strip() else None
 
 
@@ -202,7 +204,7 @@ async def promote_model(request: Request, service: ServiceDep, principal: AdminP
             raise _invalid(COMMENT_FIELD, "Send text, not a file.")
         if comment is not None and len(comment) > COMMENT_MAX:
             raise _invalid(COMMENT_FIELD, f"At most {COMMENT_MAX} characters.")
-        card_bytes = await _text(form.get(CARD_FIELD), _CARD_MAX)
+        card_bytes = await _text(form.get(CARD_FIELD), CARD_FIELD, _CARD_MAX)
         card = parse_card(card_bytes, "the card") if card_bytes is not None else None
         promotion, detector = await anyio.to_thread.run_sync(
             _promote, service, upload, principal, (clean_free_text(comment).strip() or None) if comment else None, card

@@ -305,6 +305,18 @@ def test_a_bad_file_is_422_with_why_and_nothing_is_promoted(
     assert fresh.service.pipeline.detector.info.sha256 == current
 
 
+def test_a_card_over_its_limit_is_refused_as_too_large(fresh: Server, candidates: dict[float, Path]) -> None:
+    card = json.dumps({"name": "city", "notes": "x" * 1024 * 1024}).encode()
+    response = fresh.client.post(
+        "/v1/models",
+        files={"model": ("m.onnx", candidates[0.7].read_bytes()), "card": ("card.json", card, "application/json")},
+        headers=fresh.headers("admin"),
+    )
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request", response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "card"] and "Too large" in response.json()["detail"]
+    assert count_promotions(fresh) == 0
+
+
 def test_an_upload_in_flight_during_a_swap_finishes_on_the_old_model(
     fresh: Server, candidates: dict[float, Path]
 ) -> None:
