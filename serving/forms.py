@@ -4,12 +4,14 @@ Starlette's form parser decodes a text field that is not valid UTF-8 as Latin-1,
 another encoding would be stored as mojibake; :func:`read_form` refuses them instead (422, naming the
 field). A field sent twice would silently keep one value; :func:`text_fields` refuses it (422).
 A malformed body (no boundary, too many files or fields, a part over its size) is 400 ``bad_request``
-with the parser's reason, as Starlette answers it.
+with the parser's reason, as Starlette answers it. :func:`invalid_field` is the 422 of one field that
+every route checking its own fields raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-__all__ = ["read_form", "text_fields"]
+__all__ = ["invalid_field", "read_form", "text_fields"]
 
 
 class _NotUtf8(Exception):
@@ -39,8 +41,27 @@ class _StrictParser(MultiPartParser):
         super().on_part_end()
 
 
-def _invalid(field: str, kind: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body", field), "msg": msg, "input": None}])
+def invalid_field(
+    field: str,
+    msg: str,
+    *,
+    kind: str = "value_error",
+    where: Literal["body", "query"] = "body",
+    value: object = None,
+) -> RequestValidationError:
+    """The error of one field of a request, answered 422 ``invalid_request`` as FastAPI's own checks are.
+
+    Args:
+        field: the field's name.
+        msg: what is wrong, and what to send instead.
+        kind: the error's type, in pydantic's words (``value_error``, ``string_type``...).
+        where: the part of the request that holds the field.
+        value: the value sent, repeated in the answer (None for a body field: it may be a file).
+
+    Returns:
+        The error to raise.
+    """
+    return RequestValidationError([{"type": kind, "loc": (where, field), "msg": msg, "input": value}])
 
 
 async def read_form(request: Request, *, max_files: int, max_fields: int, max_part_size: int) -> FormData:
@@ -62,8 +83,8 @@ async def read_form(request: Request, *, max_files: int, max_fields: int, max_pa
     except MultiPartException as exc:
         raise HTTPException(status_code=400, detail=f"{exc.message} Send one multipart/form-data body.") from None
     except _NotUtf8 as exc:
-        raise _invalid(
-            exc.field, "unicode_error", "The field is not valid UTF-8 text; send it encoded as UTF-8."
+        raise invalid_field(
+            exc.field, "The field is not valid UTF-8 text; send it encoded as UTF-8.", kind="unicode_error"
         ) from None
 
 
@@ -78,8 +99,8 @@ def text_fields(form: FormData, *, skip: Collection[str] = ()) -> dict[str, str]
         if name in skip:
             continue
         if not isinstance(value, str) or isinstance(value, UploadFile):
-            raise _invalid(name, "string_type", "Send text, not a file.")
+            raise invalid_field(name, "Send text, not a file.", kind="string_type")
         if name in fields:
-            raise _invalid(name, "repeated_field", "The field is sent more than once; send it once.")
+            raise invalid_field(name, "The field is sent more than once; send it once.", kind="repeated_field")
         fields[name] = value
     return fields

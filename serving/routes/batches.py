@@ -24,14 +24,13 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from serving.auth import Permission, Principal
 from serving.batch.times import parse_tz, time_from_name
 from serving.errors import ErrorBody, ServiceError, error_status
-from serving.forms import read_form
+from serving.forms import invalid_field, read_form
 from serving.reports.upload import submit
 from serving.reports.view import load_report, report_out
 from serving.routes.deps import ServiceDep, require
@@ -87,10 +86,6 @@ _MANIFEST = TypeAdapter(list[FrameMeta])
 router = APIRouter(tags=["reports"])
 
 
-def _invalid(field: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None}])
-
-
 @router.post(
     BATCH_PATH,
     response_model=BatchOut,
@@ -121,18 +116,18 @@ async def create_batch(
     try:
         unknown = sorted({name for name in form if name not in (FRAMES_FIELD, MANIFEST_FIELD, TZ_FIELD)})
         if unknown:
-            raise _invalid(unknown[0], f"Unknown field; send {FRAMES_FIELD}, {MANIFEST_FIELD} and {TZ_FIELD}.")
+            raise invalid_field(unknown[0], f"Unknown field; send {FRAMES_FIELD}, {MANIFEST_FIELD} and {TZ_FIELD}.")
         for name in (MANIFEST_FIELD, TZ_FIELD):
             if len(form.getlist(name)) > 1:
-                raise _invalid(name, "The field is sent more than once; send it once.")
+                raise invalid_field(name, "The field is sent more than once; send it once.")
         parts = form.getlist(FRAMES_FIELD)
         if not parts or not all(isinstance(part, UploadFile) for part in parts):
-            raise _invalid(FRAMES_FIELD, f"Send the frames as files in the multipart field '{FRAMES_FIELD}'.")
+            raise invalid_field(FRAMES_FIELD, f"Send the frames as files in the multipart field '{FRAMES_FIELD}'.")
         manifest = _manifest(form.get(MANIFEST_FIELD), len(parts))
         try:
             tz = parse_tz(str(form.get(TZ_FIELD) or "UTC"))
         except ValueError as exc:
-            raise _invalid(TZ_FIELD, str(exc)) from None
+            raise invalid_field(TZ_FIELD, str(exc)) from None
         frames = [(part.filename, await part.read()) for part in parts if isinstance(part, UploadFile)]
     finally:
         await form.close()
@@ -178,16 +173,16 @@ def _manifest(raw: Any, count: int) -> list[FrameMeta]:
     if raw is None:
         return [FrameMeta() for _ in range(count)]
     if not isinstance(raw, str):
-        raise _invalid(MANIFEST_FIELD, "Send the manifest as text (JSON), not a file.")
+        raise invalid_field(MANIFEST_FIELD, "Send the manifest as text (JSON), not a file.")
     try:
         manifest = _MANIFEST.validate_python(json.loads(raw))
     except (ValueError, ValidationError) as exc:
-        raise _invalid(
+        raise invalid_field(
             MANIFEST_FIELD,
             f"The manifest must be a JSON list of objects with captured_at, lat, lon, accuracy_m: {exc}"[:500],
         ) from None
     if len(manifest) != count:
-        raise _invalid(
+        raise invalid_field(
             MANIFEST_FIELD, f"The manifest has {len(manifest)} entries for {count} frames; send one per frame."
         )
     return manifest

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from serving.auth import Permission, Principal
@@ -15,6 +14,7 @@ from serving.dataset.select import ExportFilter
 from serving.dataset.splits import SplitFractions
 from serving.dataset.write import export_zip
 from serving.errors import ErrorBody, PermissionDeniedError
+from serving.forms import invalid_field
 from serving.queries import Bbox, parse_bbox
 from serving.routes.deps import ServiceDep, get_principal
 from serving.schemas import Timestamp
@@ -49,10 +49,6 @@ def _exporter(principal: Annotated[Principal, Depends(get_principal)]) -> Princi
             f"{article} {role} key may not export the reviewed photos; managers and admins may."
         )
     return principal
-
-
-def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ("query", field), "msg": message, "input": value}])
 
 
 def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
@@ -100,15 +96,15 @@ def export_dataset(
         try:
             box = parse_bbox(bbox)
         except ValueError as exc:
-            raise _invalid("bbox", str(exc), bbox) from None
+            raise invalid_field("bbox", str(exc), where="query", value=bbox) from None
     try:
         flt = ExportFilter(since=since, until=until, bbox=box, include_unreviewed=include_unreviewed)
     except ValueError as exc:
-        raise _invalid("until", str(exc), until) from None
+        raise invalid_field("until", str(exc), where="query", value=until) from None
     try:
         fractions = SplitFractions(val=val_fraction, test=test_fraction)
     except ValueError as exc:
-        raise _invalid("test_fraction", str(exc), test_fraction) from None
+        raise invalid_field("test_fraction", str(exc), where="query", value=test_fraction) from None
     # Built in a temporary file that is unlinked at once: the open handle keeps it until the answer is
     # sent, and nothing is left behind whether the client disconnects or the process dies.
     handle = tempfile.TemporaryFile(prefix="vipare-dataset-", suffix=".zip")  # noqa: SIM115 - the answer closes it

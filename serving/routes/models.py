@@ -16,13 +16,12 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
-from serving.forms import read_form
+from serving.forms import invalid_field, read_form
 from serving.grouping import FAMILIES
 from serving.model_registry import (
     Promotion,
@@ -138,16 +137,14 @@ def _promotion_body_schema() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-def _invalid(field: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None}])
-
-
 async def _text(value: UploadFile | str | None, field: str, limit: int) -> bytes | None:
     if value is None:
         return None
     data = await value.read(limit + 1) if isinstance(value, UploadFile) else value.encode()
     if len(data) > limit:  # cut short, it would be refused as "not JSON"
-        raise _invalid(field, f"Too large: at most {limit // 1024} KiB; send the .json card the export step wrote.")
+        raise invalid_field(
+            field, f"Too large: at most {limit // 1024} KiB; send the .json card the export step wrote."
+        )
     return data if data.strip() else None
 
 
@@ -190,20 +187,20 @@ async def promote_model(request: Request, service: ServiceDep, principal: AdminP
     try:
         unknown = sorted(name for name in form if name not in (MODEL_FIELD, COMMENT_FIELD, CARD_FIELD))
         if unknown:
-            raise _invalid(
+            raise invalid_field(
                 unknown[0], f"Unknown field; send {MODEL_FIELD}, and optionally {COMMENT_FIELD} and {CARD_FIELD}."
             )
         for name in (MODEL_FIELD, COMMENT_FIELD, CARD_FIELD):
             if len(form.getlist(name)) > 1:
-                raise _invalid(name, "The field is sent more than once; send it once.")
+                raise invalid_field(name, "The field is sent more than once; send it once.")
         upload = form.get(MODEL_FIELD)
         if not isinstance(upload, UploadFile):
-            raise _invalid(MODEL_FIELD, f"Send the ONNX file in the multipart/form-data field '{MODEL_FIELD}'.")
+            raise invalid_field(MODEL_FIELD, f"Send the ONNX file in the multipart/form-data field '{MODEL_FIELD}'.")
         comment = form.get(COMMENT_FIELD)
         if isinstance(comment, UploadFile):
-            raise _invalid(COMMENT_FIELD, "Send text, not a file.")
+            raise invalid_field(COMMENT_FIELD, "Send text, not a file.")
         if comment is not None and len(comment) > COMMENT_MAX:
-            raise _invalid(COMMENT_FIELD, f"At most {COMMENT_MAX} characters.")
+            raise invalid_field(COMMENT_FIELD, f"At most {COMMENT_MAX} characters.")
         card_bytes = await _text(form.get(CARD_FIELD), CARD_FIELD, _CARD_MAX)
         card = parse_card(card_bytes, "the card") if card_bytes is not None else None
         promotion, detector = await anyio.to_thread.run_sync(

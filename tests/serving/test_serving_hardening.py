@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from serving.cli import keys
+from serving.forms import invalid_field
 from serving.photos import store as photo_store
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.reports import upload as upload_module
@@ -276,6 +277,20 @@ def test_a_transition_comment_loses_control_characters(server: Server) -> None:
         headers=server.headers("manager"),
     )
     assert response.status_code == 201 and response.json()["history"][-1]["comment"] == "vu ici"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (invalid_field("tz", "Unknown zone."), ("value_error", ("body", "tz"), "Unknown zone.", None)),
+        (invalid_field("note", "Not text.", kind="string_type"), ("string_type", ("body", "note"), "Not text.", None)),
+        (invalid_field("bbox", "Four numbers.", where="query", value="1,2"), ("value_error", ("query", "bbox"),
+                                                                            "Four numbers.", "1,2")),
+    ],
+)
+def test_one_field_error_has_the_shape_of_fastapis_own(error: Any, expected: tuple[Any, ...]) -> None:
+    kind, loc, msg, value = expected
+    assert error.errors() == [{"type": kind, "loc": loc, "msg": msg, "input": value}]
 
 
 def test_invalid_utf8_in_a_form_field_is_refused(server: Server) -> None:
