@@ -5,9 +5,12 @@ Three measurements, each optional:
 * cost (``--photos N``): 12 MP phone-like JPEGs (``training.phone_photos``), half made from the
   privacy set's photos (people, cars: regions to blur) and half from street-waste-cn val. Two
   ``vipare serve`` on 127.0.0.1 side by side, one with ``VIPARE_BLUR_PHOTOS=1``, one with ``0``;
-  uploads alternate between them one at a time (same background load), each a distinct file.
-  Prints the p50/p95 of each and how much the p50 grows, then the library's parts per photo:
-  decode + detect, finding the regions, and blurring and re-encoding (only photos with regions).
+  uploads alternate between them one at a time (same background load), each a distinct file, and
+  after each one its photo is read back (``GET /v1/reports/{id}/image``, untimed), which waits until
+  it is stored blurred. Prints the p50/p95 of the answer and of "stored" (until that read returned),
+  how much each grows with blurring, each server's CPU time per upload (``/proc``), then the library's
+  parts per photo: decode + detect, finding the regions, and blurring and re-encoding (only photos
+  with regions).
 * the privacy set (``--privacy-set``): ``tests/data/privacy_boxes.json``, with the measure of
   ``tests/serving/test_privacy_set.py`` (no face found by YuNet at threshold 0.5 on the blurred
   photo at twice its size, variance of the Laplacian under 0.2 of the original's), in the library.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -80,6 +84,8 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
             with_regions += 1
             parts["blur + encode (with regions)"].append(end - blurred)
     timings: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
+    stored: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
+    cpu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="vipare-bench-privacy-") as tmp:
         servers, clients = {}, {}
         try:
@@ -92,6 +98,8 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
                     base_url=servers[name].url, headers={"Authorization": f"Bearer {key}"}, timeout=300
                 )
             for n in range(requests + 2):
+                if n == 2:  # the first two warm the servers
+                    cpu = {name: _cpu_seconds(server.process.pid) for name, server in servers.items()}
                 for name, client in clients.items():
                     body = distinct(photos[n % len(photos)], f"vipare bench privacy {name} {n}")
                     start = time.perf_counter()
@@ -99,8 +107,14 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
                     elapsed = time.perf_counter() - start
                     if response.status_code != 201:
                         raise RuntimeError(f"{name} upload {n}: {response.status_code} {response.text[:300]}")
-                    if n >= 2:  # the first two warm the server
+                    # untimed: waits until the photo is stored blurred, so no blurring runs during the next upload
+                    read = client.get(f"/v1/reports/{response.json()['id']}/image")
+                    if read.status_code != 200:
+                        raise RuntimeError(f"{name} photo {n}: {read.status_code} {read.text[:300]}")
+                    if n >= 2:
                         timings[name].append(elapsed)
+                        stored[name].append(time.perf_counter() - start)
+            cpu = {name: _cpu_seconds(server.process.pid) - cpu[name] for name, server in servers.items()}
         finally:
             for server in servers.values():
                 server.stop()
@@ -109,12 +123,24 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
         f"to each server, one at a time, VIPARE_INTRA_OP_THREADS={threads}"
     )
     for name, seconds in timings.items():
-        print(f"  upload --{name:10s} {_p(seconds)}")
+        print(f"  upload --{name:10s} {_p(seconds)}   answer to the agent")
+    for name, seconds in stored.items():
+        print(f"  stored --{name:10s} {_p(seconds)}   until GET /image returned the stored (blurred) photo")
+    for name, used in cpu.items():
+        print(f"  server CPU --{name:10s} {used / requests * 1000:6.0f} ms per upload (user + system, /proc)")
     growth = statistics.median(timings["privacy"]) / statistics.median(timings["no-privacy"]) - 1
-    print(f"  p50 growth with blurring: {growth * 100:+.0f} %")
+    print(f"  p50 growth with blurring: {growth * 100:+.0f} % (answer), "
+          f"{statistics.median(stored['privacy']) / statistics.median(stored['no-privacy']) * 100 - 100:+.0f} % "
+          f"(stored), {cpu['privacy'] / cpu['no-privacy'] * 100 - 100:+.0f} % (server CPU)")
     for name, seconds in parts.items():
         if seconds:
             print(f"  library {name:30s} {_p(seconds)}  ({len(seconds)} photos)")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _grey(data: bytes) -> np.ndarray:

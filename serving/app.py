@@ -31,6 +31,7 @@ from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddle
 from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
 from serving.photos.annotated import ANNOTATED_CACHE
+from serving.reports.blurring import recover_held
 from serving.retention import PASS_CHECK_S, daily_pass
 from serving.routes import batches, cameras, datasets, exports, incidents, keys, ops, pages, reports, reviews
 from serving.routes import models as model_routes
@@ -82,6 +83,8 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            if service.background:  # photos answered for and not blurred yet: finish them, not leave them held
+                await asyncio.gather(*service.background, return_exceptions=True)
             service.close()
 
     app = HardenedFastAPI(
@@ -137,6 +140,15 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
 
 
 async def _warm_up(service: Service) -> None:
+    # First the photos a crash left held between an upload's answer and their blurring: ready means
+    # that no photo answered for is waiting.
+    try:
+        blurred = await anyio.to_thread.run_sync(recover_held, service)
+    except Exception:  # readers blur what is left, one at a time
+        logger.exception("blurring the photos held at start-up failed")
+    else:
+        if blurred:
+            logger.info("blurred the photos held at start-up", extra={"photos": blurred})
     await anyio.to_thread.run_sync(service.warm_up)
 
 

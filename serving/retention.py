@@ -186,7 +186,10 @@ def delete_unneeded(
     Returns:
         How many files were deleted, and their total size in bytes.
     """
-    present = [(sha256, ext) for sha256, ext in sorted(candidates.items()) if _size(photos, sha256, ext) is not None]
+    present = [
+        (sha256, ext) for sha256, ext in sorted(candidates.items())
+        if _size(photos, sha256, ext) is not None or photos.held_path(sha256, ext).exists()
+    ]
     files = size = 0
     for start in range(0, len(present), _BATCH):
         chunk = present[start : start + _BATCH]
@@ -195,6 +198,7 @@ def delete_unneeded(
             for sha256, ext in chunk:
                 if sha256 in needed:
                     continue
+                photos.release(sha256, ext)  # not blurred yet (serving.photos.pending): no longer needed either
                 found = _size(photos, sha256, ext)
                 if found is None:
                     continue

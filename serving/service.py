@@ -8,6 +8,7 @@ running finishes on the model it started with, and ``/readyz`` stays 200 through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from serving.errors import ModelNotReadyError
 from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
+from serving.photos.pending import InFlight
 from serving.photos.store import PhotoStore
 from serving.photos.workers import WorkerLock
 from serving.storage import grouping_policy, open_storage
@@ -49,6 +51,9 @@ class Service:
         warm_up_error: why the warm-up failed, when it did; the service then never becomes ready
             (unless a model promoted later loads).
         analysis_limiter: bounds the photos analysed at once (``settings.effective_analysis_slots``).
+        in_flight: the photos this process is blurring after their upload was answered
+            (:mod:`serving.photos.pending`).
+        background: the tasks doing it, awaited before the service closes.
     """
 
     settings: ServiceSettings
@@ -62,6 +67,8 @@ class Service:
     ready: bool = False
     warm_up_error: str | None = None
     analysis_limiter: anyio.CapacityLimiter = field(init=False)
+    in_flight: InFlight = field(init=False, default_factory=InFlight)
+    background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     # Serialises model loads and swaps (never inference): the watcher and an HTTP promotion may race.
     _model_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _refused_promotion_id: int | None = field(init=False, default=None)

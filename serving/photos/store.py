@@ -35,6 +35,8 @@ EXTENSIONS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF
 MEDIA_TYPES: dict[str, str] = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "heic": "image/heic"}
 
 _TMP_PREFIX = ".tmp-"
+HELD = ".held"
+"""Folder of the store where accepted photos wait for their blurred copy (:mod:`serving.photos.pending`)."""
 _ORPHAN_BATCH = 500
 
 
@@ -63,11 +65,43 @@ class PhotoStore:
             durable: on disk when this returns: the file and its folders fsynced. False leaves that
                 to :meth:`sync`, which must return before anything refers to the photo.
         """
-        final = self.path(sha256, ext)
-        content = clean_metadata(data)
+        return self._write(self.path(sha256, ext), clean_metadata(data), durable=durable)
+
+    def held_path(self, sha256: str, ext: str) -> Path:
+        """Where an accepted photo waits for its blurred copy (:meth:`hold`); never served."""
+        return self.root / HELD / f"{sha256}.{ext}"
+
+    def hold(self, data: bytes, sha256: str, ext: str) -> bool:
+        """Keep an accepted photo, metadata removed, on disk until its blurred copy is stored; False when held already.
+
+        Its report may be committed once this returns; :meth:`put` then stores the blurred copy and
+        :meth:`release` drops this one (:mod:`serving.photos.pending`).
+        """
+        return self._write(self.held_path(sha256, ext), clean_metadata(data), durable=True)
+
+    def release(self, sha256: str, ext: str) -> None:
+        """Drop a held photo (its blurred copy is stored, or no report needs it)."""
+        self.held_path(sha256, ext).unlink(missing_ok=True)
+
+    def held(self) -> list[tuple[str, str, float]]:
+        """The photos held for blurring: (sha256, extension, seconds since written), oldest first."""
+        try:
+            with os.scandir(self.root / HELD) as entries:
+                found = [(e.stat().st_mtime, e.name) for e in entries if not e.name.startswith(_TMP_PREFIX)]
+        except FileNotFoundError:
+            return []
+        now = time.time()
+        held = []
+        for mtime, name in sorted(found):
+            sha256, _, ext = name.partition(".")
+            held.append((sha256, ext, now - mtime))
+        return held
+
+    def _write(self, final: Path, content: bytes, *, durable: bool) -> bool:
         if _holds(final, content):
             if durable:  # it may be a batch worker's, not synced yet
-                self.sync(sha256, ext)
+                self.sync_folder(self.sync_file_at(final))
+                self.sync_folder(self.root)
             return False
         folder_is_new = not final.parent.exists()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -102,9 +136,12 @@ class PhotoStore:
         For many photos at once: their files, then each of their folders once and the root
         (:meth:`sync_folder`), before anything refers to them.
         """
-        final = self.path(sha256, ext)
-        fsync_path(final)
-        return final.parent
+        return self.sync_file_at(self.path(sha256, ext))
+
+    def sync_file_at(self, path: Path) -> Path:
+        """fsync one file of the store; returns its folder."""
+        fsync_path(path)
+        return path.parent
 
     def sync_folder(self, folder: Path) -> None:
         """The second half of :meth:`sync`: fsync a folder of the store (a photo's, or the root, for new folders)."""

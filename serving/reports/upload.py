@@ -17,15 +17,21 @@ never half-written:
    the file cannot be used);
 4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
    says how to send one. A report nobody can find cannot be collected, so it is not stored;
-5. blur its faces and plates (:mod:`serving.photos.anonymise`, on the regions the analysis found),
-   then write the photo file (metadata removed) atomically;
+5. hold the photo file (metadata removed, fsynced; :mod:`serving.photos.pending`), or, when
+   blurring is off, the purged photo is stored again or :data:`~serving.reports.blurring.MAX_IN_FLIGHT`
+   photos already wait, blur its faces and plates now (:mod:`serving.photos.anonymise`) and write
+   the photo file (metadata removed) atomically;
 6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
-   incident; commit. Then answer 201.
+   incident; commit. Then answer 201, and blur a held photo after the answer
+   (:func:`serving.reports.blurring.blur_later`): its blurred copy is stored, the held file dropped.
+   Until then nobody sees the photo: every reader waits for the blurred copy.
 
-A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes. A full or
-read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`) with nothing kept:
-no temporary file (the store removes it), no row, and the photo file written at 5 removed again when
-this upload created it (a file already there may be another report's, the same photo from another client).
+A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes; a crash
+after 6 and before the blurred copy is stored leaves a held file that the next start-up (or the first
+reader) blurs. A full or read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`)
+with nothing kept: no temporary file (the store removes it), no row, and the photo file written at 5
+removed again when this upload created it (a file already there may be another report's, the same
+photo from another client).
 
 Step 6 is :func:`serving.reports.store.store_report`, the step that the batch jobs share
 (:mod:`serving.reports.store`).
@@ -48,6 +54,7 @@ from serving.grouping import needs_review
 from serving.models import Incident, Report, utcnow
 from serving.photos.anonymise import anonymise
 from serving.photos.store import EXTENSIONS
+from serving.reports.blurring import MAX_IN_FLIGHT, blur_later
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
 from serving.reports.view import find_report
 from serving.schemas import ReportForm
@@ -57,6 +64,7 @@ from vipare.results import ImageResult
 
 if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
     from serving.service import Service
+    from vipare.imaging import DecodedImage
     from vipare.pipeline import Pipeline
     from vipare.privacy import Region
 
@@ -94,7 +102,7 @@ async def submit(
     purged = existing[0] if existing is not None else None  # its photo is stored again, blurred as a new one
     try:
         client = _client_position(form)
-        result, regions = await anyio.to_thread.run_sync(
+        image, result = await anyio.to_thread.run_sync(
             _analyze, service, pipeline, data, client, _camera_position(principal, form),
             limiter=service.analysis_limiter,
         )
@@ -104,38 +112,58 @@ async def submit(
         service.metrics.reports.labels(outcome="rejected").inc()
         raise
     ext = EXTENSIONS[result.image.format]
-    stored = await anyio.to_thread.run_sync(
-        _anonymise, service, pipeline, data, regions, limiter=service.analysis_limiter
-    )
+    later = purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
+    if later:  # held as sent (metadata removed), blurred after the answer: serving.photos.pending
+        later = service.in_flight.start(sha256)
+        stored = data
+    else:
+        regions = await anyio.to_thread.run_sync(
+            _find_regions, service, pipeline, image, result, limiter=service.analysis_limiter
+        )
+        stored = await anyio.to_thread.run_sync(
+            _anonymise, service, pipeline, data, regions, limiter=service.analysis_limiter
+        )
     written = False
     try:
         if purged is not None:
             outcome = await anyio.to_thread.run_sync(_restore, service, principal, purged, stored, sha256, ext, form)
         else:
-            written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext)
+            written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext, later)
             outcome = await anyio.to_thread.run_sync(
                 _persist, service, principal, result, form, ext, received, fallback_time
             )
     except (OSError, SQLAlchemyError) as exc:  # a full or read-only disk is answered here; the rest goes on up
+        if later:
+            service.in_flight.finish(sha256)
         refusal = storage_error(exc)
         if refusal is None:
             raise
         if written:  # created by this call, so no row refers to it: a twin's commit would have failed on the same disk
-            service.photos.path(sha256, ext).unlink(missing_ok=True)
+            (service.photos.held_path if later else service.photos.path)(sha256, ext).unlink(missing_ok=True)
         service.metrics.reports.labels(outcome="rejected").inc()
         raise refusal from exc
+    except BaseException:
+        if later:
+            service.in_flight.finish(sha256)
+        raise
+    if later:
+        blur_later(service, pipeline, data, image, result.detections, sha256, ext)
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
     if outcome.created:
         service.metrics.count_detections(result.detections)
     return outcome
 
 
-def _put_photo(service: Service, data: bytes, sha256: str, ext: str) -> bool:
-    """Store the photo file; True only when this call created it, so that a failure after may delete it.
+def _put_photo(service: Service, data: bytes, sha256: str, ext: str, held: bool = False) -> bool:
+    """Store the photo file (``held``: hold it for blurring); True only when this call created it.
 
-    A file already there may be another report's (the same bytes from another client), rewritten when
-    blurred otherwise (other detections, after a model promotion): not this upload's to delete.
+    Only a file this call created may a failure after delete. A file already there may be another
+    report's (the same bytes from another client), rewritten when blurred otherwise (other detections,
+    after a model promotion): not this upload's to delete.
     """
+    if held:
+        existed = service.photos.held_path(sha256, ext).exists()
+        return service.photos.hold(data, sha256, ext) and not existed
     existed = service.photos.path(sha256, ext).exists()
     return service.photos.put(data, sha256, ext) and not existed
 
@@ -215,17 +243,21 @@ def _analyze(
     data: bytes,
     client: ClientPosition | None,
     camera: CameraPosition | None,
-) -> tuple[ImageResult, list[Region]]:
+) -> tuple[DecodedImage, ImageResult]:
     start = time.perf_counter()
     image = pipeline.decode(data)
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
-    detected = time.perf_counter()
-    regions = pipeline.private_regions(image, result.detections)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
-    service.metrics.analysis.labels(stage="detect").observe(detected - decoded)
-    service.metrics.analysis.labels(stage="privacy").observe(time.perf_counter() - detected)
-    return result, regions
+    service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
+    return image, result
+
+
+def _find_regions(service: Service, pipeline: Pipeline, image: DecodedImage, result: ImageResult) -> list[Region]:
+    start = time.perf_counter()
+    regions = pipeline.private_regions(image, result.detections)
+    service.metrics.analysis.labels(stage="privacy").observe(time.perf_counter() - start)
+    return regions
 
 
 def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region]) -> bytes:

@@ -23,6 +23,7 @@ from serving.observability import LOG_EXTRA_KEY
 from serving.photos.annotated import ANNOTATED_CACHE, cached_annotated, keep_annotated
 from serving.photos.render import render_annotated
 from serving.photos.store import MEDIA_TYPES
+from serving.reports.blurring import ensure_stored
 from serving.reports.upload import submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.retention import check_photo_kept
@@ -237,10 +238,13 @@ def get_report_image(
     """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept."""
     report = _readable(session, principal, report_id)
     check_photo_kept(report)
-    path = service.photos.path(report.sha256, report.photo_ext)
-    if not path.exists():
+    if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report)):
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
-    return FileResponse(path, media_type=MEDIA_TYPES[report.photo_ext])
+    return FileResponse(service.photos.path(report.sha256, report.photo_ext), media_type=MEDIA_TYPES[report.photo_ext])
+
+
+def _detections(report: Report) -> list[Detection]:
+    return [Detection.model_validate(d) for d in report.detections]
 
 
 @router.get(
@@ -264,12 +268,12 @@ async def get_report_annotated(
         with service.sessions() as session:
             report = _readable(session, principal, report_id)
             check_photo_kept(report)
-            path = service.photos.path(report.sha256, report.photo_ext)
-            return report.sha256, path, [Detection.model_validate(d) for d in report.detections]
+            detections = _detections(report)
+            if not ensure_stored(service, report.sha256, report.photo_ext, detections):
+                raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
+            return report.sha256, service.photos.path(report.sha256, report.photo_ext), detections
 
     sha256, path, detections = await anyio.to_thread.run_sync(find)
-    if not path.exists():
-        raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
 
     try:
         entry, jpeg = await anyio.to_thread.run_sync(

@@ -133,13 +133,24 @@ class Server:
     def upload(self, photo: bytes, who: str = "agent", filename: str = "photo.jpg", **fields: Any) -> Any:
         """POST a photo with form fields; returns the response."""
         data = {k: str(v) for k, v in fields.items() if v is not None}
-        return self.client.post(
+        response = self.client.post(
             "/v1/reports", files={"photo": (filename, photo, "application/octet-stream")}, data=data,
             headers=self.headers(who),
         )
+        self.settle()
+        return response
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until the photos answered for are stored blurred (:mod:`serving.photos.pending`)."""
+        deadline = time.monotonic() + timeout
+        while len(self.service.in_flight):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"photos still being blurred after {timeout} s")
+            time.sleep(0.01)
 
     def counts(self) -> tuple[int, int, int]:
-        """(report rows, incident rows, photo files)."""
+        """(report rows, incident rows, photo files, held ones included)."""
+        self.settle()
         with self.service.sessions() as session:
             reports = session.scalar(select(func.count()).select_from(Report)) or 0
             incidents = session.scalar(select(func.count()).select_from(Incident)) or 0

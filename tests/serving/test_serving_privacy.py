@@ -44,6 +44,9 @@ class FixedRegions:
     def find(self, image: np.ndarray, original_size: Size | None = None) -> list[Region]:
         return list(self.regions)
 
+    def warm_up(self) -> None:
+        """Nothing to warm: no model runs."""
+
 
 def _photo(seed: int, lat: float, lon: float) -> bytes:
     """A 640 x 480 deposit photo (magenta square) with a checkerboard where :data:`FACE` is."""

@@ -1,0 +1,159 @@
+"""Blurring an uploaded photo after its upload is answered (see :mod:`serving.photos.pending`).
+
+:func:`serving.reports.upload.submit` holds the photo, commits its report and answers; then
+:func:`blur_later` finds its faces and plates on the reduced copy the analysis decoded and stores the
+blurred copy, in one of the analysis slots (the CPU budget stays the service's). Readers go through
+:func:`ensure_stored`, which waits for that or does it. When :data:`MAX_IN_FLIGHT` photos already
+wait, an upload blurs its photo before answering, as one with blurring off stores it: a burst of
+uploads slows down instead of piling up unblurred photos.
+
+Nothing here changes what is stored: the same bytes and detections give the same blurred copy,
+whichever process makes it and however often, so a race between two of them is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from sqlalchemy import select
+
+from serving.models import Report
+from serving.photos.anonymise import anonymise
+from vipare.results import Detection
+
+if TYPE_CHECKING:
+    from serving.service import Service
+    from vipare.imaging import DecodedImage
+    from vipare.pipeline import Pipeline
+
+__all__ = ["MAX_IN_FLIGHT", "READ_WAIT_S", "blur_held", "blur_later", "ensure_stored", "recover_held"]
+
+logger = logging.getLogger("serving.reports.blurring")
+
+MAX_IN_FLIGHT = 8
+"""Photos of this process waiting for their blurred copy at most; beyond, an upload blurs before it answers."""
+
+READ_WAIT_S = 30.0
+"""How long a reader waits for this process's blurring of a photo before doing it itself."""
+
+
+def blur_later(
+    service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
+    sha256: str, ext: str,
+) -> None:
+    """Blur a held photo after the answer; the caller claimed it with ``service.in_flight.start(sha256)``."""
+
+    async def run() -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                store_blurred, service, pipeline, data, image, detections, sha256, ext, limiter=service.analysis_limiter
+            )
+        except Exception:  # the held file stays: a reader or the next start blurs it
+            logger.exception("blurring a photo failed; it stays held until read or until the next start",
+                             extra={"sha256": sha256})
+        finally:
+            service.in_flight.finish(sha256)
+
+    task = asyncio.create_task(run())
+    service.background.add(task)
+    task.add_done_callback(service.background.discard)
+
+
+def store_blurred(
+    service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
+    sha256: str, ext: str,
+) -> None:
+    """Find the photo's regions, store its blurred copy and drop the held one.
+
+    Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
+    gets no blurred copy back.
+    """
+    start = time.perf_counter()
+    regions = pipeline.private_regions(image, detections)
+    found = time.perf_counter()
+    stored = anonymise(
+        data, regions, max_pixels=pipeline.settings.max_image_pixels,
+        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+    )
+    service.metrics.analysis.labels(stage="privacy").observe(found - start)
+    if regions:
+        service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - found)
+    service.photos.put(stored, sha256, ext)
+    if not _kept(service, sha256):
+        service.photos.path(sha256, ext).unlink(missing_ok=True)
+    service.photos.release(sha256, ext)
+
+
+def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Detection]) -> None:
+    """Blur a photo from its held file (a reader in another process, or after a crash).
+
+    Raises:
+        FileNotFoundError: the file is no longer held (its blurred copy was stored meanwhile).
+    """
+    data = service.photos.held_path(sha256, ext).read_bytes()
+    pipeline = service.pipeline  # the privacy detectors: ready before the deposit model's warm-up
+    store_blurred(service, pipeline, data, pipeline.decode(data), detections, sha256, ext)
+
+
+def ensure_stored(service: Service, sha256: str, ext: str, detections: Sequence[Detection]) -> bool:
+    """Whether the store holds the photo's blurred copy, once this process's blurring of it ended or this call did it.
+
+    Blocking: call it from a worker thread.
+    """
+    path = service.photos.path(sha256, ext)
+    if path.exists():
+        return True
+    service.in_flight.wait(sha256, READ_WAIT_S)
+    if path.exists() or not service.photos.held_path(sha256, ext).exists():
+        return path.exists()
+    if service.in_flight.start(sha256):
+        try:
+            blur_held(service, sha256, ext, detections)
+        except FileNotFoundError:
+            pass  # another process stored it meanwhile
+        finally:
+            service.in_flight.finish(sha256)
+    else:
+        service.in_flight.wait(sha256, READ_WAIT_S)
+    return path.exists()
+
+
+def recover_held(service: Service) -> int:
+    """At start-up, before the service is ready: blur every held photo a report keeps (a crash left it
+    between the answer and the blur).
+
+    Those no report keeps are the store's orphans (:meth:`serving.photos.store.PhotoStore.remove_orphans`
+    deletes them). Returns how many photos were blurred.
+    """
+    blurred = 0
+    for sha256, ext, _age in service.photos.held():
+        with service.sessions() as session:
+            report = session.scalars(
+                select(Report).where(Report.sha256 == sha256, Report.photo_deleted_at.is_(None)).limit(1)
+            ).first()
+            detections = [Detection.model_validate(d) for d in report.detections] if report is not None else None
+        if detections is None or not service.in_flight.start(sha256):
+            continue
+        try:
+            blur_held(service, sha256, ext, detections)
+            blurred += 1
+        except FileNotFoundError:
+            pass
+        except Exception:
+            logger.exception("blurring a held photo failed; it stays held", extra={"sha256": sha256})
+        finally:
+            service.in_flight.finish(sha256)
+    return blurred
+
+
+def _kept(service: Service, sha256: str) -> bool:
+    with service.sessions() as session:
+        found = session.scalar(
+            select(Report.id).where(Report.sha256 == sha256, Report.photo_deleted_at.is_(None)).limit(1)
+        )
+        return found is not None

@@ -1,0 +1,176 @@
+"""An upload is answered before its photo is blurred; nobody sees the photo before it is.
+
+What :mod:`serving.photos.pending` and :mod:`serving.reports.blurring` promise: the photo is held
+(fsynced, metadata removed, never served) from before the report's commit until its blurred copy is
+stored; a reader waits for the blurred copy or makes it; a crash in between leaves a held photo that
+the next start blurs before the service is ready; an erased report leaves no file, held or blurred;
+and a burst beyond :data:`serving.reports.blurring.MAX_IN_FLIGHT` blurs before answering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from serving.reports import blurring, upload
+from tests.serving.helpers import Server, server_at
+from tests.serving.test_serving_privacy import FACE, FixedRegions, _photo, _sharpness
+from vipare.detection import Detector
+from vipare.privacy import Region
+
+REGIONS = [Region("face", FACE, 0.9)]
+
+
+@pytest.fixture
+def faces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pipeline built from now on finds :data:`FACE` (a restarted service's too)."""
+    monkeypatch.setattr("vipare.pipeline.PrivacyDetector.from_settings", lambda *a, **k: FixedRegions(REGIONS))
+
+
+@pytest.fixture
+def blurred_server(tmp_path: Path, detector: Detector, faces: None) -> Iterator[Server]:
+    with server_at(tmp_path / "data", detector) as running:
+        yield running
+
+
+def _post(server: Server, photo: bytes) -> Any:
+    """An upload that, unlike ``Server.upload``, does not wait for the blurring."""
+    files = {"photo": ("photo.jpg", photo, "image/jpeg")}
+    return server.client.post("/v1/reports", files=files, headers=server.headers("agent"))
+
+
+def _is_blurred(data: bytes, photo: bytes) -> bool:
+    return _sharpness(data) < 0.05 * _sharpness(photo)
+
+
+def _never_blurred(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process 'dies' after each answer: the blurring it would start never runs."""
+
+    def lost(service: Any, *args: Any) -> None:
+        service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, sha256, ext)
+
+    monkeypatch.setattr(upload, "blur_later", lost)
+
+
+def test_the_answer_comes_before_the_blur_and_a_reader_waits_for_it(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, started = threading.Event(), threading.Event()
+    store_blurred = blurring.store_blurred
+
+    def gated(*args: Any) -> None:
+        started.set()
+        assert gate.wait(30)
+        store_blurred(*args)
+
+    monkeypatch.setattr(blurring, "store_blurred", gated)
+    photo = _photo(11, 48.8711, 2.3711)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    photos = blurred_server.service.photos
+    response = _post(blurred_server, photo)
+    assert response.status_code == 201, response.text
+    assert started.wait(30)
+    # answered, not blurred yet: held on disk, metadata removed, not in the store
+    assert photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
+    with Image.open(photos.held_path(sha256, "jpg")) as held:
+        assert not held.getexif()
+    served: list[Any] = []
+    url, headers = f"/v1/reports/{response.json()['id']}/image", blurred_server.headers("agent")
+    reader = threading.Thread(target=lambda: served.append(blurred_server.client.get(url, headers=headers)))
+    reader.start()
+    reader.join(0.5)
+    assert reader.is_alive(), "the photo was served before it was blurred"
+    gate.set()
+    reader.join(30)
+    assert served[0].status_code == 200
+    assert _is_blurred(served[0].content, photo)
+    blurred_server.settle()
+    assert not photos.held_path(sha256, "jpg").exists()
+
+
+def test_a_reader_blurs_a_photo_whose_blurring_never_ran(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _never_blurred(monkeypatch)
+    photo = _photo(12, 48.8712, 2.3712)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    report = _post(blurred_server, photo).json()
+    photos = blurred_server.service.photos
+    assert photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
+    annotated = blurred_server.client.get(
+        f"/v1/reports/{report['id']}/image/annotated", headers=blurred_server.headers("manager")
+    )
+    assert annotated.status_code == 200
+    assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
+    assert not photos.held_path(sha256, "jpg").exists()
+
+
+def test_a_photo_held_at_a_crash_is_blurred_before_the_next_start_is_ready(
+    tmp_path: Path, detector: Detector, faces: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = _photo(13, 48.8713, 2.3713)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    with server_at(tmp_path / "data", detector) as first:
+        _never_blurred(monkeypatch)
+        assert _post(first, photo).status_code == 201
+        assert first.service.photos.held_path(sha256, "jpg").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr("vipare.pipeline.PrivacyDetector.from_settings", lambda *a, **k: FixedRegions(REGIONS))
+    with server_at(tmp_path / "data", detector) as second:
+        assert second.client.get("/readyz").status_code == 200
+        photos = second.service.photos
+        assert not photos.held_path(sha256, "jpg").exists()
+        assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
+
+
+def test_erasing_a_report_whose_photo_is_held_leaves_no_file(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _never_blurred(monkeypatch)
+    photo = _photo(14, 48.8714, 2.3714)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    report = _post(blurred_server, photo).json()
+    erased = blurred_server.client.post(f"/v1/reports/{report['id']}/erase", headers=blurred_server.headers("admin"))
+    assert erased.status_code == 200, erased.text
+    photos = blurred_server.service.photos
+    assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
+
+
+def test_a_blur_finishing_after_an_erasure_stores_nothing(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    store_blurred = blurring.store_blurred
+
+    def gated(*args: Any) -> None:
+        assert gate.wait(30)
+        store_blurred(*args)
+
+    monkeypatch.setattr(blurring, "store_blurred", gated)
+    photo = _photo(15, 48.8715, 2.3715)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    report = _post(blurred_server, photo).json()
+    erased = blurred_server.client.post(f"/v1/reports/{report['id']}/erase", headers=blurred_server.headers("admin"))
+    assert erased.status_code == 200, erased.text
+    gate.set()
+    blurred_server.settle()
+    photos = blurred_server.service.photos
+    assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
+
+
+def test_beyond_the_photos_in_flight_an_upload_blurs_before_answering(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upload, "MAX_IN_FLIGHT", 0)
+    photo = _photo(16, 48.8716, 2.3716)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    assert _post(blurred_server, photo).status_code == 201
+    photos = blurred_server.service.photos
+    assert not photos.held_path(sha256, "jpg").exists()
+    assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
