@@ -30,10 +30,23 @@ from serving.errors import install_error_handlers
 from serving.limits import FORM_OVERHEAD_BYTES, JSON_BODY_LIMIT, BodyLimitMiddleware
 from serving.model_registry import MAX_MODEL_BYTES
 from serving.observability import Metrics, RequestLogMiddleware, configure_logging
+from serving.originals import expire_originals
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.reports.blurring import recover_held
 from serving.retention import PASS_CHECK_S, daily_pass
-from serving.routes import batches, cameras, datasets, exports, incidents, keys, ops, pages, reports, reviews
+from serving.routes import (
+    batches,
+    cameras,
+    datasets,
+    exports,
+    incidents,
+    keys,
+    ops,
+    originals,
+    pages,
+    reports,
+    reviews,
+)
 from serving.routes import models as model_routes
 from serving.security import HardenedFastAPI, RequestGuardMiddleware
 from serving.service import Service, start_service
@@ -102,6 +115,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(model_routes.router)
     app.include_router(reports.upload_router)
     app.include_router(reports.router)
+    app.include_router(originals.router)
     app.include_router(reviews.router)
     app.include_router(incidents.router)
     app.include_router(exports.router)
@@ -174,4 +188,11 @@ async def _purge_photos(service: Service) -> None:
             )
         except Exception:  # the pass must outlive one failure (a full disk, a locked database); the next retries
             logger.exception("the daily purge of photos failed")
+        try:
+            expired = await anyio.to_thread.run_sync(expire_originals, service.photos, settings.keep_originals_days)
+        except OSError:
+            logger.exception("deleting the expired unblurred originals failed")
+        else:
+            if expired:
+                logger.info("expired unblurred originals deleted", extra={"files": expired})
         await asyncio.sleep(PASS_CHECK_S)

@@ -13,7 +13,11 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
     manager   read every report and incident, change incident states, review reports' photos, export
               (CSV, GeoJSON, Open311); manage the camera registry
     admin     create, list and revoke keys; promote and roll back models; review reports' photos; manage
-              the camera registry; erase a report (its photo and personal fields, serving.erasure)
+              the camera registry; erase a report (its photo and personal fields, serving.erasure);
+              read the log of reads of unblurred originals
+    privacy_officer
+              read a report's unblurred original while it is kept (VIPARE_KEEP_ORIGINALS_DAYS), each
+              read logged with its reason; read that log (serving.originals)
 
 A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
@@ -73,6 +77,7 @@ class Role(StrEnum):
     CAMERA = "camera"
     MANAGER = "manager"
     ADMIN = "admin"
+    PRIVACY_OFFICER = "privacy_officer"
 
 
 class Permission(StrEnum):
@@ -90,6 +95,8 @@ class Permission(StrEnum):
     MODEL_MANAGE = "model:manage"
     REPORT_REVIEW = "report:review"
     REPORT_ERASE = "report:erase"
+    ORIGINAL_READ = "original:read"
+    ORIGINAL_AUDIT = "original:audit"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -113,8 +120,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CAMERA_MANAGE,
             Permission.REPORT_REVIEW,
             Permission.REPORT_ERASE,
+            Permission.ORIGINAL_AUDIT,
         }
     ),
+    Role.PRIVACY_OFFICER: frozenset({Permission.ORIGINAL_READ, Permission.ORIGINAL_AUDIT}),
 }
 
 
@@ -159,7 +168,10 @@ class Principal:
         return permission in self.permissions
 
 
-LOCAL = Principal(key_id=None, name="local", role=None, permissions=frozenset(Permission))
+LOCAL = Principal(
+    key_id=None, name="local", role=None, permissions=frozenset(Permission) - {Permission.ORIGINAL_READ}
+)
+"""The open local trial: every permission but reading unblurred originals, which only their role may."""
 """The caller when no API key exists (open local mode)."""
 
 

@@ -110,7 +110,9 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True,
               help="agent: upload, read own; camera: upload; manager: read all, change states, review photos, "
-                   "export, manage cameras; admin: manage keys and cameras, promote models, review, erase reports.")
+                   "export, manage cameras; admin: manage keys and cameras, promote models, review, erase reports, "
+                   "read the log of reads of originals; privacy_officer: read unblurred originals (when kept), each "
+                   "read logged.")
 @click.option("--name", default=None, help="Who or what holds it (shown in incident histories); default: the role.")
 @click.option("--lat", type=float, default=None, help="Camera keys: the camera's surveyed latitude.")
 @click.option("--lon", type=float, default=None, help="Camera keys: the camera's surveyed longitude.")

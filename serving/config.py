@@ -130,6 +130,13 @@ class ServiceSettings(Settings):
         "deleted this many days after the incident's last change and the report's reception (vipare photos "
         "purge, and a daily pass of the service).",
     )
+    keep_originals_days: int = Field(
+        0,
+        ge=0,
+        le=30,
+        description="Keep each upload's unblurred original this many days, readable only by a privacy_officer "
+        "key, every read logged with its reason (serving.originals); 0: never kept (the default).",
+    )
 
     # -- queries
     page_size: int = Field(100, ge=1, description="Default number of items per page.")

@@ -21,6 +21,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`PermissionDeniedError`          403     forbidden
 :class:`NotFoundError`                  404     not_found
 :class:`PhotoDeletedError`              410     photo_deleted
+:class:`OriginalNotKeptError`           410     original_not_kept (serving.originals)
 ``NothingToExportError``                404     nothing_to_export (serving.dataset.select)
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
@@ -82,6 +83,7 @@ __all__ = [
     "LocationMissingError",
     "ModelNotReadyError",
     "NotFoundError",
+    "OriginalNotKeptError",
     "PhotoDeletedError",
     "PermissionDeniedError",
     "ServiceError",
@@ -150,6 +152,12 @@ class PhotoDeletedError(ServiceError):
     """A report's photo that is no longer kept: past retention, or erased (the report itself stays)."""
 
     status_code, code = 410, "photo_deleted"
+
+
+class OriginalNotKeptError(ServiceError):
+    """A report's unblurred original that is not kept: never (the default), or no longer."""
+
+    status_code, code = 410, "original_not_kept"
 
 
 class UnknownCameraError(ServiceError):

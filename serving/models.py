@@ -47,6 +47,7 @@ __all__ = [
     "CameraKey",
     "Incident",
     "ModelPromotion",
+    "OriginalRead",
     "Report",
     "ReportReview",
     "ScheduledPass",
@@ -302,3 +303,19 @@ class ScheduledPass(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class OriginalRead(Base):
+    """One read of a report's unblurred original (``VIPARE_KEEP_ORIGINALS_DAYS``): who, when and why.
+
+    Written and committed before the original is served; kept when the original is gone.
+    """
+
+    __tablename__ = "original_reads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"), index=True)
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    reader: Mapped[str] = mapped_column(String(240))
+    reader_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
+    reason: Mapped[str] = mapped_column(Text)

@@ -188,7 +188,9 @@ def delete_unneeded(
     """
     present = [
         (sha256, ext) for sha256, ext in sorted(candidates.items())
-        if _size(photos, sha256, ext) is not None or photos.held_path(sha256, ext).exists()
+        if _size(photos, sha256, ext) is not None
+        or photos.held_path(sha256, ext).exists()
+        or photos.original_path(sha256, ext).exists()
     ]
     files = size = 0
     for start in range(0, len(present), _BATCH):
@@ -199,6 +201,7 @@ def delete_unneeded(
                 if sha256 in needed:
                     continue
                 photos.release(sha256, ext)  # not blurred yet (serving.photos.pending): no longer needed either
+                photos.original_path(sha256, ext).unlink(missing_ok=True)  # serving.originals
                 found = _size(photos, sha256, ext)
                 if found is None:
                     continue

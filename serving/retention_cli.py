@@ -15,6 +15,7 @@ import click
 from serving.cli import _settings, _store
 from serving.erasure import erase
 from serving.errors import NotFoundError
+from serving.originals import expire_originals
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.photos.store import PhotoStore
 from serving.retention import PurgeResult, purge
@@ -58,18 +59,24 @@ def purge_command(dry_run: bool, data_dir: Path | None) -> None:
     once the retention period has passed since the incident's last change and the report's reception.
 
     The reports stay (detections, place, time), marked as without photo; their image answers 410.
-    The service does the same once a day; running it by hand is never needed, and always safe.
+    The service does the same once a day; running it by hand is never needed, and always safe. Unblurred
+    originals older than VIPARE_KEEP_ORIGINALS_DAYS go too (all of them when it is 0).
     """
     settings = _settings(data_dir=data_dir)
+    store = PhotoStore(settings.photo_dir)
     with _store(settings) as sessions:
         result = purge(
             sessions,
-            PhotoStore(settings.photo_dir),
+            store,
             retention_days=settings.photo_retention_days,
             dry_run=dry_run,
             annotated_cache=settings.data_dir / ANNOTATED_CACHE,
         )
     click.echo(purge_summary(result, settings.photo_retention_days))
+    if not dry_run:
+        expired = expire_originals(store, settings.keep_originals_days)
+        if expired:
+            click.echo(f"deleted {expired} unblurred originals older than {settings.keep_originals_days} days")
 
 
 @click.group()

@@ -370,3 +370,22 @@ class ModelOut(BaseModel):
     deposit_classes: list[str]
     class_families: dict[str, str]
     ready: bool
+
+
+class OriginalReadOut(BaseModel):
+    """One read of a report's unblurred original (:mod:`serving.originals`)."""
+
+    id: int
+    report_id: int
+    read_at: datetime
+    reader: str
+    reason: str
+
+
+class OriginalReadPage(BaseModel):
+    """A page of the log of reads of unblurred originals, newest first."""
+
+    items: list[OriginalReadOut]
+    total: int
+    limit: int
+    offset: int

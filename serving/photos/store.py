@@ -37,6 +37,8 @@ MEDIA_TYPES: dict[str, str] = {"jpg": "image/jpeg", "png": "image/png", "webp": 
 _TMP_PREFIX = ".tmp-"
 HELD = ".held"
 """Folder of the store where accepted photos wait for their blurred copy (:mod:`serving.photos.pending`)."""
+ORIGINALS = ".originals"
+"""Folder of the store where unblurred originals are kept, when a setting says so (:mod:`serving.originals`)."""
 _ORPHAN_BATCH = 500
 
 
@@ -85,17 +87,32 @@ class PhotoStore:
 
     def held(self) -> list[tuple[str, str, float]]:
         """The photos held for blurring: (sha256, extension, seconds since written), oldest first."""
+        return self._listed(HELD)
+
+    def original_path(self, sha256: str, ext: str) -> Path:
+        """Where an upload's unblurred original is kept, when a setting says so (:mod:`serving.originals`)."""
+        return self.root / ORIGINALS / f"{sha256}.{ext}"
+
+    def keep_original(self, data: bytes, sha256: str, ext: str) -> bool:
+        """Keep an upload's unblurred original (metadata removed), on disk; False when kept already."""
+        return self._write(self.original_path(sha256, ext), clean_metadata(data), durable=True)
+
+    def originals(self) -> list[tuple[str, str, float]]:
+        """The unblurred originals kept: (sha256, extension, seconds since written), oldest first."""
+        return self._listed(ORIGINALS)
+
+    def _listed(self, folder: str) -> list[tuple[str, str, float]]:
         try:
-            with os.scandir(self.root / HELD) as entries:
+            with os.scandir(self.root / folder) as entries:
                 found = [(e.stat().st_mtime, e.name) for e in entries if not e.name.startswith(_TMP_PREFIX)]
         except FileNotFoundError:
             return []
         now = time.time()
-        held = []
+        listed = []
         for mtime, name in sorted(found):
             sha256, _, ext = name.partition(".")
-            held.append((sha256, ext, now - mtime))
-        return held
+            listed.append((sha256, ext, now - mtime))
+        return listed
 
     def _write(self, final: Path, content: bytes, *, durable: bool) -> bool:
         if _holds(final, content):

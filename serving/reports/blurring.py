@@ -70,8 +70,9 @@ def store_blurred(
 ) -> None:
     """Find the photo's regions, store its blurred copy and drop the held one.
 
+    With ``keep_originals_days`` set, the unblurred original is kept too (:mod:`serving.originals`).
     Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
-    gets no blurred copy back.
+    gets no blurred copy or original back.
     """
     start = time.perf_counter()
     regions = pipeline.private_regions(image, detections)
@@ -83,9 +84,12 @@ def store_blurred(
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - found)
+    if service.settings.keep_originals_days > 0:  # readable by privacy officers only (serving.originals)
+        service.photos.keep_original(data, sha256, ext)
     service.photos.put(stored, sha256, ext)
     if not _kept(service, sha256):
         service.photos.path(sha256, ext).unlink(missing_ok=True)
+        service.photos.original_path(sha256, ext).unlink(missing_ok=True)
     service.photos.release(sha256, ext)
 
 

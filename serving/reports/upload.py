@@ -113,6 +113,7 @@ async def submit(
         raise
     ext = EXTENSIONS[result.image.format]
     later = purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
+    regions: list[Region] = []
     if later:  # held as sent (metadata removed), blurred after the answer: serving.photos.pending
         later = service.in_flight.start(sha256)
         stored = data
@@ -128,6 +129,8 @@ async def submit(
         if purged is not None:
             outcome = await anyio.to_thread.run_sync(_restore, service, principal, purged, stored, sha256, ext, form)
         else:
+            if not later and regions and service.settings.keep_originals_days > 0:  # serving.originals
+                await anyio.to_thread.run_sync(service.photos.keep_original, data, sha256, ext)
             written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext, later)
             outcome = await anyio.to_thread.run_sync(
                 _persist, service, principal, result, form, ext, received, fallback_time

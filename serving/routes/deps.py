@@ -65,6 +65,8 @@ _ACTIONS: dict[Permission, str] = {
     Permission.MODEL_MANAGE: "promote models",
     Permission.REPORT_REVIEW: "review reports' photos",
     Permission.REPORT_ERASE: "erase reports",
+    Permission.ORIGINAL_READ: "read unblurred originals (privacy_officer keys only, every read logged)",
+    Permission.ORIGINAL_AUDIT: "read the log of reads of unblurred originals",
 }
 
 

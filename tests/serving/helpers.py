@@ -159,11 +159,11 @@ class Server:
 
 
 def add_keys(service: Service) -> dict[str, str]:
-    """One key per role, plus 'agent2', straight into the database."""
+    """One key per role (named as the role), plus 'agent2', straight into the database."""
     keys: dict[str, str] = {}
     with write_session(service.sessions) as session:
         for who, role in (("agent", Role.AGENT), ("agent2", Role.AGENT), ("camera", Role.CAMERA),
-                          ("manager", Role.MANAGER), ("admin", Role.ADMIN)):
+                          ("manager", Role.MANAGER), ("admin", Role.ADMIN), ("privacy_officer", Role.PRIVACY_OFFICER)):
             _, keys[who] = create_key(session, role, f"test-{who}")
     return keys
 

@@ -65,6 +65,13 @@ ACTIONS: dict[str, tuple[Request, Permission]] = {
         Permission.KEY_MANAGE,
     ),
     "list keys": (_get("/v1/keys"), Permission.KEY_MANAGE),
+    "read original": (
+        lambda s, ids, h: s.client.get(
+            f"/v1/reports/{ids['report']}/original", params={"reason": "a complaint about this deposit"}, headers=h
+        ),
+        Permission.ORIGINAL_READ,
+    ),
+    "read originals log": (_get("/v1/originals/reads"), Permission.ORIGINAL_AUDIT),
     "revoke key": (lambda s, ids, h: s.client.delete(f"/v1/keys/{ids['spare_key']}", headers=h), Permission.KEY_MANAGE),
 }
 
