@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -44,7 +45,7 @@ def not_keeping(tmp_path: Path, detector: Detector, faces: None) -> Iterator[Ser
         yield _with_officer(running)
 
 
-def _original(server: Server, report_id: int, who: str = "officer", reason: str | None = REASON) -> object:
+def _original(server: Server, report_id: int, who: str = "officer", reason: str | None = REASON) -> Any:
     params = {} if reason is None else {"reason": reason}
     return server.client.get(f"/v1/reports/{report_id}/original", params=params, headers=server.headers(who))
 
