@@ -9,13 +9,15 @@ Three measurements, each optional:
   after each one its photo is read back (``GET /v1/reports/{id}/image``, untimed), which waits until
   it is stored blurred. Prints the p50/p95 of the answer and of "stored" (until that read returned),
   how much each grows with blurring, each server's CPU time per upload (``/proc``), then the library's
-  parts per photo: decode + detect, finding the regions, and blurring and re-encoding (only photos
-  with regions).
+  parts per photo: decode + detect, finding the regions, and blurring, re-encoding and checking the
+  verdict on the blurred copy, as the service does (only photos with regions).
 * the privacy set (``--privacy-set``): ``tests/data/privacy_boxes.json``, with the measure of
   ``tests/serving/test_privacy_set.py`` (no face found by YuNet at threshold 0.5 on the blurred
   photo at twice its size, variance of the Laplacian under 0.2 of the original's), in the library.
 * verdicts (``--verdicts N``): the first N photos of street-waste-cn val (0: all), analysed by the
-  shipped model as sent and as stored after blurring; prints how many image-level verdicts are the same.
+  shipped model as sent and as stored after blurring (as the service blurs them: coarse, then the
+  plate bands' fine cells when the coarse blur changed the verdict); prints how many image-level
+  verdicts are the same, and how many needed the fine cells.
 
     python -m benchmarks.bench_privacy --photos 8 --requests 16 --privacy-set --verdicts 0
 """
@@ -28,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -39,9 +42,10 @@ from PIL import Image
 from benchmarks.bench_upload import distinct
 from benchmarks.cli import command
 from serving.launch import cli_key, start_server
-from serving.photos.anonymise import anonymise
+from serving.photos.anonymise import anonymise, keeps_verdict
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
+from vipare.machine import cpu_name
 from vipare.privacy import box_iou, region_sharpness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +66,9 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
     paths = make_phone_photos(photo_dir / "people", len(people), sources=people)
     paths += make_phone_photos(photo_dir / "plain", max(1, count - len(people)))
     photos = [p.read_bytes() for p in paths]
-    parts: dict[str, list[float]] = {"decode + detect": [], "find regions": [], "blur + encode (with regions)": []}
+    parts: dict[str, list[float]] = {
+        "decode + detect": [], "find regions": [], "blur + encode + check (with regions)": []
+    }
     with_regions = 0
     for data in photos:
         start = time.perf_counter()
@@ -76,13 +82,14 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
             regions,
             max_pixels=pipeline.settings.max_image_pixels,
             max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+            keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),
         )
         end = time.perf_counter()
         parts["decode + detect"].append(found - start)
         parts["find regions"].append(blurred - found)
         if regions:
             with_regions += 1
-            parts["blur + encode (with regions)"].append(end - blurred)
+            parts["blur + encode + check (with regions)"].append(end - blurred)
     timings: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
     stored: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
     cpu: dict[str, float] = {}
@@ -156,8 +163,12 @@ def _privacy_set(pipeline: Pipeline) -> None:
     for case in json.loads(BOXES.read_text())["photos"]:
         data = (DATASETS / case["photo"]).read_bytes()
         image = pipeline.decode(data)
-        regions = pipeline.private_regions(image, pipeline.analyze(image).detections)
-        stored = anonymise(data, regions, max_pixels=10**9, max_non_jpeg_pixels=10**9)
+        result = pipeline.analyze(image)
+        regions = pipeline.private_regions(image, result.detections)
+        stored = anonymise(
+            data, regions, max_pixels=10**9, max_non_jpeg_pixels=10**9,
+            keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),  # as the service stores it
+        )
         before, after = _grey(data), _grey(stored)
         big = cv2.resize(cv2.cvtColor(after, cv2.COLOR_GRAY2BGR), (after.shape[1] * 2, after.shape[0] * 2))
         faces.setInputSize((big.shape[1], big.shape[0]))
@@ -175,10 +186,22 @@ def _privacy_set(pipeline: Pipeline) -> None:
     print(f"privacy set: {passed}/{total} boxes unreadable ({passed / total:.1%})")
 
 
+class _Checks:
+    """A verdict check that remembers its answers (the second: the plate bands' fine cells)."""
+
+    def __init__(self, check: Callable[[bytes], bool]) -> None:
+        self.check = check
+        self.answers: list[bool] = []
+
+    def __call__(self, blurred: bytes) -> bool:
+        self.answers.append(self.check(blurred))
+        return self.answers[-1]
+
+
 def _verdicts(pipeline: Pipeline, count: int) -> None:
     paths = sorted(VAL.glob("*.jpg"))
     paths = paths[:count] if count else paths
-    same = blurred = 0
+    same = blurred = fine = 0
     for path in paths:
         data = path.read_bytes()
         image = pipeline.decode(data)
@@ -188,19 +211,23 @@ def _verdicts(pipeline: Pipeline, count: int) -> None:
             same += 1
             continue
         blurred += 1
+        checks = _Checks(keeps_verdict(pipeline, before.verdict.dumping))
         stored = anonymise(
             data,
             regions,
             max_pixels=pipeline.settings.max_image_pixels,
             max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+            keeps_verdict=checks,
         )
+        fine += checks.answers == [False, True]
         after = pipeline.analyze(stored)
         if after.verdict.dumping == before.verdict.dumping:
             same += 1
         else:
             print(f"  verdict changed: {path.name} {before.verdict.dumping} -> {after.verdict.dumping}")
     print(
-        f"verdicts: {same}/{len(paths)} street-waste-cn val photos keep their verdict ({blurred} had regions blurred)"
+        f"verdicts: {same}/{len(paths)} street-waste-cn val photos keep their verdict ({blurred} had regions blurred; "
+        f"{fine} kept it only with the plate bands' fine cells)"
     )
 
 
@@ -225,6 +252,7 @@ def _verdicts(pipeline: Pipeline, count: int) -> None:
 )
 def main(count: int, requests: int, threads: int, privacy_set: bool, verdicts: int | None, photo_dir: Path) -> None:
     pipeline = Pipeline(settings=Settings(intra_op_threads=threads))
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical cores; load average {os.getloadavg()[0]:.2f} at the start")
     if privacy_set:
         _privacy_set(pipeline)
     if verdicts is not None:

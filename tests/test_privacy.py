@@ -6,7 +6,19 @@ import cv2
 import numpy as np
 import pytest
 
-from vipare.privacy import PrivacyDetector, Region, blur_regions, grow_box, head_region, outside, plate_region, spare
+from vipare.privacy import (
+    PLATE_CELL,
+    PLATE_TOP,
+    PrivacyDetector,
+    Region,
+    blur,
+    blur_regions,
+    grow_box,
+    head_region,
+    outside,
+    plate_region,
+    spare,
+)
 from vipare.settings import Settings
 from vipare.size import Size
 
@@ -123,3 +135,29 @@ def test_heads_and_plates_are_cut_around_a_deposit_and_faces_of_persons_are_not(
             x1, y1, x2, y2 = region.box
             assert x2 <= 100 or x1 >= 300 or y2 <= 100 or y1 >= 300
     assert spare(regions, []) == regions
+
+
+def test_a_part_cut_around_a_deposit_is_blurred_as_its_whole_region() -> None:
+    """A thin strip left of a plate band beside a deposit gets the band's cells, not cells of its own size."""
+    image = _checkerboard(200, 300)
+    band = Region("plate", (0.0, 110.0, 300.0, 200.0), 0.9)
+    parts = spare([band], [(0.0, 100.0, 290.0, 200.0)])  # a deposit over all but a 10-pixel strip
+    assert [p.box for p in parts] == [(290.0, 110.0, 300.0, 200.0)] and parts[0].whole == band.box
+    strip = (slice(110, 200), slice(290, 300))
+    assert _sharpness(blur(image, parts)[strip]) < 0.02 * _sharpness(image[strip])
+    alone = Region("plate", parts[0].box, 0.9)  # sized on its own 10 pixels, it would keep more detail
+    assert _sharpness(blur(image, parts)[strip]) < _sharpness(blur(image, [alone])[strip])
+
+
+def test_fine_plate_cells_are_about_half_a_plate_and_faces_stay_coarse() -> None:
+    image = _checkerboard(400, 400, cell=2)
+    vehicle = (0.0, 0.0, 400.0, 400.0)
+    band = Region("plate", plate_region(vehicle), 0.9)
+    face = Region("face", (0.0, 0.0, 120.0, 120.0), 0.9)
+    coarse, fine = blur(image, [band, face]), blur(image, [band, face], fine_plates=True)
+    rows = slice(int(PLATE_TOP * 400), 400)
+    # finer cells keep more of the band's variation, but cells of 0.045 of the vehicle's height
+    # (18 pixels here, a plate being about 0.1 of it) still leave nothing of 2-pixel details
+    assert _sharpness(coarse[rows]) < _sharpness(fine[rows]) < 0.02 * _sharpness(image[rows])
+    assert np.array_equal(coarse[:120, :120], fine[:120, :120])
+    assert PLATE_CELL * 400 < 0.5 * 0.1 * 400

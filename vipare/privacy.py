@@ -13,8 +13,9 @@ as everywhere in vipare), run on the reduced copy of the photo the analysis alre
   vehicle box, where front and rear plates are, is blurred (:func:`plate_region`), whether a plate
   shows or not.
 
-:func:`blur_regions` is pure numpy/OpenCV: each region is averaged down to a few cells across its
-short side and smoothly scaled back up, which leaves no high frequencies (no letters, no features).
+:func:`blur` is pure numpy/OpenCV: each region is averaged down to a few cells (three across a face,
+a head or a plate band; or about half a plate's height in a plate band) and smoothly scaled back up,
+which leaves no high frequencies (no letters, no features).
 
 Thread safety: :class:`PrivacyDetector` shares one onnxruntime session (thread-safe) and gives each
 thread its own ``FaceDetectorYN``, whose input size is state.
@@ -44,6 +45,10 @@ __all__ = [
     "VEHICLE_CLASSES",
     "PrivacyDetector",
     "Region",
+    "FACE_CELLS",
+    "PLATE_CELL",
+    "PLATE_TOP",
+    "blur",
     "blur_regions",
     "box_iou",
     "grow_box",
@@ -58,6 +63,12 @@ Box = tuple[float, float, float, float]
 
 PERSON_CLASSES: Final = frozenset({"person"})
 VEHICLE_CLASSES: Final = frozenset({"car", "bus", "truck", "motorcycle"})
+PLATE_TOP: Final = 0.45
+"""Where a plate band starts, as a fraction of its vehicle's height from the top (:func:`plate_region`)."""
+FACE_CELLS: Final = 3
+"""Cells across the shorter side of a face or head after the blur's averaging."""
+PLATE_CELL: Final = 0.045
+"""Side of a plate band's blur cells, as a fraction of the vehicle's height (about half a plate's height)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +79,14 @@ class Region:
         kind: ``face`` (the face detector), ``head`` (top of a person) or ``plate`` (lower part of a vehicle).
         box: ``x1, y1, x2, y2`` in pixels of the upright original photo.
         score: the detector's confidence in the face, person or vehicle, in [0, 1].
+        whole: the region before :func:`spare` cut it around a deposit (None: ``box`` itself); the
+            blur's cells are sized on it (:func:`blur`), so a part is blurred as the whole would be.
     """
 
     kind: Literal["face", "head", "plate"]
     box: Box
     score: float
+    whole: Box | None = None
 
 
 def grow_box(box: Box, margin: float, size: Size) -> Box:
@@ -105,7 +119,7 @@ def head_region(person: Box, *, min_fraction: float = 0.2, width_fraction: float
     return (x1, y1, x2, y1 + height)
 
 
-def plate_region(vehicle: Box, *, top_fraction: float = 0.45) -> Box:
+def plate_region(vehicle: Box, *, top_fraction: float = PLATE_TOP) -> Box:
     """Where a vehicle's plates can be: its full width, from ``top_fraction`` of its height down.
 
     Front and rear plates sit between the bumper and the lights, in the lower half of the box
@@ -169,7 +183,8 @@ def spare(regions: Sequence[Region], deposits: Sequence[Box], *, face_share: flo
         if not deposits or (region.kind == "face" and _a_face(region.box, heads, deposits, face_share)):
             out.append(region)
             continue
-        out.extend(Region(region.kind, part, region.score) for part in outside(region.box, deposits))
+        whole = region.whole or region.box
+        out.extend(Region(region.kind, part, region.score, whole) for part in outside(region.box, deposits))
     return out
 
 
@@ -206,7 +221,7 @@ def _a_face(face: Box, heads: Sequence[Box], deposits: Sequence[Box], face_share
     return all(_area(face) < face_share * _area(d) for d in deposits if _overlap(face, d))
 
 
-def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = 3) -> NDArray[np.uint8]:
+def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = FACE_CELLS) -> NDArray[np.uint8]:
     """A copy of ``image`` where every box is blurred beyond reading.
 
     Each box is averaged down to ``cells`` cells across its shorter side (``INTER_AREA``) and scaled
@@ -224,21 +239,51 @@ def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int =
     if cells < 1:
         raise ValueError(f"cells must be at least 1, got {cells}")
     out = image.copy()
-    height, width = image.shape[:2]
-    for x1, y1, x2, y2 in boxes:
-        left, top = max(0, math.floor(x1)), max(0, math.floor(y1))
-        right, bottom = min(width, math.ceil(x2)), min(height, math.ceil(y2))
-        if right - left < 2 or bottom - top < 2:
-            continue
-        patch = out[top:bottom, left:right]
-        step = max(1.0, min(right - left, bottom - top) / cells)
-        small = cv2.resize(
-            patch,
-            (max(1, round((right - left) / step)), max(1, round((bottom - top) / step))),
-            interpolation=cv2.INTER_AREA,
-        )
-        out[top:bottom, left:right] = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+    for box in boxes:
+        _blur_box(out, box, _short_side(box) / cells)
     return out
+
+
+def blur(image: NDArray[np.uint8], regions: Iterable[Region], *, fine_plates: bool = False) -> NDArray[np.uint8]:
+    """A copy of ``image`` with every region blurred beyond reading, cells sized on the whole region.
+
+    Faces and heads are averaged down to :data:`FACE_CELLS` cells across their shorter side; plate
+    bands too, or with ``fine_plates`` to cells of :data:`PLATE_CELL` of their vehicle's height, about
+    half a plate's height: no letter survives either way, and with fine cells a large car seen close
+    stays a car instead of a smooth dark slab that the deposit detector may take for a bin or a bag
+    (the service takes the fine cells only when the coarse ones change the photo's
+    verdict).
+    """
+    out = image.copy()
+    for region in regions:
+        whole = region.whole or region.box
+        if fine_plates and region.kind == "plate":
+            cell = PLATE_CELL * (whole[3] - whole[1]) / (1.0 - PLATE_TOP)  # the vehicle's height
+        else:
+            cell = _short_side(whole) / FACE_CELLS
+        _blur_box(out, region.box, cell)
+    return out
+
+
+def _blur_box(out: NDArray[np.uint8], box: Box, cell: float) -> None:
+    height, width = out.shape[:2]
+    x1, y1, x2, y2 = box
+    left, top = max(0, math.floor(x1)), max(0, math.floor(y1))
+    right, bottom = min(width, math.ceil(x2)), min(height, math.ceil(y2))
+    if right - left < 2 or bottom - top < 2:
+        return
+    patch = out[top:bottom, left:right]
+    step = max(1.0, cell)
+    small = cv2.resize(
+        patch,
+        (max(1, round((right - left) / step)), max(1, round((bottom - top) / step))),
+        interpolation=cv2.INTER_AREA,
+    )
+    out[top:bottom, left:right] = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+
+
+def _short_side(box: Box) -> float:
+    return min(box[2] - box[0], box[3] - box[1])
 
 
 class PrivacyDetector:

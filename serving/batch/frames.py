@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from serving.photos.anonymise import anonymise
+from serving.photos.anonymise import anonymise, keeps_verdict
 from serving.photos.store import EXTENSIONS, PhotoStore
 from vipare.errors import (
     CorruptImageError,
@@ -219,6 +219,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
                 regions,
                 max_pixels=pipeline.settings.max_image_pixels,
                 max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+                keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),
             )
         except ImageError as exc:
             return failed(error_kind(exc), str(exc))

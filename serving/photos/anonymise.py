@@ -8,7 +8,7 @@ then:
 
 - no region: the uploaded bytes, which :meth:`serving.photos.store.PhotoStore.put` cleans of their
   metadata as for any photo (no decode, no re-encode: the common case stays cheap);
-- regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.privacy.blur_regions`)
+- regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.privacy.blur`)
   and encoded again in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), with no
   metadata at all (its colour profile kept), so no unblurred thumbnail survives in an EXIF block.
 
@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # a batch job's own process stores photos without loading OpenCV or onnxruntime
-    from vipare.privacy import Box, Region
+    from vipare.pipeline import Pipeline
+    from vipare.privacy import Region
 
-__all__ = ["JPEG_QUALITY", "anonymise"]
+__all__ = ["JPEG_QUALITY", "anonymise", "keeps_verdict"]
 
 JPEG_QUALITY = 90
 """Quality of a re-encoded JPEG, WebP or HEIF: a blurred photo loses no visible detail elsewhere."""
@@ -38,7 +40,14 @@ _SAVE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "H
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 
 
-def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int, max_non_jpeg_pixels: int) -> bytes:
+def anonymise(
+    data: bytes,
+    regions: Sequence[Region],
+    *,
+    max_pixels: int,
+    max_non_jpeg_pixels: int,
+    keeps_verdict: Callable[[bytes], bool] | None = None,
+) -> bytes:
     """The bytes to store for a photo whose private regions are ``regions``.
 
     Args:
@@ -48,6 +57,11 @@ def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int, max_no
         max_non_jpeg_pixels: the intake's pixel limit for PNG and HEIC, a quarter of it for WebP
             (``Settings.max_non_jpeg_pixels``): the analysis accepted the photo under it, so the
             blurring must not refuse it under a lower one.
+        keeps_verdict: given the blurred bytes, whether the deposit detector still reads them as it
+            read ``data``. The coarse blur comes first; when it changes the verdict (a blurred car
+            read as a bin, a deposit beside blurred cars no longer found), plate bands are blurred
+            with fine cells instead (:func:`vipare.privacy.blur`), and that copy is kept when it keeps
+            the verdict. None: the coarse blur, unchecked.
 
     Returns:
         ``data`` itself when there is nothing to blur; else the upright, blurred photo in the same
@@ -59,11 +73,8 @@ def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int, max_no
     if not regions:
         return data
     from vipare.exif import orientation  # the decoders and OpenCV: only when there is work
-    from vipare.imaging import load_image
     from vipare.intake import open_image
-    from vipare.privacy import blur_regions
 
-    boxes = [region.box for region in regions]
     with open_image(data, max_pixels, max_non_jpeg_pixels) as original:
         icc = original.info.get("icc_profile")
         fmt = _SAVE_FORMATS.get(original.format or "", "JPEG")
@@ -71,40 +82,66 @@ def anonymise(data: bytes, regions: Sequence[Region], *, max_pixels: int, max_no
         turned = orientation(original) in _SWAPS_AXES if fmt == "JPEG" else False
     if not (isinstance(icc, bytes) and icc[16:20] == b"RGB "):
         icc = None  # a CMYK or grey profile would not fit the RGB pixels written
+    pixels = _upright_pixels(data, fmt, (width, height) if not turned else (height, width), max_pixels,
+                             max_non_jpeg_pixels)
+    first = _encode(pixels, regions, fmt, icc, fine_plates=False)
+    if keeps_verdict is None or keeps_verdict(first) or not any(r.kind == "plate" for r in regions):
+        return first
+    second = _encode(pixels, regions, fmt, icc, fine_plates=True)
+    return second if keeps_verdict(second) else first
+
+
+def keeps_verdict(pipeline: Pipeline, dumping: bool) -> Callable[[bytes], bool]:
+    """For :func:`anonymise`: whether ``pipeline`` reads a blurred copy as it read the photo (verdict ``dumping``)."""
+    return lambda blurred: pipeline.analyze(blurred).verdict.dumping == dumping
+
+
+class _Pixels:
+    """The upright photo decoded in full: BGR from OpenCV's JPEG codec, else RGB from vipare's decoding."""
+
+    def __init__(self, array: np.ndarray, bgr: bool) -> None:
+        self.array, self.bgr = array, bgr
+
+
+def _upright_pixels(
+    data: bytes, fmt: str, upright: tuple[int, int], max_pixels: int, max_non_jpeg_pixels: int
+) -> _Pixels:
+    """A JPEG through OpenCV's codec (twice as fast as Pillow's on a 12 MP photo), anything else as vipare decodes it.
+
+    ``cv2.imdecode`` applies the EXIF orientation, as vipare's decoding does; a result of another
+    size than ``upright`` (width, height) means it did not, and vipare's decoding is used instead.
+    """
+    import cv2
+
+    from vipare.imaging import load_image
+
     if fmt == "JPEG":
-        fast = _blur_jpeg(data, boxes, (width, height) if not turned else (height, width), icc)
-        if fast is not None:
-            return fast
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is not None and (bgr.shape[1], bgr.shape[0]) == upright:
+            return _Pixels(np.asarray(bgr, dtype=np.uint8), bgr=True)
     image = load_image(data, max_bytes=len(data), max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels)
-    blurred = blur_regions(image.array, boxes)
+    return _Pixels(image.array, bgr=False)
+
+
+def _encode(pixels: _Pixels, regions: Sequence[Region], fmt: str, icc: bytes | None, *, fine_plates: bool) -> bytes:
+    """The blurred photo in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), no metadata."""
+    import cv2
+
+    from vipare.privacy import blur
+
+    blurred = blur(pixels.array, regions, fine_plates=fine_plates)
+    if pixels.bgr:
+        ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if ok:
+            jpeg = encoded.tobytes()
+            return _with_icc(jpeg, icc) if icc else jpeg
+        blurred = np.ascontiguousarray(blurred[:, :, ::-1])
     options: dict[str, object] = {} if fmt == "PNG" else {"quality": JPEG_QUALITY}
     if icc:
         options["icc_profile"] = icc
     out = io.BytesIO()
     Image.fromarray(blurred).save(out, fmt, **options)
     return out.getvalue()
-
-
-def _blur_jpeg(data: bytes, boxes: list[Box], upright: tuple[int, int], icc: bytes | None) -> bytes | None:
-    """A JPEG blurred with OpenCV's codec, twice as fast as Pillow's path on a 12 MP photo; None to fall back.
-
-    ``cv2.imdecode`` applies the EXIF orientation, as vipare's decoding does; a result of another
-    size than ``upright`` (width, height) means it did not, and Pillow's path is taken instead.
-    """
-    import cv2
-    import numpy as np
-
-    from vipare.privacy import blur_regions
-
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or (bgr.shape[1], bgr.shape[0]) != upright:
-        return None
-    blurred = blur_regions(np.asarray(bgr, dtype=np.uint8), boxes)
-    ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        return None
-    jpeg = encoded.tobytes()
-    return _with_icc(jpeg, icc) if icc else jpeg
 
 
 def _with_icc(jpeg: bytes, icc: bytes) -> bytes:

@@ -23,7 +23,7 @@ import anyio.to_thread
 from sqlalchemy import select
 
 from serving.models import Report
-from serving.photos.anonymise import anonymise
+from serving.photos.anonymise import anonymise, keeps_verdict
 from vipare.results import Detection
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from vipare.imaging import DecodedImage
     from vipare.pipeline import Pipeline
 
-__all__ = ["MAX_IN_FLIGHT", "READ_WAIT_S", "blur_held", "blur_later", "ensure_stored", "recover_held"]
+__all__ = [
+    "MAX_IN_FLIGHT", "READ_WAIT_S", "blur_held", "blur_later", "ensure_stored", "recover_held",
+]
 
 logger = logging.getLogger("serving.reports.blurring")
 
@@ -44,14 +46,15 @@ READ_WAIT_S = 30.0
 
 def blur_later(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    sha256: str, ext: str,
+    dumping: bool, sha256: str, ext: str,
 ) -> None:
     """Blur a held photo after the answer; the caller claimed it with ``service.in_flight.start(sha256)``."""
 
     async def run() -> None:
         try:
             await anyio.to_thread.run_sync(
-                store_blurred, service, pipeline, data, image, detections, sha256, ext, limiter=service.analysis_limiter
+                store_blurred, service, pipeline, data, image, detections, dumping, sha256, ext,
+                limiter=service.analysis_limiter,
             )
         except Exception:  # the held file stays: a reader or the next start blurs it
             logger.exception("blurring a photo failed; it stays held until read or until the next start",
@@ -66,7 +69,7 @@ def blur_later(
 
 def store_blurred(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    sha256: str, ext: str,
+    dumping: bool, sha256: str, ext: str,
 ) -> None:
     """Find the photo's regions, store its blurred copy and drop the held one.
 
@@ -79,7 +82,7 @@ def store_blurred(
     found = time.perf_counter()
     stored = anonymise(
         data, regions, max_pixels=pipeline.settings.max_image_pixels,
-        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels, keeps_verdict=keeps_verdict(pipeline, dumping),
     )
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
     if regions:
@@ -93,7 +96,7 @@ def store_blurred(
     service.photos.release(sha256, ext)
 
 
-def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Detection]) -> None:
+def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool) -> None:
     """Blur a photo from its held file (a reader in another process, or after a crash).
 
     Raises:
@@ -101,10 +104,12 @@ def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Dete
     """
     data = service.photos.held_path(sha256, ext).read_bytes()
     pipeline = service.pipeline  # the privacy detectors: ready before the deposit model's warm-up
-    store_blurred(service, pipeline, data, pipeline.decode(data), detections, sha256, ext)
+    store_blurred(service, pipeline, data, pipeline.decode(data), detections, dumping, sha256, ext)
 
 
-def ensure_stored(service: Service, sha256: str, ext: str, detections: Sequence[Detection]) -> bool:
+def ensure_stored(
+    service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool
+) -> bool:
     """Whether the store holds the photo's blurred copy, once this process's blurring of it ended or this call did it.
 
     Blocking: call it from a worker thread.
@@ -117,7 +122,7 @@ def ensure_stored(service: Service, sha256: str, ext: str, detections: Sequence[
         return path.exists()
     if service.in_flight.start(sha256):
         try:
-            blur_held(service, sha256, ext, detections)
+            blur_held(service, sha256, ext, detections, dumping)
         except FileNotFoundError:
             pass  # another process stored it meanwhile
         finally:
@@ -140,11 +145,13 @@ def recover_held(service: Service) -> int:
             report = session.scalars(
                 select(Report).where(Report.sha256 == sha256, Report.photo_deleted_at.is_(None)).limit(1)
             ).first()
-            detections = [Detection.model_validate(d) for d in report.detections] if report is not None else None
-        if detections is None or not service.in_flight.start(sha256):
+            if report is None:
+                continue
+            detections, dumping = [Detection.model_validate(d) for d in report.detections], report.dumping
+        if not service.in_flight.start(sha256):
             continue
         try:
-            blur_held(service, sha256, ext, detections)
+            blur_held(service, sha256, ext, detections, dumping)
             blurred += 1
         except FileNotFoundError:
             pass

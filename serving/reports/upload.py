@@ -52,7 +52,7 @@ from serving.db import write_session
 from serving.errors import LocationMissingError, storage_error
 from serving.grouping import needs_review
 from serving.models import Incident, Report, utcnow
-from serving.photos.anonymise import anonymise
+from serving.photos.anonymise import anonymise, keeps_verdict
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
@@ -122,7 +122,7 @@ async def submit(
             _find_regions, service, pipeline, image, result, limiter=service.analysis_limiter
         )
         stored = await anyio.to_thread.run_sync(
-            _anonymise, service, pipeline, data, regions, limiter=service.analysis_limiter
+            _anonymise, service, pipeline, data, regions, result.verdict.dumping, limiter=service.analysis_limiter
         )
     written = False
     try:
@@ -150,7 +150,7 @@ async def submit(
             service.in_flight.finish(sha256)
         raise
     if later:
-        blur_later(service, pipeline, data, image, result.detections, sha256, ext)
+        blur_later(service, pipeline, data, image, result.detections, result.verdict.dumping, sha256, ext)
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
     if outcome.created:
         service.metrics.count_detections(result.detections)
@@ -263,13 +263,14 @@ def _find_regions(service: Service, pipeline: Pipeline, image: DecodedImage, res
     return regions
 
 
-def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region]) -> bytes:
+def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region], dumping: bool) -> bytes:
     start = time.perf_counter()
     stored = anonymise(
         data,
         regions,
         max_pixels=pipeline.settings.max_image_pixels,
         max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+        keeps_verdict=keeps_verdict(pipeline, dumping),
     )
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - start)

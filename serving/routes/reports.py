@@ -238,7 +238,7 @@ def get_report_image(
     """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept."""
     report = _readable(session, principal, report_id)
     check_photo_kept(report)
-    if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report)):
+    if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report), report.dumping):
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
     return FileResponse(service.photos.path(report.sha256, report.photo_ext), media_type=MEDIA_TYPES[report.photo_ext])
 
@@ -269,7 +269,7 @@ async def get_report_annotated(
             report = _readable(session, principal, report_id)
             check_photo_kept(report)
             detections = _detections(report)
-            if not ensure_stored(service, report.sha256, report.photo_ext, detections):
+            if not ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping):
                 raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
             return report.sha256, service.photos.path(report.sha256, report.photo_ext), detections
 

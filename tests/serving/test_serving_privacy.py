@@ -135,6 +135,45 @@ def test_anonymising_is_deterministic_so_a_torn_file_is_stored_again(tmp_path: P
     assert store.path(sha256, "jpg").read_bytes() == content
 
 
+@pytest.mark.parametrize(
+    ("answers", "kept"),
+    [
+        ([True], "coarse"),  # the coarse blur keeps the verdict: no second try
+        ([False, True], "fine"),  # a blurred car read as a bin: the plate bands' fine cells
+        ([False, False], "coarse"),  # neither keeps it: the coarser, more private copy
+    ],
+)
+def test_the_fine_plate_cells_are_taken_only_when_the_coarse_blur_changes_the_verdict(
+    answers: list[bool], kept: str
+) -> None:
+    photo = _photo(5, 48.8605, 2.3505)
+    regions = [Region("plate", FACE, 0.8)]
+    limits = {"max_pixels": 10**8, "max_non_jpeg_pixels": 10**8}
+    seen: list[bytes] = []
+
+    def check(blurred: bytes) -> bool:
+        seen.append(blurred)
+        return answers[len(seen) - 1]
+
+    content = anonymise(photo, regions, keeps_verdict=check, **limits)
+    assert len(seen) == len(answers)
+    coarse = anonymise(photo, regions, **limits)
+    assert seen[0] == coarse
+    assert content == (coarse if kept == "coarse" else seen[1])
+    assert len(seen) == 1 or seen[1] != coarse  # the second try is another blur
+    assert _sharpness(content) < 0.05 * _sharpness(photo)  # unreadable either way
+
+
+def test_without_a_plate_band_the_verdict_check_is_not_run_twice() -> None:
+    photo = _photo(6, 48.8606, 2.3506)
+    seen: list[bytes] = []
+    content = anonymise(
+        photo, [Region("face", FACE, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8,
+        keeps_verdict=lambda blurred: bool(seen.append(blurred)),
+    )
+    assert len(seen) == 1 and content == seen[0]
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
 def test_other_formats_stay_in_their_format(fmt: str) -> None:
     array = pattern_array(PHOTO_SIZE)
