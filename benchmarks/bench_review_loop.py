@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,21 @@ def bags_covered(model: Path, pairs: list[tuple[Path, Path]]) -> tuple[int, int]
     return covered, total
 
 
-def review_through_the_service(pairs: list[tuple[Path, Path]], data_dir: Path, base: Path) -> int:
-    """Upload the city's photos as an agent and review each as a manager; returns the reviews made."""
+def kr_review_boxes(label: Path, width: int, height: int) -> list[dict[str, Any]]:
+    """A trash-bags-kr photo's review: each bag a ``dumped_waste`` box drawn by the manager."""
+    return [{"label": "dumped_waste", "xyxy": [round(v, 1) for v in box], "detection": None}
+            for box in bag_boxes(label, width, height)]
+
+
+def review_through_the_service(
+    pairs: list[tuple[Path, Path]],
+    data_dir: Path,
+    base: Path,
+    boxes_of: Callable[[Path, int, int], list[dict[str, Any]]] = kr_review_boxes,
+    note: str = "trash-bags-kr labels",
+) -> int:
+    """Upload the city's photos as an agent and review each as a manager with ``boxes_of(label, width,
+    height)``; returns the reviews made."""
     agent = cli_key(data_dir, "agent", "bench-agent")
     manager = cli_key(data_dir, "manager", "bench-manager")
     server = start_server(data_dir, {"VIPARE_MODEL_PATH": str(base), "VIPARE_ANALYSIS_SLOTS": "2"})
@@ -122,11 +136,11 @@ def review_through_the_service(pairs: list[tuple[Path, Path]], data_dir: Path, b
                 sent.raise_for_status()
                 report = sent.json()
                 width, height = report["image"]["width"], report["image"]["height"]
-                boxes = [{"label": "dumped_waste", "xyxy": [round(v, 1) for v in box], "detection": None}
-                         for box in bag_boxes(label, width, height)]
+                boxes = boxes_of(label, width, height)
+                deposit = any(box["label"] in DEPOSIT_CLASSES for box in boxes)
                 review = client.post(
                     f"/v1/reports/{report['id']}/review", headers={"Authorization": f"Bearer {manager}"},
-                    json={"deposit": bool(boxes), "boxes": boxes, "note": "trash-bags-kr labels"},
+                    json={"deposit": deposit, "boxes": boxes, "note": note},
                 )
                 review.raise_for_status()
                 reviewed += 1
