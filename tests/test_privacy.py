@@ -6,13 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from vipare.blur import PLATE_CELL, blur, blur_regions
 from vipare.privacy import (
-    PLATE_CELL,
     PLATE_TOP,
     PrivacyDetector,
     Region,
-    blur,
-    blur_regions,
     grow_box,
     head_region,
     outside,

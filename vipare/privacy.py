@@ -13,9 +13,7 @@ as everywhere in vipare), run on the reduced copy of the photo the analysis alre
   vehicle box, where front and rear plates are, is blurred (:func:`plate_region`), whether a plate
   shows or not.
 
-:func:`blur` is pure numpy/OpenCV: each region is averaged down to a few cells (three across a face,
-a head or a plate band; or about half a plate's height in a plate band) and smoothly scaled back up,
-which leaves no high frequencies (no letters, no features).
+:mod:`vipare.blur` makes the regions unreadable.
 
 Thread safety: :class:`PrivacyDetector` shares one onnxruntime session (thread-safe) and gives each
 thread its own ``FaceDetectorYN``, whose input size is state.
@@ -23,7 +21,6 @@ thread its own ``FaceDetectorYN``, whose input size is state.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -45,11 +42,7 @@ __all__ = [
     "VEHICLE_CLASSES",
     "PrivacyDetector",
     "Region",
-    "FACE_CELLS",
-    "PLATE_CELL",
     "PLATE_TOP",
-    "blur",
-    "blur_regions",
     "box_iou",
     "grow_box",
     "head_region",
@@ -65,10 +58,6 @@ PERSON_CLASSES: Final = frozenset({"person"})
 VEHICLE_CLASSES: Final = frozenset({"car", "bus", "truck", "motorcycle"})
 PLATE_TOP: Final = 0.45
 """Where a plate band starts, as a fraction of its vehicle's height from the top (:func:`plate_region`)."""
-FACE_CELLS: Final = 3
-"""Cells across the shorter side of a face or head after the blur's averaging."""
-PLATE_CELL: Final = 0.045
-"""Side of a plate band's blur cells, as a fraction of the vehicle's height (about half a plate's height)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,71 +208,6 @@ def _a_face(face: Box, heads: Sequence[Box], deposits: Sequence[Box], face_share
     if any(_overlap(face, head) for head in heads):
         return True
     return all(_area(face) < face_share * _area(d) for d in deposits if _overlap(face, d))
-
-
-def blur_regions(image: NDArray[np.uint8], boxes: Iterable[Box], *, cells: int = FACE_CELLS) -> NDArray[np.uint8]:
-    """A copy of ``image`` where every box is blurred beyond reading.
-
-    Each box is averaged down to ``cells`` cells across its shorter side (``INTER_AREA``) and scaled
-    back up bilinearly: what is left varies smoothly over a sixth of a face or a plate band, with no
-    edges to read letters or features from. Overlapping boxes are each blurred in turn.
-
-    Args:
-        image: pixels, shape ``(H, W)`` or ``(H, W, C)``, uint8.
-        boxes: ``x1, y1, x2, y2`` in pixels of ``image``; clipped to it, empty ones skipped.
-        cells: cells across the shorter side of a box after averaging (>= 1); fewer blur more.
-
-    Returns:
-        The blurred copy, same shape and dtype (``image`` itself is not modified).
-    """
-    if cells < 1:
-        raise ValueError(f"cells must be at least 1, got {cells}")
-    out = image.copy()
-    for box in boxes:
-        _blur_box(out, box, _short_side(box) / cells)
-    return out
-
-
-def blur(image: NDArray[np.uint8], regions: Iterable[Region], *, fine_plates: bool = False) -> NDArray[np.uint8]:
-    """A copy of ``image`` with every region blurred beyond reading, cells sized on the whole region.
-
-    Faces and heads are averaged down to :data:`FACE_CELLS` cells across their shorter side; plate
-    bands too, or with ``fine_plates`` to cells of :data:`PLATE_CELL` of their vehicle's height, about
-    half a plate's height: no letter survives either way, and with fine cells a large car seen close
-    stays a car instead of a smooth dark slab that the deposit detector may take for a bin or a bag
-    (the service takes the fine cells only when the coarse ones change the photo's
-    verdict).
-    """
-    out = image.copy()
-    for region in regions:
-        whole = region.whole or region.box
-        if fine_plates and region.kind == "plate":
-            cell = PLATE_CELL * (whole[3] - whole[1]) / (1.0 - PLATE_TOP)  # the vehicle's height
-        else:
-            cell = _short_side(whole) / FACE_CELLS
-        _blur_box(out, region.box, cell)
-    return out
-
-
-def _blur_box(out: NDArray[np.uint8], box: Box, cell: float) -> None:
-    height, width = out.shape[:2]
-    x1, y1, x2, y2 = box
-    left, top = max(0, math.floor(x1)), max(0, math.floor(y1))
-    right, bottom = min(width, math.ceil(x2)), min(height, math.ceil(y2))
-    if right - left < 2 or bottom - top < 2:
-        return
-    patch = out[top:bottom, left:right]
-    step = max(1.0, cell)
-    small = cv2.resize(
-        patch,
-        (max(1, round((right - left) / step)), max(1, round((bottom - top) / step))),
-        interpolation=cv2.INTER_AREA,
-    )
-    out[top:bottom, left:right] = cv2.resize(small, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
-
-
-def _short_side(box: Box) -> float:
-    return min(box[2] - box[0], box[3] - box[1])
 
 
 class PrivacyDetector:

@@ -8,7 +8,7 @@ then:
 
 - no region: the uploaded bytes, which :meth:`serving.photos.store.PhotoStore.put` cleans of their
   metadata as for any photo (no decode, no re-encode: the common case stays cheap);
-- regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.privacy.blur`)
+- regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.blur.blur`)
   and encoded again in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), with no
   metadata at all (its colour profile kept), so no unblurred thumbnail survives in an EXIF block.
 
@@ -60,7 +60,7 @@ def anonymise(
         keeps_verdict: given the blurred bytes, whether the deposit detector still reads them as it
             read ``data``. The coarse blur comes first; when it changes the verdict (a blurred car
             read as a bin, a deposit beside blurred cars no longer found), plate bands are blurred
-            with fine cells instead (:func:`vipare.privacy.blur`), and that copy is kept when it keeps
+            with fine cells instead (:func:`vipare.blur.blur`), and that copy is kept when it keeps
             the verdict. None: the coarse blur, unchecked.
 
     Returns:
@@ -127,7 +127,7 @@ def _encode(pixels: _Pixels, regions: Sequence[Region], fmt: str, icc: bytes | N
     """The blurred photo in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), no metadata."""
     import cv2
 
-    from vipare.privacy import blur
+    from vipare.blur import blur
 
     blurred = blur(pixels.array, regions, fine_plates=fine_plates)
     if pixels.bgr:

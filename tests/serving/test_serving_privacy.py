@@ -240,8 +240,8 @@ def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_a_jpeg_is_blurred_upright_whatever_its_orientation(orientation: int) -> None:
+    from vipare.blur import blur_regions
     from vipare.imaging import load_image
-    from vipare.privacy import blur_regions
 
     array = pattern_array((160, 120))
     array[10:50, 20:90] = (np.indices((40, 70)).sum(axis=0) % 2 * 255)[:, :, None]
