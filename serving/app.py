@@ -190,7 +190,7 @@ async def _purge_photos(service: Service) -> None:
             logger.exception("the daily purge of photos failed")
         try:
             expired = await anyio.to_thread.run_sync(expire_originals, service.photos, settings.keep_originals_days)
-        except OSError:
+        except Exception:  # as the purge: the next check retries
             logger.exception("deleting the expired unblurred originals failed")
         else:
             if expired:

@@ -17,7 +17,8 @@ Roles and permissions (one table, :data:`ROLE_PERMISSIONS`)::
               read the log of reads of unblurred originals
     privacy_officer
               read a report's unblurred original while it is kept (VIPARE_KEEP_ORIGINALS_DAYS), each
-              read logged with its reason; read that log (serving.originals)
+              read logged with its reason; read that log (serving.originals). Created on the server
+              only (vipare keys create), never through the API
 
 A camera key may be tied to a registered camera (:class:`~serving.models.CameraKey`): its frames are
 then that camera's (``client_ref`` ``camera:<id>``, shared with ``vipare batch``, so a frame pushed over
@@ -168,10 +169,10 @@ class Principal:
         return permission in self.permissions
 
 
+# The open local trial: every permission but reading unblurred originals, which only their role may.
 LOCAL = Principal(
     key_id=None, name="local", role=None, permissions=frozenset(Permission) - {Permission.ORIGINAL_READ}
 )
-"""The open local trial: every permission but reading unblurred originals, which only their role may."""
 """The caller when no API key exists (open local mode)."""
 
 

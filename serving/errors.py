@@ -22,6 +22,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`NotFoundError`                  404     not_found
 :class:`PhotoDeletedError`              410     photo_deleted
 :class:`OriginalNotKeptError`           410     original_not_kept (serving.originals)
+:class:`PhotoPendingError`              503     photo_pending (still being blurred; Retry-After)
 ``NothingToExportError``                404     nothing_to_export (serving.dataset.select)
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
@@ -85,6 +86,7 @@ __all__ = [
     "NotFoundError",
     "OriginalNotKeptError",
     "PhotoDeletedError",
+    "PhotoPendingError",
     "PermissionDeniedError",
     "ServiceError",
     "StorageFullError",
@@ -158,6 +160,12 @@ class OriginalNotKeptError(ServiceError):
     """A report's unblurred original that is not kept: never (the default), or no longer."""
 
     status_code, code = 410, "original_not_kept"
+
+
+class PhotoPendingError(ServiceError):
+    """A photo still being blurred after the reader waited (serving.reports.blurring)."""
+
+    status_code, code = 503, "photo_pending"
 
 
 class UnknownCameraError(ServiceError):

@@ -2,11 +2,13 @@
 
 Every photo vipare shows is blurred (:mod:`serving.photos.anonymise`). A city may need the photo as
 taken for a short time (a complaint about a deposit, a police request about a vehicle): with
-``keep_originals_days`` above 0, each upload's original, metadata removed, is kept in the store's
-``.originals`` folder for that many days (by file age, checked every hour), and only a
-``privacy_officer`` key may read it, through ``GET /v1/reports/{id}/original?reason=...``. Each read
-is written to ``original_reads`` (who, when, why) and committed before the first byte is served;
+``keep_originals_days`` above 0, the original of each upload with faces or plates blurred,
+metadata removed, is kept in the store's ``.originals`` folder for that many days (by file age,
+checked every hour), and only a ``privacy_officer`` key may read it, through
+``GET /v1/reports/{id}/original?reason=...``. Each read is written to ``original_reads`` (who,
+when, why) and committed before the first byte is served;
 ``GET /v1/originals/reads`` lists them (admins and privacy officers). The default, 0, keeps none.
+Privacy officer keys are created on the server only (``vipare keys create``), never through the API.
 
 An original goes with its report's photo (a purge past retention, an erasure) and when it is older
 than the setting; turning the setting back to 0 deletes the ones kept at the next hourly check.
@@ -50,8 +52,9 @@ def read_original(
         if report.photo_deleted_at is not None or not path.exists():
             raise OriginalNotKeptError(
                 f"The unblurred original of report #{report_id} is not kept: originals are kept only when "
-                "VIPARE_KEEP_ORIGINALS_DAYS is above 0, for that many days, and go with the report's photo. "
-                f"The blurred photo is at /v1/reports/{report_id}/image while it is kept."
+                "VIPARE_KEEP_ORIGINALS_DAYS is above 0, for that many days, of photos with something blurred "
+                "(without, the stored photo is the original), and go with the report's photo. The stored photo "
+                f"is at /v1/reports/{report_id}/image while it is kept."
             )
         session.add(
             OriginalRead(

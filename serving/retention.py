@@ -65,6 +65,7 @@ __all__ = [
     "delete_unneeded",
     "due",
     "leftover_photos",
+    "photo_kept",
     "purge",
 ]
 
@@ -148,6 +149,12 @@ def leftover_photos(session: Session) -> dict[str, str]:
         select(Report.sha256, Report.photo_ext).distinct().where(Report.photo_deleted_at.is_not(None), ~still_needed)
     )
     return {sha256: ext for sha256, ext in rows}
+
+
+def photo_kept(sessions: sessionmaker[Session], sha256: str) -> bool:
+    """Whether a report keeps the photo of this sha256 (its photo neither purged nor erased)."""
+    with sessions() as session:
+        return bool(_needed(session, [sha256]))
 
 
 def _needed(session: Session, shas: Sequence[str], excluding: set[int] | None = None) -> set[str]:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vipare.blur import PLATE_CELL, blur, blur_regions
+from vipare.blur import blur, blur_regions
 from vipare.privacy import (
     PLATE_TOP,
     PrivacyDetector,
@@ -158,4 +158,17 @@ def test_fine_plate_cells_are_about_half_a_plate_and_faces_stay_coarse() -> None
     # (18 pixels here, a plate being about 0.1 of it) still leave nothing of 2-pixel details
     assert _sharpness(coarse[rows]) < _sharpness(fine[rows]) < 0.02 * _sharpness(image[rows])
     assert np.array_equal(coarse[:120, :120], fine[:120, :120])
-    assert PLATE_CELL * 400 < 0.5 * 0.1 * 400
+
+
+def test_fine_plate_cells_leave_no_character_of_a_plate() -> None:
+    """A plate a tenth of its car's height, its characters two thirds of the plate: nothing left to read."""
+    car = 300
+    image = np.full((car, 2 * car, 3), 120, np.uint8)
+    plate_h = car // 10
+    x1, y1 = car - 2 * plate_h, int(0.75 * car)
+    cv2.rectangle(image, (x1, y1), (x1 + 4 * plate_h, y1 + plate_h), (235, 235, 235), -1)
+    cv2.putText(image, "AB 123", (x1 + 3, y1 + plate_h - 6), cv2.FONT_HERSHEY_SIMPLEX, plate_h / 40, (20, 20, 20), 2)
+    band = Region("plate", plate_region((0.0, 0.0, 2.0 * car, float(car))), 0.9)
+    out = blur(image, [band], fine_plates=True)
+    plate = (slice(y1, y1 + plate_h), slice(x1, x1 + 4 * plate_h))
+    assert _sharpness(out[plate]) < 0.1 * _sharpness(image[plate])

@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 from sqlalchemy import select
 
+from serving.errors import PhotoPendingError
 from serving.models import Report
 from serving.photos.anonymise import anonymise, keeps_verdict
+from serving.retention import photo_kept
+from vipare.errors import ImageError
 from vipare.results import Detection
 
 if TYPE_CHECKING:
@@ -56,6 +59,8 @@ def blur_later(
                 store_blurred, service, pipeline, data, image, detections, dumping, sha256, ext,
                 limiter=service.analysis_limiter,
             )
+        except ImageError as exc:
+            _unusable(service, sha256, ext, exc)
         except Exception:  # the held file stays: a reader or the next start blurs it
             logger.exception("blurring a photo failed; it stays held until read or until the next start",
                              extra={"sha256": sha256})
@@ -73,7 +78,8 @@ def store_blurred(
 ) -> None:
     """Find the photo's regions, store its blurred copy and drop the held one.
 
-    With ``keep_originals_days`` set, the unblurred original is kept too (:mod:`serving.originals`).
+    With ``keep_originals_days`` set, the unblurred original of a photo with regions is kept too
+    (:mod:`serving.originals`; without regions the stored photo is the original).
     Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
     gets no blurred copy or original back.
     """
@@ -87,10 +93,10 @@ def store_blurred(
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - found)
-    if service.settings.keep_originals_days > 0:  # readable by privacy officers only (serving.originals)
+    if regions and service.settings.keep_originals_days > 0:  # read by privacy officers only (serving.originals)
         service.photos.keep_original(data, sha256, ext)
     service.photos.put(stored, sha256, ext)
-    if not _kept(service, sha256):
+    if not photo_kept(service.sessions, sha256):
         service.photos.path(sha256, ext).unlink(missing_ok=True)
         service.photos.original_path(sha256, ext).unlink(missing_ok=True)
     service.photos.release(sha256, ext)
@@ -113,11 +119,15 @@ def ensure_stored(
     """Whether the store holds the photo's blurred copy, once this process's blurring of it ended or this call did it.
 
     Blocking: call it from a worker thread.
+
+    Raises:
+        PhotoPendingError: still being blurred after :data:`READ_WAIT_S` (a long queue): try again.
     """
     path = service.photos.path(sha256, ext)
     if path.exists():
         return True
-    service.in_flight.wait(sha256, READ_WAIT_S)
+    if not service.in_flight.wait(sha256, READ_WAIT_S):
+        raise _pending()
     if path.exists() or not service.photos.held_path(sha256, ext).exists():
         return path.exists()
     if service.in_flight.start(sha256):
@@ -125,11 +135,28 @@ def ensure_stored(
             blur_held(service, sha256, ext, detections, dumping)
         except FileNotFoundError:
             pass  # another process stored it meanwhile
+        except ImageError as exc:
+            _unusable(service, sha256, ext, exc)
         finally:
             service.in_flight.finish(sha256)
-    else:
-        service.in_flight.wait(sha256, READ_WAIT_S)
+    elif not service.in_flight.wait(sha256, READ_WAIT_S):
+        raise _pending()
     return path.exists()
+
+
+def _pending() -> PhotoPendingError:
+    return PhotoPendingError(
+        f"The photo is still being blurred (faces and plates) after {READ_WAIT_S:.0f} s: the service is busy. "
+        "Ask again in a few seconds.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _unusable(service: Service, sha256: str, ext: str, exc: ImageError) -> None:
+    """A held photo that cannot be decoded in full (the analysis read it reduced): no copy of it is kept."""
+    logger.error("a held photo cannot be decoded in full to be blurred; it is deleted, its report keeps no photo: %s",
+                 exc, extra={"sha256": sha256})
+    service.photos.release(sha256, ext)
 
 
 def recover_held(service: Service) -> int:
@@ -155,16 +182,10 @@ def recover_held(service: Service) -> int:
             blurred += 1
         except FileNotFoundError:
             pass
+        except ImageError as exc:
+            _unusable(service, sha256, ext, exc)
         except Exception:
             logger.exception("blurring a held photo failed; it stays held", extra={"sha256": sha256})
         finally:
             service.in_flight.finish(sha256)
     return blurred
-
-
-def _kept(service: Service, sha256: str) -> bool:
-    with service.sessions() as session:
-        found = session.scalar(
-            select(Report.id).where(Report.sha256 == sha256, Report.photo_deleted_at.is_(None)).limit(1)
-        )
-        return found is not None

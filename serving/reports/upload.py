@@ -57,6 +57,7 @@ from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
 from serving.reports.view import find_report
+from serving.retention import photo_kept
 from serving.schemas import ReportForm
 from vipare.errors import LocationError, VipareError
 from vipare.geotag import CameraPosition, ClientPosition
@@ -112,12 +113,14 @@ async def submit(
         service.metrics.reports.labels(outcome="rejected").inc()
         raise
     ext = EXTENSIONS[result.image.format]
-    later = purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
-    regions: list[Region] = []
-    if later:  # held as sent (metadata removed), blurred after the answer: serving.photos.pending
-        later = service.in_flight.start(sha256)
-        stored = data
-    else:
+    # Held as sent (metadata removed) and blurred after the answer (serving.photos.pending), unless
+    # this process is blurring the same photo already (another client sent it too): then blurred now.
+    later = (
+        purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
+        and service.in_flight.start(sha256)
+    )
+    stored, regions = data, []
+    if not later:
         regions = await anyio.to_thread.run_sync(
             _find_regions, service, pipeline, image, result, limiter=service.analysis_limiter
         )
@@ -126,29 +129,25 @@ async def submit(
         )
     written = False
     try:
+        if regions and service.settings.keep_originals_days > 0:  # serving.originals
+            await anyio.to_thread.run_sync(service.photos.keep_original, data, sha256, ext)
         if purged is not None:
             outcome = await anyio.to_thread.run_sync(_restore, service, principal, purged, stored, sha256, ext, form)
         else:
-            if not later and regions and service.settings.keep_originals_days > 0:  # serving.originals
-                await anyio.to_thread.run_sync(service.photos.keep_original, data, sha256, ext)
             written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext, later)
             outcome = await anyio.to_thread.run_sync(
                 _persist, service, principal, result, form, ext, received, fallback_time
             )
-    except (OSError, SQLAlchemyError) as exc:  # a full or read-only disk is answered here; the rest goes on up
+    except BaseException as exc:
         if later:
             service.in_flight.finish(sha256)
-        refusal = storage_error(exc)
-        if refusal is None:
+        refusal = storage_error(exc) if isinstance(exc, (OSError, SQLAlchemyError)) else None
+        if written:  # created by this call: gone again unless a report (a twin's) refers to it
+            await anyio.to_thread.run_sync(_discard, service, sha256, ext, later, refusal is not None)
+        if refusal is None:  # a full or read-only disk is answered here; the rest goes on up
             raise
-        if written:  # created by this call, so no row refers to it: a twin's commit would have failed on the same disk
-            (service.photos.held_path if later else service.photos.path)(sha256, ext).unlink(missing_ok=True)
         service.metrics.reports.labels(outcome="rejected").inc()
         raise refusal from exc
-    except BaseException:
-        if later:
-            service.in_flight.finish(sha256)
-        raise
     if later:
         blur_later(service, pipeline, data, image, result.detections, result.verdict.dumping, sha256, ext)
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
@@ -169,6 +168,22 @@ def _put_photo(service: Service, data: bytes, sha256: str, ext: str, held: bool 
         return service.photos.hold(data, sha256, ext) and not existed
     existed = service.photos.path(sha256, ext).exists()
     return service.photos.put(data, sha256, ext) and not existed
+
+
+def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: bool) -> None:
+    """Delete the photo file (and original) a failed upload wrote, unless a report keeps the photo.
+
+    On a full or read-only disk no twin's commit can have succeeded either, so the file goes without
+    asking the database (which may be what failed).
+    """
+    if not disk_failed:
+        try:
+            if photo_kept(service.sessions, sha256):
+                return
+        except SQLAlchemyError:
+            return  # cannot tell: the start-up sweep decides later
+    (service.photos.held_path if held else service.photos.path)(sha256, ext).unlink(missing_ok=True)
+    service.photos.original_path(sha256, ext).unlink(missing_ok=True)
 
 
 def _existing(service: Service, client_ref: str, sha256: str) -> tuple[int, bool] | None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from serving.auth import LastAdminKeyError, Permission, Principal, Role, create_key, key_camera, revoke_key
 from serving.db import write_session
-from serving.errors import ErrorBody, NotFoundError
+from serving.errors import ErrorBody, NotFoundError, PermissionDeniedError
 from serving.models import ApiKey, CameraKey
 from serving.routes.deps import IdPath, ServiceDep, SessionDep, require
 from serving.schemas import KeyCreate, KeyCreated, KeyOut
@@ -37,7 +37,17 @@ def key_out(row: ApiKey, camera_id: str | None = None) -> KeyOut:
 
 @router.post("/v1/keys", status_code=201, response_model=KeyCreated, summary="Create a key")
 def post_key(body: KeyCreate, service: ServiceDep, _principal: AdminPrincipal) -> KeyCreated:
-    """Create a key. The answer holds the key itself, shown this once: only its hash is stored."""
+    """Create a key. The answer holds the key itself, shown this once: only its hash is stored.
+
+    Not a ``privacy_officer`` key: one reads unblurred originals, so it is created on the server
+    (``vipare keys create --role privacy_officer``), where whoever runs the service answers for it,
+    never by an API key (an admin's) or the trial mode.
+    """
+    if body.role is Role.PRIVACY_OFFICER:
+        raise PermissionDeniedError(
+            "A privacy_officer key reads unblurred originals: it is created on the server, not through the API "
+            "(vipare keys create --role privacy_officer --name <who>)."
+        )
     camera = None
     if body.camera_lat is not None and body.camera_lon is not None:
         camera = CameraPosition(

@@ -9,11 +9,14 @@ from fastapi.responses import FileResponse
 
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
+from serving.models import Report
 from serving.originals import read_original, reads
 from serving.photos.store import MEDIA_TYPES
+from serving.reports.blurring import ensure_stored
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import OriginalReadOut, OriginalReadPage
 from serving.text import FreeText
+from vipare.results import Detection
 
 __all__ = ["router"]
 
@@ -49,6 +52,11 @@ def get_original(
 ) -> FileResponse:
     """The photo as sent, faces and plates readable, metadata removed, while it is kept
     (``VIPARE_KEEP_ORIGINALS_DAYS``). The read, with its reason, is logged before it is served."""
+    with service.sessions() as session:  # a photo sent a moment ago: its original is kept with its blurred copy
+        report = session.get(Report, report_id)
+        if report is not None and report.photo_deleted_at is None:
+            detections = [Detection.model_validate(d) for d in report.detections]
+            ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping)
     path, ext = read_original(service.sessions, service.photos, report_id, principal, reason)
     return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={"Cache-Control": "no-store"})
 

@@ -53,6 +53,10 @@ _PHOTO_GONE: dict[str, Any] = {
     "model": ErrorBody,
     "description": "The photo is no longer kept (past its retention period, or erased); the report still is.",
 }
+_PHOTO_PENDING: dict[str, Any] = {
+    "model": ErrorBody,
+    "description": "Still being blurred after the read waited 30 s (code photo_pending): ask again after Retry-After.",
+}
 
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {
@@ -226,6 +230,7 @@ def get_report(
     responses={
         200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The stored photo."},
         410: _PHOTO_GONE,
+        503: _PHOTO_PENDING,
     },
     summary="The photo",
 )
@@ -250,7 +255,11 @@ def _detections(report: Report) -> list[Detection]:
 @router.get(
     "/v1/reports/{report_id}/image/annotated",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}, "description": "The photo with boxes, JPEG."}, 410: _PHOTO_GONE},
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The photo with boxes, JPEG."},
+        410: _PHOTO_GONE,
+        503: _PHOTO_PENDING,
+    },
     summary="The photo with the detections drawn",
 )
 async def get_report_annotated(

@@ -22,6 +22,7 @@ from serving.reports import blurring, upload
 from tests.serving.helpers import Server, server_at
 from tests.serving.test_serving_privacy import FACE, FixedRegions, _photo, _sharpness
 from vipare.detection import Detector
+from vipare.errors import CorruptImageError
 from vipare.privacy import Region
 
 REGIONS = [Region("face", FACE, 0.9)]
@@ -53,7 +54,7 @@ def _never_blurred(monkeypatch: pytest.MonkeyPatch) -> None:
     """The process 'dies' after each answer: the blurring it would start never runs."""
 
     def lost(service: Any, *args: Any) -> None:
-        service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, sha256, ext)
+        service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, dumping, sha256, ext)
 
     monkeypatch.setattr(upload, "blur_later", lost)
 
@@ -174,3 +175,73 @@ def test_beyond_the_photos_in_flight_an_upload_blurs_before_answering(
     photos = blurred_server.service.photos
     assert not photos.held_path(sha256, "jpg").exists()
     assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
+
+
+def test_a_photo_this_process_is_blurring_already_is_blurred_before_the_answer(blurred_server: Server) -> None:
+    """Another client's upload of the same photo holds the claim: this one blurs its copy itself."""
+    photo = _photo(17, 48.8717, 2.3717)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    service = blurred_server.service
+    assert service.in_flight.start(sha256)
+    try:
+        assert _post(blurred_server, photo).status_code == 201
+        assert not service.photos.held_path(sha256, "jpg").exists()
+        assert _is_blurred(service.photos.path(sha256, "jpg").read_bytes(), photo)
+    finally:
+        service.in_flight.finish(sha256)
+
+
+def test_an_upload_failing_after_the_hold_leaves_no_file(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(upload, "_persist", broken)
+    photo = _photo(18, 48.8718, 2.3718)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    with pytest.raises(RuntimeError, match="went away"):
+        _post(blurred_server, photo)
+    photos = blurred_server.service.photos
+    assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
+    assert not len(blurred_server.service.in_flight)
+
+
+def test_a_photo_that_cannot_be_decoded_in_full_is_not_kept_unblurred(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def corrupt(*args: Any, **kwargs: Any) -> bytes:
+        raise CorruptImageError("the photo's data ends before its last row")
+
+    monkeypatch.setattr(blurring, "anonymise", corrupt)
+    photo = _photo(19, 48.8719, 2.3719)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    report = blurred_server.upload(photo).json()
+    assert not blurred_server.service.photos.held_path(sha256, "jpg").exists()
+    served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
+    assert served.status_code == 404 and served.json()["code"] == "not_found"
+
+
+def test_a_reader_tired_of_waiting_is_told_to_ask_again(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    store_blurred = blurring.store_blurred
+
+    def gated(*args: Any) -> None:
+        assert gate.wait(30)
+        store_blurred(*args)
+
+    monkeypatch.setattr(blurring, "store_blurred", gated)
+    monkeypatch.setattr(blurring, "READ_WAIT_S", 0.2)
+    photo = _photo(20, 48.8720, 2.3720)
+    report = _post(blurred_server, photo).json()
+    try:
+        served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
+        assert served.status_code == 503 and served.json()["code"] == "photo_pending"
+        assert served.headers["retry-after"] == "5"
+    finally:
+        gate.set()
+        blurred_server.settle()
+    served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
+    assert served.status_code == 200 and _is_blurred(served.content, photo)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from serving.auth import LOCAL, Permission
 from serving.originals import DAY_S, expire_originals
 from serving.retention_cli import photos as photos_cli
 from tests.serving.helpers import Server, server_at
@@ -125,3 +126,31 @@ def test_the_purge_command_deletes_every_original_once_the_setting_is_0(
     assert result.exit_code == 0, result.output
     assert "deleted 1 unblurred originals" in result.output
     assert not path.exists()
+
+
+def test_a_privacy_officer_key_is_created_on_the_server_only(keeping: Server) -> None:
+    answer = keeping.client.post(
+        "/v1/keys", json={"role": "privacy_officer", "name": "dpo"}, headers=keeping.headers("admin")
+    )
+    assert answer.status_code == 403 and "vipare keys create --role privacy_officer" in answer.json()["detail"]
+    assert Permission.ORIGINAL_READ not in LOCAL.permissions  # nor by the trial mode, which has no key
+
+
+def test_a_photo_with_nothing_to_blur_keeps_no_separate_original(
+    keeping: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keeping.service.pipeline, "privacy", FixedRegions([]))
+    photo = _photo(28, 48.8728, 2.3728)
+    report = keeping.upload(photo).json()
+    assert not keeping.service.photos.original_path(hashlib.sha256(photo).hexdigest(), "jpg").exists()
+    answer = _original(keeping, report["id"])
+    assert answer.status_code == 410 and "the stored photo is the original" in answer.json()["detail"]
+
+
+def test_the_original_of_a_photo_sent_a_moment_ago_is_read_once_blurred(keeping: Server) -> None:
+    photo = _photo(29, 48.8729, 2.3729)
+    files = {"photo": ("photo.jpg", photo, "image/jpeg")}
+    report = keeping.client.post("/v1/reports", files=files, headers=keeping.headers("agent")).json()
+    answer = _original(keeping, report["id"])  # no settle(): the read waits for the blurring
+    assert answer.status_code == 200
+    assert _sharpness(answer.content) > 0.5 * _sharpness(photo)

@@ -148,16 +148,15 @@ def test_the_fine_plate_cells_are_taken_only_when_the_coarse_blur_changes_the_ve
 ) -> None:
     photo = _photo(5, 48.8605, 2.3505)
     regions = [Region("plate", FACE, 0.8)]
-    limits = {"max_pixels": 10**8, "max_non_jpeg_pixels": 10**8}
     seen: list[bytes] = []
 
     def check(blurred: bytes) -> bool:
         seen.append(blurred)
         return answers[len(seen) - 1]
 
-    content = anonymise(photo, regions, keeps_verdict=check, **limits)
+    content = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8, keeps_verdict=check)
     assert len(seen) == len(answers)
-    coarse = anonymise(photo, regions, **limits)
+    coarse = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
     assert seen[0] == coarse
     assert content == (coarse if kept == "coarse" else seen[1])
     assert len(seen) == 1 or seen[1] != coarse  # the second try is another blur
@@ -167,9 +166,13 @@ def test_the_fine_plate_cells_are_taken_only_when_the_coarse_blur_changes_the_ve
 def test_without_a_plate_band_the_verdict_check_is_not_run_twice() -> None:
     photo = _photo(6, 48.8606, 2.3506)
     seen: list[bytes] = []
+
+    def check(blurred: bytes) -> bool:
+        seen.append(blurred)
+        return False  # the verdict changed: still, no plate band, so no other blur to try
+
     content = anonymise(
-        photo, [Region("face", FACE, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8,
-        keeps_verdict=lambda blurred: bool(seen.append(blurred)),
+        photo, [Region("face", FACE, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8, keeps_verdict=check
     )
     assert len(seen) == 1 and content == seen[0]
 
