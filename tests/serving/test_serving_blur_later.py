@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,30 @@ def blurred_server(tmp_path: Path, detector: Detector, faces: None) -> Iterator[
         yield running
 
 
+@dataclass
+class Gate:
+    """Holds every blurring back until :attr:`opened` is set; :attr:`reached` is set when one arrives."""
+
+    opened: threading.Event = field(default_factory=threading.Event)
+    reached: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    """Blurrings wait at the gate; it opens at the end of the test whatever happened."""
+    held = Gate()
+    store_blurred = blurring.store_blurred
+
+    def gated(*args: Any) -> None:
+        held.reached.set()
+        assert held.opened.wait(30)
+        store_blurred(*args)
+
+    monkeypatch.setattr(blurring, "store_blurred", gated)
+    yield held
+    held.opened.set()
+
+
 def _post(server: Server, photo: bytes) -> Any:
     """An upload that, unlike ``Server.upload``, does not wait for the blurring."""
     files = {"photo": ("photo.jpg", photo, "image/jpeg")}
@@ -59,24 +84,13 @@ def _never_blurred(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upload, "blur_later", lost)
 
 
-def test_the_answer_comes_before_the_blur_and_a_reader_waits_for_it(
-    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    gate, started = threading.Event(), threading.Event()
-    store_blurred = blurring.store_blurred
-
-    def gated(*args: Any) -> None:
-        started.set()
-        assert gate.wait(30)
-        store_blurred(*args)
-
-    monkeypatch.setattr(blurring, "store_blurred", gated)
+def test_the_answer_comes_before_the_blur_and_a_reader_waits_for_it(blurred_server: Server, gate: Gate) -> None:
     photo = _photo(11, 48.8711, 2.3711)
     sha256 = hashlib.sha256(photo).hexdigest()
     photos = blurred_server.service.photos
     response = _post(blurred_server, photo)
     assert response.status_code == 201, response.text
-    assert started.wait(30)
+    assert gate.reached.wait(30)
     # answered, not blurred yet: held on disk, metadata removed, not in the store
     assert photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
     with Image.open(photos.held_path(sha256, "jpg")) as held:
@@ -87,7 +101,7 @@ def test_the_answer_comes_before_the_blur_and_a_reader_waits_for_it(
     reader.start()
     reader.join(0.5)
     assert reader.is_alive(), "the photo was served before it was blurred"
-    gate.set()
+    gate.opened.set()
     reader.join(30)
     assert served[0].status_code == 200
     assert _is_blurred(served[0].content, photo)
@@ -143,23 +157,13 @@ def test_erasing_a_report_whose_photo_is_held_leaves_no_file(
     assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
 
 
-def test_a_blur_finishing_after_an_erasure_stores_nothing(
-    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    gate = threading.Event()
-    store_blurred = blurring.store_blurred
-
-    def gated(*args: Any) -> None:
-        assert gate.wait(30)
-        store_blurred(*args)
-
-    monkeypatch.setattr(blurring, "store_blurred", gated)
+def test_a_blur_finishing_after_an_erasure_stores_nothing(blurred_server: Server, gate: Gate) -> None:
     photo = _photo(15, 48.8715, 2.3715)
     sha256 = hashlib.sha256(photo).hexdigest()
     report = _post(blurred_server, photo).json()
     erased = blurred_server.client.post(f"/v1/reports/{report['id']}/erase", headers=blurred_server.headers("admin"))
     assert erased.status_code == 200, erased.text
-    gate.set()
+    gate.opened.set()
     blurred_server.settle()
     photos = blurred_server.service.photos
     assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
@@ -223,16 +227,8 @@ def test_a_photo_that_cannot_be_decoded_in_full_is_not_kept_unblurred(
 
 
 def test_a_reader_tired_of_waiting_is_told_to_ask_again(
-    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+    blurred_server: Server, gate: Gate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = threading.Event()
-    store_blurred = blurring.store_blurred
-
-    def gated(*args: Any) -> None:
-        assert gate.wait(30)
-        store_blurred(*args)
-
-    monkeypatch.setattr(blurring, "store_blurred", gated)
     monkeypatch.setattr(blurring, "READ_WAIT_S", 0.2)
     photo = _photo(20, 48.8720, 2.3720)
     report = _post(blurred_server, photo).json()
@@ -241,7 +237,7 @@ def test_a_reader_tired_of_waiting_is_told_to_ask_again(
         assert served.status_code == 503 and served.json()["code"] == "photo_pending"
         assert served.headers["retry-after"] == "5"
     finally:
-        gate.set()
+        gate.opened.set()
         blurred_server.settle()
     served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
     assert served.status_code == 200 and _is_blurred(served.content, photo)
