@@ -33,9 +33,10 @@ if TYPE_CHECKING:
     from serving.service import Service
     from vipare.imaging import DecodedImage
     from vipare.pipeline import Pipeline
+    from vipare.privacy import Region
 
 __all__ = [
-    "MAX_IN_FLIGHT", "READ_WAIT_S", "blur_held", "blur_later", "ensure_stored", "recover_held",
+    "MAX_IN_FLIGHT", "READ_WAIT_S", "blur_held", "blur_later", "blurred_copy", "ensure_stored", "recover_held",
 ]
 
 logger = logging.getLogger("serving.reports.blurring")
@@ -72,16 +73,13 @@ def blur_later(
     task.add_done_callback(service.background.discard)
 
 
-def store_blurred(
+def blurred_copy(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    dumping: bool, sha256: str, ext: str,
-) -> None:
-    """Find the photo's regions, store its blurred copy and drop the held one.
+    dumping: bool,
+) -> tuple[bytes, list[Region]]:
+    """The bytes to store for a photo (:func:`serving.photos.anonymise.anonymise`) and its private regions.
 
-    With ``keep_originals_days`` set, the unblurred original of a photo with regions is kept too
-    (:mod:`serving.originals`; without regions the stored photo is the original).
-    Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
-    gets no blurred copy or original back.
+    Finding the regions and blurring are timed in the service's metrics (stages ``privacy``, ``blur``).
     """
     start = time.perf_counter()
     regions = pipeline.private_regions(image, detections)
@@ -93,6 +91,21 @@ def store_blurred(
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - found)
+    return stored, regions
+
+
+def store_blurred(
+    service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
+    dumping: bool, sha256: str, ext: str,
+) -> None:
+    """Find the photo's regions, store its blurred copy and drop the held one.
+
+    With ``keep_originals_days`` set, the unblurred original of a photo with regions is kept too
+    (:mod:`serving.originals`; without regions the stored photo is the original).
+    Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
+    gets no blurred copy or original back.
+    """
+    stored, regions = blurred_copy(service, pipeline, data, image, detections, dumping)
     if regions and service.settings.keep_originals_days > 0:  # read by privacy officers only (serving.originals)
         service.photos.keep_original(data, sha256, ext)
     service.photos.put(stored, sha256, ext)

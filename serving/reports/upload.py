@@ -52,9 +52,8 @@ from serving.db import write_session
 from serving.errors import LocationMissingError, storage_error
 from serving.grouping import needs_review
 from serving.models import Incident, Report, utcnow
-from serving.photos.anonymise import anonymise, keeps_verdict
 from serving.photos.store import EXTENSIONS
-from serving.reports.blurring import MAX_IN_FLIGHT, blur_later
+from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
 from serving.reports.view import find_report
 from serving.retention import photo_kept
@@ -119,13 +118,12 @@ async def submit(
         purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
         and service.in_flight.start(sha256)
     )
-    stored, regions = data, []
+    stored: bytes = data
+    regions: list[Region] = []
     if not later:
-        regions = await anyio.to_thread.run_sync(
-            _find_regions, service, pipeline, image, result, limiter=service.analysis_limiter
-        )
-        stored = await anyio.to_thread.run_sync(
-            _anonymise, service, pipeline, data, regions, result.verdict.dumping, limiter=service.analysis_limiter
+        stored, regions = await anyio.to_thread.run_sync(
+            blurred_copy, service, pipeline, data, image, result.detections, result.verdict.dumping,
+            limiter=service.analysis_limiter,
         )
     written = False
     try:
@@ -269,27 +267,6 @@ def _analyze(
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
     service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
     return image, result
-
-
-def _find_regions(service: Service, pipeline: Pipeline, image: DecodedImage, result: ImageResult) -> list[Region]:
-    start = time.perf_counter()
-    regions = pipeline.private_regions(image, result.detections)
-    service.metrics.analysis.labels(stage="privacy").observe(time.perf_counter() - start)
-    return regions
-
-
-def _anonymise(service: Service, pipeline: Pipeline, data: bytes, regions: list[Region], dumping: bool) -> bytes:
-    start = time.perf_counter()
-    stored = anonymise(
-        data,
-        regions,
-        max_pixels=pipeline.settings.max_image_pixels,
-        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-        keeps_verdict=keeps_verdict(pipeline, dumping),
-    )
-    if regions:
-        service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - start)
-    return stored
 
 
 def _persist(
