@@ -19,6 +19,7 @@ from serving.cli import keys
 from serving.forms import invalid_field
 from serving.photos import store as photo_store
 from serving.photos.annotated import ANNOTATED_CACHE
+from serving.reports import blurring
 from serving.reports import upload as upload_module
 from serving.routes import reports as report_routes
 from tests.imagegen import make_png_bomb
@@ -127,12 +128,12 @@ def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Blurred with other regions (a promoted model), the same photo gives other bytes under the same name:
-    the refused upload rewrites the file, and must not then delete it."""
+    the refused upload, blurring before its answer, rewrites the file, and must not then delete it."""
     lat, lon = _place(3)
     photo = deposit_photo(9311, lat=lat, lon=lon)
     first = server.upload(photo)
     assert first.status_code == 201, first.text
-    blur = upload_module.anonymise
+    blur = blurring.anonymise
 
     def blurred_otherwise(data: bytes, regions: list[Region], **limits: Any) -> bytes:
         return blur(data, [*regions, Region("face", (0.0, 0.0, 16.0, 16.0), 0.9)], **limits)
@@ -140,7 +141,8 @@ def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
     def database_full(*_args: Any, **_kwargs: Any) -> Any:
         raise _sqlite_error("database or disk is full")
 
-    monkeypatch.setattr(upload_module, "anonymise", blurred_otherwise)
+    monkeypatch.setattr(blurring, "anonymise", blurred_otherwise)
+    monkeypatch.setattr(upload_module, "MAX_IN_FLIGHT", 0)  # blurred before the answer, over the first's file
     monkeypatch.setattr(upload_module, "store_report", database_full)
     refused = server.upload(photo, who="agent2")
     assert refused.status_code == 507, refused.text
