@@ -35,6 +35,7 @@ from click.core import ParameterSource
 
 from training.images import image_files
 from training.paths import SHARED_DATASETS
+from training.sessions import PARTS, split_parts
 from vipare.taxonomy import TAXONOMY_VERSION, class_names
 
 __all__ = [
@@ -388,26 +389,55 @@ def write_dataset(
     return info
 
 
-def _parse_spec(spec: str) -> tuple[Source, str]:
-    """``street-waste-cn:train`` -> (source, split).
+def _parse_spec(spec: str) -> tuple[Source, list[str], str | None]:
+    """``street-waste-cn:train`` -> (source, [split], None); ``runs/data/paste:train`` -> the folder as a
+    source already in the taxonomy; ``trash-bags-kr:train+val:holdout`` ->
+    (source, [train, val], "holdout"): the splits pooled, then the session part of them
+    (:mod:`training.sessions`).
 
     Raises:
-        ValueError: when SOURCE is not declared in :data:`SOURCES` or SPLIT is missing.
+        ValueError: when SOURCE is not declared in :data:`SOURCES`, SPLIT is missing or PART is
+            not one of ``fit``, ``holdout``.
     """
-    name, _, split = spec.partition(":")
-    if name not in SOURCES or not split:
-        raise ValueError(f"expected SOURCE:SPLIT with SOURCE in {sorted(SOURCES)}, got {spec!r}")
-    return SOURCES[name], split
+    name, _, rest = spec.partition(":")
+    splits, _, part = rest.partition(":")
+    folder = Path(name)
+    known = name in SOURCES or (folder / "data.yaml").is_file()
+    if not known or not splits or any(not s for s in splits.split("+")):
+        raise ValueError(
+            f"expected SOURCE:SPLIT[+SPLIT][:PART] with SOURCE in {sorted(SOURCES)} or a folder holding a data.yaml"
+            f" in the taxonomy (such as training.copy_paste writes), got {spec!r}"
+        )
+    if part and part not in PARTS:
+        raise ValueError(
+            f"{spec!r}: PART must be one of {PARTS} (photos split by shooting session, or by a hash of the name)"
+        )
+    source = SOURCES[name] if name in SOURCES else taxonomy_source(folder)
+    return source, splits.split("+"), part or None
+
+
+def import_spec(spec: str) -> tuple[list[Sample], Counter[str]]:
+    """The samples a ``SOURCE:SPLIT[+SPLIT][:PART]`` spec names, and what was dropped."""
+    source, source_splits, part = _parse_spec(spec)
+    samples: list[Sample] = []
+    dropped: Counter[str] = Counter()
+    for split in source_splits:
+        got, why = import_split(source, split)
+        samples.extend(got)
+        dropped.update(why)
+    if part is not None:
+        keep = set(split_parts([s.image.name for s in samples]).part(part))
+        samples = [s for s in samples if s.image.name in keep]
+    return samples, dropped
 
 
 def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
-    """Import ``SOURCE:SPLIT`` specs into the train and val splits of a dataset at ``out``."""
+    """Import ``SOURCE:SPLIT[+SPLIT][:PART]`` specs into the train and val splits of a dataset at ``out``."""
     splits: dict[str, list[Sample]] = {"train": [], VAL_SPLIT: []}
     dropped: Counter[str] = Counter()
     for split, specs in (("train", train), (VAL_SPLIT, val)):
         for spec in specs:
-            source, source_split = _parse_spec(spec)
-            samples, why = import_split(source, source_split)
+            samples, why = import_spec(spec)
             splits[split].extend(samples)
             dropped.update(why)
     return write_dataset(out, splits, import_dropped=dropped)
@@ -416,7 +446,9 @@ def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--train", "train_specs", multiple=True, default=["street-waste-cn:train"], show_default=True,
-              metavar="SOURCE:SPLIT", help="A split imported as training photos (repeatable).")
+              metavar="SOURCE:SPLIT[+SPLIT][:fit|holdout]",
+              help="A split imported as training photos (repeatable); +SPLIT pools splits, :fit or :holdout keeps one "
+              "part of them (by shooting session, or by a hash of the file name).")
 @click.option("--no-train", is_flag=True, help="Write no training split: a validation-only (held-out) dataset.")
 @click.option("--val", "val_specs", multiple=True, default=["street-waste-cn:val"], show_default=True,
               metavar="SOURCE:SPLIT", help="A split imported as validation photos (repeatable).")
