@@ -43,6 +43,7 @@ import click
 
 from training.datasets import SOURCES, Sample, Source, import_split, replay_sample, taxonomy_source, write_dataset
 from training.images import IMAGE_SUFFIXES
+from training.train import FINE_TUNE_OPTIMIZER
 
 __all__ = [
     "AdaptConfig",
@@ -72,10 +73,6 @@ RUN_NAME = "train"
 DATA_DIR = "data"
 MANIFEST = "manifest.json"
 EXIT_REFUSED = 2
-# Fine-tuning a trained model: Ultralytics' defaults (3 warm-up epochs with a bias learning rate of
-# 0.1, then lr0 0.01 or its automatic AdamW choice) are meant for a start from COCO weights and
-# wreck the trained head within a few steps; a small constant-start rate without warm-up keeps it.
-FINE_TUNE_OPTIMIZER: dict[str, float | str] = {"optimizer": "AdamW", "lr0": 2e-4, "warmup_epochs": 0.0}
 PARITY_IMAGES = 4
 
 
