@@ -366,7 +366,13 @@ class ModelOut(BaseModel):
     conf_threshold: float = Field(description="The detector's score threshold: a detection scores above it.")
     iou_threshold: float = Field(description="The detector's class-aware NMS overlap threshold.")
     max_detections: int = Field(description="Most detections the detector keeps per photo.")
-    verdict_threshold: float = Field(description="A photo counts as dumping when a deposit scores at least this.")
+    verdict_threshold: float | None = Field(
+        description="The one verdict threshold set for every class (VIPARE_VERDICT_THRESHOLD); null when the model's "
+        "own calibrated thresholds apply."
+    )
+    verdict_thresholds: dict[str, float] = Field(
+        description="Per deposit class, the score at or above which a detection makes a photo count as dumping."
+    )
     deposit_classes: list[str]
     class_families: dict[str, str]
     ready: bool

@@ -23,8 +23,10 @@ Squares = dict[tuple[int, int], Colour]
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    # What the stand-in finds in one pass over the whole photo; tests/test_tiles.py covers the second look.
     settings = Settings(
-        model_path=make_colour_detector_onnx(tmp_path_factory.mktemp("model") / "colour.onnx"), intra_op_threads=1
+        model_path=make_colour_detector_onnx(tmp_path_factory.mktemp("model") / "colour.onnx"), intra_op_threads=1,
+        tiles_when_empty=False,
     )
     return Pipeline(Detector.from_settings(settings), settings)
 

@@ -105,3 +105,69 @@ def test_boxes_are_in_the_upright_frame_of_a_rotated_photo(pipeline: Pipeline, o
     assert (result.image.width, result.image.height) == (480, 640)
     # The model's deposit box spans x 8..24, y 16..48 of its 64x64 input.
     np.testing.assert_allclose(result.detections[0].box, (0, 160, 160, 480), atol=1e-3)
+
+
+def _labelled(label: str, score: float) -> Detection:
+    return Detection(label=label, class_id=0, score=score, box=(0, 0, 1, 1), area_fraction=0.1,
+                     deposit=label != "bin")
+
+
+@pytest.mark.parametrize(
+    ("detections", "dumping", "score", "threshold"),
+    [
+        # An ordinary container read as overflowing at 0.6 does not pass its class's 0.7.
+        ([_labelled("overflowing_bin", 0.6)], False, 0.6, 0.7),
+        ([_labelled("overflowing_bin", 0.6), _labelled("dumped_waste", 0.32)], True, 0.32, 0.3),
+        ([_labelled("overflowing_bin", 0.75), _labelled("dumped_waste", 0.32)], True, 0.75, 0.7),
+        ([_labelled("bin", 0.99)], False, 0.0, 0.3),
+    ],
+)
+def test_per_class_thresholds(detections: list[Detection], dumping: bool, score: float, threshold: float) -> None:
+    verdict = decide_verdict(detections, {"dumped_waste": 0.3, "overflowing_bin": 0.7})
+    assert (verdict.dumping, verdict.score, verdict.threshold) == (dumping, pytest.approx(score), threshold)
+
+
+def test_a_class_without_a_threshold_never_counts() -> None:
+    assert not decide_verdict([_labelled("overflowing_bin", 0.99)], {"dumped_waste": 0.3}).dumping
+
+
+def _calibrated_model(path, thresholds: str | None, raw: np.ndarray) -> None:
+    metadata = {"vipare_verdict_thresholds": thresholds} if thresholds is not None else None
+    make_detector_onnx(path, names=NAMES, imgsz=IMGSZ, stride=32, raw=raw, metadata=metadata)
+
+
+def _one(class_id: int, score: float) -> np.ndarray:
+    raw = np.zeros((1, 4 + len(NAMES), 1), dtype=np.float32)
+    raw[0, :4, 0] = [32, 32, 16, 16]
+    raw[0, 4 + class_id, 0] = score
+    return raw
+
+
+def test_the_model_s_calibrated_thresholds_apply_unless_one_is_set(tmp_path) -> None:
+    path = tmp_path / "calibrated.onnx"
+    _calibrated_model(path, "{'dumped_waste': 0.3, 'overflowing_bin': 0.7}", _one(1, 0.6))
+    photo = make_photo("JPEG", (640, 640))
+    calibrated = Pipeline(settings=Settings(model_path=path, intra_op_threads=1))
+    assert calibrated.verdict_thresholds == {"dumped_waste": 0.3, "overflowing_bin": 0.7}
+    assert not calibrated.analyze(photo).verdict.dumping
+    fixed = Pipeline(settings=Settings(model_path=path, verdict_threshold=0.5, intra_op_threads=1))
+    assert fixed.verdict_thresholds == {"dumped_waste": 0.5, "overflowing_bin": 0.5}
+    assert fixed.analyze(photo).verdict.dumping
+
+
+def test_a_model_without_thresholds_gets_the_default(tmp_path) -> None:
+    path = tmp_path / "plain.onnx"
+    _calibrated_model(path, None, _one(0, 0.36))
+    pipeline = Pipeline(settings=Settings(model_path=path, intra_op_threads=1))
+    assert pipeline.verdict_thresholds == {"dumped_waste": 0.35, "overflowing_bin": 0.35}
+    assert pipeline.analyze(make_photo("JPEG", (64, 64))).verdict.dumping
+
+
+@pytest.mark.parametrize("value", ["{'bin_bag': 0.3}", "{'dumped_waste': 1.3}", "[0.3]", "{'dumped_waste': True}"])
+def test_malformed_thresholds_are_refused_at_load(tmp_path, value: str) -> None:
+    from vipare import Detector, ModelMetadataError
+
+    path = tmp_path / "bad.onnx"
+    _calibrated_model(path, value, _one(0, 0.5))
+    with pytest.raises(ModelMetadataError, match="vipare_verdict_thresholds"):
+        Detector(path, conf_threshold=0.25, iou_threshold=0.45, max_detections=10, intra_op_threads=1)

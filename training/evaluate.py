@@ -26,10 +26,11 @@ import yaml
 from training.datasets import SOURCES, Source, import_split, taxonomy_source
 from vipare.detection import Detector
 from vipare.imaging import load_image
-from vipare.pipeline import decide_verdict
+from vipare.pipeline import decide_verdict, verdict_thresholds
 from vipare.results import Detection
 from vipare.settings import Settings
 from vipare.taxonomy import class_names, is_deposit
+from vipare.tiles import detect_in_tiles
 
 __all__ = ["Evaluation", "average_precision", "evaluate", "match_detections", "resolve_source", "roc_auc"]
 
@@ -49,6 +50,7 @@ class ImageEval:
     boxes: np.ndarray  # (D, 4) xyxy
     scores: np.ndarray  # (D,)
     classes: np.ndarray  # (D,) int
+    size: tuple[int, int] = (0, 0)  # width, height of the upright original
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,15 @@ def resolve_source(dataset: Path) -> Source:
 
 
 def _collect(
-    detector: Detector, source: Source, splits: Sequence[str], max_images: int | None
+    detector: Detector, source: Source, splits: Sequence[str], max_images: int | None,
+    thresholds: dict[str, float], tiles: bool,
 ) -> tuple[list[ImageEval], list[list[Detection]], float]:
-    """Run the detector once per image; decode twice: the mAP protocol and the shipped settings."""
+    """Run the detector once per image; decode twice: the mAP protocol and the shipped settings.
+
+    The shipped detections are the service's: with ``tiles``, a photo in which the whole-image pass
+    finds no deposit gets the tiled second look (:mod:`vipare.tiles`), as in
+    :meth:`vipare.pipeline.Pipeline.analyze`. The mAP protocol uses the whole-image pass only.
+    """
     samples = [sample for split in splits for sample in import_split(source, split)[0]]
     samples = samples[:max_images] if max_images else samples
     images: list[ImageEval] = []
@@ -211,7 +219,10 @@ def _collect(
         size = info.size
         blob, lb = detector.preprocess(decoded.array)
         raw = detector.run(blob)
-        shipped.append(detector.postprocess(raw, lb, original_size=size))
+        found = detector.postprocess(raw, lb, original_size=size)
+        if tiles and max(decoded.size) >= max(detector.input_size) and not decide_verdict(found, thresholds).dumping:
+            found = detect_in_tiles(detector, decoded.array, found, original_size=size)
+        shipped.append(found)
         seconds += time.perf_counter() - start
         dets = detector.postprocess(raw, lb, original_size=size, conf_threshold=MAP_CONF_THRESHOLD,
                                     max_detections=MAP_MAX_DETECTIONS, multi_label=True)
@@ -224,6 +235,7 @@ def _collect(
             boxes=np.array([d.box for d in dets], dtype=float).reshape(-1, 4),
             scores=np.array([d.score for d in dets], dtype=float),
             classes=np.array([d.class_id for d in dets], dtype=int),
+            size=(info.width, info.height),
         ))
     return images, shipped, seconds
 
@@ -247,7 +259,8 @@ def evaluate(
                         max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads)
     names = list(detector.names)
     splits = [split] if isinstance(split, str) else list(split)
-    images, shipped, seconds = _collect(detector, source, splits, max_images)
+    thresholds = verdict_thresholds(detector, settings)
+    images, shipped, seconds = _collect(detector, source, splits, max_images, thresholds, settings.tiles_when_empty)
 
     correct = [match_detections(i.gt_boxes, i.gt_classes, i.boxes, i.classes) for i in images]
     all_correct = np.concatenate(correct) if correct else np.zeros((0, len(IOU_THRESHOLDS)), bool)
@@ -275,7 +288,7 @@ def evaluate(
             "recall": round(tp / n_labels, 4) if n_labels else None,
         }
     tp_all = int(op_hits.sum())
-    verdicts = _image_level(images, shipped, names, settings)
+    verdicts = _image_level(images, shipped, names, thresholds)
     metrics = {
         "model": model.name,
         "dataset": str(dataset),
@@ -291,9 +304,55 @@ def evaluate(
         "precision": round(tp_all / len(op_hits), 4) if len(op_hits) else None,
         "recall": round(tp_all / len(gt_classes), 4) if len(gt_classes) else None,
         "image_level": verdicts,
+        "deposit_coverage": deposit_coverage(images, shipped, names),
         "ms_per_image": round(1000 * seconds / max(len(images), 1), 1),
     }
     return Evaluation(metrics)
+
+
+COVERED_SHARE = 0.5
+SMALL_AREA = 0.01
+
+
+def covered(labels: np.ndarray, predicted: np.ndarray, share: float = COVERED_SHARE) -> np.ndarray:
+    """For each labelled box (``N x 4`` xyxy), whether ``share`` or more of its area lies inside one
+    predicted box (``M x 4``): a pile box around five bags covers all five."""
+    if len(labels) == 0:
+        return np.zeros(0, bool)
+    if len(predicted) == 0:
+        return np.zeros(len(labels), bool)
+    lo = np.maximum(labels[:, None, :2], predicted[None, :, :2])
+    hi = np.minimum(labels[:, None, 2:], predicted[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(axis=2)
+    area = np.clip(labels[:, 2:] - labels[:, :2], 0, None).prod(axis=1)
+    return (inter >= share * np.maximum(area, 1e-9)[:, None]).any(axis=1)
+
+
+def deposit_coverage(
+    images: Sequence[ImageEval], shipped: Sequence[Sequence[Detection]], names: Sequence[str]
+) -> dict[str, Any]:
+    """Share of labelled deposits covered by a shipped deposit detection (any deposit class), all and
+    small ones (under :data:`SMALL_AREA` of the photo)."""
+    deposit = np.array([is_deposit(n) for n in names], dtype=bool)
+    hits: list[np.ndarray] = []
+    small: list[np.ndarray] = []
+    for image, dets in zip(images, shipped, strict=True):
+        mine = deposit[image.gt_classes] if len(image.gt_classes) else np.zeros(0, bool)
+        labels = image.gt_boxes[mine]
+        found = _boxes([d for d in dets if d.deposit])
+        hits.append(covered(labels, found))
+        area = np.clip(labels[:, 2:] - labels[:, :2], 0, None).prod(axis=1)
+        small.append(area < SMALL_AREA * image.size[0] * image.size[1])
+    hit = np.concatenate(hits) if hits else np.zeros(0, bool)
+    tiny = np.concatenate(small) if small else np.zeros(0, bool)
+    return {
+        "rule": f"a labelled deposit is covered when {COVERED_SHARE:.0%} or more of its box lies inside a shipped "
+        "deposit-class detection",
+        "labels": int(len(hit)),
+        "covered": round(float(hit.mean()), 4) if len(hit) else None,
+        "small_labels": int(tiny.sum()),
+        "small_covered": round(float(hit[tiny].mean()), 4) if tiny.any() else None,
+    }
 
 
 def _boxes(dets: Sequence[Detection]) -> np.ndarray:
@@ -305,30 +364,32 @@ def _classes(dets: Sequence[Detection]) -> np.ndarray:
 
 
 def _image_level(
-    images: Sequence[ImageEval], shipped: Sequence[Sequence[Detection]], names: Sequence[str], settings: Settings
+    images: Sequence[ImageEval], shipped: Sequence[Sequence[Detection]], names: Sequence[str],
+    thresholds: dict[str, float],
 ) -> dict[str, Any]:
     """Confusion counts of the "dumping present" verdict against "has a deposit label", and its AUC.
 
-    The AUC ranks photos by their best deposit-class score among the low-threshold detections (the
-    mAP protocol's), so that it measures the ranking over every threshold, not only above 0.25.
+    The AUC ranks photos by their best deposit-class detection among the low-threshold ones (the
+    mAP protocol's), measured against its class's threshold (score minus threshold: the verdict's
+    own order), so that it measures the ranking over every threshold, not only above 0.25.
     """
     counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    deposit = np.array([is_deposit(n) for n in names], dtype=bool)
+    bars = np.array([thresholds.get(n, np.inf) if is_deposit(n) else np.inf for n in names])
     truths: list[bool] = []
     best: list[float] = []
     for image, dets in zip(images, shipped, strict=True):
         truth = any(is_deposit(names[c]) for c in image.gt_classes)
-        said = decide_verdict(dets, settings.verdict_threshold).dumping
+        said = decide_verdict(dets, thresholds).dumping
         counts[("t" if said == truth else "f") + ("p" if said else "n")] += 1
         truths.append(truth)
-        mine = deposit[image.classes] if len(image.classes) else np.zeros(0, bool)
-        best.append(float(image.scores[mine].max()) if mine.any() else 0.0)
+        margins = image.scores - bars[image.classes] if len(image.classes) else np.zeros(0)
+        best.append(float(margins.max()) if np.isfinite(margins).any() else -1.0)
     auc = roc_auc(np.array(best), np.array(truths, dtype=bool))
     positives, negatives = counts["tp"] + counts["fn"], counts["tn"] + counts["fp"]
     total = positives + negatives
     return {
-        "rule": "dumping when the best deposit-class detection scores >= verdict_threshold",
-        "verdict_threshold": settings.verdict_threshold,
+        "rule": "dumping when a deposit-class detection scores >= its class's verdict threshold",
+        "verdict_thresholds": thresholds,
         "deposit_classes": [n for n in names if is_deposit(n)],
         "positives": positives,
         "negatives": negatives,
@@ -337,7 +398,8 @@ def _image_level(
         "recall": round(counts["tp"] / positives, 4) if positives else None,
         "specificity": round(counts["tn"] / negatives, 4) if negatives else None,
         "auc": round(auc, 4) if auc is not None else None,
-        "auc_score": f"best deposit-class detection score per photo, detections from {MAP_CONF_THRESHOLD}",
+        "auc_score": f"best deposit-class detection score minus its class's threshold per photo, detections from "
+        f"{MAP_CONF_THRESHOLD}",
     }
 
 

@@ -43,6 +43,13 @@ def measure_cost(model: Path, photos: Sequence[Path], *, threads: int = 0, round
     }
 
 
+def _thresholds(level: dict[str, Any]) -> str:
+    """``threshold 0.35`` (older records) or ``thresholds dumped_waste 0.30, overflowing_bin 0.55``."""
+    if "verdict_thresholds" in level:
+        return "thresholds " + ", ".join(f"{k} {v:.2f}" for k, v in level["verdict_thresholds"].items())
+    return f"threshold {level['verdict_threshold']}"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -70,7 +77,7 @@ def _evaluation_section(ev: dict[str, Any]) -> list[str]:
                      f"{_fmt(c['precision'])} | {_fmt(c['recall'])} |")
     lines += [
         "",
-        f"Image level, \"dumping present\" ({level['rule']}, threshold {level['verdict_threshold']}; "
+        f"Image level, \"dumping present\" ({level['rule']}, {_thresholds(level)}; "
         f"deposit classes {', '.join(level['deposit_classes'])}): "
         f"{level['positives']} photos with a deposit, {level['negatives']} without; "
         f"recall {_fmt(level['recall'])}, specificity {_fmt(level['specificity'])}, "

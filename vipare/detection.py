@@ -223,6 +223,11 @@ class Detector:
         return self._session
 
     @property
+    def verdict_thresholds(self) -> dict[str, float]:
+        """The model's calibrated per-class verdict thresholds (empty when it carries none)."""
+        return dict(self._meta.verdict_thresholds)
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Class names in output order."""
         return self._meta.names

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vipare.errors import ModelMetadataError
 from vipare.size import Size
 
-__all__ = ["REQUIRED_METADATA", "ModelMetadata", "parse_metadata"]
+__all__ = ["REQUIRED_METADATA", "VERDICT_THRESHOLDS_KEY", "ModelMetadata", "parse_metadata"]
 
 REQUIRED_METADATA = ("names", "imgsz", "stride")
 """Metadata keys a model must carry (the Ultralytics ONNX exporter writes all three)."""
@@ -37,6 +37,9 @@ class ModelMetadata:
         stride: the model's largest stride in pixels.
         version: the exporter's ``version`` entry (Ultralytics version), when present.
         taxonomy_version: ``vipare_taxonomy_version``, when the model was trained on vipare's classes.
+        verdict_thresholds: ``vipare_verdict_thresholds``, the per-class scores at or above which a
+            deposit makes a photo count as dumping, calibrated on held-out photos
+            (see the model card); empty when the model carries none.
     """
 
     names: tuple[str, ...]
@@ -44,6 +47,25 @@ class ModelMetadata:
     stride: int
     version: str | None = None
     taxonomy_version: str | None = None
+    verdict_thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+VERDICT_THRESHOLDS_KEY = "vipare_verdict_thresholds"
+
+
+def _verdict_thresholds(meta: Mapping[str, str], names: tuple[str, ...]) -> dict[str, float]:
+    if VERDICT_THRESHOLDS_KEY not in meta:
+        return {}
+    raw = _literal(meta, VERDICT_THRESHOLDS_KEY)
+    ok = isinstance(raw, dict) and all(
+        k in names and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for k, v in raw.items()
+    )
+    if not ok:
+        raise ModelMetadataError(
+            f"model metadata '{VERDICT_THRESHOLDS_KEY}' must map class names of the model to scores in [0, 1], "
+            f"got {meta[VERDICT_THRESHOLDS_KEY]!r:.200}; calibrate the model again"
+        )
+    return {str(k): float(v) for k, v in raw.items()}
 
 
 def _literal(meta: Mapping[str, str], key: str) -> Any:
@@ -119,4 +141,5 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
         stride=stride,
         version=meta.get("version"),
         taxonomy_version=meta.get("vipare_taxonomy_version"),
+        verdict_thresholds=_verdict_thresholds(meta, names),
     )

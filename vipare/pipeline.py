@@ -3,32 +3,59 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from vipare.detection import Detector
 from vipare.geotag import CameraPosition, ClientPosition, resolve_location
 from vipare.imaging import DecodedImage, load_image
 from vipare.privacy import PrivacyDetector, Region, spare
 from vipare.results import Detection, ImageResult, Verdict
-from vipare.settings import Settings
+from vipare.settings import DEFAULT_VERDICT_THRESHOLD, Settings
+from vipare.taxonomy import is_deposit
+from vipare.tiles import detect_in_tiles
 
-__all__ = ["Pipeline", "decide_verdict"]
+__all__ = ["Pipeline", "decide_verdict", "verdict_thresholds"]
 
 
-def decide_verdict(detections: Iterable[Detection], threshold: float) -> Verdict:
-    """Image-level rule: dumping when the best deposit-class detection scores at least ``threshold``.
+def decide_verdict(detections: Iterable[Detection], threshold: float | Mapping[str, float]) -> Verdict:
+    """Image-level rule: dumping when a deposit-class detection scores at least its class's threshold.
 
     Args:
         detections: detections of one image (any classes; non-deposit classes are ignored).
-        threshold: score in [0, 1] at or above which a deposit makes the photo count as dumping.
+        threshold: score in [0, 1] at or above which a deposit makes the photo count as dumping: one
+            for every class, or one per class name (a deposit class missing from it never counts).
 
     Returns:
-        The verdict with the score that decided it (0 when the photo has no deposit detection).
+        The verdict with the detection that decided it: the one whose score stands highest against
+        its class's threshold (score 0 and the lowest threshold when the photo has no deposit).
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"verdict threshold must be within [0, 1], got {threshold}")
-    best = max((d.score for d in detections if d.deposit), default=0.0)
-    return Verdict(dumping=best >= threshold and best > 0.0, score=best, threshold=threshold)
+    per_class = threshold if isinstance(threshold, Mapping) else None
+    values = list(per_class.values()) if per_class is not None else [threshold]
+    if not values or any(not 0.0 <= t <= 1.0 for t in values):
+        raise ValueError(f"verdict thresholds must be within [0, 1], got {threshold}")
+
+    def bar(d: Detection) -> float | None:
+        return per_class.get(d.label) if per_class is not None else float(threshold)  # type: ignore[arg-type]
+
+    scored = [(d.score, t) for d in detections if d.deposit and (t := bar(d)) is not None]
+    if not scored:
+        return Verdict(dumping=False, score=0.0, threshold=min(values))
+    score, bar_of_best = max(scored, key=lambda st: (st[0] - st[1], st[0]))
+    return Verdict(dumping=score >= bar_of_best and score > 0.0, score=score, threshold=bar_of_best)
+
+
+def verdict_thresholds(detector: Detector, settings: Settings) -> dict[str, float]:
+    """Per deposit class of ``detector``'s model, the score that makes a photo count as dumping.
+
+    ``settings.verdict_threshold`` for every class when it is set; else the model's calibrated
+    thresholds; else :data:`~vipare.settings.DEFAULT_VERDICT_THRESHOLD` for a model that carries none.
+    """
+    fixed = settings.verdict_threshold
+    calibrated = detector.verdict_thresholds
+    deposits = [n for n in detector.names if is_deposit(n)]
+    if fixed is None and calibrated:
+        return {n: calibrated.get(n, DEFAULT_VERDICT_THRESHOLD) for n in deposits}
+    return dict.fromkeys(deposits, DEFAULT_VERDICT_THRESHOLD if fixed is None else fixed)
 
 
 class Pipeline:
@@ -55,6 +82,11 @@ class Pipeline:
         if privacy is None and self.settings.blur_photos:
             privacy = PrivacyDetector.from_settings(self.settings, warmup=detector is None)
         self.privacy = privacy
+
+    @property
+    def verdict_thresholds(self) -> dict[str, float]:
+        """The score each deposit class of the model needs to make a photo count as dumping."""
+        return verdict_thresholds(self.detector, self.settings)
 
     def decode(self, source: bytes | str | os.PathLike[str]) -> DecodedImage:
         """Read and orient a photo at the size the model needs (raises an ``ImageError`` subclass)."""
@@ -90,15 +122,25 @@ class Pipeline:
             name = os.fspath(source)
         info = image.info
         detections = self.detector.detect(image.array, original_size=info.size)
+        thresholds = self.verdict_thresholds
+        verdict = decide_verdict(detections, thresholds)
+        if not verdict.dumping and self.looks_again(image):
+            detections = detect_in_tiles(self.detector, image.array, detections, original_size=info.size)
+            verdict = decide_verdict(detections, thresholds)
         location = resolve_location(image.gps, client, camera, conflict_m=self.settings.gps_conflict_m)
         return ImageResult(
             source=name,
             image=info,
             detections=detections,
-            verdict=decide_verdict(detections, self.settings.verdict_threshold),
+            verdict=verdict,
             location=location,
             model=self.detector.info,
         )
+
+    def looks_again(self, image: DecodedImage) -> bool:
+        """Whether a photo without a deposit gets the tiled second look (:mod:`vipare.tiles`): when the
+        setting is on and the decode holds at least the model's input size on its long side."""
+        return self.settings.tiles_when_empty and max(image.size) >= max(self.detector.input_size)
 
     def private_regions(self, image: DecodedImage, detections: Iterable[Detection] = ()) -> list[Region]:
         """Faces, heads and plate bands to blur before the photo is stored (:mod:`vipare.privacy`).

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_MODEL_PATH", "Settings"]
+__all__ = ["DEFAULT_MODEL_PATH", "DEFAULT_VERDICT_THRESHOLD", "Settings"]
 
 MODEL_FILE = "vipare-yolo11n.onnx"
 FACE_MODEL_FILE = "yunet_n_640_640.onnx"
@@ -23,6 +23,7 @@ def _default_model_path(name: str = MODEL_FILE) -> Path:
 
 
 DEFAULT_MODEL_PATH = _default_model_path()
+DEFAULT_VERDICT_THRESHOLD = 0.35
 
 
 class Settings(BaseSettings):
@@ -47,8 +48,18 @@ class Settings(BaseSettings):
     )
     iou_threshold: float = Field(0.45, ge=0, le=1, description="Class-aware NMS overlap threshold.")
     max_detections: int = Field(100, ge=1, description="Most detections kept per image.")
-    verdict_threshold: float = Field(
-        0.35, ge=0, le=1, description="A photo counts as dumping when a deposit scores at least this."
+    verdict_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="A photo counts as dumping when a deposit scores at least this, whatever its class. Unset: the "
+        f"model's own per-class thresholds, calibrated on held-out photos, or {DEFAULT_VERDICT_THRESHOLD} for a "
+        "model that carries none.",
+    )
+    tiles_when_empty: bool = Field(
+        True,
+        description="When the whole photo shows no deposit, look again at it in 2 x 2 overlapping tiles (small, far "
+        "deposits; four more inferences on those photos only).",
     )
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0 lets onnxruntime use all cores."

@@ -106,6 +106,7 @@ def _state(service: Service, *, full: bool) -> ModelStateOut:
         iou_threshold=detector.iou_threshold,
         max_detections=detector.max_detections,
         verdict_threshold=pipeline.settings.verdict_threshold,
+        verdict_thresholds=pipeline.verdict_thresholds,
         deposit_classes=sorted(DEPOSIT_CLASSES),
         class_families=dict(FAMILIES),
         ready=service.ready,

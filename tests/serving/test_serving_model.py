@@ -33,6 +33,17 @@ def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_model_reports_the_model_s_calibrated_thresholds_when_none_is_set(tmp_path: Path) -> None:
+    path = tmp_path / "calibrated.onnx"
+    make_detector_onnx(path, names=NAMES, raw=head_output(3, []),
+                       metadata={"vipare_verdict_thresholds": "{'dumped_waste': 0.3, 'overflowing_bin': 0.7}"})
+    detector = Detector(path, conf_threshold=0.25, iou_threshold=0.45, max_detections=7, intra_op_threads=1)
+    with running(create_app(service_settings(tmp_path), detector=detector)) as client:
+        model = client.get("/v1/model").json()
+    assert model["verdict_threshold"] is None
+    assert model["verdict_thresholds"] == {"dumped_waste": 0.3, "overflowing_bin": 0.7}
+
+
 def test_model_reports_the_loaded_detectors_thresholds_and_identity(tmp_path: Path, wide_model: Path) -> None:
     detector = Detector(wide_model, conf_threshold=0.6, iou_threshold=0.3, max_detections=7, intra_op_threads=1)
     settings = service_settings(tmp_path, verdict_threshold=0.5)  # conf 0.25, iou 0.45, 100 detections
@@ -40,6 +51,7 @@ def test_model_reports_the_loaded_detectors_thresholds_and_identity(tmp_path: Pa
         model = client.get("/v1/model").json()
     assert (model["conf_threshold"], model["iou_threshold"], model["max_detections"]) == (0.6, 0.3, 7)
     assert model["verdict_threshold"] == 0.5
+    assert model["verdict_thresholds"] == {"dumped_waste": 0.5, "overflowing_bin": 0.5}
     assert model["model"]["sha256"] == detector.info.sha256 and model["model"]["name"] == "wide"
     assert model["model"]["input_size"] == [64, 96]  # [height, width], as the model file's imgsz
     assert model["ready"] is True

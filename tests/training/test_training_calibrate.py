@@ -1,0 +1,73 @@
+"""Per-class verdict thresholds chosen on calibration photos and written into the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.onnxgen import make_detector_onnx
+from training.calibrate import Scores, choose, verdicts, write_thresholds
+from training.evaluate import covered
+from vipare import Detector
+
+
+def _scores(first: list[list[float]], truth: list[bool], tiled: list[list[float]] | None = None) -> Scores:
+    a = np.array(first, dtype=float)
+    return Scores(("dumped_waste", "overflowing_bin"), a, np.array(tiled, dtype=float) if tiled else a,
+                  np.array(truth, dtype=bool))
+
+
+def test_an_ordinary_container_read_as_overflowing_gets_a_higher_bar() -> None:
+    # Deposits score 0.4-0.9 as dumped_waste; clean photos have bins read as overflowing at 0.5-0.6.
+    scores = _scores(
+        [[0.9, 0.0], [0.5, 0.0], [0.4, 0.0], [0.0, 0.8], [0.0, 0.55], [0.0, 0.6], [0.0, 0.5], [0.0, 0.0]],
+        [True, True, True, True, False, False, False, False],
+    )
+    chosen = choose(scores, target_recall=1.0)
+    assert chosen["thresholds"] == {"dumped_waste": 0.25, "overflowing_bin": 0.61}
+    assert (chosen["recall"], chosen["specificity"]) == (1.0, 1.0)
+    assert verdicts(scores, np.array([0.25, 0.61]))[:4].all()
+
+
+def test_the_recall_target_wins_over_specificity() -> None:
+    scores = _scores([[0.9, 0], [0.3, 0], [0.35, 0], [0.0, 0]], [True, True, False, False])
+    every_deposit = choose(scores, target_recall=1.0)
+    assert every_deposit["thresholds"]["dumped_waste"] <= 0.3 and every_deposit["specificity"] == 0.5
+    half = choose(scores, target_recall=0.5)
+    assert half["thresholds"]["dumped_waste"] == 0.36 and (half["recall"], half["specificity"]) == (0.5, 1.0)
+
+
+def test_the_second_look_counts_where_the_first_found_nothing() -> None:
+    scores = _scores([[0.0, 0.0], [0.0, 0.0]], [True, False], tiled=[[0.7, 0.0], [0.0, 0.0]])
+    assert choose(scores, target_recall=1.0)["specificity"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("truth", "message"), [([True, True], "with and without"), ([True, False], "no thresholds reach")]
+)
+def test_impossible_calibrations_say_why(truth: list[bool], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        choose(_scores([[0.0, 0.0], [0.0, 0.0]], truth), target_recall=0.9)
+
+
+def test_thresholds_written_into_the_model_are_read_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    make_detector_onnx(path, names={0: "dumped_waste", 1: "overflowing_bin", 2: "bin"},
+                       raw=np.zeros((1, 7, 4), np.float32), metadata={"vipare_verdict_thresholds": "{'bin': 0.5}"})
+    write_thresholds(path, {"dumped_waste": 0.31, "overflowing_bin": 0.72})
+    detector = Detector(path, conf_threshold=0.25, iou_threshold=0.45, max_detections=10, intra_op_threads=1)
+    assert detector.verdict_thresholds == {"dumped_waste": 0.31, "overflowing_bin": 0.72}
+    assert detector.names == ("dumped_waste", "overflowing_bin", "bin")
+    assert not path.with_suffix(".calibrating").exists()
+
+
+def test_half_a_bag_inside_a_pile_box_counts_as_covered() -> None:
+    bags = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60], [8, 0, 18, 10]], dtype=float)
+    pile = np.array([[0, 0, 25, 12]], dtype=float)
+    # The first bag is inside; the second has 5 of 10 columns inside (half); the third is elsewhere;
+    # the fourth is wholly inside.
+    assert covered(bags, pile).tolist() == [True, True, False, True]
+    assert covered(bags, np.zeros((0, 4))).tolist() == [False] * 4
+    assert covered(np.zeros((0, 4)), pile).tolist() == []
