@@ -155,6 +155,20 @@ def test_the_model_s_calibrated_thresholds_apply_unless_one_is_set(tmp_path) -> 
     assert fixed.analyze(photo).verdict.dumping
 
 
+def test_tile_finds_need_the_model_s_tile_thresholds_or_a_margin(tmp_path) -> None:
+    from vipare.pipeline import tile_thresholds
+
+    path = tmp_path / "tiles.onnx"
+    make_detector_onnx(path, names=NAMES, imgsz=IMGSZ, stride=32, raw=_one(0, 0.5), metadata={
+        "vipare_verdict_thresholds": "{'dumped_waste': 0.3, 'overflowing_bin': 0.7}",
+        "vipare_tile_thresholds": "{'dumped_waste': 0.45}",
+    })
+    calibrated = Pipeline(settings=Settings(model_path=path, intra_op_threads=1))
+    assert tile_thresholds(calibrated.detector, calibrated.settings) == {"dumped_waste": 0.45, "overflowing_bin": 0.95}
+    fixed = Settings(model_path=path, verdict_threshold=0.4, intra_op_threads=1)
+    assert tile_thresholds(calibrated.detector, fixed) == {"dumped_waste": 0.65, "overflowing_bin": 0.65}
+
+
 def test_a_model_without_thresholds_gets_the_default(tmp_path) -> None:
     path = tmp_path / "plain.onnx"
     _calibrated_model(path, None, _one(0, 0.36))

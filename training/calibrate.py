@@ -5,10 +5,12 @@ A photo counts as dumping when a deposit-class detection scores at least its cla
 container read as ``overflowing_bin`` at 0.4 makes a clean street "dumping", while a bag at 0.4 is
 usually a bag. This command measures every pair of thresholds on a calibration split the model
 never trained on (``street-waste-cn:train:holdout``, never the test photos), through the same path
-the service takes (whole photo, then the tiled second look when nothing was found), and keeps the
-pair with the highest specificity among those whose recall reaches ``--recall``; ties go to the
-higher recall, then to the lower thresholds. The pair goes into the ONNX metadata
-(``vipare_verdict_thresholds``), which the service reads at load; the JSON twin records the choice.
+the service takes: the whole photo, then, when it shows nothing, the tiled second look, whose finds
+must reach their class's threshold plus a margin (a tile sees a part of the street out of context).
+It keeps the thresholds and margin with the highest specificity among those whose recall reaches
+``--recall``; ties go to the higher recall, then to the lower thresholds, then to the larger margin.
+They go into the ONNX metadata (``vipare_verdict_thresholds``, ``vipare_tile_thresholds``), which the
+service reads at load; the JSON twin records the choice.
 
     python -m training.calibrate weights/vipare-yolo11n.onnx runs/data/calib
 """
@@ -29,7 +31,7 @@ from training.datasets import import_split
 from training.evaluate import resolve_source
 from vipare.detection import Detector
 from vipare.imaging import load_image
-from vipare.model_metadata import VERDICT_THRESHOLDS_KEY
+from vipare.model_metadata import TILE_THRESHOLDS_KEY, VERDICT_THRESHOLDS_KEY
 from vipare.settings import Settings
 from vipare.taxonomy import is_deposit
 from vipare.tiles import detect_in_tiles
@@ -37,16 +39,17 @@ from vipare.tiles import detect_in_tiles
 log = logging.getLogger(__name__)
 
 GRID = tuple(round(0.25 + 0.01 * i, 2) for i in range(71))  # 0.25 .. 0.95: nothing below the score threshold survives
+MARGINS = tuple(round(0.05 * i, 2) for i in range(11))  # 0 .. 0.5
 TARGET_RECALL = 0.95
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Per photo and deposit class, the best score of the whole-image pass and of the tiled pass."""
+    """Per photo and deposit class, the best score of the whole-image pass and of the tiles' own finds."""
 
     classes: tuple[str, ...]
     first: np.ndarray  # (photos, classes)
-    tiled: np.ndarray  # (photos, classes); the first pass's where the photo cannot be tiled
+    tiled: np.ndarray  # (photos, classes): deposits found in the tiles; 0 where the photo cannot be tiled
     truth: np.ndarray  # (photos,) bool: has a labelled deposit
 
 
@@ -67,22 +70,22 @@ def collect(model: Path, dataset: Path, splits: tuple[str, ...], settings: Setti
             found = detector.detect(decoded.array, original_size=decoded.info.size)
             first.append(_best(found, classes))
             can_tile = tiles and max(decoded.size) >= max(detector.input_size)
-            more = found
-            if can_tile:
-                more = detect_in_tiles(detector, decoded.array, found, original_size=decoded.info.size)
+            more = detect_in_tiles(detector, decoded.array, [], original_size=decoded.info.size) if can_tile else []
             tiled.append(_best(more, classes))
             truth.append(any(is_deposit(detector.names[b.cls]) for b in sample.boxes))
     return Scores(classes, np.array(first).reshape(-1, len(classes)), np.array(tiled).reshape(-1, len(classes)),
                   np.array(truth, dtype=bool))
 
 
-def verdicts(scores: Scores, bars: np.ndarray) -> np.ndarray:
-    """Each photo's verdict at thresholds ``bars`` (one per class), as the service decides it."""
+def verdicts(scores: Scores, bars: np.ndarray, tile_bars: np.ndarray | None = None) -> np.ndarray:
+    """Each photo's verdict at thresholds ``bars`` and tile thresholds ``tile_bars`` (one per class;
+    the same as ``bars`` when None), as the service decides it."""
     first = (scores.first >= bars).any(axis=1)
-    return first | (scores.tiled >= bars).any(axis=1)
+    return first | (scores.tiled >= (bars if tile_bars is None else tile_bars)).any(axis=1)
 
 
-def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[float, ...] = GRID) -> dict[str, Any]:
+def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[float, ...] = GRID,
+           margins: tuple[float, ...] = MARGINS) -> dict[str, Any]:
     """The thresholds with the best specificity at ``target_recall`` or more (see the module doc).
 
     Raises:
@@ -93,19 +96,23 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
         raise ValueError(f"calibration needs photos with and without a deposit, got {positives} and {negatives}")
     best: tuple[Any, ...] | None = None
     for bars in itertools.product(grid, repeat=len(scores.classes)):
-        said = verdicts(scores, np.array(bars))
-        recall = float((said & scores.truth).sum()) / positives
-        if recall < target_recall:
-            continue
-        specificity = float((~said & ~scores.truth).sum()) / negatives
-        key = (specificity, recall, -sum(bars))
-        if best is None or key > best[0]:
-            best = (key, bars, recall, specificity)
+        for margin in margins:
+            tile_bars = np.minimum(np.array(bars) + margin, 1.0)
+            said = verdicts(scores, np.array(bars), tile_bars)
+            recall = float((said & scores.truth).sum()) / positives
+            if recall < target_recall:
+                continue
+            specificity = float((~said & ~scores.truth).sum()) / negatives
+            key = (specificity, recall, -round(sum(bars), 2), margin)
+            if best is None or key > best[0]:
+                best = (key, bars, tile_bars, margin, recall, specificity)
     if best is None:
         raise ValueError(f"no thresholds reach recall {target_recall} on these photos: lower --recall")
-    _, bars, recall, specificity = best
+    _, bars, tile_bars, margin, recall, specificity = best
     return {
         "thresholds": dict(zip(scores.classes, bars, strict=True)),
+        "tile_thresholds": {c: round(float(t), 2) for c, t in zip(scores.classes, tile_bars, strict=True)},
+        "tile_margin": margin,
         "recall": round(recall, 4),
         "specificity": round(specificity, 4),
         "target_recall": target_recall,
@@ -114,14 +121,15 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
     }
 
 
-def write_thresholds(model: Path, thresholds: dict[str, float]) -> None:
-    """Put the thresholds into the ONNX file's metadata, replacing any there."""
+def write_thresholds(model: Path, thresholds: dict[str, float], tile_thresholds: dict[str, float]) -> None:
+    """Put the verdict and tile thresholds into the ONNX file's metadata, replacing any there."""
     import onnx
 
     proto = onnx.load(str(model))
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != VERDICT_THRESHOLDS_KEY]
+    ours = {VERDICT_THRESHOLDS_KEY: repr(thresholds), TILE_THRESHOLDS_KEY: repr(tile_thresholds)}
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in ours]
     del proto.metadata_props[:]
-    for key, value in [*kept, (VERDICT_THRESHOLDS_KEY, repr(thresholds))]:
+    for key, value in [*kept, *ours.items()]:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     tmp = model.with_suffix(".calibrating")
@@ -135,14 +143,15 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
 
     settings = Settings(tiles_when_empty=tiles)
     chosen = choose(collect(model, dataset, splits, settings, tiles), target_recall)
-    write_thresholds(model, chosen["thresholds"])
+    write_thresholds(model, chosen["thresholds"], chosen["tile_thresholds"])
     record = {
         **chosen,
         "dataset": str(dataset),
         "split": "+".join(splits),
         "tiles_when_empty": tiles,
-        "rule": "highest specificity with recall >= target_recall, then highest recall, then lowest thresholds; "
-        f"grid {GRID[0]}..{GRID[-1]} by 0.01",
+        "rule": "highest specificity with recall >= target_recall, then highest recall, then lowest thresholds, "
+        f"then largest tile margin; thresholds {GRID[0]}..{GRID[-1]} by 0.01, margins {MARGINS[0]}..{MARGINS[-1]} "
+        "by 0.05",
     }
     twin = model.with_suffix(".json")
     if twin.exists():

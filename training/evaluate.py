@@ -26,7 +26,7 @@ import yaml
 from training.datasets import SOURCES, Source, import_split, taxonomy_source
 from vipare.detection import Detector
 from vipare.imaging import load_image
-from vipare.pipeline import decide_verdict, verdict_thresholds
+from vipare.pipeline import decide_verdict, tile_thresholds, verdict_thresholds
 from vipare.results import Detection
 from vipare.settings import Settings
 from vipare.taxonomy import class_names, is_deposit
@@ -199,12 +199,12 @@ def resolve_source(dataset: Path) -> Source:
 
 def _collect(
     detector: Detector, source: Source, splits: Sequence[str], max_images: int | None,
-    thresholds: dict[str, float], tiles: bool,
+    thresholds: dict[str, float], tiles: dict[str, float] | None,
 ) -> tuple[list[ImageEval], list[list[Detection]], float]:
     """Run the detector once per image; decode twice: the mAP protocol and the shipped settings.
 
-    The shipped detections are the service's: with ``tiles``, a photo in which the whole-image pass
-    finds no deposit gets the tiled second look (:mod:`vipare.tiles`), as in
+    The shipped detections are the service's: with ``tiles`` (the tile thresholds), a photo in which
+    the whole-image pass finds no deposit gets the tiled second look (:mod:`vipare.tiles`), as in
     :meth:`vipare.pipeline.Pipeline.analyze`. The mAP protocol uses the whole-image pass only.
     """
     samples = [sample for split in splits for sample in import_split(source, split)[0]]
@@ -220,8 +220,9 @@ def _collect(
         blob, lb = detector.preprocess(decoded.array)
         raw = detector.run(blob)
         found = detector.postprocess(raw, lb, original_size=size)
-        if tiles and max(decoded.size) >= max(detector.input_size) and not decide_verdict(found, thresholds).dumping:
-            found = detect_in_tiles(detector, decoded.array, found, original_size=size)
+        if tiles is not None and max(decoded.size) >= max(detector.input_size) \
+                and not decide_verdict(found, thresholds).dumping:
+            found = detect_in_tiles(detector, decoded.array, found, original_size=size, min_scores=tiles)
         shipped.append(found)
         seconds += time.perf_counter() - start
         dets = detector.postprocess(raw, lb, original_size=size, conf_threshold=MAP_CONF_THRESHOLD,
@@ -260,7 +261,8 @@ def evaluate(
     names = list(detector.names)
     splits = [split] if isinstance(split, str) else list(split)
     thresholds = verdict_thresholds(detector, settings)
-    images, shipped, seconds = _collect(detector, source, splits, max_images, thresholds, settings.tiles_when_empty)
+    tiles = tile_thresholds(detector, settings) if settings.tiles_when_empty else None
+    images, shipped, seconds = _collect(detector, source, splits, max_images, thresholds, tiles)
 
     correct = [match_detections(i.gt_boxes, i.gt_classes, i.boxes, i.classes) for i in images]
     all_correct = np.concatenate(correct) if correct else np.zeros((0, len(IOU_THRESHOLDS)), bool)
@@ -306,6 +308,8 @@ def evaluate(
         "image_level": verdicts,
         "deposit_coverage": deposit_coverage(images, shipped, names),
         "ms_per_image": round(1000 * seconds / max(len(images), 1), 1),
+        "tiles_when_empty": settings.tiles_when_empty,
+        "tile_thresholds": tiles,
     }
     return Evaluation(metrics)
 

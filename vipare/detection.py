@@ -228,6 +228,11 @@ class Detector:
         return dict(self._meta.verdict_thresholds)
 
     @property
+    def tile_thresholds(self) -> dict[str, float]:
+        """The model's calibrated per-class thresholds for the tiled second look (empty when none)."""
+        return dict(self._meta.tile_thresholds)
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Class names in output order."""
         return self._meta.names

@@ -16,7 +16,7 @@ from typing import Any
 from vipare.errors import ModelMetadataError
 from vipare.size import Size
 
-__all__ = ["REQUIRED_METADATA", "VERDICT_THRESHOLDS_KEY", "ModelMetadata", "parse_metadata"]
+__all__ = ["REQUIRED_METADATA", "TILE_THRESHOLDS_KEY", "VERDICT_THRESHOLDS_KEY", "ModelMetadata", "parse_metadata"]
 
 REQUIRED_METADATA = ("names", "imgsz", "stride")
 """Metadata keys a model must carry (the Ultralytics ONNX exporter writes all three)."""
@@ -40,6 +40,8 @@ class ModelMetadata:
         verdict_thresholds: ``vipare_verdict_thresholds``, the per-class scores at or above which a
             deposit makes a photo count as dumping, calibrated on held-out photos
             (see the model card); empty when the model carries none.
+        tile_thresholds: ``vipare_tile_thresholds``, the per-class scores a deposit found only by the
+            tiled second look (:mod:`vipare.tiles`) must reach; empty when the model carries none.
     """
 
     names: tuple[str, ...]
@@ -48,22 +50,24 @@ class ModelMetadata:
     version: str | None = None
     taxonomy_version: str | None = None
     verdict_thresholds: Mapping[str, float] = field(default_factory=dict)
+    tile_thresholds: Mapping[str, float] = field(default_factory=dict)
 
 
 VERDICT_THRESHOLDS_KEY = "vipare_verdict_thresholds"
+TILE_THRESHOLDS_KEY = "vipare_tile_thresholds"
 
 
-def _verdict_thresholds(meta: Mapping[str, str], names: tuple[str, ...]) -> dict[str, float]:
-    if VERDICT_THRESHOLDS_KEY not in meta:
+def _thresholds(meta: Mapping[str, str], names: tuple[str, ...], key: str) -> dict[str, float]:
+    if key not in meta:
         return {}
-    raw = _literal(meta, VERDICT_THRESHOLDS_KEY)
+    raw = _literal(meta, key)
     ok = isinstance(raw, dict) and all(
         k in names and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for k, v in raw.items()
     )
     if not ok:
         raise ModelMetadataError(
-            f"model metadata '{VERDICT_THRESHOLDS_KEY}' must map class names of the model to scores in [0, 1], "
-            f"got {meta[VERDICT_THRESHOLDS_KEY]!r:.200}; calibrate the model again"
+            f"model metadata '{key}' must map class names of the model to scores in [0, 1], "
+            f"got {meta[key]!r:.200}; calibrate the model again"
         )
     return {str(k): float(v) for k, v in raw.items()}
 
@@ -141,5 +145,6 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelMetadata:
         stride=stride,
         version=meta.get("version"),
         taxonomy_version=meta.get("vipare_taxonomy_version"),
-        verdict_thresholds=_verdict_thresholds(meta, names),
+        verdict_thresholds=_thresholds(meta, names, VERDICT_THRESHOLDS_KEY),
+        tile_thresholds=_thresholds(meta, names, TILE_THRESHOLDS_KEY),
     )

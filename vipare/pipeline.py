@@ -12,9 +12,9 @@ from vipare.privacy import PrivacyDetector, Region, spare
 from vipare.results import Detection, ImageResult, Verdict
 from vipare.settings import DEFAULT_VERDICT_THRESHOLD, Settings
 from vipare.taxonomy import is_deposit
-from vipare.tiles import detect_in_tiles
+from vipare.tiles import TILE_MARGIN, detect_in_tiles
 
-__all__ = ["Pipeline", "decide_verdict", "verdict_thresholds"]
+__all__ = ["Pipeline", "decide_verdict", "tile_thresholds", "verdict_thresholds"]
 
 
 def decide_verdict(detections: Iterable[Detection], threshold: float | Mapping[str, float]) -> Verdict:
@@ -56,6 +56,21 @@ def verdict_thresholds(detector: Detector, settings: Settings) -> dict[str, floa
     if fixed is None and calibrated:
         return {n: calibrated.get(n, DEFAULT_VERDICT_THRESHOLD) for n in deposits}
     return dict.fromkeys(deposits, DEFAULT_VERDICT_THRESHOLD if fixed is None else fixed)
+
+
+def tile_thresholds(detector: Detector, settings: Settings) -> dict[str, float]:
+    """Per deposit class, the score a deposit found only by the tiled second look must reach.
+
+    A tile sees a part of the street without its surroundings, where a shadow or a bin's lid looks
+    more like a bag: its finds need more than the whole photo's. The model's calibrated tile
+    thresholds when it carries them and no fixed threshold is set; else the verdict thresholds plus
+    :data:`~vipare.tiles.TILE_MARGIN`.
+    """
+    calibrated = detector.tile_thresholds
+    verdict = verdict_thresholds(detector, settings)
+    if settings.verdict_threshold is None and calibrated:
+        return {n: calibrated.get(n, min(1.0, t + TILE_MARGIN)) for n, t in verdict.items()}
+    return {n: min(1.0, t + TILE_MARGIN) for n, t in verdict.items()}
 
 
 class Pipeline:
@@ -125,7 +140,8 @@ class Pipeline:
         thresholds = self.verdict_thresholds
         verdict = decide_verdict(detections, thresholds)
         if not verdict.dumping and self.looks_again(image):
-            detections = detect_in_tiles(self.detector, image.array, detections, original_size=info.size)
+            detections = detect_in_tiles(self.detector, image.array, detections, original_size=info.size,
+                                         min_scores=tile_thresholds(self.detector, self.settings))
             verdict = decide_verdict(detections, thresholds)
         location = resolve_location(image.gps, client, camera, conflict_m=self.settings.gps_conflict_m)
         return ImageResult(

@@ -6,13 +6,17 @@ at least 1.5 times the input size, :data:`vipare.imaging.DRAFT_OVERSAMPLE`), so 
 looked at again in a 2 x 2 grid of overlapping tiles, each seen at the model's input size: about
 1.7 times the detail of the first pass. The deposits the tiles find join the first pass's
 detections through the same class-aware NMS; the verdict is then decided on all of them. What else
-the tiles find (a bin cut in two by a tile's edge) is left out: the first pass saw it whole.
+the tiles find (a bin cut in two by a tile's edge) is left out: the first pass saw it whole. A tile
+sees a part of the street out of its context, so its deposits must score more than the whole
+photo's (``min_scores``: the model's calibrated tile thresholds, see :func:`vipare.pipeline.tile_thresholds`).
 
 It costs four more inferences, spent only on photos in which the first pass found nothing (the
 clean ones, mostly), and a tile sees less context: both are measured on the model card.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,10 +25,13 @@ from vipare.detection import Detector
 from vipare.results import Detection
 from vipare.size import Size
 
-__all__ = ["GRID", "OVERLAP", "detect_in_tiles", "tile_windows"]
+__all__ = ["GRID", "OVERLAP", "TILE_MARGIN", "detect_in_tiles", "tile_windows"]
 
 GRID = 2
 OVERLAP = 0.25
+TILE_MARGIN = 0.25
+"""How much more than its class's verdict threshold a deposit found only in a tile must score, for a
+model that carries no calibrated tile thresholds."""
 
 
 def tile_windows(size: Size, grid: int = GRID, overlap: float = OVERLAP) -> list[tuple[int, int, int, int]]:
@@ -42,7 +49,12 @@ def tile_windows(size: Size, grid: int = GRID, overlap: float = OVERLAP) -> list
 
 
 def detect_in_tiles(
-    detector: Detector, image: np.ndarray, first: list[Detection], *, original_size: Size | None = None
+    detector: Detector,
+    image: np.ndarray,
+    first: list[Detection],
+    *,
+    original_size: Size | None = None,
+    min_scores: Mapping[str, float] | None = None,
 ) -> list[Detection]:
     """The first pass's detections merged with the deposits a tiled pass over ``image`` finds.
 
@@ -51,6 +63,8 @@ def detect_in_tiles(
         image: the ``H x W x 3`` uint8 RGB array the first pass saw (a reduced decode, maybe).
         first: the first pass's detections, boxes in original-image pixels.
         original_size: size of the full-size image when ``image`` is a reduced decode.
+        min_scores: per deposit class, the score a tile's deposit must reach to be kept (a class
+            missing from it is kept from the detector's own score threshold); all kept when None.
 
     Returns:
         All detections after class-aware NMS, best score first, capped at the detector's maximum.
@@ -63,7 +77,7 @@ def detect_in_tiles(
         tile = np.ascontiguousarray(image[y0:y1, x0:x1])
         tile_size = Size(round((x1 - x0) * sx), round((y1 - y0) * sy))
         for d in detector.detect(tile, original_size=tile_size):
-            if not d.deposit:
+            if not d.deposit or (min_scores is not None and d.score < min_scores.get(d.label, 0.0)):
                 continue
             bx0, by0, bx1, by1 = d.box
             box = (bx0 + x0 * sx, by0 + y0 * sy, bx1 + x0 * sx, by1 + y0 * sy)

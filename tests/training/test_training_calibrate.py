@@ -15,7 +15,7 @@ from vipare import Detector
 
 def _scores(first: list[list[float]], truth: list[bool], tiled: list[list[float]] | None = None) -> Scores:
     a = np.array(first, dtype=float)
-    return Scores(("dumped_waste", "overflowing_bin"), a, np.array(tiled, dtype=float) if tiled else a,
+    return Scores(("dumped_waste", "overflowing_bin"), a, np.array(tiled, dtype=float) if tiled else np.zeros_like(a),
                   np.array(truth, dtype=bool))
 
 
@@ -41,7 +41,19 @@ def test_the_recall_target_wins_over_specificity() -> None:
 
 def test_the_second_look_counts_where_the_first_found_nothing() -> None:
     scores = _scores([[0.0, 0.0], [0.0, 0.0]], [True, False], tiled=[[0.7, 0.0], [0.0, 0.0]])
-    assert choose(scores, target_recall=1.0)["specificity"] == 1.0
+    chosen = choose(scores, target_recall=1.0)
+    assert chosen["specificity"] == 1.0 and chosen["tile_thresholds"]["dumped_waste"] <= 0.7
+
+
+def test_tiles_finding_deposits_in_clean_photos_get_a_margin() -> None:
+    # The whole photo finds the deposits at 0.6; the tiles find "deposits" in both clean photos at 0.5.
+    scores = _scores([[0.6, 0.0], [0.6, 0.0], [0.0, 0.0], [0.0, 0.0]], [True, True, False, False],
+                     tiled=[[0.0, 0.0], [0.0, 0.0], [0.5, 0.0], [0.5, 0.0]])
+    chosen = choose(scores, target_recall=1.0)
+    assert (chosen["recall"], chosen["specificity"]) == (1.0, 1.0)
+    assert chosen["tile_thresholds"]["dumped_waste"] > 0.5
+    bars = np.array(list(chosen["thresholds"].values()))
+    assert not verdicts(scores, bars, np.array(list(chosen["tile_thresholds"].values())))[2:].any()
 
 
 @pytest.mark.parametrize(
@@ -56,9 +68,11 @@ def test_thresholds_written_into_the_model_are_read_at_load(tmp_path: Path) -> N
     path = tmp_path / "model.onnx"
     make_detector_onnx(path, names={0: "dumped_waste", 1: "overflowing_bin", 2: "bin"},
                        raw=np.zeros((1, 7, 4), np.float32), metadata={"vipare_verdict_thresholds": "{'bin': 0.5}"})
-    write_thresholds(path, {"dumped_waste": 0.31, "overflowing_bin": 0.72})
+    write_thresholds(path, {"dumped_waste": 0.31, "overflowing_bin": 0.72},
+                     {"dumped_waste": 0.56, "overflowing_bin": 0.97})
     detector = Detector(path, conf_threshold=0.25, iou_threshold=0.45, max_detections=10, intra_op_threads=1)
     assert detector.verdict_thresholds == {"dumped_waste": 0.31, "overflowing_bin": 0.72}
+    assert detector.tile_thresholds == {"dumped_waste": 0.56, "overflowing_bin": 0.97}
     assert detector.names == ("dumped_waste", "overflowing_bin", "bin")
     assert not path.with_suffix(".calibrating").exists()
 
