@@ -90,7 +90,8 @@ def _train(variant: Variant, data: Path, project: Path, pretrained: Path, epochs
     return fine_tune(config)
 
 
-def _export(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
+def export_run(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
+    """Export a run's last checkpoint to ``onnx_path`` unless done since it last changed; its JSON twin."""
     from training.export import export_model
 
     card_path = onnx_path.with_suffix(".json")
@@ -100,10 +101,11 @@ def _export(run_dir: Path, onnx_path: Path) -> dict[str, Any]:
     return dict(json.loads(card_path.read_text()))
 
 
-def _evaluate(onnx_path: Path, data: Path) -> dict[str, Any]:
+def evaluate_model(onnx_path: Path, data: Path, suffix: str = ".eval.json") -> dict[str, Any]:
+    """``vipare evaluate`` of ``onnx_path`` on ``data``, kept beside the model (``suffix``) and reused."""
     from training.evaluate import evaluate
 
-    path = onnx_path.with_suffix(".eval.json")
+    path = onnx_path.with_suffix(suffix)
     if not (path.exists() and path.stat().st_mtime > onnx_path.stat().st_mtime):
         path.write_text(json.dumps(evaluate(onnx_path, data).as_dict(), indent=2) + "\n")
     return dict(json.loads(path.read_text()))
@@ -160,8 +162,8 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
     for variant in variants:
         run_dir = _train(variant, data, out / "train", pretrained, epochs, fraction, batch, workers, device)
         onnx_path = out / f"{variant.name}.onnx"
-        card = _export(run_dir, onnx_path)
-        ev = _evaluate(onnx_path, data)
+        card = export_run(run_dir, onnx_path)
+        ev = evaluate_model(onnx_path, data)
         models[variant.name] = onnx_path
         rows.append({
             "name": variant.name,

@@ -334,6 +334,7 @@ def write_dataset(
     splits: Mapping[str, Sequence[Sample]],
     names: Sequence[str] | None = None,
     import_dropped: Mapping[str, int] | None = None,
+    specs: Mapping[str, Sequence[str]] | None = None,
 ) -> DatasetInfo:
     """Write a run-directory dataset (symlinked images, converted labels, data.yaml).
 
@@ -342,6 +343,7 @@ def write_dataset(
         splits: samples per split name (``train``, ``val``...).
         names: class names in model order; defaults to the taxonomy.
         import_dropped: counts of label lines the import dropped, recorded with the dataset.
+        specs: the SOURCE:SPLIT specs each split was imported from, recorded with the dataset.
 
     Returns:
         What was written.
@@ -384,6 +386,7 @@ def write_dataset(
             s.source: str(SOURCES[s.source].root) if s.source in SOURCES else "" for v in deduped.values() for s in v
         },
         "mappings": {n: dict(src.mapping) for n, src in SOURCES.items()},
+        **({"specs": {k: list(v) for k, v in specs.items()}} if specs else {}),
     }
     (out / "dataset.json").write_text(json.dumps(record, indent=2))
     return info
@@ -440,7 +443,7 @@ def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
             samples, why = import_spec(spec)
             splits[split].extend(samples)
             dropped.update(why)
-    return write_dataset(out, splits, import_dropped=dropped)
+    return write_dataset(out, splits, import_dropped=dropped, specs={"train": list(train), VAL_SPLIT: list(val)})
 
 
 @click.command()

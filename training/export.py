@@ -45,10 +45,15 @@ DEFAULT_OPSET = 17
 MAX_MODEL_BYTES = 12 * 1024 * 1024
 RUN_RECORD = "run.json"
 BOX_ROWS = 4  # raw output rows 0..3 are xywh in pixels, the rest are class scores
-DATASET_CREDITS = (
-    "street-waste-cn: Roboflow Universe project-shb1t/-111-ehcfr v2, CC BY 4.0 "
+SOURCE_CREDITS = {
+    "street-waste-cn": "street-waste-cn: Roboflow Universe project-shb1t/-111-ehcfr v2, CC BY 4.0 "
     "(via GitHub ATANU0023/garbage_detection_dataset @ 1e9fc5508825)",
-)
+    "trash-bags-kr": "trash-bags-kr: Roboflow Universe woosongvision/trashbags-segmentation-v1-v2 v1, CC BY 4.0 "
+    "(via GitHub itsCaveMan/WoosongVision @ 33a6b888361c)",
+    "paste": "paste: trash-bags-kr bags cut along their polygons and pasted beside the bins of street-waste-cn "
+    "training photos (training.copy_paste), both CC BY 4.0 as above",
+}
+DATASET_CREDITS = (SOURCE_CREDITS["street-waste-cn"],)
 BASE_MODEL = "Ultralytics YOLO11n COCO (AGPL-3.0), rebuilt from its INT8 OpenVINO IR by training.pretrained"
 
 
@@ -154,7 +159,33 @@ def _training_facts(run_dir: Path) -> dict[str, Any]:
         "train_seconds": _train_seconds(rows),
         "last_epoch_val": {k: float(v) for k, v in last.items() if k.startswith("metrics/")},
         "run": record,
+        "dataset": _dataset_record(record),
     }
+
+
+def _dataset_record(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's ``dataset.json`` (counts, sources, mappings, specs) without its machine paths."""
+    data = Path(str((run.get("config") or {}).get("data") or ""))
+    path = data.parent / "dataset.json"
+    if not data.name or not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    record["sources"] = dict.fromkeys(record.get("sources") or {}, "")
+    return record
+
+
+def dataset_credits(dataset: dict[str, Any]) -> list[str]:
+    """Credits of the sources a run's dataset was imported from (street-waste-cn when unknown)."""
+    names = list((dataset.get("sources") or {}).keys()) or ["street-waste-cn"]
+    return [SOURCE_CREDITS.get(n, f"{n}: a folder in the taxonomy") for n in names]
+
+
+def base_model(config: dict[str, Any]) -> str:
+    """Where a run's weights started: the imported COCO model, or a vipare model trained from it."""
+    start = Path(str(config.get("model") or ""))
+    if start.name.startswith("vipare-"):
+        return f"{start.name} (the model shipped before, itself fine-tuned from {BASE_MODEL})"
+    return BASE_MODEL
 
 
 def _holdout(onnx_path: Path, data_yaml: Path | None) -> dict[str, Any] | None:
@@ -233,8 +264,9 @@ def export_model(
         "bytes": out.stat().st_size,
         "exported": dt.datetime.now(dt.UTC).isoformat(),
         "source_checkpoint": str(weights),
-        "base_model": BASE_MODEL,
-        "datasets": list(DATASET_CREDITS),
+        "base_model": base_model(facts["run"].get("config") or {}),
+        "datasets": dataset_credits(facts["dataset"]),
+        "dataset": facts["dataset"],
         "class_names": names,
         "taxonomy_version": TAXONOMY_VERSION,
         "data_hash": data_hash,

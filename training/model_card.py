@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from training import card_sections as sections
 from vipare.machine import machine
 
 __all__ = ["measure_cost", "render", "main"]
@@ -206,13 +207,7 @@ def render(card: dict[str, Any]) -> str:
         "Not for: identifying people or vehicles, enforcement decisions without human review, or any",
         "scene type it was not evaluated on (indoor, aerial, video from inside collection trucks).",
         "",
-        "## Training data",
-        "",
-        *[f"- {d}" for d in card.get("datasets", [])],
-        "",
-        "Both shared datasets are licensed CC BY 4.0; attribution as above. The trash-bags-kr photos were",
-        "never used for training: they are the held-out test from another country.",
-        "",
+        *sections.training_data(card),
         "## Training",
         "",
         f"- {card.get('epochs_done')} epochs at {card['imgsz']} px, batch {config.get('batch')}, seed "
@@ -228,6 +223,8 @@ def render(card: dict[str, Any]) -> str:
         lines += ["Not measured yet.", ""]
     for ev in evaluations:
         lines += _evaluation_section(ev)
+    lines += sections.calibration(card)
+    lines += sections.tiles(card)
     lines += _adaptation_section(card)
     lines += ["## Cost per photo on a CPU", ""]
     cost = card.get("cost") or {}
@@ -275,17 +272,23 @@ def render(card: dict[str, Any]) -> str:
             "Reproduce: `python -m training.compare --data runs/data/swcn/data.yaml`.",
             "",
         ]
+    lines += sections.ablation(card)
+    lines += sections.energy(card)
     lines += _int8_section(card)
     lines += [
         "## Known limits",
         "",
-        "- Trained on street photos from Chinese cities (640x640, stretched by the dataset exporter); European",
-        "  street furniture, night scenes and bulky items beside containers are under-represented.",
+        "- Trained on street photos from Chinese cities (640x640, stretched by the dataset exporter) and, when",
+        "  the training data above says so, Korean phone photos of bags; European street furniture, night",
+        "  scenes and bulky items beside containers are under-represented (night and rain only as",
+        "  augmentation). A city's own reviews are the way to its streets (see the adaptation section).",
         "- `dumped_waste` boxes follow the training data's convention of one box per pile; photos labelled one",
         "  box per bag (trash-bags-kr) score lower on box metrics than on the image-level verdict.",
         "- `bin` is context only and never counts as a deposit; an overflowing bin may be read as a plain bin.",
         "- The held-out set from another country (trash-bags-kr) has no photo without a deposit, so the",
         "  specificity outside the training cities is not measured; expect more false alarms there than above.",
+        "- The verdict thresholds were chosen on few photos without a deposit (see their section): each such",
+        "  photo moves the specificity there by a few points.",
         "",
         "## Reproduce",
         "",
@@ -293,6 +296,22 @@ def render(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _tile_pairs(evaluations: list[dict[str, Any]], untiled: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each evaluation without the tiled look beside the card's evaluation of the same data.
+
+    Raises:
+        click.UsageError: when one has no evaluation of the same dataset and split to go beside.
+    """
+    pairs = []
+    for ev in untiled:
+        match = [e for e in evaluations if (e["dataset"], e["split"]) == (ev["dataset"], ev["split"])]
+        if not match:
+            raise click.UsageError(f"--no-tiles-evaluation of {ev['dataset']} ({ev['split']}) has no --evaluation "
+                                   "of the same dataset and split")
+        pairs.append({"without": ev, "with": match[0]})
+    return pairs
 
 
 def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
@@ -323,11 +342,17 @@ def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
               help="The INT8 copy from python -m training.quantize.")
 @click.option("--int8-evaluation", "int8_evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               multiple=True, help="JSON from 'vipare evaluate --output' of the INT8 copy (repeatable).")
+@click.option("--no-tiles-evaluation", "untiled", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="JSON from 'VIPARE_TILES_WHEN_EMPTY=false vipare evaluate --output', set beside the "
+              "--evaluation of the same dataset (repeatable).")
+@click.option("--ablation", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="ablation.json from python -m training.ablation.")
 @click.option("--measure-cost", "measure", is_flag=True, help="Time the pipeline on this machine.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown path (default: MODEL_CARD.md beside CARD).")
 def main(card: Path, evaluations: tuple[Path, ...], comparisons: Path | None, int8: Path | None,
-         int8_evaluations: tuple[Path, ...], measure: bool, out: Path | None) -> None:
+         int8_evaluations: tuple[Path, ...], untiled: tuple[Path, ...], ablation: Path | None, measure: bool,
+         out: Path | None) -> None:
     """Write MODEL_CARD.md from CARD, the model's JSON twin, adding measured evaluations and cost.
 
     Every figure in the card comes from a file this command reads or a measurement it makes:
@@ -344,6 +369,10 @@ def main(card: Path, evaluations: tuple[Path, ...], comparisons: Path | None, in
         record["evaluations"] = [json.loads(p.read_text()) for p in evaluations]
     if comparisons:
         record["comparisons"] = json.loads(comparisons.read_text())
+    if untiled:
+        record["tiles"] = _tile_pairs(record.get("evaluations") or [], [json.loads(p.read_text()) for p in untiled])
+    if ablation is not None:
+        record["ablation"] = json.loads(ablation.read_text())
     if int8 is not None:
         record["int8"] = _int8_record(int8, record.get("int8") or {})
     if int8_evaluations:
