@@ -117,6 +117,7 @@ def ablate(out: Path, paste_dir: Path, holdout: Path, epochs: int = 4, imgsz: in
             "ap50_dumped_waste": street["per_class"]["dumped_waste"]["ap50"],
             "image_recall": street["image_level"]["recall"],
             "image_specificity": street["image_level"]["specificity"],
+            "image_auc": street["image_level"]["auc"],
             "holdout_image_recall": held["image_level"]["recall"],
             "holdout_covered": held["deposit_coverage"]["covered"],
         })

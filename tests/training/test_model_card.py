@@ -153,7 +153,7 @@ def test_card_has_the_thresholds_tiles_ablation_and_energy() -> None:
                                 "optimizer": "AdamW", "seed": 0}, "holdout": "runs/data/kr-holdout",
                      "runs": [{"name": "photo", "augment": {"scale": 0.0, "photo_noise": 0.2, "paste": False},
                                "train_minutes": 3.21, "map50": 0.8, "ap50_dumped_waste": 0.7, "image_recall": 0.9,
-                               "image_specificity": 0.85, "holdout_image_recall": 0.96, "holdout_covered": 0.8}]},
+                               "image_specificity": 0.85, "image_auc": 0.93, "holdout_image_recall": 0.96, "holdout_covered": 0.8}]},
         "energy": {"command": "python -m benchmarks.bench_energy", "machine": "cpu x", "model": "m.onnx",
                    "method": "CPU-seconds x watts", "watts_per_core": 10.0,
                    "rows": [{"work": "12 MP phone upload", "unit": "1,000 photos", "cpu_seconds": 323.4, "wh": 0.9}]},
@@ -164,5 +164,5 @@ def test_card_has_the_thresholds_tiles_ablation_and_energy() -> None:
     assert "217 with a deposit, 56 without" in text and "recall 0.954, specificity 0.911" in text
     assert "| runs/data/swcn/data.yaml (val) | off | 0.885 | 0.890 | 0.747 | 0.857 of 14 | 40.9 |" in text
     assert "| runs/data/swcn/data.yaml (val) | on | 1.000 | 0.890 | 0.811 | 0.929 of 14 | 52.0 |" in text
-    assert "| photo | photo_noise 0.2 | 3.2 | 0.800 | 0.700 | 0.900 | 0.850 | 0.960 | 0.800 |" in text
+    assert "| photo | photo_noise 0.2 | 3.2 | 0.800 | 0.700 | 0.930 | 0.900 | 0.850 | 0.960 | 0.800 |" in text
     assert "| 12 MP phone upload | 1,000 photos | 323 | 0.90 |" in text and "10 W per busy core" in text
