@@ -6,6 +6,10 @@ in one thing each:
 - ``scratch-320`` vs ``coco-320``: random initial weights against the imported COCO weights;
 - ``coco-320`` / ``coco-416`` / ``coco-640``: the input size.
 
+``--sizes`` runs three others instead, which decide the shipped model's input size: the shipped
+model fine-tuned further (AdamW at 2e-4, no warm-up) at 320, 480 and 640 px, timed on 12 MP phone
+photos (``--phone-photos``), since a phone photo is what the size decides the cost of.
+
 Each run is trained (:mod:`training.train`), exported to ONNX with the parity check
 (:mod:`training.export`, last checkpoint, as the budget is the point), evaluated through the vipare
 detector (:mod:`training.evaluate`), and then all the exported models are timed on the same photos,
@@ -47,7 +51,7 @@ class Variant:
     """One run of the comparison: where its weights start and its square input size."""
 
     name: str
-    start: str  # "scratch" or "coco"
+    start: str  # "scratch", "coco" or "shipped"
     imgsz: int
 
 
@@ -57,15 +61,23 @@ VARIANTS = (
     Variant("coco-416", "coco", 416),
     Variant("coco-640", "coco", 640),
 )
+SIZES = (
+    Variant("shipped-320", "shipped", 320),
+    Variant("shipped-480", "shipped", 480),
+    Variant("shipped-640", "shipped", 640),
+)
+SHIPPED_CHECKPOINT = Path("weights/vipare-yolo11n.pt")
+STARTS = {"scratch": "random weights", "coco": "imported COCO YOLO11n", "shipped": "the shipped model"}
 
 
 def _train(variant: Variant, data: Path, project: Path, pretrained: Path, epochs: int, fraction: float,
            batch: int, workers: int, device: str | None) -> Path:
-    from training.train import TrainConfig, fine_tune
+    from training.train import FINE_TUNE_OPTIMIZER, TrainConfig, fine_tune
 
+    start = {"scratch": SCRATCH_MODEL, "coco": pretrained, "shipped": SHIPPED_CHECKPOINT.resolve()}[variant.start]
     config = TrainConfig(
         data=data,
-        model=SCRATCH_MODEL if variant.start == "scratch" else pretrained,
+        model=start,
         project=project,
         name=variant.name,
         epochs=epochs,
@@ -76,6 +88,7 @@ def _train(variant: Variant, data: Path, project: Path, pretrained: Path, epochs
         close_mosaic=max(1, epochs // 5),
         fraction=fraction,
         val=False,
+        optimizer=dict(FINE_TUNE_OPTIMIZER) if variant.start == "shipped" else {},
     )
     record_path = config.run_dir / "run.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
@@ -147,7 +160,8 @@ def time_models(models: dict[str, Path], photos: Sequence[Path], rounds: int = 3
 
 def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] = VARIANTS, epochs: int = 5,
             fraction: float = 0.25, batch: int = 16, workers: int = 2, device: str | None = None,
-            pretrained: Path | None = None, timing_photos: Sequence[Path] = (), rounds: int = 3) -> Path:
+            pretrained: Path | None = None, timing_photos: Sequence[Path] = (), rounds: int = 3,
+            phone: bool = False) -> Path:
     """Train, export, evaluate and time every variant; write ``out/comparisons.json``.
 
     Returns:
@@ -167,7 +181,7 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
         models[variant.name] = onnx_path
         rows.append({
             "name": variant.name,
-            "start": "random weights" if variant.start == "scratch" else "imported COCO YOLO11n",
+            "start": STARTS[variant.start],
             "imgsz": variant.imgsz,
             "epochs": card["epochs_done"],
             "train_minutes": round((card["train_seconds"] or 0) / 60, 1),
@@ -177,6 +191,7 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
             "ap50_dumped_waste": ev["per_class"]["dumped_waste"]["ap50"],
             "image_recall": ev["image_level"]["recall"],
             "image_specificity": ev["image_level"]["specificity"],
+            "image_auc": ev["image_level"].get("auc"),
             "eval_images": ev["images"],
         })
     photos = list(timing_photos) or split_images(data, "val", TIMING_PHOTOS)
@@ -195,7 +210,8 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
             "data": str(data),
         },
         "timing": {"photos": len(photos), "rounds": rounds, "what": "Pipeline.analyze, decode to result",
-                   "threads": "all", "machine": machine()},
+                   "threads": "all", "machine": machine(),
+                   "kind": "12 MP phone JPEGs" if phone else "validation JPEGs"},
         "runs": rows,
     }
     path = out / "comparisons.json"
@@ -217,15 +233,24 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
 @click.option("--pretrained", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="COCO checkpoint the coco-* runs start from (default: training.train's).")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Timing rounds over the photos.")
-@click.option("--only", multiple=True, type=click.Choice([v.name for v in VARIANTS]),
+@click.option("--only", multiple=True, type=click.Choice([v.name for v in VARIANTS + SIZES]),
               help="Run only this variant (repeatable).")
+@click.option("--sizes", is_flag=True, help="The shipped model fine-tuned at 320, 480 and 640 px instead.")
+@click.option("--phone-photos", type=click.IntRange(0), default=0, show_default=True,
+              help="Time on this many 12 MP phone photos instead of validation photos.")
 def main(data: Path, out: Path, epochs: int, fraction: float, batch: int, workers: int, device: str | None,
-         pretrained: Path | None, rounds: int, only: tuple[str, ...]) -> None:
+         pretrained: Path | None, rounds: int, only: tuple[str, ...], sizes: bool, phone_photos: int) -> None:
     """Same-budget comparison runs for the model card; prints the path of comparisons.json."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    variants = [v for v in VARIANTS if not only or v.name in only]
+    variants = [v for v in (SIZES if sizes else VARIANTS) if not only or v.name in only]
+    photos: list[Path] = []
+    if phone_photos:
+        from training.phone_photos import make_phone_photos
+
+        photos = make_phone_photos(out / "phone-photos", phone_photos)
     click.echo(compare(data.resolve(), out, variants=variants, epochs=epochs, fraction=fraction, batch=batch,
-                       workers=workers, device=device, pretrained=pretrained, rounds=rounds))
+                       workers=workers, device=device, pretrained=pretrained, rounds=rounds,
+                       timing_photos=photos, phone=bool(phone_photos)))
 
 
 if __name__ == "__main__":

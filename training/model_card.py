@@ -237,41 +237,15 @@ def render(card: dict[str, Any]) -> str:
                          f"{c['threads']} | {c['machine']} |")
         lines.append("")
     lines += ["## Comparisons at the same budget", ""]
-    comparisons = card.get("comparisons") or {}
+    comparisons = card.get("comparisons") or []
     if not comparisons:
         lines += [
             "Not measured yet: (a) from scratch vs (b) from the imported COCO weights at the same epoch",
-            "budget, and (c) input size 320 / 416 / 640, mAP50 against milliseconds per photo.",
+            "budget, and (c) input size 320 / 480 / 640, mAP50 against milliseconds per photo.",
             "",
         ]
-    else:
-        budget, timing = comparisons["budget"], comparisons["timing"]
-        lines += [
-            f"Each run: {budget['epochs']} epochs on {budget['train_photos']} training photos "
-            f"({budget['fraction']:.0%} of the training split), batch {budget['batch']}, seed {budget['seed']}, "
-            f"device {budget['device']}; weights of the last epoch, exported to ONNX and measured through",
-            f"`vipare evaluate` on the {comparisons['runs'][0]['eval_images']} validation photos. "
-            f"Milliseconds per photo: median of {timing['what']} over {timing['photos']} validation JPEGs x "
-            f"{timing['rounds']} rounds, each model over all of them in turn ({timing['machine']}).",
-            "",
-            "| run | start | input | epochs | train min | mAP50 | mAP50-95 | AP50 dumped_waste | "
-            "image recall | image specificity | ms/photo | CPU ms/photo |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for c in comparisons["runs"]:
-            lines.append(
-                f"| {c['name']} | {c['start']} | {c['imgsz']} | {c['epochs']} | {_fmt(c['train_minutes'], 1)} | "
-                f"{_fmt(c['map50'])} | {_fmt(c['map50_95'])} | {_fmt(c['ap50_dumped_waste'])} | "
-                f"{_fmt(c['image_recall'])} | {_fmt(c['image_specificity'])} | {_fmt(c['ms_per_photo'], 1)} | "
-                f"{_fmt(c['cpu_ms_per_photo'], 1)} |"
-            )
-        lines += [
-            "",
-            "These runs are short on purpose (the same budget for all), so their figures sit below the shipped",
-            "model's, which trained longer on every photo; they compare starting points and input sizes.",
-            "Reproduce: `python -m training.compare --data runs/data/swcn/data.yaml`.",
-            "",
-        ]
+    for record in comparisons if isinstance(comparisons, list) else [comparisons]:
+        lines += _comparison(record)
     lines += sections.ablation(card)
     lines += sections.energy(card)
     lines += _int8_section(card)
@@ -314,6 +288,44 @@ def _tile_pairs(evaluations: list[dict[str, Any]], untiled: list[dict[str, Any]]
     return pairs
 
 
+def _comparison(comparisons: dict[str, Any]) -> list[str]:
+    """One table of same-budget runs (starting points, or input sizes of the shipped model)."""
+    budget, timing = comparisons["budget"], comparisons["timing"]
+    sizes = all(c["start"] == "the shipped model" for c in comparisons["runs"])
+    lines = [
+        "### " + ("Input size: the shipped model fine-tuned further" if sizes else "Starting point and input size"),
+        "",
+        f"Each run: {budget['epochs']} epochs on {budget['train_photos']} training photos "
+        f"({budget['fraction']:.0%} of the training split), batch {budget['batch']}, seed {budget['seed']}, "
+        f"device {budget['device']}; weights of the last epoch, exported to ONNX and measured through",
+        f"`vipare evaluate` on the {comparisons['runs'][0]['eval_images']} validation photos. "
+        f"Milliseconds per photo: median of {timing['what']} over {timing['photos']} "
+        f"{timing.get('kind', 'validation JPEGs')} x {timing['rounds']} rounds, each model over all of them in turn "
+        f"({timing['machine']}).",
+        "",
+        "| run | start | input | epochs | train min | mAP50 | mAP50-95 | AP50 dumped_waste | "
+        "image recall | image specificity | image AUC | ms/photo | CPU ms/photo |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons["runs"]:
+        lines.append(
+            f"| {c['name']} | {c['start']} | {c['imgsz']} | {c['epochs']} | {_fmt(c['train_minutes'], 1)} | "
+            f"{_fmt(c['map50'])} | {_fmt(c['map50_95'])} | {_fmt(c['ap50_dumped_waste'])} | "
+            f"{_fmt(c['image_recall'])} | {_fmt(c['image_specificity'])} | {_fmt(c.get('image_auc'))} | "
+            f"{_fmt(c['ms_per_photo'], 1)} | {_fmt(c['cpu_ms_per_photo'], 1)} |"
+        )
+    lines += [
+        "",
+        "These runs are short on purpose (the same budget for all), so their figures sit below the shipped",
+        "model's, which trained longer on every photo; they compare "
+        + ("input sizes." if sizes else "starting points and input sizes."),
+        "Reproduce: `python -m training.compare --data runs/data/swcn/data.yaml"
+        + (" --sizes --phone-photos 10 --out runs/compare-sizes`." if sizes else "`."),
+        "",
+    ]
+    return lines
+
+
 def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
     """File facts and quantization record of the INT8 copy (its metadata says how it was made)."""
     import hashlib
@@ -336,8 +348,8 @@ def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
 @click.argument("card", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--evaluation", "evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               multiple=True, help="JSON from 'vipare evaluate --output' (repeatable); replaces earlier ones.")
-@click.option("--comparisons", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="comparisons.json from python -m training.compare; replaces an earlier one.")
+@click.option("--comparisons", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="comparisons.json from python -m training.compare (repeatable); replaces earlier ones.")
 @click.option("--int8", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The INT8 copy from python -m training.quantize.")
 @click.option("--int8-evaluation", "int8_evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -350,7 +362,7 @@ def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
 @click.option("--measure-cost", "measure", is_flag=True, help="Time the pipeline on this machine.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown path (default: MODEL_CARD.md beside CARD).")
-def main(card: Path, evaluations: tuple[Path, ...], comparisons: Path | None, int8: Path | None,
+def main(card: Path, evaluations: tuple[Path, ...], comparisons: tuple[Path, ...], int8: Path | None,
          int8_evaluations: tuple[Path, ...], untiled: tuple[Path, ...], ablation: Path | None, measure: bool,
          out: Path | None) -> None:
     """Write MODEL_CARD.md from CARD, the model's JSON twin, adding measured evaluations and cost.
@@ -368,7 +380,7 @@ def main(card: Path, evaluations: tuple[Path, ...], comparisons: Path | None, in
     if evaluations:
         record["evaluations"] = [json.loads(p.read_text()) for p in evaluations]
     if comparisons:
-        record["comparisons"] = json.loads(comparisons.read_text())
+        record["comparisons"] = [json.loads(p.read_text()) for p in comparisons]
     if untiled:
         record["tiles"] = _tile_pairs(record.get("evaluations") or [], [json.loads(p.read_text()) for p in untiled])
     if ablation is not None:

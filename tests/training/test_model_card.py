@@ -75,10 +75,24 @@ def test_card_has_the_comparison_table() -> None:
     text = render({**CARD, "comparisons": COMPARISONS})
     assert "Comparisons at the same budget" not in _unmeasured(text)
     assert "5 epochs on 670 training photos (25% of the training split)" in text
-    assert "| scratch-320 | random weights | 320 | 5 | 6.5 | 0.012 | 0.004 | 0.010 | 0.050 | 0.990 | 12.3 | 20.0 |" \
-        in text
-    assert "| coco-640 | imported COCO YOLO11n | 640 | 5 | 30.0 | 0.800 | 0.500 | 0.700 | n/a | 0.900 | 40.0 | 70.0 |" \
-        in text
+    assert "| scratch-320 | random weights | 320 | 5 | 6.5 | 0.012 | 0.004 | 0.010 | 0.050 | 0.990 | n/a | 12.3 | " \
+        "20.0 |" in text
+    assert "| coco-640 | imported COCO YOLO11n | 640 | 5 | 30.0 | 0.800 | 0.500 | 0.700 | n/a | 0.900 | n/a | 40.0 | " \
+        "70.0 |" in text
+    assert "### Starting point and input size" in text
+
+
+def test_card_has_the_input_size_table_beside_the_earlier_one() -> None:
+    sizes = {
+        **COMPARISONS,
+        "timing": {**COMPARISONS["timing"], "kind": "12 MP phone JPEGs"},
+        "runs": [{**COMPARISONS["runs"][1], "name": "shipped-480", "start": "the shipped model", "imgsz": 480,
+                  "image_auc": 0.9712}],
+    }
+    text = render({**CARD, "comparisons": [COMPARISONS, sizes]})
+    assert "### Starting point and input size" in text and "### Input size: the shipped model fine-tuned" in text
+    assert "| shipped-480 | the shipped model | 480 | 5 | 30.0 | 0.800 | 0.500 | 0.700 | n/a | 0.900 | 0.971 |" in text
+    assert "20 12 MP phone JPEGs x 3 rounds" in text and "--sizes --phone-photos 10" in text
 
 
 def test_card_compares_the_int8_copy_with_the_float_model() -> None:
