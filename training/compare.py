@@ -24,6 +24,7 @@ its ``last.pt``::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -208,6 +209,8 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
             "seed": 0,
             "device": _pick_device(device),
             "data": str(data),
+            **({"shipped_checkpoint_sha256": hashlib.sha256(SHIPPED_CHECKPOINT.read_bytes()).hexdigest()}
+               if any(v.start == "shipped" for v in variants) else {}),
         },
         "timing": {"photos": len(photos), "rounds": rounds, "what": "Pipeline.analyze, decode to result",
                    "threads": "all", "machine": machine(),

@@ -297,7 +297,10 @@ def _comparison(comparisons: dict[str, Any]) -> list[str]:
         "",
         f"Each run: {budget['epochs']} epochs on {budget['train_photos']} training photos "
         f"({budget['fraction']:.0%} of the training split), batch {budget['batch']}, seed {budget['seed']}, "
-        f"device {budget['device']}; weights of the last epoch, exported to ONNX and measured through",
+        f"device {budget['device']}"
+        + (f"; from `weights/vipare-yolo11n.pt` sha256 `{budget['shipped_checkpoint_sha256'][:12]}`"
+           if "shipped_checkpoint_sha256" in budget else "")
+        + "; weights of the last epoch, exported to ONNX and measured through",
         f"`vipare evaluate` on the {comparisons['runs'][0]['eval_images']} validation photos. "
         f"Milliseconds per photo: median of {timing['what']} over {timing['photos']} "
         f"{timing.get('kind', 'validation JPEGs')} x {timing['rounds']} rounds, each model over all of them in turn "
