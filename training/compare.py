@@ -173,6 +173,9 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
 
     out.mkdir(parents=True, exist_ok=True)
     pretrained = (pretrained or DEFAULT_PRETRAINED).resolve()
+    # Read now: the runs start from this file, which a new shipped model may replace meanwhile.
+    shipped_sha = (hashlib.sha256(SHIPPED_CHECKPOINT.read_bytes()).hexdigest()
+                   if any(v.start == "shipped" for v in variants) else None)
     rows, models = [], {}
     for variant in variants:
         run_dir = _train(variant, data, out / "train", pretrained, epochs, fraction, batch, workers, device)
@@ -209,8 +212,7 @@ def compare(data: Path, out: Path = DEFAULT_OUT, *, variants: Sequence[Variant] 
             "seed": 0,
             "device": _pick_device(device),
             "data": str(data),
-            **({"shipped_checkpoint_sha256": hashlib.sha256(SHIPPED_CHECKPOINT.read_bytes()).hexdigest()}
-               if any(v.start == "shipped" for v in variants) else {}),
+            **({"shipped_checkpoint_sha256": shipped_sha} if shipped_sha else {}),
         },
         "timing": {"photos": len(photos), "rounds": rounds, "what": "Pipeline.analyze, decode to result",
                    "threads": "all", "machine": machine(),
