@@ -276,14 +276,34 @@ def _manifest(reviews: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _input_size(model: Path) -> int:
-    """The square input size of an ONNX model, from its metadata."""
+def _metadata(model: Path) -> Any:
     import onnx
 
     from vipare.model_metadata import parse_metadata
 
-    meta = parse_metadata({p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props})
-    return meta.input_size.height
+    return parse_metadata({p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props})
+
+
+def _input_size(model: Path) -> int:
+    """The square input size of an ONNX model, from its metadata."""
+    return int(_metadata(model).input_size.height)
+
+
+def carry_thresholds(old_model: Path, new_model: Path) -> dict[str, Any] | None:
+    """Write the old model's calibrated verdict and tile thresholds into the new one, if it has any.
+
+    A city's held-out photos are too few to choose thresholds on; the adapted model keeps those
+    chosen for the base model on its calibration photos, and the comparison on the city's photos
+    measures the pair with them.
+    """
+    from training.calibrate import write_thresholds
+
+    meta = _metadata(old_model)
+    if not meta.verdict_thresholds:
+        return None
+    write_thresholds(new_model, dict(meta.verdict_thresholds), dict(meta.tile_thresholds))
+    return {"carried_from": old_model.name, "thresholds": dict(meta.verdict_thresholds),
+            "tile_thresholds": dict(meta.tile_thresholds)}
 
 
 def _train(config: AdaptConfig, data_yaml: Path, data_hash: str, output: Path, imgsz: int) -> Path:
@@ -369,6 +389,7 @@ def adapt(config: AdaptConfig) -> AdaptResult:
     run_dir = _train(config, info.data_yaml, info.data_hash, output, imgsz)
     exported = export_model(run_dir, output / MODEL_NAME, weights_name="last.pt",
                             parity_images=min(PARITY_IMAGES, info.images["val"]), val_batch=config.batch)
+    carried = carry_thresholds(config.old_model, exported.onnx_path)
 
     evaluations: dict[str, dict[str, dict[str, Any]]] = {"city": {}, "reference": {}}
     for label, model in (("old", config.old_model), ("new", exported.onnx_path)):
@@ -390,6 +411,9 @@ def adapt(config: AdaptConfig) -> AdaptResult:
         "dropped": info.dropped,
     }
     card = json.loads(exported.card_path.read_text())
+    if carried is not None:
+        card.update(sha256=_sha256(exported.onnx_path), bytes=exported.onnx_path.stat().st_size)
+        card["verdict_thresholds_carried"] = carried
     card["base_model"] = (f"{config.old_model.name} (sha256 {_sha256(config.old_model)}), fine-tuned further "
                           f"from its checkpoint {config.base.name}")
     card["datasets"] = [*DATASET_CREDITS,

@@ -57,6 +57,19 @@ def calibration(card: dict[str, Any]) -> list[str]:
     """The per-class verdict thresholds and how they were chosen."""
     lines = ["## Verdict thresholds", ""]
     chosen = card.get("verdict_calibration")
+    carried = card.get("verdict_thresholds_carried")
+    if carried and not chosen:
+        return [
+            *lines,
+            f"Carried from `{carried['carried_from']}`, whose thresholds were chosen on its calibration photos (a "
+            "city's held-out photos are too few to choose them on):",
+            "",
+            "| class | threshold | found only in a tile |",
+            "|---|---|---|",
+            *[f"| {name} | {value:.2f} | {fmt(carried['tile_thresholds'].get(name), 2)} |"
+              for name, value in carried["thresholds"].items()],
+            "",
+        ]
     if not chosen:
         return [*lines, "Not calibrated: every deposit class uses the default threshold 0.35.", ""]
     return [

@@ -85,3 +85,22 @@ def test_half_a_bag_inside_a_pile_box_counts_as_covered() -> None:
     assert covered(bags, pile).tolist() == [True, True, False, True]
     assert covered(bags, np.zeros((0, 4))).tolist() == [False] * 4
     assert covered(np.zeros((0, 4)), pile).tolist() == []
+
+
+def test_an_adapted_model_keeps_the_base_model_s_thresholds(tmp_path: Path) -> None:
+    from training.adapt import carry_thresholds
+    from training.model_card import render
+
+    names = {0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}
+    old, new, plain = tmp_path / "old.onnx", tmp_path / "new.onnx", tmp_path / "plain.onnx"
+    for path in (old, new, plain):
+        make_detector_onnx(path, names=names, raw=np.zeros((1, 7, 4), np.float32))
+    write_thresholds(old, {"dumped_waste": 0.33, "overflowing_bin": 0.61}, {"dumped_waste": 0.58})
+    carried = carry_thresholds(old, new)
+    detector = Detector(new, conf_threshold=0.25, iou_threshold=0.45, max_detections=10, intra_op_threads=1)
+    assert detector.verdict_thresholds == {"dumped_waste": 0.33, "overflowing_bin": 0.61}
+    assert detector.tile_thresholds == {"dumped_waste": 0.58}
+    assert carry_thresholds(plain, new) is None  # nothing to carry from an uncalibrated model
+    card = {"model": "new.onnx", "bytes": 1, "sha256": "0" * 64, "imgsz": 64, "class_names": list(names.values()),
+            "taxonomy_version": "1", "base_model": "old", "verdict_thresholds_carried": carried}
+    assert "| overflowing_bin | 0.61 | n/a |" in render(card) and "Carried from `old.onnx`" in render(card)
