@@ -50,6 +50,7 @@ VERSIONED_PACKAGES = (
     "onnx",
 )
 SECONDS_PER_HOUR = 3600.0
+LOGGED = ("ultralytics", __name__, "training.augment")
 # Fine-tuning a trained model: Ultralytics' defaults (3 warm-up epochs with a bias learning rate of
 # 0.1, then lr0 0.01 or its automatic AdamW choice) are meant for a start from COCO weights and
 # wreck the trained head within a few steps; a small constant-start rate without warm-up keeps it.
@@ -167,11 +168,14 @@ def _dataset_hash(data_yaml: Path) -> str | None:
 
 
 def _attach_log_file(path: Path) -> logging.Handler:
-    """Copy Ultralytics' and this module's log records into ``path``."""
+    """Copy Ultralytics' and this package's training log records (info and up) into ``path``."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    for name in ("ultralytics", __name__):
-        logging.getLogger(name).addHandler(handler)
+    for name in LOGGED:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
     return handler
 
 
@@ -286,7 +290,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
         record["cpu_seconds"] = round(float(record.get("cpu_seconds", 0.0)) + _cpu_seconds(), 1)
         _write_record(run_dir, record)
     finally:
-        for name in ("ultralytics", __name__):
+        for name in LOGGED:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
     return run_dir

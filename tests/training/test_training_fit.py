@@ -45,14 +45,19 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
         epochs=1,
         imgsz=TINY_IMGSZ,
         batch=VAL_PHOTOS,
-        workers=0,
+        workers=1,
         cache="",
         device="cpu",
+        photo_noise=1.0,
+        noise_effects=("jpeg", "night"),
     )
     run_dir = fine_tune(config)
     record = json.loads((run_dir / "run.json").read_text())
     assert record["data_hash"] and record["finished"] and record["software"]["ultralytics"]
-    assert (run_dir / "train.log").stat().st_size > 0
+    assert record["cpu_seconds"] > 0
+    log = (run_dir / "train.log").read_text()
+    assert "photo noise in the training pipeline: PhotoNoise(p=1.0, effects=('jpeg', 'night')" in log
+    assert "Using 1 dataloader workers" in log  # kept on a CPU, where Ultralytics would use none
     assert (run_dir / "weights" / "best.pt").exists()
 
     out = tmp_path / "weights" / "model.onnx"
@@ -66,6 +71,8 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
     assert "mAP50" in json.loads(props["vipare_metrics"])
     card = json.loads(result.card_path.read_text())
     assert card["epochs_done"] == 1 and card["imgsz"] == TINY_IMGSZ
+    assert card["dataset"]["images"] == {"train": TRAIN_PHOTOS, "val": VAL_PHOTOS}
+    assert card["datasets"][0].startswith("street-waste-cn: Roboflow Universe")
     # The held-out figures are those of vipare evaluate on the exported file.
     holdout = card["holdout"]
     assert holdout["images"] == VAL_PHOTOS and holdout["data_yaml"] == str(data_yaml)
