@@ -33,12 +33,10 @@ import click
 from benchmarks.camera_frames import benchmark_frames
 from benchmarks.cli import command
 from serving.photos.anonymise import anonymise, keeps_verdict
+from training.energy import WATTS_PER_CORE, training_cpu_seconds, wh
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import machine
-
-WATTS_PER_CORE = 10.0
-SECONDS_PER_HOUR = 3600.0
 
 
 def _upload_cpu(pipeline: Pipeline, data: bytes) -> float:
@@ -64,26 +62,6 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
                       max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
                       keeps_verdict=keeps_verdict(pipeline, True))
     return time.process_time() - start
-
-
-def training_cpu_seconds(run: Path) -> float | None:
-    """CPU-seconds of a training run: ``run.json``'s ``cpu_seconds``, else the last ``cpu.log`` line."""
-    record = run / "run.json"
-    if record.exists():
-        value = json.loads(record.read_text()).get("cpu_seconds")
-        if value is not None:
-            return float(value)
-    log = run / "cpu.log"
-    if log.exists():
-        lines = [line.split() for line in log.read_text().splitlines() if line.strip()]
-        if lines:
-            return float(lines[-1][-1])
-    return None
-
-
-def wh(cpu_seconds: float, watts_per_core: float) -> float:
-    """Watt-hours for ``cpu_seconds`` of one busy core at ``watts_per_core``."""
-    return cpu_seconds * watts_per_core / SECONDS_PER_HOUR
 
 
 @command(__doc__)

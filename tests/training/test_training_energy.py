@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_energy import training_cpu_seconds, wh
+from training.energy import training_cpu_seconds, wh
 
 
 def test_watt_hours_are_cpu_seconds_times_power_over_an_hour() -> None:

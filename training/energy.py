@@ -1,0 +1,35 @@
+"""Energy estimates from CPU time: this machine exposes no energy counter (no RAPL).
+
+``Wh = CPU-seconds x watts_per_core / 3600``; the CPU-seconds of a training run are those
+``training.train`` records in ``run.json`` (or, for a run made before it did, the last line of the
+run's ``cpu.log``: a sampler's ``<UTC time> <cumulative CPU-seconds of the process tree>``).
+Used by ``benchmarks/bench_energy.py``, which writes the model card's energy table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WATTS_PER_CORE = 10.0
+SECONDS_PER_HOUR = 3600.0
+
+
+def training_cpu_seconds(run: Path) -> float | None:
+    """CPU-seconds of a training run: ``run.json``'s ``cpu_seconds``, else the last ``cpu.log`` line."""
+    record = run / "run.json"
+    if record.exists():
+        value = json.loads(record.read_text()).get("cpu_seconds")
+        if value is not None:
+            return float(value)
+    log = run / "cpu.log"
+    if log.exists():
+        lines = [line.split() for line in log.read_text().splitlines() if line.strip()]
+        if lines:
+            return float(lines[-1][-1])
+    return None
+
+
+def wh(cpu_seconds: float, watts_per_core: float) -> float:
+    """Watt-hours for ``cpu_seconds`` of one busy core at ``watts_per_core``."""
+    return cpu_seconds * watts_per_core / SECONDS_PER_HOUR
