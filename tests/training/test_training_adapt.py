@@ -171,7 +171,9 @@ def test_adapt_end_to_end(tmp_path: Path, street_photos: tuple[list[Sample], lis
     settings = Settings()
     detector = Detector(onnx_path, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
                         max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads)
-    assert list(detector.names) == class_names() and detector.input_size.height == 320
+    shipped = Detector(settings.model_path, conf_threshold=0.25, iou_threshold=0.45, max_detections=10,
+                       intra_op_threads=1)
+    assert list(detector.names) == class_names() and detector.input_size == shipped.input_size  # adapted at its size
     card = json.loads(onnx_path.with_suffix(".json").read_text())
     adaptation = card["adaptation"]
     assert adaptation["decision"]["promotable"] is (result.exit_code == 0)
