@@ -90,6 +90,7 @@ def _tiny_png() -> bytes:
 def test_a_tile_find_under_its_tile_threshold_is_dropped(colour_model: Path) -> None:
     # The key colour scores 0.9: over 0.6 + 0.25 in a tile, under 0.7 + 0.25.
     for fixed, found in ((0.6, True), (0.7, False)):
-        settings = Settings(model_path=colour_model, verdict_threshold=fixed, blur_photos=False, intra_op_threads=1)
+        settings = Settings(model_path=colour_model, verdict_threshold=fixed, blur_photos=False, intra_op_threads=1,
+                            tiles_when_empty=True)
         result = Pipeline(settings=settings).analyze(_small_deposit_photo())
         assert result.verdict.dumping is found and any(d.deposit for d in result.detections) is found

@@ -171,7 +171,7 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
 @click.option("--recall", "target_recall", type=click.FloatRange(0, 1), default=TARGET_RECALL, show_default=True,
               help="Image-level recall the thresholds must reach on the calibration photos.")
 @click.option("--tiles/--no-tiles", default=True, show_default=True,
-              help="Calibrate with the tiled second look, as the service runs by default.")
+              help="Calibrate with the tiled second look, choosing its thresholds too (VIPARE_TILES_WHEN_EMPTY).")
 def main(model: Path, dataset: Path, splits: tuple[str, ...], target_recall: float, tiles: bool) -> None:
     """Choose per-class verdict thresholds for MODEL on DATASET and write them into MODEL."""
     logging.basicConfig(level=logging.INFO)

@@ -7,8 +7,8 @@ read with ``onnx``, the class names and input size come from the model's metadat
 them into an unfused YOLO11n with BatchNorms calibrated on training photos (see that module for
 why unfused), so that ``YOLO(pt).train(...)`` fine-tunes the shipped model rather than a fresh one.
 
-The checkpoint stores the model in half precision, as Ultralytics' own checkpoints do (it loads
-them back as float32); the parity check runs the saved file against onnxruntime on the ONNX file,
+The checkpoint stores the model in float32: half precision, as Ultralytics stores its own, moved the
+480 px model's class scores by up to 0.014 against onnxruntime, over the parity tolerance. The parity check runs the saved file against onnxruntime on the ONNX file,
 raw outputs on real photos, and fails above the tolerances.
 
 Run::
@@ -150,7 +150,7 @@ def save_checkpoint(
     log.info("read %d convolutions, %d classes, input %d from %s", len(convs), len(meta.names), height, onnx_path)
     model = rebuild_model(convs, calibration_batch(calibration_dir, calibration_count, height), len(meta.names))
     docs = f"rebuilt from {onnx_path.name} by training.from_onnx"
-    checkpoint = build_checkpoint(model.half(), dict(enumerate(meta.names)), height, docs)
+    checkpoint = build_checkpoint(model.float(), dict(enumerate(meta.names)), height, docs)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, out)
     log.info("wrote %s", out)

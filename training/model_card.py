@@ -282,9 +282,10 @@ def _tile_pairs(evaluations: list[dict[str, Any]], untiled: list[dict[str, Any]]
     for ev in untiled:
         match = [e for e in evaluations if (e["dataset"], e["split"]) == (ev["dataset"], ev["split"])]
         if not match:
-            raise click.UsageError(f"--no-tiles-evaluation of {ev['dataset']} ({ev['split']}) has no --evaluation "
+            raise click.UsageError(f"--tiles-evaluation of {ev['dataset']} ({ev['split']}) has no --evaluation "
                                    "of the same dataset and split")
-        pairs.append({"without": ev, "with": match[0]})
+        on, off = (match[0], ev) if match[0].get("tiles_when_empty") else (ev, match[0])
+        pairs.append({"without": off, "with": on})
     return pairs
 
 
@@ -357,9 +358,9 @@ def _int8_record(path: Path, earlier: dict[str, Any]) -> dict[str, Any]:
               help="The INT8 copy from python -m training.quantize.")
 @click.option("--int8-evaluation", "int8_evaluations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               multiple=True, help="JSON from 'vipare evaluate --output' of the INT8 copy (repeatable).")
-@click.option("--no-tiles-evaluation", "untiled", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              multiple=True, help="JSON from 'VIPARE_TILES_WHEN_EMPTY=false vipare evaluate --output', set beside the "
-              "--evaluation of the same dataset (repeatable).")
+@click.option("--tiles-evaluation", "untiled", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="JSON from 'vipare evaluate --output' with the other VIPARE_TILES_WHEN_EMPTY, set "
+              "beside the --evaluation of the same dataset (repeatable).")
 @click.option("--ablation", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="ablation.json from python -m training.ablation.")
 @click.option("--measure-cost", "measure", is_flag=True, help="Time the pipeline on this machine.")

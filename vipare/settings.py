@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         "model that carries none.",
     )
     tiles_when_empty: bool = Field(
-        True,
+        False,
         description="When the whole photo shows no deposit, look again at it in 2 x 2 overlapping tiles (small, far "
         "deposits; four more inferences on those photos only).",
     )
