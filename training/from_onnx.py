@@ -8,7 +8,8 @@ them into an unfused YOLO11n with BatchNorms calibrated on training photos (see 
 why unfused), so that ``YOLO(pt).train(...)`` fine-tunes the shipped model rather than a fresh one.
 
 The checkpoint stores the model in float32: half precision, as Ultralytics stores its own, moved the
-480 px model's class scores by up to 0.014 against onnxruntime, over the parity tolerance. The parity check runs the saved file against onnxruntime on the ONNX file,
+480 px model's class scores by up to 0.014 against onnxruntime, over the parity tolerance.
+The parity check runs the saved file against onnxruntime on the ONNX file,
 raw outputs on real photos, and fails above the tolerances.
 
 Run::
