@@ -71,6 +71,12 @@ class ReportForm(BaseModel):
     lat: float | None = Field(None, description="Latitude, decimal degrees (WGS 84), from the phone's geolocation.")
     lon: float | None = Field(None, description="Longitude, decimal degrees (WGS 84).")
     accuracy_m: float | None = Field(None, description="Horizontal accuracy of lat/lon, metres.")
+    position: Literal["device", "photo", "placed"] = Field(
+        "device",
+        description="Where lat/lon come from: the phone's fix (device), the photo's own EXIF GPS read by the "
+        "client before it resized the photo (photo; stored as source exif), or a pin a person placed on a map "
+        "(placed; it wins over the photo's EXIF GPS and is stored as source placed).",
+    )
     captured_at: Timestamp | None = Field(
         None, description="When the photo was taken, ISO 8601 with a UTC offset (e.g. 2024-05-01T09:30:00+02:00)."
     )
@@ -337,6 +343,13 @@ class KeyCreate(BaseModel):
         if any(given) and not all(given):
             raise ValueError("give both camera_lat and camera_lon, or neither")
         return self
+
+
+class KeyWho(BaseModel):
+    """The key that sent a request: its role (None in the open local mode, where no key exists) and name."""
+
+    role: Role | None
+    name: str
 
 
 class KeyOut(BaseModel):

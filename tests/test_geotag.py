@@ -236,6 +236,8 @@ EXIF_FIX = GpsFix(
 CLIENT_NEAR = ClientPosition(lat=49.1202, lon=6.1757, accuracy_m=20.0)  # 100 m north
 CLIENT_FAR = ClientPosition(lat=49.1283, lon=6.1757)  # 1 km north
 CAMERA = CameraPosition(camera_id="cam-7", lat=49.11, lon=6.17, accuracy_m=2.0)
+CLIENT_PLACED = ClientPosition(lat=49.1283, lon=6.1757, origin="placed")
+CLIENT_FROM_PHOTO = ClientPosition(lat=49.1202, lon=6.1757, origin="photo")
 
 
 @pytest.mark.parametrize(
@@ -246,6 +248,10 @@ CAMERA = CameraPosition(camera_id="cam-7", lat=49.11, lon=6.17, accuracy_m=2.0)
         (None, CLIENT_NEAR, CAMERA, "client", 49.1202, None),
         (None, None, CAMERA, "camera", 49.11, "cam-7"),
         (None, None, None, None, None, None),
+        (EXIF_FIX, CLIENT_PLACED, CAMERA, "placed", 49.1283, None),  # a pin a person placed wins
+        (None, CLIENT_PLACED, CAMERA, "placed", 49.1283, None),
+        (EXIF_FIX, CLIENT_FROM_PHOTO, None, "exif", 49.1193, None),  # the file's own EXIF first
+        (None, CLIENT_FROM_PHOTO, CAMERA, "exif", 49.1202, None),  # the photo's GPS, read by the client
     ],
 )
 def test_precedence(
@@ -297,3 +303,11 @@ def test_conflict_flag(
 def test_conflict_distance_must_be_a_distance(conflict_m: float) -> None:
     with pytest.raises(ValueError, match="conflict_m"):
         resolve_location(EXIF_FIX, CLIENT_NEAR, conflict_m=conflict_m)
+
+
+def test_a_placed_pin_keeps_how_far_it_is_from_the_photos_gps() -> None:
+    location = resolve_location(EXIF_FIX, CLIENT_PLACED, conflict_m=250.0)
+    assert location is not None and location.source == "placed"
+    assert location.disagreement_m == pytest.approx(1000.8, abs=0.5) and location.conflict is True
+    with pytest.raises(LocationError):
+        ClientPosition(lat=49.0, lon=6.0, origin="guessed")  # type: ignore[arg-type]

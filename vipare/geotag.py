@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from vipare.errors import LocationError
-from vipare.results import GpsFix, Location
+from vipare.results import GpsFix, Location, LocationSource
 
 __all__ = [
     "DOP_TO_METRES",
@@ -246,12 +246,17 @@ class ClientPosition(_Position):
         lat: latitude, decimal degrees in [-90, 90].
         lon: longitude, decimal degrees in [-180, 180].
         accuracy_m: horizontal accuracy the device reports, metres (optional, >= 0).
+        origin: where the caller took them: ``device`` (the phone's fix), ``photo`` (the photo's own
+            EXIF GPS, read by the caller before it resized the photo and so dropped its EXIF) or
+            ``placed`` (a person put a pin on a map; it then wins over the photo's EXIF GPS).
 
     Raises:
         LocationError: a value is missing, not a number, NaN or infinite, out of range, or exactly
             0, 0 (the placeholder many apps send when they have no fix). Construct it directly or
             with :func:`client_position`; both raise LocationError, not pydantic's ValidationError.
     """
+
+    origin: Literal["device", "photo", "placed"] = "device"
 
 
 class CameraPosition(_Position):
@@ -340,6 +345,10 @@ def resolve_location(
 ) -> Location | None:
     """Choose a photo's location: the EXIF fix, else the client's coordinates, else the camera's position.
 
+    A position a person placed on a map (``client.origin == "placed"``) comes first: it is the
+    correction of whatever the photo or the phone said. Client coordinates taken from the photo's
+    own EXIF GPS (``origin == "photo"``) keep the source ``exif``.
+
     When both an EXIF fix and client coordinates exist, the EXIF fix wins and the distance between
     the two is stored as ``disagreement_m``; ``conflict`` is True when it exceeds ``conflict_m`` (a
     photo taken elsewhere and uploaded later, or a spoofed position: worth a look, not a rejection).
@@ -355,6 +364,16 @@ def resolve_location(
     """
     if not (math.isfinite(conflict_m) and conflict_m >= 0.0):
         raise ValueError(f"conflict_m must be a distance in metres >= 0, got {conflict_m}")
+    if client is not None and client.origin == "placed":
+        disagreement = None if exif is None else haversine_m(exif.lat, exif.lon, client.lat, client.lon)
+        return Location(
+            lat=client.lat,
+            lon=client.lon,
+            source="placed",
+            accuracy_m=client.accuracy_m,
+            disagreement_m=disagreement,
+            conflict=disagreement is not None and disagreement > conflict_m,
+        )
     if exif is not None:
         disagreement = None
         if client is not None:
@@ -370,7 +389,8 @@ def resolve_location(
             conflict=disagreement is not None and disagreement > conflict_m,
         )
     if client is not None:
-        return Location(lat=client.lat, lon=client.lon, source="client", accuracy_m=client.accuracy_m)
+        source: LocationSource = "exif" if client.origin == "photo" else "client"
+        return Location(lat=client.lat, lon=client.lon, source=source, accuracy_m=client.accuracy_m)
     if camera is not None:
         return Location(
             lat=camera.lat,

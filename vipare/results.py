@@ -24,7 +24,7 @@ __all__ = [
     "Verdict",
 ]
 
-LocationSource = Literal["exif", "client", "camera"]
+LocationSource = Literal["exif", "client", "placed", "camera"]
 
 
 class _Frozen(BaseModel):

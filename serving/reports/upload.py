@@ -240,7 +240,7 @@ def _client_position(form: ReportForm) -> ClientPosition | None:
         return None
     if form.lat is None or form.lon is None:
         raise LocationError("Send both lat and lon (decimal degrees, WGS 84), or neither.")
-    return ClientPosition(lat=form.lat, lon=form.lon, accuracy_m=form.accuracy_m)
+    return ClientPosition(lat=form.lat, lon=form.lon, accuracy_m=form.accuracy_m, origin=form.position)
 
 
 def _camera_position(principal: Principal, form: ReportForm) -> CameraPosition | None:
