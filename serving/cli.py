@@ -120,12 +120,25 @@ def keys() -> None:
 @click.option("--camera", "camera_id", default=None,
               help="Camera keys: the registered camera (vipare cameras add) the key belongs to; its frames are "
               "then that camera's, placed at its registered position and counted once with batch jobs'.")
+@click.option("--link", "page_url", default=None, metavar="URL",
+              help="Agent keys: also print a link to the agent's page at URL (e.g. https://vipare.example.fr/) that "
+              "puts the key into the page when opened; the key rides in the link's #fragment, which browsers do not "
+              "send to servers, and the page erases it from the address once kept.")
+@click.option("--qr", "qr_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --link: write the link as a QR code to this file (.svg or .png) to print or show on a "
+              "screen; '-' draws it in the terminal.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def create(role: str, name: str | None, lat: float | None, lon: float | None, accuracy_m: float | None,
-           camera_id: str | None, data_dir: Path | None) -> None:
+           camera_id: str | None, page_url: str | None, qr_path: Path | None, data_dir: Path | None) -> None:
     """Create a key and print it, once."""
     if camera_id is not None and role != Role.CAMERA.value:
         raise click.UsageError("only camera keys belong to a camera")
+    if page_url is not None and role != Role.AGENT.value:
+        raise click.UsageError("--link is for agent keys: the agent's page keeps no other key")
+    if qr_path is not None and page_url is None:
+        raise click.UsageError("--qr draws the --link: give --link URL too")
+    if page_url is not None and not page_url.startswith(("https://", "http://")):
+        raise click.UsageError("--link must be the page's address, starting with https:// (or http:// on one machine)")
     try:  # as POST /v1/keys: a name shown in histories must read as it is stored
         check_name(name or "")
     except ValueError as exc:
@@ -148,6 +161,25 @@ def create(role: str, name: str | None, lat: float | None, lon: float | None, ac
         raise click.ClickException(exc.detail) from exc
     click.echo(key)
     click.echo(f"key #{row_id} ({role}) created; it is shown only now: store it safely.", err=True)
+    if page_url is not None:
+        link = f"{page_url.split('#')[0].rstrip('/')}/#key={key}"
+        click.echo(link)
+        if qr_path is not None:
+            _write_qr(link, qr_path)
+
+
+def _write_qr(link: str, path: Path) -> None:
+    """The link as a QR code: an SVG or PNG file, or drawn in the terminal for ``-``."""
+    import segno
+
+    code = segno.make(link, error="m")
+    if str(path) == "-":
+        code.terminal(compact=True)
+        return
+    if path.suffix.lower() not in (".svg", ".png"):
+        raise click.UsageError("--qr writes .svg or .png files (or '-' for the terminal)")
+    code.save(str(path), scale=8, border=4)
+    click.echo(f"QR code of the link written to {path}; whoever scans it gets the key.", err=True)
 
 
 @keys.command("list")

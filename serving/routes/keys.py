@@ -11,8 +11,8 @@ from serving.auth import LastAdminKeyError, Permission, Principal, Role, create_
 from serving.db import write_session
 from serving.errors import ErrorBody, NotFoundError, PermissionDeniedError
 from serving.models import ApiKey, CameraKey
-from serving.routes.deps import IdPath, ServiceDep, SessionDep, require
-from serving.schemas import KeyCreate, KeyCreated, KeyOut
+from serving.routes.deps import IdPath, ServiceDep, SessionDep, get_principal, require
+from serving.schemas import KeyCreate, KeyCreated, KeyOut, KeyWho
 from vipare.geotag import CameraPosition
 
 __all__ = ["LastAdminKeyError", "key_out", "router"]
@@ -57,6 +57,15 @@ def post_key(body: KeyCreate, service: ServiceDep, _principal: AdminPrincipal) -
         row, key = create_key(session, body.role, body.name, camera, camera_id=body.camera_id)
         out = key_out(row, body.camera_id)
     return KeyCreated(**out.model_dump(), key=key)
+
+
+@router.get("/v1/keys/me", response_model=KeyWho, summary="Which key is this")
+def get_my_key(principal: Annotated[Principal, Depends(get_principal)]) -> KeyWho:
+    """The role and name of the key sending the request (any valid key; null role in the open local mode).
+
+    The agent's page asks it before it keeps a key brought by a link or a QR code: it keeps agent keys only.
+    """
+    return KeyWho(role=principal.role, name=principal.name)
 
 
 @router.get("/v1/keys", response_model=list[KeyOut], summary="List keys")

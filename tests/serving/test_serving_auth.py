@@ -121,6 +121,13 @@ def test_keys_are_created_shown_once_stored_hashed_and_revoked(server: Server) -
     assert server.client.get("/v1/incidents", headers=bearer(key)).status_code == 401
 
 
+@pytest.mark.parametrize("role", ["agent", "manager", "admin"])
+def test_any_key_can_say_which_key_it_is(server: Server, role: str) -> None:
+    me = server.client.get("/v1/keys/me", headers=server.headers(role))
+    assert me.status_code == 200 and me.json()["role"] == role
+    assert server.client.get("/v1/keys/me", headers=bearer("vpr_0000_" + "x" * 43)).status_code == 401
+
+
 def test_the_last_admin_key_cannot_be_revoked(server: Server) -> None:
     admins = [k for k in server.client.get("/v1/keys", headers=server.headers("admin")).json()
               if k["role"] == "admin" and k["revoked_at"] is None]

@@ -229,6 +229,18 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     listed = runner.invoke(main, ["keys", "list", "--data-dir", data]).stdout
     assert "manager" in listed and "depot" in listed and key.rsplit("_", 1)[1] not in listed
 
+    qr = tmp_path / "agent-key.svg"
+    linked = runner.invoke(main, ["keys", "create", "--role", "agent", "--name", "équipe nord", "--data-dir", data,
+                                  "--link", "https://vipare.example.fr/", "--qr", str(qr)])
+    assert linked.exit_code == 0, linked.output
+    agent_key, link = linked.stdout.split()
+    assert link == f"https://vipare.example.fr/#key={agent_key}"  # the key in the fragment, never sent to a server
+    assert qr.read_text().lstrip().startswith(("<?xml", "<svg")) and "<path" in qr.read_text()
+    for refused_options in (["--role", "manager", "--link", "https://x.fr/"], ["--role", "agent", "--qr", str(qr)],
+                            ["--role", "agent", "--link", "vipare.example.fr"]):
+        refused_link = runner.invoke(main, ["keys", "create", *refused_options, "--data-dir", data])
+        assert refused_link.exit_code == 2, refused_link.output
+
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
     empty = runner.invoke(main, ["serve", "--data-dir", str(tmp_path / "empty")])
