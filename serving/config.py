@@ -156,6 +156,14 @@ class ServiceSettings(Settings):
         None, description="Map tile URL template for the pages, e.g. https://tile.example.org/{z}/{x}/{y}.png."
     )
     tile_attribution: str = Field("", description="Attribution shown with the tiles (HTML, as the provider asks).")
+    upload_long_side: int = Field(
+        2048, ge=0, le=20000,
+        description="The agent's page resizes a photo to at most this many pixels on its long side before it sends "
+        "it (0: it sends the original). The model reads far fewer; a manager zooming in needs about this.",
+    )
+    upload_jpeg_quality: float = Field(
+        0.85, gt=0.0, le=1.0, description="JPEG quality of the agent page's resized photos (0-1]."
+    )
 
     @field_validator("trusted_hosts", "allowed_origins", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -35,12 +36,13 @@ from serving.grouping import FAMILIES
 from serving.incidents import ALLOWED_TRANSITIONS, OPEN_STATUSES, Status
 from vipare.taxonomy import DEPOSIT_CLASSES, class_names
 
-__all__ = ["NODE_MODULES", "STATIC_DIR", "VENDOR", "router", "ui_config"]
+__all__ = ["NODE_MODULES", "SHELL", "STATIC_DIR", "VENDOR", "router", "shell_version", "ui_config"]
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 STATIC_DIR = WEB_DIR / "static"
 NODE_MODULES = WEB_DIR / "node_modules"
 VENDOR: dict[str, str] = {
+    "exifr": "exifr/dist",
     "leaflet": "leaflet/dist",
     "leaflet.markercluster": "leaflet.markercluster/dist",
     "swagger-ui": "swagger-ui-dist",
@@ -52,6 +54,7 @@ SWAGGER_UI = "/vendor/swagger-ui"
 VENDOR_FILES: dict[str, frozenset[str]] = {
     # Only what /docs loads: the package's own index.html and initializer point at a demo API elsewhere.
     "swagger-ui": frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}),
+    "exifr": frozenset({"lite.esm.js"}),  # JPEG and HEIC: GPS, time, orientation
 }
 """Packages of :data:`VENDOR` of which only these files are served."""
 
@@ -95,6 +98,90 @@ def agent_page(request: Request) -> FileResponse:
 def manager_page(request: Request) -> FileResponse:
     """The cleansing manager's map of incidents."""
     return _page(request, "manager.html")
+
+
+SHELL: tuple[str, ...] = (
+    "/",
+    "/static/agent.js",
+    "/static/outbox.js",
+    "/static/common.js",
+    "/static/i18n.js",
+    "/static/style.css",
+    "/static/icons/icon-192.png",
+    "/manifest.webmanifest",
+    "/vendor/exifr/lite.esm.js",
+    "/vendor/leaflet/leaflet.js",
+    "/vendor/leaflet/leaflet.css",
+    "/v1/ui-config",
+)
+"""What the agent page's service worker keeps so that the page opens without a network."""
+_SHELL_FILES = ("agent.html", "agent.js", "outbox.js", "common.js", "i18n.js", "style.css", "sw.js")
+
+
+def _manifest(lang: str) -> dict[str, Any]:
+    french = lang == "fr"
+    return {
+        "name": "vipare · Signaler un dépôt" if french else "vipare · Report a deposit",
+        "short_name": "vipare",
+        "description": (
+            "Photographier un dépôt sauvage et l'envoyer avec sa position, même sans réseau."
+            if french else "Photograph an illegal dumping deposit and send it with its place, even offline."
+        ),
+        "lang": lang,
+        "id": "/",
+        "start_url": "/",
+        "scope": "/",
+        "display": "standalone",
+        "orientation": "portrait",
+        "background_color": "#ffffff",
+        "theme_color": "#1f4e79",
+        "icons": [
+            {"src": "/static/icons/icon-192.png", "sizes": "192x192", "type": "image/png", "purpose": "any"},
+            {"src": "/static/icons/icon-512.png", "sizes": "512x512", "type": "image/png", "purpose": "any"},
+            {"src": "/static/icons/maskable-192.png", "sizes": "192x192", "type": "image/png", "purpose": "maskable"},
+            {"src": "/static/icons/maskable-512.png", "sizes": "512x512", "type": "image/png", "purpose": "maskable"},
+            {"src": "/static/icons/icon.svg", "sizes": "any", "type": "image/svg+xml", "purpose": "any"},
+        ],
+    }
+
+
+@router.get("/manifest.webmanifest", include_in_schema=False)
+def web_manifest(request: Request) -> Response:
+    """The agent page's web app manifest (installable: name, icons, standalone), in the browser's language."""
+    accept = request.headers.get("accept-language", "").lower()
+    lang = "fr" if accept.startswith("fr") else "en"
+    body = json.dumps(_manifest(lang), ensure_ascii=False)
+    return Response(body, media_type="application/manifest+json", headers={**_REVALIDATE, "Vary": "Accept-Language"})
+
+
+def shell_version() -> str:
+    """A hash of the page shell's files: a new release gets a new service worker and a new cache."""
+    digest = hashlib.sha256()
+    for name in _SHELL_FILES:
+        path = STATIC_DIR / name
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    for package, name in (("exifr", "lite.esm.js"), ("leaflet", "leaflet.js")):
+        path = NODE_MODULES / VENDOR[package] / name
+        digest.update(str(path.stat().st_mtime_ns if path.is_file() else 0).encode())
+    return digest.hexdigest()[:16]
+
+
+@router.get("/sw.js", include_in_schema=False)
+def service_worker() -> Response:
+    """The agent page's service worker, at the root so that its scope is the whole page.
+
+    Its cache is named after :func:`shell_version` and it lists :data:`SHELL`, both written into
+    the script here, so that any change of the page makes the browser install a new worker.
+    """
+    path = STATIC_DIR / "sw.js"
+    if not path.is_file():
+        raise NotFoundError(f"The pages are not installed with this copy of vipare ({STATIC_DIR} is missing).")
+    script = (
+        path.read_text(encoding="utf-8")
+        .replace('"__SHELL_VERSION__"', json.dumps(shell_version()))
+        .replace('["__SHELL__"]', json.dumps(list(SHELL)))
+    )
+    return Response(script, media_type="text/javascript; charset=utf-8", headers=_REVALIDATE)
 
 
 async def _serve(directory: Path, path: str, request: Request) -> Response:
@@ -160,6 +247,8 @@ def ui_config(settings: ServiceSettings) -> dict[str, Any]:
         "map_library": installed,
         "map_library_install": _INSTALL,
         "max_image_bytes": settings.max_image_bytes,
+        "upload_long_side": settings.upload_long_side,
+        "upload_jpeg_quality": settings.upload_jpeg_quality,
         "classes": class_names(),
         "deposit_classes": sorted(DEPOSIT_CLASSES),
         "class_families": dict(FAMILIES),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import func, select
 
 from serving.app import create_app
@@ -177,3 +179,22 @@ def server_at(data_dir: Path, detector: Detector, **overrides: Any) -> Iterator[
         yield Server(client=client, app=app, data_dir=data_dir, keys=add_keys(service))
 
 
+
+
+PHONE_SIZE = (4032, 3024)
+"""A 12 MP phone photo's size (4:3)."""
+
+
+def phone_photo(seed: int, *, grain: float = 9.0, **exif: Any) -> bytes:
+    """A 12 MP phone JPEG (4032 x 3024, quality 92, a few MB) of one deposit, with ``exif`` as ``make_photo``.
+
+    :func:`deposit_photo`'s picture scaled up, with sensor-like grain (``grain``: standard deviation,
+    0-255 levels) so that it weighs what a phone's photo weighs; the stand-in model finds the deposit
+    at :data:`DEPOSIT_BOX` scaled by ``PHONE_SIZE[0] / PHOTO_SIZE[0]``.
+    """
+    small = Image.open(io.BytesIO(deposit_photo(seed))).convert("RGB")
+    big = np.asarray(small.resize(PHONE_SIZE, Image.Resampling.BICUBIC), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    noisy = big + rng.normal(0.0, grain, big.shape).astype(np.float32)
+    array = np.clip(noisy, 0, 255).astype(np.uint8)
+    return make_photo("JPEG", array=array, quality=92, **exif)

@@ -86,6 +86,53 @@ def test_ui_config(server: Server) -> None:
     assert config["map_library"] == all((pages.NODE_MODULES / d).is_dir() for d in pages.VENDOR.values())
 
 
+def test_ui_config_says_how_the_agent_page_resizes(tmp_path: Path) -> None:
+    config = pages.ui_config(ServiceSettings(upload_long_side=1600, upload_jpeg_quality=0.8))
+    assert (config["upload_long_side"], config["upload_jpeg_quality"]) == (1600, 0.8)
+    assert pages.ui_config(ServiceSettings())["upload_long_side"] == 2048
+
+
+def test_the_agent_page_is_an_installable_app(server: Server) -> None:
+    page = server.client.get("/").text
+    assert '<link rel="manifest" href="/manifest.webmanifest">' in page
+    manifest = server.client.get("/manifest.webmanifest", headers={"Accept-Language": "fr-FR,fr;q=0.9"})
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    body = manifest.json()
+    assert body["lang"] == "fr" and body["display"] == "standalone" and body["start_url"] == "/"
+    for icon in body["icons"]:
+        image = server.client.get(icon["src"])
+        assert image.status_code == 200, icon
+        if icon["type"] == "image/png":
+            width, height = (int(v) for v in icon["sizes"].split("x"))
+            assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (int.from_bytes(image.content[16:20], "big"), int.from_bytes(image.content[20:24], "big")) == (
+                width, height)
+    assert server.client.get("/manifest.webmanifest", headers={"Accept-Language": "en"}).json()["lang"] == "en"
+
+    worker = server.client.get("/sw.js")
+    assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
+    assert worker.headers["cache-control"] == "no-cache"  # the browser checks it on every visit
+    version = pages.shell_version()
+    assert f'"{version}"' in worker.text and "__SHELL" not in worker.text
+    assert json.dumps(list(pages.SHELL)) in worker.text
+    for path in pages.SHELL:
+        if not path.startswith("/vendor/") or (pages.NODE_MODULES / "exifr").is_dir():
+            assert server.client.get(path).status_code == 200, path
+
+
+def test_a_new_release_is_a_new_service_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = pages.shell_version()
+    static = tmp_path / "static"
+    static.mkdir()
+    for name in pages._SHELL_FILES:
+        source = pages.STATIC_DIR / name
+        (static / name).write_bytes(source.read_bytes())
+    monkeypatch.setattr(pages, "STATIC_DIR", static)
+    assert pages.shell_version() == before
+    (static / "agent.js").write_text((static / "agent.js").read_text() + "\n// next release\n")
+    assert pages.shell_version() != before
+
+
 def test_without_node_modules_the_pages_load_and_say_so(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,16 +436,15 @@ def test_refusals_are_explained(live: Live, browse: Browse, shots: Path) -> None
     agent.click("#key-form button[type=submit]")
     agent.wait_for_selector("#message:has-text('unknown or revoked')")
     assert agent.is_visible("#sign-in")
-    sign_in(agent, live.keys["manager"])  # a manager key may not upload
-    agent.set_input_files("#pick", files=[{"name": "p.jpg", "mimeType": "image/jpeg", "buffer": deposit_photo(77)}])
-    agent.click("#send")
-    agent.wait_for_selector("#queue-list li[data-status=key]")
-    assert "not an agent key" in agent.inner_text("#message")
-    assert agent.is_visible("#sign-in")
-    sign_in_again = agent.locator("#key-input")
-    sign_in_again.fill(live.keys["agent"])
+    agent.fill("#key-input", live.keys["manager"])  # the agent's page keeps agent keys only
     agent.click("#key-form button[type=submit]")
-    agent.wait_for_selector("#queue", state="hidden")  # the waiting photo went with the new key
+    agent.wait_for_selector("#message:has-text('not an agent key')")
+    assert agent.is_visible("#sign-in")
+    assert agent.evaluate("() => localStorage.getItem('vipare.key.agent')") is None
+    sign_in(agent, live.keys["agent"])
+    agent.set_input_files("#pick", files=[{"name": "p.jpg", "mimeType": "image/jpeg", "buffer": deposit_photo(77)}])
+    agent.wait_for_function("() => !document.getElementById('send').disabled")
+    agent.click("#send")
     agent.wait_for_selector("#result[data-report-id]")
 
     agent.set_input_files("#pick", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}])
@@ -408,9 +454,9 @@ def test_refusals_are_explained(live: Live, browse: Browse, shots: Path) -> None
     agent.click("#queue-list li[data-status=refused] button")  # Remove
     agent.wait_for_selector("#queue", state="hidden")
 
-    big = b"\xff\xd8" + bytes(MAX_IMAGE_BYTES)  # refused before it is queued
+    big = b"\xff\xd8" + bytes(MAX_IMAGE_BYTES)  # cannot be resized, so refused before it is queued
     agent.set_input_files("#pick", files=[{"name": "big.jpg", "mimeType": "image/jpeg", "buffer": big}])
-    assert "too large (at most 2.5 MB)" in agent.inner_text("#message")
+    agent.wait_for_selector("#message:has-text('too large (at most 2.5 MB)')")
     assert agent.is_hidden("#draft") and agent.is_hidden("#queue")
 
     lost = browse.page(viewport=PHONE, locale="fr-FR")  # no position: the permission is not granted
@@ -419,9 +465,7 @@ def test_refusals_are_explained(live: Live, browse: Browse, shots: Path) -> None
     lost.set_input_files("#pick", files=[{"name": "p.jpg", "mimeType": "image/jpeg", "buffer": deposit_photo(78)}])
     lost.wait_for_selector("#position-retry")
     assert "La localisation est refusée" in lost.inner_text("#position")
-    lost.click("#send")
-    lost.wait_for_selector("#queue-list li[data-status=refused]")
-    assert "Aucune position" in lost.inner_text("#message")
+    lost.wait_for_selector("#pin-map")  # no position: the agent places the photo (test_pages_agent_app.py)
     assert not lost.evaluate(SIDEWAYS_SCROLL)
 
 

@@ -152,8 +152,34 @@ export function el(tag, attributes = {}, ...children) {
 }
 
 /**
+ * Where to write each box's label: inside the photo, never over another label. Tries above the box,
+ * inside its top, below it, then further down; a label with no free place is left out (its box stays).
+ * Returns, per detection, {x, y, w, h} of the label's background (y: top), or null.
+ */
+export function placeLabels(width, height, boxes, texts, fontSize) {
+  const h = Math.round(fontSize * 1.35);
+  const pad = Math.round(fontSize * 0.3);
+  const taken = [];
+  const overlaps = (a) => taken.some((b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h);
+  return boxes.map(([x1, y1, , y2], i) => {
+    const w = Math.min(width, Math.round(texts[i].length * fontSize * 0.6) + 2 * pad);
+    const x = Math.max(0, Math.min(x1, width - w));
+    const tries = [y1 - h, y1, y2];
+    for (let k = 1; k <= 6; k += 1) tries.push(y1 + k * h);
+    for (const y of tries) {
+      const spot = { x, y, w, h };
+      if (y < 0 || y + h > height || overlaps(spot)) continue;
+      taken.push(spot);
+      return spot;
+    }
+    return null;
+  });
+}
+
+/**
  * An SVG overlay drawing detection boxes over a photo of `width` x `height` pixels (the
- * orientation-corrected size the service reports; boxes are xyxy in those pixels).
+ * orientation-corrected size the service reports; boxes are xyxy in those pixels). Labels (class and
+ * score, in the page's language) stay inside the photo and apart, deposits placed first.
  */
 export function boxesOverlay(width, height, detections, labelOf) {
   const ns = "http://www.w3.org/2000/svg";
@@ -162,22 +188,30 @@ export function boxesOverlay(width, height, detections, labelOf) {
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", "boxes");
   svg.setAttribute("aria-hidden", "true");
+  const make = (tag, attributes) => {
+    const node = document.createElementNS(ns, tag);
+    Object.entries(attributes).forEach(([k, v]) => node.setAttribute(k, v));
+    return node;
+  };
   // Sized to the photo, so they read the same on a phone whatever its resolution.
   const stroke = Math.max(2, Math.round(Math.max(width, height) / 160));
-  const fontSize = Math.max(12, Math.round(Math.max(width, height) / 24));
-  for (const d of detections) {
+  const fontSize = Math.max(12, Math.round(Math.max(width, height) / 28));
+  const ordered = [...detections].sort((a, b) => Number(b.deposit) - Number(a.deposit) || b.score - a.score);
+  const texts = ordered.map((d) => `${labelOf(d.label)} ${pct(d.score)}`);
+  const spots = placeLabels(width, height, ordered.map((d) => d.box), texts, fontSize);
+  const labels = [];
+  ordered.forEach((d, i) => {
     const [x1, y1, x2, y2] = d.box;
     const kind = d.deposit ? "deposit" : "context";
-    const rect = document.createElementNS(ns, "rect");
-    Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke, class: `box ${kind}` })
-      .forEach(([k, v]) => rect.setAttribute(k, v));
-    const text = `${labelOf(d.label)} ${pct(d.score)}`;
-    const tag = document.createElementNS(ns, "text");
-    const above = y1 - fontSize * 0.3 > fontSize;
-    Object.entries({ x: x1 + stroke, y: above ? y1 - stroke * 1.5 : y1 + fontSize, "font-size": fontSize,
-      class: `box-label ${kind}` }).forEach(([k, v]) => tag.setAttribute(k, v));
-    tag.textContent = text;
-    svg.append(rect, tag);
-  }
+    svg.append(make("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke, class: `box ${kind}` }));
+    const spot = spots[i];
+    if (!spot) return;
+    const tag = make("text", { x: spot.x + Math.round(fontSize * 0.3), y: spot.y + Math.round(fontSize * 1.05),
+      "font-size": fontSize, class: `box-label ${kind}` });
+    tag.textContent = texts[i];
+    labels.push(make("rect", { x: spot.x, y: spot.y, width: spot.w, height: spot.h, rx: Math.round(fontSize * 0.2),
+      class: "label-back" }), tag);
+  });
+  svg.append(...labels); // over every box
   return svg;
 }
