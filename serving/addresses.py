@@ -338,8 +338,9 @@ def _chord(distance_m: float) -> float:
 class ReverseGeocoder:
     """The nearest address of points, from an index loaded once; safe to share between threads.
 
-    Memory: about 80 bytes per address (the tree's copy of the unit vectors, its own indices and
-    nodes, three int32 ids), plus the distinct names; ``python -m benchmarks.bench_geocode`` measures it.
+    Memory: about 70 bytes per address once loaded (the tree's unit vectors, indices and nodes, three
+    int32 ids) plus the distinct names, about 100 while loading: 33 MiB and 49 MiB for 500,000
+    addresses, per worker process (``python -m benchmarks.bench_geocode`` measures it).
     """
 
     def __init__(self, table: AddressTable, *, max_distance_m: float) -> None:
