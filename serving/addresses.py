@@ -277,7 +277,7 @@ def write_index(table: AddressTable, out: Path) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)  # type: ignore[arg-type]  # numpy's stub wants positional arrays too
+            np.savez(file, **arrays)  # type: ignore[arg-type]  # the stub reads the dict as its allow_pickle
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, out)
