@@ -138,6 +138,19 @@ class ServiceSettings(Settings):
         "key, every read logged with its reason (serving.originals); 0: never kept (the default).",
     )
 
+    # -- addresses: the nearest address of each incident, offline (serving.addresses)
+    addresses_path: Path | None = Field(
+        None,
+        description="Address index made from the Base Adresse Nationale's export of the city's département "
+        "(vipare addresses import adresses-XX.csv.gz --out PATH); the list, the detail, the exports and "
+        "Open311 then carry each incident's nearest address. None: no addresses.",
+    )
+    address_max_distance_m: float = Field(
+        100.0,
+        gt=0,
+        description="An incident farther than this from every address of the index has none, in metres.",
+    )
+
     # -- queries
     page_size: int = Field(100, ge=1, description="Default number of items per page.")
     max_page_size: int = Field(1000, ge=1, description="Largest page a client may ask for.")

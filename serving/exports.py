@@ -1,30 +1,40 @@
 """Incidents in the shapes other systems read: GeoJSON, CSV, Open311 GeoReport v2.
 
 GeoJSON follows RFC 7946: a Point's coordinates are ``[lon, lat]`` in WGS 84, rounded to 7 decimals
-(about 1 cm). CSV columns are :data:`CSV_COLUMNS`: one row per incident, address fields left empty
-(the service does not geocode), one timestamp column per status (when the incident last entered it).
-Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2/) is served read-only, JSON only: one
-service per deposit class; requests are incidents; ``open`` while new, confirmed or scheduled.
+(about 1 cm). CSV columns are :data:`CSV_COLUMNS`: one row per incident, one timestamp column per
+status (when the incident last entered it). Open311 GeoReport v2 (https://wiki.open311.org/GeoReport_v2/)
+is served read-only, JSON only: one service per deposit class; requests are incidents; ``open`` while
+new, confirmed or scheduled.
+
+Each shape carries the incident's nearest address (:func:`incident_addresses`) when the service has an
+address index (:mod:`serving.addresses`): GeoJSON's ``address`` property, the CSV's street,
+house_number, postcode and city, Open311's ``address`` (the label) and ``zipcode``. Without an index,
+or with no address within the maximum distance, they are null or empty. The address is found when
+the incident is shown, not stored: importing a newer BAN file updates every incident.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident
-from serving.schemas import IncidentFeature, IncidentProperties, PointGeometry
+from serving.schemas import AddressOut, IncidentFeature, IncidentProperties, PointGeometry
 from vipare.taxonomy import CLASSES
+
+if TYPE_CHECKING:  # loaded only when an index is configured (serving.service)
+    from serving.addresses import Address, ReverseGeocoder
 
 __all__ = [
     "CSV_COLUMNS",
     "OPEN311_SERVICES",
     "csv_lines",
     "csv_row",
+    "incident_addresses",
     "incident_feature",
     "open311_request",
     "open311_status",
@@ -76,8 +86,24 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z") if value is not None else ""
 
 
-def incident_feature(incident: Incident) -> IncidentFeature:
-    """An incident as a GeoJSON Feature (``[lon, lat]``)."""
+def incident_addresses(geocoder: ReverseGeocoder | None, incidents: Sequence[Incident]) -> list[Address | None]:
+    """The nearest address of each incident, in one vectorised lookup; all None without a geocoder."""
+    if geocoder is None or not incidents:
+        return [None] * len(incidents)
+    return geocoder.addresses([i.lat for i in incidents], [i.lon for i in incidents])
+
+
+def _address_out(address: Address | None) -> AddressOut | None:
+    if address is None:
+        return None
+    return AddressOut(
+        label=address.label, house_number=address.house_number, street=address.street, postcode=address.postcode,
+        city=address.city, distance_m=round(address.distance_m, 1),
+    )
+
+
+def incident_feature(incident: Incident, address: Address | None = None) -> IncidentFeature:
+    """An incident as a GeoJSON Feature (``[lon, lat]``), with its nearest address when given."""
     return IncidentFeature(
         id=incident.id,
         geometry=PointGeometry(
@@ -97,22 +123,24 @@ def incident_feature(incident: Incident) -> IncidentFeature:
             max_score=round(incident.max_score, 4),
             updated_at=incident.updated_at,
             to_review=incident.to_review,
+            address=_address_out(address),
         ),
     )
 
 
-def csv_row(incident: Incident, times: Mapping[str, datetime]) -> list[str]:
-    """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it."""
+def csv_row(incident: Incident, times: Mapping[str, datetime], address: Address | None = None) -> list[str]:
+    """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it.
+
+    The address columns are empty without ``address``.
+    """
     return [
         str(incident.id),
         incident.label,
         incident.status,
         f"{incident.lat:.{COORDINATE_DECIMALS}f}",
         f"{incident.lon:.{COORDINATE_DECIMALS}f}",
-        "",
-        "",
-        "",
-        "",
+        *(("", "", "", "") if address is None else
+          (address.street, address.house_number or "", address.postcode, address.city)),
         _iso(incident.first_seen),
         _iso(incident.last_seen),
         *(_iso(times.get(status.value)) for status in Status),
@@ -144,8 +172,10 @@ def open311_status(status: str) -> str:
     return "open" if Status(status) in OPEN_STATUSES else "closed"
 
 
-def open311_request(incident: Incident, *, status_notes: str | None, media_url: str | None) -> dict[str, Any]:
-    """An incident as an Open311 GeoReport v2 service request."""
+def open311_request(
+    incident: Incident, *, status_notes: str | None, media_url: str | None, address: Address | None = None
+) -> dict[str, Any]:
+    """An incident as an Open311 GeoReport v2 service request; ``address`` fills its address and zipcode."""
     notes = status_notes
     if incident.status == Status.DUPLICATE.value and incident.merged_into_id is not None:
         notes = f"duplicate of {incident.merged_into_id}" + (f": {status_notes}" if status_notes else "")
@@ -162,9 +192,9 @@ def open311_request(incident: Incident, *, status_notes: str | None, media_url: 
         "requested_datetime": _iso(incident.first_seen),
         "updated_datetime": _iso(incident.updated_at),
         "expected_datetime": None,
-        "address": None,
+        "address": None if address is None else address.label,
         "address_id": None,
-        "zipcode": None,
+        "zipcode": None if address is None else address.postcode,
         "lat": round(incident.lat, COORDINATE_DECIMALS),
         "long": round(incident.lon, COORDINATE_DECIMALS),
         "media_url": media_url,

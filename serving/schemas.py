@@ -20,6 +20,7 @@ from serving.text import FreeText, Name
 from vipare.results import Detection, ImageInfo, Location, ModelInfo, Verdict
 
 __all__ = [
+    "AddressOut",
     "FeatureCollection",
     "IncidentDetail",
     "IncidentFeature",
@@ -253,6 +254,17 @@ class TransitionIn(BaseModel):
     )
 
 
+class AddressOut(BaseModel):
+    """The address nearest to an incident, from the Base Adresse Nationale (see serving.addresses)."""
+
+    label: str = Field(description="One line, e.g. '12 bis Rue des Jardins, 57000 Metz'.")
+    house_number: str | None = Field(description="Number and repetition index, e.g. '12 bis'; null for a lieu-dit.")
+    street: str = Field(description="Street name, or the lieu-dit's name.")
+    postcode: str
+    city: str = Field(description="The commune.")
+    distance_m: float = Field(description="From the incident to the address, metres (to 0.1 m).")
+
+
 class IncidentProperties(BaseModel):
     """An incident's properties in GeoJSON."""
 
@@ -270,6 +282,11 @@ class IncidentProperties(BaseModel):
     updated_at: datetime
     to_review: bool = Field(
         False, description="A report sent anyway, where the model saw no deposit, has no review yet: look first."
+    )
+    address: AddressOut | None = Field(
+        None,
+        description="The nearest address, when the service has an address index (VIPARE_ADDRESSES_PATH) and one "
+        "lies within VIPARE_ADDRESS_MAX_DISTANCE_M (100 m by default); null otherwise.",
     )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from sqlalchemy import Engine
@@ -31,6 +32,9 @@ from serving.storage import grouping_policy, open_storage
 from vipare.detection import Detector
 from vipare.errors import ModelError
 from vipare.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from serving.addresses import ReverseGeocoder
 
 __all__ = ["Service", "start_service"]
 
@@ -54,6 +58,8 @@ class Service:
         in_flight: the photos this process is blurring after their upload was answered
             (:mod:`serving.photos.pending`).
         background: the tasks doing it, awaited before the service closes.
+        geocoder: the nearest address of incidents (:mod:`serving.addresses`), loaded once at start-up
+            when ``addresses_path`` is set; None otherwise (incidents then have no address).
     """
 
     settings: ServiceSettings
@@ -64,6 +70,7 @@ class Service:
     pipeline: Pipeline
     worker_lock: WorkerLock
     promotion_id: int | None = None
+    geocoder: ReverseGeocoder | None = None
     ready: bool = False
     warm_up_error: str | None = None
     analysis_limiter: anyio.CapacityLimiter = field(init=False)
@@ -191,7 +198,8 @@ class Service:
 
 
 def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detector | None = None) -> Service:
-    """Build the service: migrate the database, check exposure, clean the photo store, load the model.
+    """Build the service: migrate the database, check exposure, clean the photo store, load the model and
+    the address index (when ``settings.addresses_path`` is set).
 
     Blocking; run it off the event loop.
 
@@ -208,6 +216,7 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
     Raises:
         UnsafeConfigurationError: the trial mode beyond loopback.
         vipare.ModelError: the model cannot be loaded.
+        serving.addresses.AddressIndexError: the address index is set but cannot be loaded.
     """
     check_exposure(settings)
     storage = open_storage(settings)
@@ -226,10 +235,22 @@ def start_service(settings: ServiceSettings, metrics: Metrics, detector: Detecto
         elif detector is None:
             detector = Detector.from_settings(settings, warmup=False)
         pipeline = Pipeline(detector=detector, settings=settings)
+        geocoder = _load_geocoder(settings)
     except BaseException:
         storage.close()
         raise
     return Service(
         settings=settings, engine=storage.engine, sessions=storage.sessions, photos=storage.photos, metrics=metrics,
         pipeline=pipeline, worker_lock=storage.worker_lock, promotion_id=None if promoted is None else promoted.id,
+        geocoder=geocoder,
     )
+
+
+def _load_geocoder(settings: ServiceSettings) -> ReverseGeocoder | None:
+    if settings.addresses_path is None:
+        return None
+    from serving.addresses import ReverseGeocoder  # SciPy's import time only for a service with addresses
+
+    geocoder = ReverseGeocoder.load(settings.addresses_path, max_distance_m=settings.address_max_distance_m)
+    logger.info("address index loaded", extra={"addresses": len(geocoder), "path": str(settings.addresses_path)})
+    return geocoder

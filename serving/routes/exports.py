@@ -11,7 +11,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
-from serving.exports import OPEN311_SERVICES, csv_lines, csv_row, incident_feature, open311_request
+from serving.exports import (
+    OPEN311_SERVICES,
+    csv_lines,
+    csv_row,
+    incident_addresses,
+    incident_feature,
+    open311_request,
+)
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import utcnow
 from serving.queries import IncidentFilter, batches, iter_incidents, last_comments, latest_reports, state_times
@@ -45,16 +52,18 @@ Open311Principal = Annotated[Principal, Depends(require_open311(Permission.EXPOR
     summary="Incidents as CSV",
 )
 def export_csv(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal) -> StreamingResponse:
-    """Every matching incident: id, class, status, lat, lon, address fields (empty: not geocoded),
-    first and last seen, when it entered each status, merge target, report and recurrence counts.
+    """Every matching incident: id, class, status, lat, lon, the nearest address (street, house_number,
+    postcode, city; empty without an address index or none near), first and last seen, when it entered
+    each status, merge target, report and recurrence counts.
     """
 
     def rows() -> Iterator[list[str]]:
         with service.sessions() as session:
             for batch in batches(iter_incidents(session, flt)):
                 times = state_times(session, [i.id for i in batch])
-                for incident in batch:
-                    yield csv_row(incident, times[incident.id])
+                addresses = incident_addresses(service.geocoder, batch)
+                for incident, address in zip(batch, addresses, strict=True):
+                    yield csv_row(incident, times[incident.id], address)
 
     return StreamingResponse(
         csv_lines(rows()),
@@ -71,13 +80,18 @@ def export_csv(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal)
     summary="Incidents as one GeoJSON file",
 )
 def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal) -> StreamingResponse:
-    """Every matching incident in one FeatureCollection (RFC 7946, ``[lon, lat]``), without paging."""
+    """Every matching incident in one FeatureCollection (RFC 7946, ``[lon, lat]``), without paging; each
+    with its nearest ``address`` when the service has an address index.
+    """
 
     def chunks() -> Iterator[str]:
         yield '{"type":"FeatureCollection","features":['
+        first = True
         with service.sessions() as session:
-            for n, incident in enumerate(iter_incidents(session, flt)):
-                yield ("," if n else "") + incident_feature(incident).model_dump_json()
+            for batch in batches(iter_incidents(session, flt)):
+                for incident, address in zip(batch, incident_addresses(service.geocoder, batch), strict=True):
+                    yield ("" if first else ",") + incident_feature(incident, address).model_dump_json()
+                    first = False
         yield "]}"
 
     return StreamingResponse(
@@ -108,8 +122,9 @@ def _open311_requests(service: Service, flt: IncidentFilter, limit: int) -> list
             incident,
             status_notes=notes.get(incident.id),
             media_url=link(f"/v1/reports/{latest[incident.id]}/image/annotated") if incident.id in latest else None,
+            address=address,
         )
-        for incident in incidents
+        for incident, address in zip(incidents, incident_addresses(service.geocoder, incidents), strict=True)
     ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +13,7 @@ from starlette.datastructures import URL
 from serving.auth import Permission, Principal
 from serving.db import write_session
 from serving.errors import ErrorBody, NotFoundError
-from serving.exports import incident_feature
+from serving.exports import incident_addresses, incident_feature
 from serving.incidents import Status, transition
 from serving.models import Incident, Report
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
@@ -21,6 +21,9 @@ from serving.reports.view import report_out
 from serving.reviews import mark_negatives
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
 from serving.schemas import FeatureCollection, IncidentDetail, Link, Timestamp, TransitionIn, TransitionOut
+
+if TYPE_CHECKING:
+    from serving.addresses import ReverseGeocoder
 
 __all__ = ["GeoJSONResponse", "incident_filter", "router"]
 
@@ -89,11 +92,14 @@ def get_incidents(
     """Incidents matching the filters, most recently seen first, as a GeoJSON FeatureCollection.
 
     Coordinates are ``[lon, lat]``. ``numberMatched`` counts all matches; ``links`` holds the next and
-    previous pages.
+    previous pages. Each incident carries its nearest ``address`` when the service has an address index.
     """
     size = min(limit or service.settings.page_size, service.settings.max_page_size)
     matched = count_incidents(session, flt)
-    features = [incident_feature(i) for i in list_incidents(session, flt, limit=size, offset=offset)]
+    page = list_incidents(session, flt, limit=size, offset=offset)
+    features = [
+        incident_feature(i, a) for i, a in zip(page, incident_addresses(service.geocoder, page), strict=True)
+    ]
     settings = service.settings
 
     def page_link(url: URL, rel: str) -> Link:  # under the public URL, never the request's Host
@@ -111,8 +117,8 @@ def get_incidents(
     return GeoJSONResponse(collection.model_dump(mode="json"))
 
 
-def incident_detail(session: Session, incident_id: int) -> IncidentDetail:
-    """An incident with its reports and history.
+def incident_detail(session: Session, incident_id: int, geocoder: ReverseGeocoder | None = None) -> IncidentDetail:
+    """An incident with its reports and history, and its nearest address when ``geocoder`` has one.
 
     Raises:
         NotFoundError: no such incident.
@@ -128,7 +134,7 @@ def incident_detail(session: Session, incident_id: int) -> IncidentDetail:
     )
     if incident is None:
         raise NotFoundError(f"There is no incident #{incident_id}.")
-    feature = incident_feature(incident)
+    feature = incident_feature(incident, *incident_addresses(geocoder, [incident]))
     return IncidentDetail(
         id=feature.id,
         geometry=feature.geometry,
@@ -158,10 +164,11 @@ def incident_detail(session: Session, incident_id: int) -> IncidentDetail:
 def get_incident(
     incident_id: IdPath,
     session: SessionDep,
+    service: ServiceDep,
     _principal: Annotated[Principal, Depends(require(Permission.INCIDENT_READ))],
 ) -> IncidentDetail:
     """The incident as a GeoJSON Feature, with every report that joined it and every status change."""
-    return incident_detail(session, incident_id)
+    return incident_detail(session, incident_id, service.geocoder)
 
 
 @router.post(
@@ -206,4 +213,4 @@ def post_transition(
                 at=row.at,
             )
     with service.sessions() as session:
-        return incident_detail(session, incident_id)
+        return incident_detail(session, incident_id, service.geocoder)

@@ -236,6 +236,7 @@ function renderList() {
           el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),
           p.to_review ? el("span", { class: "badge review", text: t("review.badge") }) : null,
           el("span", { class: "muted", text: ` · ${stateLabel(p.status)} · ${t("mgr.ago_reports", { n: p.report_count })}` }),
+          p.address ? el("span", { class: "muted block address", text: p.address.label }) : null,
           el("span", { class: "muted block", text: when(p.last_seen) }))));
   }));
 }
@@ -306,6 +307,7 @@ function renderDetail(detail) {
     [t("mgr.reports"), String(p.report_count)],
     [t("mgr.position"), coords(lat, lon)],
   ];
+  if (p.address) facts.push([t("mgr.address"), `${p.address.label} (${Math.round(p.address.distance_m)} m)`]);
   if (p.recurrence_count) facts.push([t("mgr.recurrence"), String(p.recurrence_count)]);
   if (p.merged_into) facts.push([t("mgr.merged_into"), `#${p.merged_into}`]);
 
