@@ -1,24 +1,30 @@
-"""A day's round: distances, the planner against brute force, edge cases."""
+"""A day's round: distances, the planner against brute force, edge cases, and its GPX and GeoJSON."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+import xml.etree.ElementTree as ET
 
+import gpxpy
 import numpy as np
 import pytest
 
-from serving import rounds
-from serving.rounds import Stop, distance_matrix_m, plan_round
+from serving import round_exports, rounds
+from serving.round_exports import round_geojson, round_gpx
+from serving.rounds import RoundPlan, Stop, StopId, distance_matrix_m, plan_round
 from vipare.geotag import EARTH_RADIUS_M
 
+GPX_NS = {"gpx": "http://www.topografix.com/GPX/1/1"}
 ONE_DEGREE_M = EARTH_RADIUS_M * math.pi / 180.0
 BERLIN = (13.40, 52.52)
 
 
 def test_all_names_exist() -> None:
-    assert all(hasattr(rounds, name) for name in rounds.__all__)
+    for module in (rounds, round_exports):
+        assert all(hasattr(module, name) for name in module.__all__)
 
 
 def city_case(seed: int, count: int) -> tuple[tuple[float, float], list[Stop]]:
@@ -157,3 +163,67 @@ def test_invalid_input_is_refused(depot: tuple[float, float], stops: list[Stop],
 def test_negative_kicks_are_refused() -> None:
     with pytest.raises(ValueError, match="kicks"):
         plan_round(BERLIN, [], kicks=-1)
+
+
+# --- GPX and GeoJSON -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twelve() -> RoundPlan:
+    depot, stops = city_case(12, 12)
+    return plan_round(depot, stops)
+
+
+def labels_of(plan: RoundPlan) -> dict[StopId, str]:
+    return {stop.id: f"#{stop.id} mattress & <sofa>" for stop in plan.stops}
+
+
+def test_gpx_of_twelve_stops_parses_in_order(twelve: RoundPlan) -> None:
+    labels = labels_of(twelve)
+    text = round_gpx(twelve, labels, name="Crew 3, 2026-03-02")
+    root = ET.fromstring(text)
+
+    assert root.tag == "{http://www.topografix.com/GPX/1/1}gpx"
+    assert root.get("version") == "1.1"
+    points = root.findall("gpx:rte/gpx:rtept", GPX_NS)
+    names = [point.findtext("gpx:name", namespaces=GPX_NS) for point in points]
+    assert names == ["Depot", *(labels[stop_id] for stop_id in twelve.order), "Depot"]
+    positions = [(float(p.attrib["lon"]), float(p.attrib["lat"])) for p in points]
+    assert np.allclose(positions, twelve.path(), rtol=0, atol=1e-7)
+    assert len(root.findall("gpx:wpt", GPX_NS)) == 12
+
+    parsed = gpxpy.parse(text)
+    assert [point.name for point in parsed.routes[0].points] == names
+    assert parsed.routes[0].name == "Crew 3, 2026-03-02"
+
+
+def test_gpx_of_an_open_round_ends_at_the_last_stop() -> None:
+    depot, stops = city_case(2, 4)
+    plan = plan_round(depot, stops, closed=False)
+    points = ET.fromstring(round_gpx(plan)).findall("gpx:rte/gpx:rtept", GPX_NS)
+    assert [p.findtext("gpx:name", namespaces=GPX_NS) for p in points] == ["Depot", *plan.order]
+
+
+def test_geojson_of_twelve_stops(twelve: RoundPlan) -> None:
+    labels = labels_of(twelve)
+    collection = json.loads(json.dumps(round_geojson(twelve, labels)))
+
+    assert collection["type"] == "FeatureCollection"
+    path, depot, *stops = collection["features"]
+    assert path["geometry"]["type"] == "LineString"
+    coordinates = path["geometry"]["coordinates"]
+    assert len(coordinates) == 14
+    assert coordinates[0] == coordinates[-1] == pytest.approx(list(twelve.depot), abs=1e-7)
+    assert all(13.0 < lon < 14.0 and 52.0 < lat < 53.0 for lon, lat in coordinates)  # [lon, lat], not [lat, lon]
+    assert path["properties"]["length_m"] == pytest.approx(twelve.length_m, abs=0.1)
+    assert depot["geometry"] == {"type": "Point", "coordinates": pytest.approx(list(twelve.depot), abs=1e-7)}
+    assert depot["properties"]["order"] == 0
+    assert [f["properties"]["order"] for f in stops] == list(range(1, 13))
+    assert [f["properties"]["id"] for f in stops] == list(twelve.order)
+    assert [f["properties"]["name"] for f in stops] == [labels[i] for i in twelve.order]
+    assert np.allclose([f["geometry"]["coordinates"] for f in stops], twelve.path()[1:-1], rtol=0, atol=1e-7)
+
+
+def test_geojson_of_an_empty_round_has_only_the_depot() -> None:
+    collection = round_geojson(plan_round(BERLIN, []))
+    assert [f["properties"]["kind"] for f in collection["features"]] == ["depot"]
