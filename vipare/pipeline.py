@@ -29,13 +29,16 @@ def decide_verdict(detections: Iterable[Detection], threshold: float | Mapping[s
         The verdict with the detection that decided it: the one whose score stands highest against
         its class's threshold (score 0 and the lowest threshold when the photo has no deposit).
     """
-    per_class = threshold if isinstance(threshold, Mapping) else None
-    values = list(per_class.values()) if per_class is not None else [threshold]
+    per_class: Mapping[str, float] | None
+    if isinstance(threshold, Mapping):
+        per_class, values = threshold, list(threshold.values())
+    else:
+        per_class, values = None, [float(threshold)]
     if not values or any(not 0.0 <= t <= 1.0 for t in values):
         raise ValueError(f"verdict thresholds must be within [0, 1], got {threshold}")
 
     def bar(d: Detection) -> float | None:
-        return per_class.get(d.label) if per_class is not None else float(threshold)  # type: ignore[arg-type]
+        return per_class.get(d.label) if per_class is not None else values[0]
 
     scored = [(d.score, t) for d in detections if d.deposit and (t := bar(d)) is not None]
     if not scored:

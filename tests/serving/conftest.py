@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-SERVE_MODULES = ("fastapi", "uvicorn", "multipart", "sqlalchemy", "alembic", "prometheus_client", "scipy")
+SERVE_MODULES = (
+    "fastapi", "uvicorn", "multipart", "sqlalchemy", "alembic", "prometheus_client", "scipy", "segno", "gpxpy",
+)
 MISSING = [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
 
 if MISSING:  # pragma: no cover - depends on the installed extras
