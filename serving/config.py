@@ -115,6 +115,10 @@ class ServiceSettings(Settings):
         gt=0,
         description="...and only if that incident was last seen at most this long before the photo was taken.",
     )
+    after_photo_max_m: float = Field(
+        100.0, gt=0,
+        description="A photo sent as taken after an incident's cleaning must be taken at most this far from it.",
+    )
     merge_max_distance_m: float = Field(
         100.0,
         gt=0,

@@ -89,6 +89,8 @@ __all__ = [
     "PhotoPendingError",
     "PermissionDeniedError",
     "ServiceError",
+    "AfterPhotoError",
+    "IncidentClosedError",
     "StorageFullError",
     "StorageReadOnlyError",
     "UnknownCameraError",
@@ -178,6 +180,18 @@ class CameraExistsError(ServiceError):
     """A camera created with an id the registry already holds."""
 
     status_code, code = 409, "camera_exists"
+
+
+class AfterPhotoError(ServiceError):
+    """A photo sent as taken after a cleaning that cannot be one: too far from the incident, or sent anyway."""
+
+    status_code, code = 422, "after_photo_refused"
+
+
+class IncidentClosedError(ServiceError):
+    """The incident is no longer open (cleaned, rejected, a duplicate): nothing more can be added to it."""
+
+    status_code, code = 409, "incident_closed"
 
 
 class InvalidReviewError(ServiceError):

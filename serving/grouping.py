@@ -83,8 +83,11 @@ def family_of(label: str) -> str:
 
 
 def groups_as_deposit(report: Report) -> bool:
-    """True when the report joins an incident: the model saw a deposit, or the agent says there is one."""
-    return report.dumping or report.agent_says_deposit
+    """True when the report joins an incident: the model saw a deposit, or the agent says there is one.
+
+    A photo taken after a cleaning (``after_of``) never does: it is the proof of one incident's state.
+    """
+    return report.after_of is None and (report.dumping or report.agent_says_deposit)
 
 
 def _awaits_review(report: Report) -> bool:

@@ -156,6 +156,9 @@ class Incident(Base):
     transitions: Mapped[list[Transition]] = relationship(
         back_populates="incident", order_by="Transition.id", foreign_keys="Transition.incident_id"
     )
+    after_photos: Mapped[list[Report]] = relationship(
+        order_by="Report.id", foreign_keys="Report.after_of", viewonly=True
+    )
 
 
 class Report(Base):
@@ -191,6 +194,8 @@ class Report(Base):
     model: Mapped[dict[str, Any]] = mapped_column(JSON)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
     incident_action: Mapped[str | None] = mapped_column(String(16), default=None)
+    # A photo of the incident's place after cleaning (proof): it joins no incident (incident_id null).
+    after_of: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
     # The photo is no longer kept (retention ended, or the report was erased); the row stays.
     photo_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

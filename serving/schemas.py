@@ -88,6 +88,12 @@ class ReportForm(BaseModel):
     note: FreeText | None = Field(
         None, max_length=NOTE_MAX, description="Free text from the agent (control characters are removed)."
     )
+    after_of: int | None = Field(
+        None, ge=1, le=MAX_ID,
+        description="The photo shows this open incident's place after cleaning (a crew member's proof). It joins no "
+        "incident; managers see it beside the incident's photos, and \"cleaned\" is proposed when the model sees "
+        "no deposit in it. Taken within after_photo_max_m of the incident (settings), not with agent_says_deposit.",
+    )
     agent_says_deposit: bool = Field(
         False,
         description="true: the agent says there is a deposit whatever the model finds. A photo the model sees "
@@ -136,6 +142,7 @@ class ReportOut(BaseModel):
         description="None when the photo shows no deposit and the agent did not send it as one."
     )
     agent_says_deposit: bool = Field(False, description="The agent sent it as a deposit whatever the model found.")
+    after_of: int | None = Field(None, description="The incident whose place this photo shows after its cleaning.")
     review: ReviewOut | None = Field(
         None,
         description="A manager's current labels of the photo (its latest review); the detections stay the model's.",
@@ -329,6 +336,13 @@ class IncidentDetail(IncidentFeature):
 
     reports: list[ReportOut]
     history: list[TransitionOut]
+    after_photos: list[ReportOut] = Field(
+        default_factory=list, description="Photos of the place taken after a cleaning (proof), oldest first."
+    )
+    cleaned_proposed: bool = Field(
+        False,
+        description="The incident is open and the model sees no deposit in its latest photo taken after cleaning.",
+    )
 
 
 class KeyCreate(BaseModel):

@@ -104,6 +104,7 @@ class NewReport:
         camera_id: the camera named with the photo (a camera key tied to a registered camera wins).
         note: free text.
         agent_says_deposit: the agent sent it as a deposit whatever the model says (never a camera frame).
+        after_of: the incident whose place the photo shows after its cleaning; it then joins no incident.
     """
 
     principal: Principal
@@ -115,6 +116,7 @@ class NewReport:
     camera_id: str | None = None
     note: str | None = None
     agent_says_deposit: bool = False
+    after_of: int | None = None
 
 
 def store_report(
@@ -130,12 +132,15 @@ def store_report(
     camera_id: str | None = None,
     note: str | None = None,
     agent_says_deposit: bool = False,
+    after_of: int | None = None,
 ) -> Submitted:
     """Insert the report of one analysed photo and give it its incident; the caller commits.
 
     :func:`store_reports` for one photo (see there).
     """
-    new = NewReport(principal, result, ext, received, captured_at, fallback_time, camera_id, note, agent_says_deposit)
+    new = NewReport(
+        principal, result, ext, received, captured_at, fallback_time, camera_id, note, agent_says_deposit, after_of
+    )
     return store_reports(session, [new], policy=policy)[0]
 
 
@@ -223,6 +228,7 @@ def _report_row(new: NewReport) -> Report:
         camera_id=principal.camera_id or new.camera_id or location.camera_id,
         note=new.note,
         agent_says_deposit=new.agent_says_deposit,
+        after_of=new.after_of,
         dumping=result.verdict.dumping,
         score=score,
         label=label,

@@ -49,8 +49,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from serving.auth import Principal
 from serving.db import write_session
-from serving.errors import LocationMissingError, storage_error
+from serving.errors import AfterPhotoError, IncidentClosedError, LocationMissingError, NotFoundError, storage_error
 from serving.grouping import needs_review
+from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident, Report, utcnow
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
@@ -59,10 +60,12 @@ from serving.reports.view import find_report
 from serving.retention import photo_kept
 from serving.schemas import ReportForm
 from vipare.errors import LocationError, VipareError
-from vipare.geotag import CameraPosition, ClientPosition
+from vipare.geotag import CameraPosition, ClientPosition, haversine_m
 from vipare.results import ImageResult
 
 if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
+    from sqlalchemy.orm import Session
+
     from serving.service import Service
     from vipare.imaging import DecodedImage
     from vipare.pipeline import Pipeline
@@ -91,6 +94,10 @@ async def submit(
         ModelNotReadyError: the model is not warm yet.
     """
     pipeline = service.require_ready()
+    if form.after_of is not None and form.agent_says_deposit:
+        raise AfterPhotoError(
+            "A photo taken after a cleaning proves the incident's state: send it without agent_says_deposit."
+        )
     received = utcnow()
     sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
     existing = await anyio.to_thread.run_sync(_existing, service, principal.client_ref, sha256)
@@ -235,6 +242,25 @@ def _send_anyway(service: Service, principal: Principal, report_id: int, note: s
         return send_anyway(session, report_id, principal, policy=service.policy, note=note)
 
 
+def _check_after(session: Session, incident_id: int, result: ImageResult, max_m: float) -> None:
+    """Refuse a photo "after cleaning" of an incident that is not open, or taken away from its place."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFoundError(f"There is no incident #{incident_id}.")
+    if Status(incident.status) not in OPEN_STATUSES:
+        raise IncidentClosedError(
+            f"Incident #{incident_id} is {incident.status}: a photo after cleaning is for an open incident."
+        )
+    location = result.location
+    assert location is not None  # checked before: no position, no report
+    distance = haversine_m(location.lat, location.lon, incident.lat, incident.lon)
+    if distance > max_m:
+        raise AfterPhotoError(
+            f"This photo was taken {distance:.0f} m from incident #{incident_id} (at most {max_m:.0f} m): take the "
+            "photo after cleaning at the deposit's place."
+        )
+
+
 def _client_position(form: ReportForm) -> ClientPosition | None:
     if form.lat is None and form.lon is None:
         return None
@@ -280,10 +306,12 @@ def _persist(
 ) -> Submitted:
     try:
         with write_session(service.sessions) as session:
+            if form.after_of is not None:
+                _check_after(session, form.after_of, result, service.settings.after_photo_max_m)
             outcome = store_report(
                 session, principal, result, ext=ext, received=received, policy=service.policy,
                 captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
-                agent_says_deposit=form.agent_says_deposit,
+                agent_says_deposit=form.agent_says_deposit, after_of=form.after_of,
             )
             if outcome.created or not form.agent_says_deposit:
                 return outcome

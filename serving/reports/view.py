@@ -78,6 +78,7 @@ def report_out(report: Report) -> ReportOut:
         model=ModelInfo.model_validate(report.model),
         incident=incident,
         agent_says_deposit=report.agent_says_deposit,
+        after_of=report.after_of,
         review=review_out(report.reviews[-1]) if report.reviews else None,
         photo_deleted_at=report.photo_deleted_at,
         erased_at=report.erased_at,

@@ -14,7 +14,7 @@ from serving.auth import Permission, Principal
 from serving.db import write_session
 from serving.errors import ErrorBody, NotFoundError
 from serving.exports import incident_addresses, incident_feature
-from serving.incidents import Status, transition
+from serving.incidents import OPEN_STATUSES, Status, transition
 from serving.models import Incident, Report
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
 from serving.reports.view import report_out
@@ -130,16 +130,20 @@ def incident_detail(session: Session, incident_id: int, geocoder: ReverseGeocode
             selectinload(Incident.reports).selectinload(Report.incident),
             selectinload(Incident.reports).selectinload(Report.reviews),
             selectinload(Incident.transitions),
+            selectinload(Incident.after_photos).selectinload(Report.reviews),
         ],
     )
     if incident is None:
         raise NotFoundError(f"There is no incident #{incident_id}.")
+    after = [r for r in incident.after_photos if r.erased_at is None]
     feature = incident_feature(incident, *incident_addresses(geocoder, [incident]))
     return IncidentDetail(
         id=feature.id,
         geometry=feature.geometry,
         properties=feature.properties,
         reports=[report_out(r) for r in incident.reports],
+        after_photos=[report_out(r) for r in after],
+        cleaned_proposed=bool(after) and Status(incident.status) in OPEN_STATUSES and not after[-1].dumping,
         history=[
             TransitionOut(
                 id=t.id,

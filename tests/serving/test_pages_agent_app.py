@@ -31,11 +31,13 @@ from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     BROWSER,
     CHROMIUM,
     CHROMIUM_ARGS,
+    DESKTOP,
     METZ,
     NANCY,
     NO_BROWSER,
     PHONE,
     SIDEWAYS_SCROLL,
+    STRASBOURG,
     Browse,
     Live,
     browse,
@@ -284,6 +286,41 @@ def test_report_anyway_reaches_the_manager_and_my_reports_follow_the_state(
     assert "Confirmé" in agent.inner_text(f"#mine-list li[data-report='{report_id}']")
     agent.wait_for_function("() => [...document.querySelectorAll('#mine-list img')].some((i) => i.naturalWidth > 0)")
     agent.screenshot(path=shots / "agent-app-mine.png", full_page=True)
+
+
+def test_a_photo_after_cleaning_proposes_cleaned_to_the_manager(live: Live, browse: Browse, shots: Path) -> None:
+    agent = browse.page(viewport=PHONE, locale="fr-FR", where=STRASBOURG, accuracy=5)
+    agent.goto("/")
+    sign_in(agent, live.keys["agent"])
+    agent.set_input_files("#take", files=[photo_file("avant.jpg", deposit_photo(9595))])
+    agent.wait_for_function("() => !document.getElementById('send').disabled")
+    agent.click("#send")
+    agent.wait_for_selector("#result[data-report-id]")
+    with live.api() as api:
+        report_id = agent.get_attribute("#result", "data-report-id")
+        incident_id = api.get(f"/v1/reports/{report_id}").json()["incident"]["id"]
+    button = agent.locator(f"#mine-list button.after-photo[data-incident='{incident_id}']").first
+    with agent.expect_file_chooser() as chooser:
+        button.click()
+    chooser.value.set_files(files=[photo_file("apres.jpg", plain_photo(9596))])
+    assert f"n° {incident_id}" in agent.inner_text("#message")
+    agent.wait_for_function("() => !document.getElementById('send').disabled")
+    agent.click("#send")
+    agent.wait_for_selector("#result-details:has-text('semble nettoyé')")
+    agent.screenshot(path=shots / "agent-app-after.png", full_page=True)
+
+    manager = browse.page(viewport=DESKTOP, locale="fr-FR")
+    manager.goto("/manager")
+    sign_in(manager, live.keys["manager"])
+    manager.click(f"#incident-list .incident-entry[data-id='{incident_id}']")
+    manager.wait_for_selector(f"#detail-view[data-id='{incident_id}'] #after-photos", timeout=30_000)
+    manager.wait_for_function("() => document.querySelectorAll('#after-photos img').length === 2")
+    manager.screenshot(path=shots / "manager-after-photo.png")
+    manager.click("#cleaned-proposal button")
+    manager.wait_for_selector("#incident-state[data-state=cleaned]")
+    with live.api() as api:
+        detail = api.get(f"/v1/incidents/{incident_id}").json()
+    assert detail["properties"]["status"] == "cleaned" and "n°" in detail["history"][-1]["comment"]
 
 
 def test_a_link_brings_an_agent_key_and_no_other(live: Live, browse: Browse) -> None:

@@ -22,6 +22,7 @@ const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
 
 let config = null;
 let draft = null; // see choose()
+let afterFor = null; // the incident whose place the next photo shows after cleaning
 let resultMap = null;
 let resultLayer = null;
 let pinMap = null;
@@ -296,10 +297,13 @@ async function choose(input) {
     showMessage(refusalMessage(413, "", "", { maxBytes: config.max_image_bytes }));
     return;
   }
-  showMessage("", "info");
+  const afterOf = afterFor;
+  afterFor = null;
+  showMessage(afterOf ? t("agent.after_for", { id: afterOf }) : "", "info");
   // A photo just taken was taken when its file was written; an older one keeps its own EXIF time.
   const fresh = file.lastModified && Date.now() - file.lastModified < FRESH_MS;
   const current = { file, url: URL.createObjectURL(file), exif: { gps: null, time: null }, takenAt: null,
+    afterOf,
     fix: null, placed: null, prepared: null, preparing: true, exifRead: false, pinAuto: false };
   draft = current;
   const img = $("draft-photo");
@@ -449,6 +453,7 @@ async function send() {
     position: where.position,
     captured_at: current.takenAt,
     note: $("note").value.trim(),
+    after_of: current.afterOf,
     queued_at: new Date().toISOString(),
     status: "waiting",
     message: "",
@@ -671,7 +676,7 @@ function showResult(item, report, status) {
   verdict.replaceChildren(el("strong", { text: t(dumping ? "result.dumping" : anyway ? "result.anyway" : "result.clean") }));
   if (dumping) verdict.append(el("span", { text: ` · ${t("result.score", { pct: pct(report.verdict.score) })}` }));
   const offer = $("anyway-offer");
-  offer.hidden = dumping || anyway || !item.bytes;
+  offer.hidden = dumping || anyway || !item.bytes || Boolean(report.after_of);
   offer.replaceChildren();
   if (!offer.hidden) {
     offer.append(
@@ -690,8 +695,13 @@ function showResult(item, report, status) {
 
   const details = [];
   if (status === 200 && !item.anyway) details.push(t("result.duplicate"));
-  if (report.incident) details.push(t(`result.${report.incident.action}`, { id: report.incident.id }));
-  else details.push(t("result.no_incident"));
+  if (report.after_of) {
+    details.push(t(dumping ? "result.after_still" : "result.after_clean", { id: report.after_of }));
+  } else if (report.incident) {
+    details.push(t(`result.${report.incident.action}`, { id: report.incident.id }));
+  } else {
+    details.push(t("result.no_incident"));
+  }
   if (anyway && !dumping) details.push(t("result.to_review"));
   if (report.detections.length) details.push(t("result.found", { list: summary(report.detections) }));
   const loc = report.location;
@@ -748,7 +758,7 @@ function rememberSent(report) {
 
 function slim(report) {
   const { id, received_at: receivedAt, verdict, incident, agent_says_deposit: anyway, detections } = report;
-  return { id, received_at: receivedAt, verdict, incident, agent_says_deposit: anyway,
+  return { id, received_at: receivedAt, verdict, incident, agent_says_deposit: anyway, after_of: report.after_of,
     detections: (detections || []).map((d) => ({ label: d.label, deposit: d.deposit })) };
 }
 
@@ -806,15 +816,18 @@ function renderMine(items, status = "") {
     if (navigator.onLine) thumbnail(img, report.id);
     const verdict = report.verdict.dumping ? t("mine.dumping") : report.agent_says_deposit ? t("mine.anyway")
       : t("mine.clean");
-    const state = report.incident
-      ? t("mine.incident", { id: report.incident.id, state: t(`state.${report.incident.status}`) })
-      : t("mine.no_incident");
+    let state = t("mine.no_incident");
+    if (report.after_of) state = t("mine.after_of", { id: report.after_of });
+    else if (report.incident) state = t("mine.incident", { id: report.incident.id, state: t(`state.${report.incident.status}`) });
+    const open = report.incident && (config.open_statuses || []).includes(report.incident.status);
     return el("li", { class: "mine-item", dataset: { report: report.id, state: report.incident?.status || "none" } },
       img,
       el("div", { class: "grow" },
         el("strong", { text: verdict }),
         el("div", { text: state, class: `state st-${report.incident?.status || "none"}` }),
-        el("div", { class: "muted", text: when(report.received_at) })));
+        el("div", { class: "muted", text: when(report.received_at) })),
+      open ? el("button", { type: "button", class: "small after-photo", dataset: { incident: report.incident.id },
+        text: t("mine.after"), onclick: () => { afterFor = report.incident.id; $("take").click(); } }) : null);
   }));
 }
 
@@ -852,6 +865,7 @@ async function start() {
   $("key-form").addEventListener("submit", saveKey);
   $("take").addEventListener("change", (e) => choose(e.target));
   $("pick").addEventListener("change", (e) => choose(e.target));
+  $("take").addEventListener("cancel", () => { afterFor = null; }); // no photo after cleaning after all
   $("send").addEventListener("click", send);
   $("cancel").addEventListener("click", clearDraft);
   $("position-retry").addEventListener("click", () => {

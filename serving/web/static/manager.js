@@ -319,6 +319,7 @@ function renderDetail(detail) {
         text: stateLabel(p.status) }),
       p.to_review ? el("span", { class: "badge review", id: "incident-to-review", text: t("review.badge") }) : null),
     el("dl", { class: "facts" }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
+    afterSection(detail),
     actionsSection(detail),
     photosSection(detail),
     timelineSection(detail),
@@ -409,6 +410,40 @@ function photosSection(detail) {
   const section = el("section", {}, el("h3", { text: t("mgr.photos") }), grid);
   if (reports.length > PHOTOS_SHOWN) {
     section.append(el("p", { class: "muted", text: t("mgr.more_photos", { n: reports.length - PHOTOS_SHOWN }) }));
+  }
+  return section;
+}
+
+/**
+ * Photos of the place taken after a cleaning, beside the latest "before" photo, and "cleaned"
+ * proposed when the model sees no deposit in the latest of them.
+ */
+function afterSection(detail) {
+  const after = detail.after_photos || [];
+  if (!after.length) return null;
+  const before = [...detail.reports].sort((a, b) => b.observed_at.localeCompare(a.observed_at))[0];
+  const latest = after[after.length - 1];
+  const figure = (report, caption, isAfter = true) => {
+    const node = el("figure", { class: "photo", dataset: { report: report.id } },
+      el("figcaption", { class: "muted" }, el("strong", { class: "block", text: caption }),
+        el("span", { class: "block", text: when(report.observed_at) }),
+        el("span", { class: "block", text: report.verdict.dumping
+          ? t(isAfter ? "after.still" : "after.seen", { pct: pct(report.verdict.score) }) : t("after.none") })));
+    node.addEventListener("click", () => node.classList.toggle("enlarged"));
+    loadPhoto(node, report);
+    return node;
+  };
+  const grid = el("div", { class: "photos before-after" });
+  if (before) grid.append(figure(before, t("after.before"), false));
+  grid.append(figure(latest, t("after.after", { who: latest.submitted_by })));
+  const section = el("section", { class: "after", id: "after-photos" }, el("h3", { text: t("after.title") }), grid);
+  if (after.length > 1) section.append(el("p", { class: "muted", text: t("after.more", { n: after.length - 1 }) }));
+  if (detail.cleaned_proposed && (config.transitions[detail.properties.status] || []).includes("cleaned")) {
+    section.append(el("div", { class: "proposal", id: "cleaned-proposal" },
+      el("p", { text: t("after.propose") }),
+      el("button", { type: "button", class: "small act st-cleaned primary", dataset: { to: "cleaned" },
+        text: t("after.mark_cleaned"),
+        onclick: () => change(detail.properties.id, "cleaned", t("after.comment", { id: latest.id })) })));
   }
   return section;
 }

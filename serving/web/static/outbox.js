@@ -6,7 +6,7 @@
 // report, so a photo whose answer was lost on the way still counts once. The page sends with
 // progress (XMLHttpRequest); the service worker, woken by Background Sync, sends with fetch.
 //
-// Items: {id, bytes, type, name, size, lat, lon, accuracy_m, position, captured_at, note, anyway,
+// Items: {id, bytes, type, name, size, lat, lon, accuracy_m, position, captured_at, note, anyway, after_of,
 // queued_at, status: waiting|sending|retry|key|refused|place, message}. `place`: refused for lack of
 // a position; the agent places it on a map and it waits again.
 
@@ -78,7 +78,7 @@ export const storedKey = {
 export function uploadForm(item) {
   const form = new FormData();
   form.append("photo", new Blob([item.bytes], { type: item.type }), item.name);
-  for (const name of ["lat", "lon", "accuracy_m", "position", "captured_at", "note"]) {
+  for (const name of ["lat", "lon", "accuracy_m", "position", "captured_at", "note", "after_of"]) {
     const value = item[name];
     if (value !== null && value !== undefined && value !== "") form.append(name, String(value));
   }
