@@ -114,6 +114,7 @@ def main(photos: int, uplink: float, downlink: float, latency: float, model: Pat
         data = folder / "data"
         key = cli_key(data, "agent", "bench-agent")
         settings = {"VIPARE_MODEL_PATH": str(model), "VIPARE_MAX_IMAGE_BYTES": str(20_000_000),
+                    "VIPARE_TILE_URL": "none",  # nothing but the service: no base map
                     "VIPARE_INTRA_OP_THREADS": "1", "VIPARE_ANALYSIS_SLOTS": "1"}
         server = start_server(data, settings)
         results: dict[str, list[dict[str, Any]]] = {"original": [], "resized": []}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from vipare.settings import Settings
@@ -34,6 +34,13 @@ SQLITE_FILE = "vipare.db"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 """The names of this machine a request on a loopback interface may carry as its ``Host``."""
 
+
+PLAN_IGN_TILES = (
+    "https://data.geopf.fr/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=GEOGRAPHICALGRIDSYSTEMS.PLANIGNV2"
+    "&STYLE=normal&TILEMATRIXSET=PM&FORMAT=image/png&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}"
+)
+"""The Géoplateforme's Plan IGN as a Web Mercator WMTS tile template: streets of every French commune."""
+PLAN_IGN_ATTRIBUTION = '&copy; <a href="https://www.ign.fr/">IGN</a> &ndash; Géoplateforme, Plan IGN'
 
 class UnsafeConfigurationError(RuntimeError):
     """The service would start in a state that exposes data or cannot work; the message says what to do."""
@@ -168,11 +175,18 @@ class ServiceSettings(Settings):
         "(they may belong to an upload in flight).",
     )
 
-    # -- pages: the maps' background; none set: markers on a plain background, no tile request at all
+    # -- pages: the maps' background (the national Plan IGN by default); "none": a plain background
     tile_url: str | None = Field(
-        None, description="Map tile URL template for the pages, e.g. https://tile.example.org/{z}/{x}/{y}.png."
+        PLAN_IGN_TILES,
+        description="Map tile URL template for the pages ({z}, {x}, {y}), e.g. a self-hosted "
+        "https://tiles.example.fr/{z}/{x}/{y}.png. Default: the Géoplateforme's Plan IGN (WMTS, open licence). "
+        "'none' or empty: markers on a plain background and no tile request at all.",
     )
-    tile_attribution: str = Field("", description="Attribution shown with the tiles (HTML, as the provider asks).")
+    tile_attribution: str | None = Field(
+        None,
+        description="Attribution shown with the tiles (HTML, as the provider asks). Default: IGN's for Plan IGN, "
+        "none for another tile server.",
+    )
     upload_long_side: int = Field(
         2048, ge=0, le=20000,
         description="The agent's page resizes a photo to at most this many pixels on its long side before it sends "
@@ -181,6 +195,18 @@ class ServiceSettings(Settings):
     upload_jpeg_quality: float = Field(
         0.85, gt=0.0, le=1.0, description="JPEG quality of the agent page's resized photos (0-1]."
     )
+
+    @field_validator("tile_url", mode="before")
+    @classmethod
+    def _no_tiles(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+    @field_validator("tile_attribution")
+    @classmethod
+    def _attribution(cls, value: str | None, info: ValidationInfo) -> str:
+        if value is not None:
+            return value
+        return PLAN_IGN_ATTRIBUTION if info.data.get("tile_url") == PLAN_IGN_TILES else ""
 
     @field_validator("trusted_hosts", "allowed_origins", mode="before")
     @classmethod

@@ -9,7 +9,8 @@ from elsewhere. Without them the pages still load and say how to install them.
 
 The pages hold no data. They call the API with the key the user typed once (kept in the browser's
 localStorage) and read ``/v1/ui-config`` (no key needed): the tile layer (``VIPARE_TILE_URL``,
-``VIPARE_TILE_ATTRIBUTION``; none set: markers on a plain background and no tile request at all),
+``VIPARE_TILE_ATTRIBUTION``; Plan IGN by default; ``none``: markers on a plain background and no tile
+request at all),
 the classes, the workflow and the upload limit. Pages are sent with a Content-Security-Policy that
 lets them load scripts and talk to this origin only (images also from the tile server, when set).
 """

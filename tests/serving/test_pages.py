@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+from PIL import Image, ImageDraw
 
-from serving.config import ServiceSettings
+from serving.config import PLAN_IGN_TILES, ServiceSettings
 from serving.routes import pages
 from tests.serving.helpers import Server, deposit_photo
 from tests.serving.live import cli_key, live_server
@@ -60,7 +65,7 @@ def test_pages_are_served_with_a_strict_policy(server: Server) -> None:
         assert marker in response.text
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "connect-src 'self'" in policy
-        assert "img-src 'self' data: blob:;" in policy  # no tile server set: images from here only
+        assert "img-src 'self' data: blob: https://data.geopf.fr;" in policy  # and Plan IGN's tiles only
     script = server.client.get("/static/agent.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert server.client.get("/static/agent.js", headers={"If-None-Match": script.headers["etag"]}).status_code == 304
@@ -77,7 +82,7 @@ def test_nothing_outside_the_web_folders_is_served(server: Server, path: str) ->
 
 def test_ui_config(server: Server) -> None:
     config = server.client.get("/v1/ui-config").json()
-    assert config["tile_url"] is None and config["tile_attribution"] == ""
+    assert config["tile_url"] == PLAN_IGN_TILES and "IGN" in config["tile_attribution"]  # streets by default
     assert config["classes"] == ["dumped_waste", "overflowing_bin", "bin"]  # the model's order
     assert config["deposit_classes"] == ["dumped_waste", "overflowing_bin"]
     assert config["transitions"]["new"] == ["cleaned", "confirmed", "duplicate", "rejected", "scheduled"]
@@ -133,6 +138,21 @@ def test_a_new_release_is_a_new_service_worker(monkeypatch: pytest.MonkeyPatch, 
     assert pages.shell_version() != before
 
 
+def test_french_and_english_are_complete() -> None:
+    """Every text exists in both languages, and every key a page asks for by name exists."""
+    source = (pages.STATIC_DIR / "i18n.js").read_text(encoding="utf-8")
+    english, french = source.split("\n  fr: {", 1)
+    key = re.compile(r'^    "([a-z0-9_.]+)":', re.MULTILINE)
+    en_keys, fr_keys = set(key.findall(english)), set(key.findall(french))
+    assert en_keys == fr_keys, {"only in English": en_keys - fr_keys, "only in French": fr_keys - en_keys}
+    asked: set[str] = set()
+    for script in pages.STATIC_DIR.glob("*.js"):
+        asked |= set(re.findall(r'\bt\("([a-z0-9_.]+)"', script.read_text(encoding="utf-8")))
+    for page in pages.STATIC_DIR.glob("*.html"):
+        asked |= set(re.findall(r'data-i18n(?:-placeholder|-title|-aria-label)?="([a-z0-9_.]+)"', page.read_text()))
+    assert asked and asked <= en_keys, f"texts missing: {sorted(asked - en_keys)}"
+
+
 def test_without_node_modules_the_pages_load_and_say_so(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,12 +200,59 @@ class Live:
         return httpx2.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.keys[who]}"}, timeout=30)
 
 
+@dataclass
+class Tiles:
+    """A tile server on 127.0.0.1 standing in for Plan IGN: one grey street-map tile for every z/x/y."""
+
+    url: str
+    requests: list[str]
+
+
+class _TileHandler(BaseHTTPRequestHandler):
+    tile = b""
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.seen.append(self.path)
+        if not self.path.startswith("/tiles/"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.tile)))
+        self.end_headers()
+        self.wfile.write(self.tile)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path) -> Iterator[Live]:
-    """``vipare serve`` on 127.0.0.1 with a tmp data folder, the stand-in model and keys from the CLI."""
+def tiles() -> Iterator[Tiles]:
+    """The pages' base map, served locally: no request leaves the machine."""
+    image = Image.new("RGB", (256, 256), (236, 232, 224))
+    ImageDraw.Draw(image).line([(0, 128), (256, 128)], fill=(255, 255, 255), width=12)  # a street
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    seen: list[str] = []
+    handler = type("Handler", (_TileHandler,), {"tile": buffer.getvalue(), "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Tiles(url=f"http://127.0.0.1:{server.server_port}/tiles/{{z}}/{{x}}/{{y}}.png", requests=seen)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path, tiles: Tiles) -> Iterator[Live]:
+    """``vipare serve`` on 127.0.0.1 with a tmp data folder, the stand-in model, keys from the CLI and the
+    local tile server as its base map."""
     data = tmp_path_factory.mktemp("pages") / "data"
     keys = {role: cli_key(data, role, f"browser-{role}") for role in ("agent", "manager")}
     settings = {
+        "VIPARE_TILE_URL": tiles.url,
+        "VIPARE_TILE_ATTRIBUTION": "Test tiles",
         "VIPARE_MODEL_PATH": str(stand_in_model),
         "VIPARE_ANALYSIS_SLOTS": "1",
         "VIPARE_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
@@ -328,7 +395,7 @@ def test_upload_then_confirm_on_the_map(live: Live, browse: Browse, shots: Path,
     assert agent.locator("#result-frame svg.boxes rect.deposit").count() == 1  # the photo's magenta square
     agent.wait_for_function("() => [...document.querySelectorAll('#result-frame img')].every(i => i.naturalWidth > 0)")
     assert agent.locator("#result-map path").count() == 2  # the accuracy circle and the place
-    assert agent.locator(".leaflet-tile").count() == 0  # no tile server set: a plain background
+    agent.wait_for_selector("#result-map .leaflet-tile-loaded")  # streets: the base map from the tile server
     agent.screenshot(path=shots / "agent-phone-result.png", full_page=True)
     assert not agent.evaluate(SIDEWAYS_SCROLL)
 
@@ -344,7 +411,9 @@ def test_upload_then_confirm_on_the_map(live: Live, browse: Browse, shots: Path,
     sign_in(manager, live.keys["manager"])
     marker = manager.locator(f'[data-incident="{incident_id}"]')
     marker.wait_for()
-    assert marker_offset_px(manager, incident_id, *METZ) < 1.5
+    wait_for(lambda: marker_offset_px(manager, incident_id, *METZ) < 1.5, "the marker at its place (zoom animated)")
+    manager.wait_for_selector("#map .leaflet-tile-loaded")  # streets under the markers
+    assert "Test tiles" in manager.inner_text("#map .leaflet-control-attribution")
     marker.click()
     manager.wait_for_selector("#incident-state[data-state=new]")
     manager.wait_for_function("() => document.querySelector('#detail-view .photos img')?.naturalWidth > 0")
@@ -498,6 +567,15 @@ def test_other_sizes_and_missing_map_library(live: Live, browse: Browse, shots: 
     manager.screenshot(path=shots / "manager-phone-incident.png", full_page=True)
     assert not manager.evaluate(SIDEWAYS_SCROLL)
     manager.screenshot(path=shots / "manager-phone-viewport.png")  # scrolled to the panel
+
+    no_tiles = browse.page(viewport=DESKTOP, locale="fr-FR")
+    no_tiles.route("**/tiles/**", lambda route: route.abort())  # the tile server is down
+    no_tiles.goto("/manager")
+    sign_in(no_tiles, live.keys["manager"])
+    no_tiles.wait_for_selector("#map .tile-notice")
+    assert "fond de carte" in no_tiles.inner_text("#map .tile-notice").lower()
+    no_tiles.wait_for_selector("#incident-list .incident-entry")  # the rest works
+    no_tiles.screenshot(path=shots / "manager-desktop-tiles-down.png")
 
     bare = browse.page(viewport=DESKTOP, locale="en-GB")
     bare.route("**/vendor/**", lambda route: route.fulfill(status=404, body="not installed"))

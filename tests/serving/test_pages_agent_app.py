@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from serving.routes import pages
-from tests.serving.helpers import deposit_photo, phone_photo, plain_photo
+from tests.onnxgen import CYAN, MAGENTA
+from tests.serving.helpers import deposit_photo, keyed_photo, phone_photo, plain_photo
 from tests.serving.live import cli_key, live_server
 from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     BROWSER,
@@ -40,10 +41,12 @@ from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     STRASBOURG,
     Browse,
     Live,
+    Tiles,
     browse,
     chromium,
     shots,
     sign_in,
+    tiles,
     wait_for,
 )
 
@@ -54,14 +57,15 @@ MAX_SENT_BYTES = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path) -> Iterator[Live]:
-    """``vipare serve`` with the stand-in model, taking originals of up to 20 MB from other clients."""
+def live(tmp_path_factory: pytest.TempPathFactory, stand_in_model: Path, tiles: Tiles) -> Iterator[Live]:
+    """``vipare serve`` with the stand-in model and the local tiles, taking originals of up to 20 MB."""
     data = tmp_path_factory.mktemp("agent-app") / "data"
     keys = {role: cli_key(data, role, f"app-{role}") for role in ("agent", "manager")}
     settings = {
         "VIPARE_MODEL_PATH": str(stand_in_model),
         "VIPARE_ANALYSIS_SLOTS": "1",
         "VIPARE_MAX_IMAGE_BYTES": str(20_000_000),
+        "VIPARE_TILE_URL": tiles.url,
     }
     with live_server(data, settings) as server:
         yield Live(base=server.url, keys=keys)
@@ -321,6 +325,35 @@ def test_a_photo_after_cleaning_proposes_cleaned_to_the_manager(live: Live, brow
     with live.api() as api:
         detail = api.get(f"/v1/incidents/{incident_id}").json()
     assert detail["properties"]["status"] == "cleaned" and "n°" in detail["history"][-1]["comment"]
+
+
+def test_many_detections_are_summarised_and_labelled_apart_with_big_touch_targets(
+    live: Live, browse: Browse, shots: Path
+) -> None:
+    agent = browse.page(viewport=PHONE, locale="fr-FR", where=METZ, accuracy=5)
+    agent.goto("/")
+    sign_in(agent, live.keys["agent"])
+    photo = keyed_photo(9797, {(3, 2): MAGENTA, (4, 2): MAGENTA, (3, 3): CYAN})  # three neighbouring cells
+    agent.set_input_files("#take", files=[photo_file("trois.jpg", photo)])
+    agent.wait_for_function("() => !document.getElementById('send').disabled")
+    agent.click("#send")
+    agent.wait_for_selector("#result[data-report-id]")
+    assert "Vu : 2 dépôts sauvages, 1 poubelle" in agent.inner_text("#result-details")
+    spots = agent.eval_on_selector_all(
+        "#result-frame svg.boxes rect.label-back",
+        "(rs) => rs.map((r) => ['x', 'y', 'width', 'height'].map((a) => Number(r.getAttribute(a))))",
+    )
+    assert len(spots) == 3
+    for i, (x, y, w, h) in enumerate(spots):
+        assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480  # inside the 640 x 480 photo
+        for x2, y2, w2, h2 in spots[i + 1:]:
+            assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y, "two labels overlap"
+    agent.screenshot(path=shots / "agent-app-many.png", full_page=True)
+    small = agent.evaluate("""() => [...document.querySelectorAll('button, label.button')]
+        .filter((b) => b.offsetParent !== null)
+        .map((b) => [b.textContent.trim(), b.getBoundingClientRect()])
+        .filter(([, r]) => r.height < 44 || r.width < 44).map(([t]) => t)""")
+    assert not small, f"touch targets under 44 px: {small}"
 
 
 def test_a_link_brings_an_agent_key_and_no_other(live: Live, browse: Browse) -> None:

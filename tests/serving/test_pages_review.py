@@ -35,6 +35,7 @@ from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     live,
     shots,
     sign_in,
+    tiles,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.skipif(not BROWSER, reason=NO_BROWSER)]

@@ -825,9 +825,9 @@ function renderMine(items, status = "") {
       el("div", { class: "grow" },
         el("strong", { text: verdict }),
         el("div", { text: state, class: `state st-${report.incident?.status || "none"}` }),
-        el("div", { class: "muted", text: when(report.received_at) })),
-      open ? el("button", { type: "button", class: "small after-photo", dataset: { incident: report.incident.id },
-        text: t("mine.after"), onclick: () => { afterFor = report.incident.id; $("take").click(); } }) : null);
+        el("div", { class: "muted", text: when(report.received_at) }),
+        open ? el("button", { type: "button", class: "small after-photo", dataset: { incident: report.incident.id },
+          text: t("mine.after"), onclick: () => { afterFor = report.incident.id; $("take").click(); } }) : null));
   }));
 }
 

@@ -115,15 +115,30 @@ export function showMapMissing(element, config) {
 }
 
 /**
- * A Leaflet map in `element`: tiles only when the service sets a tile URL (VIPARE_TILE_URL), else a
- * plain background and no tile request at all.
+ * A Leaflet map in `element`: the service's tiles (VIPARE_TILE_URL, Plan IGN by default; a notice
+ * on the map when they cannot load), or with none a plain background and no tile request at all.
  */
 export function makeMap(element, config, options = {}) {
   const L = window.L;
   const map = L.map(element, { maxZoom: 19, zoomControl: true, attributionControl: true, ...options });
   map.attributionControl.setPrefix("Leaflet");
   if (config.tile_url) {
-    L.tileLayer(config.tile_url, { attribution: config.tile_attribution || "", maxZoom: 19 }).addTo(map);
+    const tiles = L.tileLayer(config.tile_url, { attribution: config.tile_attribution || "", maxZoom: 19 });
+    let notice = null;
+    tiles.on("tileerror", () => {
+      // Say so once, on the map: markers still work on a plain background.
+      element.dataset.tiles = "failed";
+      if (notice) return;
+      notice = document.createElement("p");
+      notice.className = "tile-notice";
+      notice.setAttribute("role", "status");
+      notice.textContent = t("map.tiles_failed");
+      element.append(notice);
+    });
+    tiles.on("tileload", () => {
+      if (element.dataset.tiles !== "failed") element.dataset.tiles = "ok";
+    });
+    tiles.addTo(map);
   } else {
     element.classList.add("map-plain");
   }
