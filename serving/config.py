@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -122,6 +123,15 @@ class ServiceSettings(Settings):
         gt=0,
         description="...and only if that incident was last seen at most this long before the photo was taken.",
     )
+    depot_lat: float | None = Field(
+        None, ge=-90, le=90, description="Where the crews' rounds start and end (the depot), latitude; "
+        "a round may also give its own."
+    )
+    depot_lon: float | None = Field(None, ge=-180, le=180, description="The depot's longitude.")
+    timezone: str = Field(
+        "Europe/Paris",
+        description="The city's time zone (IANA name): a round's day runs from midnight to midnight there.",
+    )
     after_photo_max_m: float = Field(
         100.0, gt=0,
         description="A photo sent as taken after an incident's cleaning must be taken at most this far from it.",
@@ -195,6 +205,15 @@ class ServiceSettings(Settings):
     upload_jpeg_quality: float = Field(
         0.85, gt=0.0, le=1.0, description="JPEG quality of the agent page's resized photos (0-1]."
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name (IANA, e.g. Europe/Paris)") from None
+        return value
 
     @field_validator("tile_url", mode="before")
     @classmethod

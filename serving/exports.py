@@ -123,6 +123,8 @@ def incident_feature(incident: Incident, address: Address | None = None) -> Inci
             max_score=round(incident.max_score, 4),
             updated_at=incident.updated_at,
             to_review=incident.to_review,
+            scheduled_for=incident.scheduled_for,
+            crew=incident.crew,
             address=_address_out(address),
         ),
     )
@@ -191,7 +193,7 @@ def open311_request(
         "service_notice": None,
         "requested_datetime": _iso(incident.first_seen),
         "updated_datetime": _iso(incident.updated_at),
-        "expected_datetime": None,
+        "expected_datetime": _iso(incident.scheduled_for) if incident.scheduled_for is not None else None,
         "address": None if address is None else address.label,
         "address_id": None,
         "zipcode": None if address is None else address.postcode,

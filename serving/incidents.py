@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from serving.geo import lon_delta, wrap_lon
@@ -44,6 +44,7 @@ __all__ = [
     "MergeTooFarError",
     "Status",
     "transition",
+    "unmerge",
 ]
 
 
@@ -106,6 +107,8 @@ def transition(
     at: datetime | None = None,
     merge_max_distance_m: float | None = None,
     force: bool = False,
+    scheduled_for: datetime | None = None,
+    crew: str | None = None,
 ) -> Transition:
     """Move an incident to status ``to`` and record who, when and why; the caller commits.
 
@@ -116,6 +119,8 @@ def transition(
         merge_max_distance_m: farthest a merge target may be from the incident, metres; None: no limit.
         force: merge into a farther target all the same; the distance and the override are added
             to ``comment``.
+        scheduled_for, crew: for ``scheduled``, when and by whom (kept on the incident, written in the
+            history's comment).
 
     Raises:
         InvalidTransitionError: ``to`` is not allowed from the current status.
@@ -130,7 +135,19 @@ def transition(
         raise InvalidTransitionError(f"incident #{incident.id} is {current}; it can go to {choices}, not {to}")
     if merged_into_id is not None and to is not Status.DUPLICATE:
         raise InvalidMergeError("merged_into is only for the duplicate status")
+    if (scheduled_for is not None or crew is not None) and to is not Status.SCHEDULED:
+        raise InvalidMergeError("scheduled_for and crew are for the scheduled status")
     at = at or utcnow()
+    if to is Status.SCHEDULED:
+        incident.scheduled_for, incident.crew = scheduled_for, crew
+        planned = " ".join(
+            part for part in (
+                f"for {scheduled_for.isoformat(timespec='minutes')}" if scheduled_for else "",
+                f"crew {crew}" if crew else "",
+            ) if part
+        )
+        if planned:
+            comment = f"{comment}; {planned}" if comment else planned
     if to is Status.DUPLICATE:
         target = _merge_target(session, incident, merged_into_id)
         distance = haversine_m(incident.lat, incident.lon, target.lat, target.lon)
@@ -143,7 +160,10 @@ def transition(
                 )
             forced = f"merged {_km_or_m(distance)} away, over the {merge_max_distance_m:g} m limit (forced)"
             comment = f"{comment}; {forced}" if comment else forced
-        session.execute(update(Report).where(Report.incident_id == incident.id).values(incident_id=target.id))
+        session.execute(
+            update(Report).where(Report.incident_id == incident.id)
+            .values(incident_id=target.id, merged_from=func.coalesce(Report.merged_from, incident.id))
+        )
         _recompute(target, list(session.scalars(select(Report).where(Report.incident_id == target.id))))
         target.updated_at = at
         target.to_review = target.to_review or incident.to_review  # the reports to review move with them
@@ -162,6 +182,46 @@ def transition(
         actor_key_id=actor_key_id,
         comment=comment,
         merged_into_id=merged_into_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def unmerge(session: Session, incident: Incident, *, actor: str, actor_key_id: int | None,
+            comment: str | None = None, at: datetime | None = None) -> Transition:
+    """Undo the merge of a duplicate: its reports go back from the incident it was merged into, and it
+    takes back the status it had before; both incidents' counts, times and position are recomputed.
+
+    Raises:
+        InvalidTransitionError: the incident is not a duplicate.
+    """
+    if incident.status != Status.DUPLICATE.value or incident.merged_into_id is None:
+        raise InvalidTransitionError(
+            f"incident #{incident.id} is {incident.status}, not a duplicate: nothing to unmerge"
+        )
+    at = at or utcnow()
+    target = session.get(Incident, incident.merged_into_id)
+    merge = session.scalars(
+        select(Transition).where(Transition.incident_id == incident.id, Transition.to_status == Status.DUPLICATE.value)
+        .order_by(Transition.id.desc()).limit(1)
+    ).first()
+    back = Status(merge.from_status) if merge is not None and merge.from_status else Status.NEW
+    session.execute(
+        update(Report).where(Report.merged_from == incident.id).values(incident_id=incident.id, merged_from=None)
+    )
+    session.flush()
+    _recompute(incident, list(session.scalars(select(Report).where(Report.incident_id == incident.id))))
+    if target is not None:
+        _recompute(target, list(session.scalars(select(Report).where(Report.incident_id == target.id))))
+        target.updated_at = at
+    note = f"unmerged from #{incident.merged_into_id}"
+    incident.merged_into_id = None
+    incident.status = back.value
+    incident.updated_at = at
+    row = Transition(
+        incident_id=incident.id, from_status=Status.DUPLICATE.value, to_status=back.value, at=at, actor=actor,
+        actor_key_id=actor_key_id, comment=f"{comment}; {note}" if comment else note,
     )
     session.add(row)
     session.flush()

@@ -145,6 +145,9 @@ class Incident(Base):
     recurrence_count: Mapped[int] = mapped_column(Integer, default=0)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
     cleaned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set by the "scheduled" transition: when, and by which crew (Open311 expected_datetime).
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
+    crew: Mapped[str | None] = mapped_column(String(100), default=None)
     # A manager should look first: a report sent anyway (the model saw nothing) is not reviewed yet.
     to_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -196,6 +199,8 @@ class Report(Base):
     incident_action: Mapped[str | None] = mapped_column(String(16), default=None)
     # A photo of the incident's place after cleaning (proof): it joins no incident (incident_id null).
     after_of: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
+    # The incident it belonged to before a merge moved it (an unmerge moves it back).
+    merged_from: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True, default=None)
     # The photo is no longer kept (retention ended, or the report was erased); the row stays.
     photo_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -259,6 +259,26 @@ class TransitionIn(BaseModel):
         description="For 'rejected': mark the photos of its reports that have no review as negatives (a review "
         "'no deposit' by you), for training the next model; false leaves them unreviewed. Ignored otherwise.",
     )
+    scheduled_for: Timestamp | None = Field(
+        None, description="For 'scheduled': when the crew is to clean it (ISO 8601 with an offset); Open311's "
+        "expected_datetime.",
+    )
+    crew: Name | None = Field(None, min_length=1, max_length=100, description="For 'scheduled': which crew.")
+
+
+class BulkTransitionIn(TransitionIn):
+    """One status change for several incidents (not 'duplicate': a merge is one incident at a time)."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=500)
+
+
+class BulkOutcome(BaseModel):
+    """What became of one incident of a bulk change."""
+
+    id: int
+    done: bool
+    status: Status | None = Field(description="Its status after the change (None: no such incident).")
+    error: str | None = Field(None, description="Why it was not changed.")
 
 
 class AddressOut(BaseModel):
@@ -290,6 +310,8 @@ class IncidentProperties(BaseModel):
     to_review: bool = Field(
         False, description="A report sent anyway, where the model saw no deposit, has no review yet: look first."
     )
+    scheduled_for: datetime | None = Field(None, description="When the crew is to clean it (set when scheduled).")
+    crew: str | None = Field(None, description="Which crew is to clean it (set when scheduled).")
     address: AddressOut | None = Field(
         None,
         description="The nearest address, when the service has an address index (VIPARE_ADDRESSES_PATH) and one "

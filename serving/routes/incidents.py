@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, selectinload
@@ -14,13 +14,30 @@ from serving.auth import Permission, Principal
 from serving.db import write_session
 from serving.errors import ErrorBody, NotFoundError
 from serving.exports import incident_addresses, incident_feature
-from serving.incidents import OPEN_STATUSES, Status, transition
+from serving.incidents import (
+    OPEN_STATUSES,
+    InvalidMergeError,
+    InvalidTransitionError,
+    Status,
+    transition,
+    unmerge,
+)
 from serving.models import Incident, Report
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
 from serving.reports.view import report_out
 from serving.reviews import mark_negatives
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
-from serving.schemas import FeatureCollection, IncidentDetail, Link, Timestamp, TransitionIn, TransitionOut
+from serving.schemas import (
+    COMMENT_MAX,
+    BulkOutcome,
+    BulkTransitionIn,
+    FeatureCollection,
+    IncidentDetail,
+    Link,
+    Timestamp,
+    TransitionIn,
+    TransitionOut,
+)
 
 if TYPE_CHECKING:
     from serving.addresses import ReverseGeocoder
@@ -210,6 +227,7 @@ def post_transition(
             session, incident, body.to, actor=principal.actor, actor_key_id=principal.key_id,
             comment=body.comment, merged_into_id=body.merged_into,
             merge_max_distance_m=service.settings.merge_max_distance_m, force=body.force,
+            scheduled_for=body.scheduled_for, crew=body.crew,
         )
         if body.to is Status.REJECTED and body.negatives:
             mark_negatives(
@@ -218,3 +236,68 @@ def post_transition(
             )
     with service.sessions() as session:
         return incident_detail(session, incident_id, service.geocoder)
+
+
+@router.post(
+    "/v1/incidents/{incident_id}/unmerge",
+    status_code=201,
+    response_model=IncidentDetail,
+    responses={
+        404: {"model": ErrorBody, "description": "No such incident."},
+        409: {"model": ErrorBody, "description": "The incident is not a duplicate."},
+    },
+    summary="Undo a merge",
+)
+def post_unmerge(
+    incident_id: IdPath,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.INCIDENT_TRANSITION))],
+    comment: Annotated[str | None, Body(embed=True, max_length=COMMENT_MAX)] = None,
+) -> IncidentDetail:
+    """A duplicate gets back the reports the merge moved and the status it had before; the incident it
+    was merged into loses them again (counts, times and position recomputed). Recorded in its history.
+    """
+    with write_session(service.sessions) as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFoundError(f"There is no incident #{incident_id}.")
+        unmerge(session, incident, actor=principal.actor, actor_key_id=principal.key_id, comment=comment)
+    with service.sessions() as session:
+        return incident_detail(session, incident_id, service.geocoder)
+
+
+@router.post("/v1/incidents/transitions", response_model=list[BulkOutcome], summary="Change several incidents")
+def post_bulk_transition(
+    body: BulkTransitionIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.INCIDENT_TRANSITION))],
+) -> list[BulkOutcome]:
+    """The same change (confirm, schedule with a date and a crew, clean, reject) for each of ``ids``, each
+    recorded in its history. An incident the change does not fit (its status, or no such incident) is
+    left as it is and says why; the others change. Not for ``duplicate`` (merges go one at a time).
+    """
+    if body.to is Status.DUPLICATE or body.merged_into is not None:
+        raise InvalidMergeError("merges go one incident at a time: POST /v1/incidents/{id}/transitions")
+    outcomes: list[BulkOutcome] = []
+    with write_session(service.sessions) as session:
+        for incident_id in dict.fromkeys(body.ids):  # once each, in the order given
+            incident = session.get(Incident, incident_id)
+            if incident is None:
+                outcomes.append(BulkOutcome(id=incident_id, done=False, status=None,
+                                            error=f"There is no incident #{incident_id}."))
+                continue
+            try:
+                with session.begin_nested():
+                    row = transition(
+                        session, incident, body.to, actor=principal.actor, actor_key_id=principal.key_id,
+                        comment=body.comment, scheduled_for=body.scheduled_for, crew=body.crew,
+                    )
+                    if body.to is Status.REJECTED and body.negatives:
+                        mark_negatives(session, incident, reviewer=principal.actor,
+                                       reviewer_key_id=principal.key_id, note=body.comment, at=row.at)
+            except InvalidTransitionError as exc:
+                session.refresh(incident)
+                outcomes.append(BulkOutcome(id=incident_id, done=False, status=Status(incident.status), error=str(exc)))
+                continue
+            outcomes.append(BulkOutcome(id=incident_id, done=True, status=Status(incident.status)))
+    return outcomes
