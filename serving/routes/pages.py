@@ -101,6 +101,12 @@ def manager_page(request: Request) -> FileResponse:
     return _page(request, "manager.html")
 
 
+@router.get("/manager/round", include_in_schema=False)
+def round_page(request: Request) -> FileResponse:
+    """A crew's round for a day: the visiting order, a map, GPX and GeoJSON, printable."""
+    return _page(request, "round.html")
+
+
 SHELL: tuple[str, ...] = (
     "/",
     "/static/agent.js",
@@ -248,6 +254,8 @@ def ui_config(settings: ServiceSettings) -> dict[str, Any]:
         "map_library": installed,
         "map_library_install": _INSTALL,
         "max_image_bytes": settings.max_image_bytes,
+        "depot": None if settings.depot_lat is None or settings.depot_lon is None
+        else {"lat": settings.depot_lat, "lon": settings.depot_lon},
         "upload_long_side": settings.upload_long_side,
         "upload_jpeg_quality": settings.upload_jpeg_quality,
         "classes": class_names(),

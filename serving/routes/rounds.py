@@ -44,7 +44,8 @@ class RoundStop(BaseModel):
     incident: int
     lat: float
     lon: float
-    label: str
+    label: str = Field(description="A name for navigation apps: '#id class, address'.")
+    class_name: str = Field(description="The incident's class (dumped_waste, overflowing_bin).")
     address: str | None
     scheduled_for: datetime | None
     leg_m: float = Field(description="Great-circle metres from the previous place (the depot for the first stop).")
@@ -112,6 +113,7 @@ def get_round(
         address = addresses[incident_id]
         stops.append(RoundStop(
             order=k + 1, incident=incident_id, lat=stop.lat, lon=stop.lon, label=labels[stop.id],
+            class_name=incidents[incident_id].label,
             address=None if address is None else address.label, scheduled_for=incidents[incident_id].scheduled_for,
             leg_m=round(plan.legs_m[k], 1),
         ))

@@ -302,9 +302,10 @@ class Browse:
     contexts: list[Any] = field(default_factory=list)
 
     def page(self, *, viewport: dict[str, int], locale: str = "en-GB", where: tuple[float, float] | None = None,
-             accuracy: float = 8.0) -> Any:
+             accuracy: float = 8.0, **extra: Any) -> Any:
+        """A page in a new context; ``extra``: more context options (e.g. ``bypass_csp`` to inject axe-core)."""
         options: dict[str, Any] = {"viewport": viewport, "locale": locale, "base_url": self.base,
-                                   "accept_downloads": True}
+                                   "accept_downloads": True, **extra}
         if viewport is PHONE:
             options.update(is_mobile=True, has_touch=True, device_scale_factor=2)
         if where is not None:

@@ -222,23 +222,96 @@ async function load({ fit = false } = {}) {
   return true;
 }
 
+/** The list's order: to review first (the service's), oldest, most reports, or highest score. */
+function sorted(list) {
+  const by = $("sort").value;
+  const key = {
+    age: (p) => Date.parse(p.first_seen),
+    reports: (p) => -p.report_count,
+    score: (p) => -p.max_score,
+  }[by];
+  if (!key) return list;
+  return list.map((f, i) => [f, i]).sort(([a, i], [b, j]) => key(a.properties) - key(b.properties) || i - j)
+    .map(([f]) => f);
+}
+
+/** "3 d", "5 h": how long ago an incident was first seen. */
+function age(iso) {
+  const hours = Math.max(0, (Date.now() - Date.parse(iso)) / 3600000);
+  return hours < 48 ? t("age.short_hours", { n: Math.floor(hours) }) : t("age.short_days", { n: Math.floor(hours / 24) });
+}
+
+const picked = new Set(); // incidents ticked for a bulk change
+
 function renderList() {
   const list = $("incident-list");
   $("list-hint").textContent = features.length ? t("mgr.choose") : t("mgr.none");
-  list.replaceChildren(...features.slice(0, LIST_MAX).map((feature) => {
+  const shown = new Set(features.map((f) => f.properties.id));
+  for (const id of [...picked]) if (!shown.has(id)) picked.delete(id);
+  list.replaceChildren(...sorted(features).slice(0, LIST_MAX).map((feature) => {
     const p = feature.properties;
-    return el("li", {},
+    const tick = el("input", { type: "checkbox", class: "pick", dataset: { id: p.id },
+      "aria-label": t("bulk.pick", { id: p.id }), checked: picked.has(p.id),
+      onchange: (event) => {
+        if (event.target.checked) picked.add(p.id);
+        else picked.delete(p.id);
+        renderBulk();
+      } });
+    return el("li", { class: "entry-row" }, tick,
       el("button", { type: "button", class: `incident-entry${p.to_review ? " to-review" : ""}`,
         dataset: { id: p.id, toReview: String(Boolean(p.to_review)) },
         onclick: () => select(p.id, { fromMap: false }) },
         el("span", { class: `dot st-${p.status}` }),
         el("span", { class: "grow" },
           el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),
+          el("span", { class: "badge age", title: t("age.first_seen"), text: age(p.first_seen) }),
           p.to_review ? el("span", { class: "badge review", text: t("review.badge") }) : null,
           el("span", { class: "muted", text: ` · ${stateLabel(p.status)} · ${t("mgr.ago_reports", { n: p.report_count })}` }),
+          p.crew ? el("span", { class: "muted block", text: t("schedule.line", { crew: p.crew, when: when(p.scheduled_for) }) }) : null,
           p.address ? el("span", { class: "muted block address", text: p.address.label }) : null,
           el("span", { class: "muted block", text: when(p.last_seen) }))));
   }));
+  renderBulk();
+}
+
+function renderBulk() {
+  $("bulk").hidden = picked.size === 0;
+  $("bulk-count").textContent = t("bulk.count", { n: picked.size });
+}
+
+/** The datetime-local input's value as ISO 8601 with this browser's offset, or null. */
+function localIso(value) {
+  if (!value) return null;
+  const at = new Date(value);
+  return Number.isNaN(at.getTime()) ? null : at.toISOString();
+}
+
+async function bulkChange(to) {
+  const body = { ids: [...picked], to };
+  if (to === "scheduled") {
+    body.scheduled_for = localIso($("bulk-when").value);
+    body.crew = $("bulk-crew").value.trim() || null;
+    if (!body.scheduled_for || !body.crew) {
+      showMessage(t("schedule.needed"), "error");
+      return;
+    }
+  }
+  let outcomes;
+  try {
+    outcomes = await apiJson(keys, "/v1/incidents/transitions", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  const refused = outcomes.filter((o) => !o.done);
+  picked.clear();
+  showMessage(refused.length
+    ? t("bulk.partly", { done: outcomes.length - refused.length, list: refused.map((o) => `#${o.id}: ${o.error}`).join(" ") })
+    : t("bulk.done", { n: outcomes.length, state: stateLabel(to) }), refused.length ? "error" : "ok");
+  await load();
+  if (selectedId) await select(selectedId, { fromMap: true });
 }
 
 function highlight(id) {
@@ -310,6 +383,8 @@ function renderDetail(detail) {
   if (p.address) facts.push([t("mgr.address"), `${p.address.label} (${Math.round(p.address.distance_m)} m)`]);
   if (p.recurrence_count) facts.push([t("mgr.recurrence"), String(p.recurrence_count)]);
   if (p.merged_into) facts.push([t("mgr.merged_into"), `#${p.merged_into}`]);
+  if (p.crew) facts.push([t("schedule.title"), t("schedule.line", { crew: p.crew, when: when(p.scheduled_for) })]);
+  facts.push([t("age.first_seen"), age(p.first_seen)]);
 
   const view = $("detail-view");
   view.replaceChildren(
@@ -335,6 +410,12 @@ function actionsSection(detail) {
   const p = detail.properties;
   const allowed = config.statuses.filter((s) => (config.transitions[p.status] || []).includes(s)); // workflow order
   const section = el("section", { class: "actions" }, el("h3", { text: t("mgr.actions") }));
+  if (p.status === "duplicate" && p.merged_into) {
+    section.append(el("p", { class: "muted", text: t("merge.is_duplicate", { id: p.merged_into }) }),
+      el("button", { type: "button", class: "small act", id: "unmerge", text: t("merge.undo"),
+        onclick: () => unmergeIncident(p.id) }));
+    return section;
+  }
   if (!allowed.length) {
     section.append(el("p", { class: "muted", text: t("mgr.final") }));
     return section;
@@ -342,33 +423,151 @@ function actionsSection(detail) {
   const comment = el("textarea", { id: "comment", rows: 2, maxlength: 2000, placeholder: t("mgr.comment_placeholder") });
   section.append(el("label", { for: "comment", text: t("mgr.comment") }), comment);
   const buttons = el("div", { class: "row wrap" });
-  for (const to of allowed.filter((s) => s !== "duplicate")) {
+  for (const to of allowed.filter((s) => s !== "duplicate" && s !== "scheduled")) {
     buttons.append(el("button", { type: "button", class: `small act st-${to}`, dataset: { to },
       text: actionLabel(p.status, to), onclick: () => change(p.id, to, comment.value) }));
   }
   section.append(buttons);
+  if (allowed.includes("scheduled")) {
+    const whenInput = el("input", { id: "schedule-when", type: "datetime-local" });
+    const crewInput = el("input", { id: "schedule-crew", type: "text", maxlength: 100, class: "narrow",
+      value: p.crew || "" });
+    section.append(el("div", { class: "row wrap schedule-fields" },
+      el("label", { class: "inline", for: "schedule-when", text: t("schedule.when") }), whenInput,
+      el("label", { class: "inline", for: "schedule-crew", text: t("schedule.crew") }), crewInput,
+      el("button", { type: "button", class: "small act st-scheduled", dataset: { to: "scheduled" },
+        text: t("action.scheduled"), onclick: () => {
+          const at = localIso(whenInput.value);
+          const crew = crewInput.value.trim();
+          if (!at || !crew) showMessage(t("schedule.needed"), "error");
+          else change(p.id, "scheduled", comment.value, null, { scheduled_for: at, crew });
+        } })));
+  }
   if (allowed.includes("rejected")) {
     // A rejected incident is a false alarm: its photos teach the model what is not a deposit.
     section.append(el("label", { class: "check", for: "negatives" },
       el("input", { type: "checkbox", id: "negatives", checked: true }),
       el("span", { text: t("mgr.negatives") })));
   }
-  if (allowed.includes("duplicate")) {
-    const target = el("input", { id: "merge-target", type: "number", min: 1, inputmode: "numeric", class: "narrow" });
-    section.append(el("div", { class: "row wrap merge" },
-      el("label", { for: "merge-target", text: t("mgr.duplicate_of") }), target,
-      el("button", { type: "button", class: "small act", dataset: { to: "duplicate" }, text: t("action.duplicate"),
-        onclick: () => {
-          const into = Number(target.value);
-          if (!Number.isInteger(into) || into < 1) showMessage(t("mgr.merge_target"), "error");
-          else change(p.id, "duplicate", comment.value, into);
-        } })));
-  }
+  if (allowed.includes("duplicate")) section.append(mergeSection(detail, comment));
   return section;
 }
 
-async function change(id, to, comment, mergedInto = null) {
-  const body = { to, comment: comment.trim() || null };
+const MERGE_SEARCH_M = 300; // nearby open incidents offered as merge targets
+
+/**
+ * Merging safely: the target is picked among the open incidents nearby (or typed), both photos shown
+ * side by side, then confirmed; a target beyond the service's limit needs an explicit override.
+ */
+function mergeSection(detail, comment) {
+  const p = detail.properties;
+  const [lon, lat] = detail.geometry.coordinates;
+  const box = el("div", { class: "merge", id: "merge" });
+  const candidates = el("ul", { class: "candidates", id: "merge-candidates" });
+  const preview = el("div", { class: "merge-preview", id: "merge-preview", hidden: true });
+  const typed = el("input", { id: "merge-target", type: "number", min: 1, inputmode: "numeric", class: "narrow" });
+  box.append(
+    el("h3", { text: t("merge.title") }),
+    el("button", { type: "button", class: "small", id: "merge-search", text: t("merge.search"), onclick: async () => {
+      const dLat = MERGE_SEARCH_M / 111320;
+      const dLon = dLat / Math.max(0.1, Math.cos((lat * Math.PI) / 180));
+      const query = new URLSearchParams({ bbox: [lon - dLon, lat - dLat, lon + dLon, lat + dLat].join(","), limit: "50" });
+      for (const status of config.open_statuses) query.append("status", status);
+      let found;
+      try {
+        found = await apiJson(keys, `/v1/incidents?${query}`);
+      } catch (error) {
+        failed(error);
+        return;
+      }
+      const others = found.features.filter((f) => f.properties.id !== p.id)
+        .map((f) => ({ f, d: metres(lat, lon, f.geometry.coordinates[1], f.geometry.coordinates[0]) }))
+        .sort((a, b) => a.d - b.d);
+      candidates.replaceChildren(...(others.length ? others.map(({ f, d }) => el("li", {},
+        el("button", { type: "button", class: "small candidate", dataset: { id: f.properties.id },
+          text: t("merge.candidate", { id: f.properties.id, label: classLabel(f.properties.label), m: Math.round(d),
+            state: stateLabel(f.properties.status) }),
+          onclick: () => showMergePreview(detail, f.properties.id, preview, comment) })))
+        : [el("li", { class: "muted", text: t("merge.none_near", { m: MERGE_SEARCH_M }) })]));
+    } }),
+    candidates,
+    el("div", { class: "row wrap" }, el("label", { class: "inline", for: "merge-target", text: t("mgr.duplicate_of") }),
+      typed, el("button", { type: "button", class: "small", text: t("merge.preview"), onclick: () => {
+        const into = Number(typed.value);
+        if (!Number.isInteger(into) || into < 1) showMessage(t("mgr.merge_target"), "error");
+        else showMergePreview(detail, into, preview, comment);
+      } })),
+    preview,
+  );
+  return box;
+}
+
+function metres(lat1, lon1, lat2, lon2) {
+  const r = 6371008.8;
+  const f1 = (lat1 * Math.PI) / 180;
+  const f2 = (lat2 * Math.PI) / 180;
+  const a = Math.sin((f2 - f1) / 2) ** 2 + Math.cos(f1) * Math.cos(f2) * Math.sin(((lon2 - lon1) * Math.PI) / 360) ** 2;
+  return 2 * r * Math.asin(Math.sqrt(a));
+}
+
+async function showMergePreview(detail, into, preview, comment) {
+  let target;
+  try {
+    target = await apiJson(keys, `/v1/incidents/${into}`);
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  const p = detail.properties;
+  const [lon, lat] = detail.geometry.coordinates;
+  const [tLon, tLat] = target.geometry.coordinates;
+  const distance = Math.round(metres(lat, lon, tLat, tLon));
+  const latest = (d) => [...d.reports].sort((a, b) => b.observed_at.localeCompare(a.observed_at))[0];
+  const figure = (d, caption) => {
+    const node = el("figure", { class: "photo" }, el("figcaption", { class: "muted" },
+      el("strong", { class: "block", text: caption }),
+      el("span", { class: "block", text: `${stateLabel(d.properties.status)} · ${t("mgr.ago_reports", { n: d.properties.report_count })}` })));
+    const report = latest(d);
+    if (report) loadPhoto(node, report);
+    return node;
+  };
+  const closed = !config.open_statuses.includes(target.properties.status);
+  const override = el("input", { type: "checkbox", id: "merge-force" });
+  preview.hidden = false;
+  preview.dataset.target = String(into);
+  preview.replaceChildren(
+    el("div", { class: "photos before-after" }, figure(detail, t("merge.this", { id: p.id })),
+      figure(target, t("merge.into", { id: into, m: distance }))),
+    closed ? el("p", { class: "message error", text: t("merge.closed", { id: into, state: stateLabel(target.properties.status) }) }) : null,
+    el("label", { class: "check", for: "merge-force", hidden: true, id: "merge-force-row" }, override,
+      el("span", { text: t("merge.force") })),
+    el("div", { class: "row wrap" },
+      el("button", { type: "button", class: "small act", id: "merge-confirm", dataset: { to: "duplicate" },
+        disabled: closed, text: t("merge.confirm", { id: p.id, into }),
+        onclick: async () => {
+          const outcome = await change(p.id, "duplicate", comment.value, into, override.checked ? { force: true } : {});
+          if (outcome && outcome.code === "merge_too_far") $("merge-force-row").hidden = false;
+        } }),
+      el("button", { type: "button", class: "small", text: t("agent.cancel"), onclick: () => { preview.hidden = true; } })),
+  );
+}
+
+async function unmergeIncident(id) {
+  let detail;
+  try {
+    detail = await apiJson(keys, `/v1/incidents/${id}/unmerge`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ comment: null }) });
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  showMessage(t("merge.undone", { id, state: stateLabel(detail.properties.status) }), "ok");
+  renderDetail(detail);
+  await load();
+}
+
+async function change(id, to, comment, mergedInto = null, extra = {}) {
+  const body = { to, comment: comment.trim() || null, ...extra };
   if (mergedInto) body.merged_into = mergedInto;
   if (to === "rejected" && $("negatives")) body.negatives = $("negatives").checked;
   for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = true;
@@ -380,11 +579,12 @@ async function change(id, to, comment, mergedInto = null) {
   } catch (error) {
     for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = false;
     failed(error);
-    return;
+    return error;
   }
   showMessage(t("mgr.done", { id, state: stateLabel(detail.properties.status) }), "ok");
   renderDetail(detail);
   await load();
+  return null;
 }
 
 function photosSection(detail) {
@@ -556,6 +756,10 @@ async function start() {
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); load({ fit: true }); });
   $("reset").addEventListener("click", () => { resetFilters(); load({ fit: true }); });
   $("refresh").addEventListener("click", () => load());
+  $("sort").addEventListener("change", renderList);
+  for (const button of document.querySelectorAll("[data-bulk]")) {
+    button.addEventListener("click", () => bulkChange(button.dataset.bulk));
+  }
   for (const button of document.querySelectorAll("[data-export]")) {
     button.addEventListener("click", () => exportAs(button.dataset.export));
   }
