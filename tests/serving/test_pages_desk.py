@@ -183,3 +183,43 @@ def test_merges_are_safe_and_can_be_undone(live: Live, browse: Browse, shots: Pa
         assert "unmerged" in restored["history"][-1]["comment"]
         assert api.get(f"/v1/incidents/{near}").json()["properties"]["report_count"] == near_before
     assert not found, f"axe-core: {json.dumps(found)}"
+
+
+def test_photos_first_all_reachable_in_a_lightbox_labelled_in_french(live: Live, browse: Browse, shots: Path) -> None:
+    place = (49.0600, 6.1100)
+    incident = report(live, *place)
+    for k in range(7):  # seven more photos of the same deposit: one incident, eight photos
+        assert report(live, *moved(*place, north_m=2.0 * (k + 1))) == incident
+    page = desk(browse, live)
+    found: dict[str, Any] = {}
+    page.click(f".incident-entry[data-id='{incident}']")
+    shown = "(n) => document.querySelectorAll('#detail-view .photos figure:not([hidden]) img').length === n"
+    page.wait_for_function(shown, arg=6)
+    assert page.locator("#detail-view .photos figure[hidden]").count() == 2
+    photo_top = page.locator("#detail-view .photos").bounding_box()["y"]
+    assert photo_top < page.locator("#detail-view .actions").bounding_box()["y"]  # the photo first
+    assert "Dépôt sauvage" in (page.text_content("#detail-view .photos figure:first-child svg.boxes") or "")
+    page.click("#more-photos")
+    page.wait_for_function(shown, arg=8)
+    page.click("#detail-view .photos figure:nth-child(8)")
+    page.wait_for_selector("#lightbox[open] img")
+    assert "Photo 8 sur 8" in page.inner_text("#lightbox .lightbox-caption")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector("#lightbox .lightbox-caption:has-text('Photo 1 sur 8')")
+    page.wait_for_function("() => document.querySelector('#lightbox img')?.naturalWidth > 0")
+    width = page.locator("#lightbox img").bounding_box()["width"]
+    assert width > 600  # far beyond the panel's thumbnails
+    serious(page, "lightbox", found)
+    page.screenshot(path=shots / "manager-lightbox.png")
+    page.click("#lightbox-close")
+    assert page.locator("#lightbox").count() == 0
+
+    tablet = browse.page(viewport={"width": 820, "height": 1180}, locale="fr-FR", has_touch=True)
+    tablet.goto("/manager")
+    sign_in(tablet, live.keys["manager"])
+    tablet.wait_for_selector("#incident-list .incident-entry")
+    tablet.click(f".incident-entry[data-id='{incident}']")
+    tablet.wait_for_selector(f"#detail-view[data-id='{incident}']")
+    assert not tablet.evaluate("() => document.documentElement.scrollWidth > window.innerWidth")
+    tablet.screenshot(path=shots / "manager-tablet.png")
+    assert not found, f"axe-core: {json.dumps(found)}"

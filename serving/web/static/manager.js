@@ -6,7 +6,7 @@
 
 import { applyText, has, pct, t, when } from "./i18n.js";
 import {
-  ApiError, KeyStore, apiFetch, apiJson, coords, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded,
+  ApiError, KeyStore, apiFetch, apiJson, boxesOverlay, coords, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded,
   refusalMessage, showMapMissing,
 } from "./common.js";
 import { openReview, reviewSummary } from "./review.js";
@@ -393,10 +393,10 @@ function renderDetail(detail) {
       el("span", { class: `badge st-${p.status}`, id: "incident-state", dataset: { state: p.status },
         text: stateLabel(p.status) }),
       p.to_review ? el("span", { class: "badge review", id: "incident-to-review", text: t("review.badge") }) : null),
+    photosSection(detail),
     el("dl", { class: "facts" }, ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
     afterSection(detail),
     actionsSection(detail),
-    photosSection(detail),
     timelineSection(detail),
     historySection(detail),
   );
@@ -590,8 +590,8 @@ async function change(id, to, comment, mergedInto = null, extra = {}) {
 function photosSection(detail) {
   const reports = [...detail.reports].sort((a, b) => b.observed_at.localeCompare(a.observed_at));
   const grid = el("div", { class: "photos" });
-  for (const report of reports.slice(0, PHOTOS_SHOWN)) {
-    const figure = el("figure", { class: "photo", dataset: { report: report.id } },
+  const figures = reports.map((report, index) => {
+    const figure = el("figure", { class: "photo", dataset: { report: report.id }, hidden: index >= PHOTOS_SHOWN },
       el("figcaption", { class: "muted" },
         el("span", { class: "block", text: when(report.observed_at) }),
         report.agent_says_deposit ? el("span", { class: "block anyway", text: t("review.sent_anyway") }) : null,
@@ -599,19 +599,60 @@ function photosSection(detail) {
           text: reviewSummary(report.review) })),
       el("button", { type: "button", class: "small review-open", dataset: { report: report.id },
         text: t("review.open"), onclick: (event) => {
-          event.stopPropagation(); // the figure's own click enlarges it
+          event.stopPropagation(); // the figure's own click opens the lightbox
           openReview({ keys, report, classes: config.classes.length ? config.classes : config.deposit_classes,
             depositClasses: config.deposit_classes, onSaved: () => reviewed(detail.properties.id) });
         } }));
-    figure.addEventListener("click", () => figure.classList.toggle("enlarged"));
+    figure.addEventListener("click", () => openLightbox(reports, index));
     grid.append(figure);
     loadPhoto(figure, report);
-  }
-  const section = el("section", {}, el("h3", { text: t("mgr.photos") }), grid);
+    return figure;
+  });
+  const section = el("section", { class: "incident-photos" }, el("h3", { text: t("mgr.photos") }), grid);
   if (reports.length > PHOTOS_SHOWN) {
-    section.append(el("p", { class: "muted", text: t("mgr.more_photos", { n: reports.length - PHOTOS_SHOWN }) }));
+    const more = el("button", { type: "button", class: "small", id: "more-photos",
+      text: t("mgr.more_photos", { n: reports.length - PHOTOS_SHOWN }), onclick: () => {
+        for (const figure of figures) figure.hidden = false;
+        more.remove();
+      } });
+    section.append(more);
   }
   return section;
+}
+
+/** A photo full size, boxes labelled in the page's language, and every photo of the incident in turn. */
+function openLightbox(reports, start) {
+  let index = start;
+  const dialog = el("dialog", { class: "lightbox", id: "lightbox", "aria-label": t("mgr.photos") });
+  const frame = el("div", { class: "lightbox-frame" });
+  const caption = el("p", { class: "lightbox-caption" });
+  const show = () => {
+    const report = reports[index];
+    const holder = el("figure", { class: "photo-frame" });
+    frame.replaceChildren(holder);
+    loadPhoto(holder, report);
+    caption.textContent = t("lightbox.caption", { n: index + 1, of: reports.length, when: when(report.observed_at),
+      who: report.submitted_by });
+  };
+  const step = (by) => { index = (index + by + reports.length) % reports.length; show(); };
+  dialog.append(
+    frame, caption,
+    el("div", { class: "row wrap lightbox-nav" },
+      el("button", { type: "button", class: "small", text: `← ${t("lightbox.previous")}`, disabled: reports.length < 2,
+        onclick: () => step(-1) }),
+      el("button", { type: "button", class: "small", text: `${t("lightbox.next")} →`, disabled: reports.length < 2,
+        onclick: () => step(1) }),
+      el("button", { type: "button", class: "small primary", id: "lightbox-close", text: t("lightbox.close"),
+        onclick: () => dialog.close() })),
+  );
+  dialog.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowLeft") step(-1);
+    if (event.key === "ArrowRight") step(1);
+  });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  show();
+  dialog.showModal();
 }
 
 /**
@@ -654,15 +695,21 @@ async function reviewed(id) {
   await load();
 }
 
+/** The photo (blurred as stored) with the model's boxes drawn over it, labelled in the page's language. */
 async function loadPhoto(figure, report) {
   const incident = photos.incident;
-  const alt = t("mgr.incident", { id: incident });
+  const alt = t("mgr.photo_alt", { id: incident, when: when(report.observed_at) });
+  const put = (url) => {
+    const frame = el("div", { class: "photo-frame" }, el("img", { src: url, alt }),
+      boxesOverlay(report.image.width, report.image.height, report.detections, classLabel));
+    figure.prepend(frame);
+  };
   if (photos.urls.has(report.id)) {
-    figure.prepend(el("img", { src: photos.urls.get(report.id), alt }));
+    put(photos.urls.get(report.id));
     return;
   }
   try {
-    const response = await apiFetch(keys, report.links.annotated_image);
+    const response = await apiFetch(keys, report.links.image);
     if (!response.ok) {
       const { code, detail } = await errorOf(response);
       throw new Error(refusalMessage(response.status, code, detail, { role: "manager" }));
@@ -673,7 +720,7 @@ async function loadPhoto(figure, report) {
       return;
     }
     photos.urls.set(report.id, url);
-    figure.prepend(el("img", { src: url, alt }));
+    put(url);
   } catch (error) {
     figure.prepend(el("p", { class: "muted", text: error.message || t("err.network") }));
   }
