@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
 

@@ -125,6 +125,8 @@ def incident_feature(incident: Incident, address: Address | None = None) -> Inci
             to_review=incident.to_review,
             scheduled_for=incident.scheduled_for,
             crew=incident.crew,
+            size=incident.size or incident.size_estimate,
+            size_source="manager" if incident.size else "estimate" if incident.size_estimate else None,
             address=_address_out(address),
         ),
     )

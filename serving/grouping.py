@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from serving.geo import box_around, lat_lon_box, lon_delta, wrap_lon
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident, Report, ReportReview, Transition, utcnow
+from serving.sizes import estimate_size, larger
 from vipare.geotag import haversine_m
 
 __all__ = [
@@ -235,6 +236,7 @@ def assign(
         recurrence_of_id=previous.id if previous else None,
         recurrence_count=previous.recurrence_count + 1 if previous else 0,
         to_review=_awaits_review(report),
+        size_estimate=estimate_size(report.detections),
         created_at=now,
         updated_at=now,
     )
@@ -272,6 +274,7 @@ def _attach(report: Report, incident: Incident, action: IncidentAction) -> tuple
         incident.max_score, incident.label = report.score, report.label
     if _awaits_review(report):
         incident.to_review = True
+    incident.size_estimate = larger(incident.size_estimate, estimate_size(report.detections))
     incident.updated_at = utcnow()
     report.incident_id, report.incident_action = incident.id, action.value
     return incident, action

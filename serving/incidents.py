@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import reduce
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from serving.geo import lon_delta, wrap_lon
 from serving.models import Incident, Report, Transition, utcnow
+from serving.sizes import estimate_size, larger
 from vipare.geotag import haversine_m
 
 __all__ = [
@@ -258,6 +260,7 @@ def _recompute(incident: Incident, reports: list[Report]) -> None:
     if not reports:
         return
     incident.report_count = len(reports)
+    incident.size_estimate = reduce(larger, (estimate_size(r.detections) for r in reports), None)
     incident.first_seen = min(r.observed_at for r in reports)
     incident.last_seen = max(r.observed_at for r in reports)
     incident.lat = sum(r.lat for r in reports) / len(reports)

@@ -148,6 +148,9 @@ class Incident(Base):
     # Set by the "scheduled" transition: when, and by which crew (Open311 expected_datetime).
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
     crew: Mapped[str | None] = mapped_column(String(100), default=None)
+    # S, M or L (serving.sizes): a manager's, and the service's estimate from the photos.
+    size: Mapped[str | None] = mapped_column(String(1), default=None)
+    size_estimate: Mapped[str | None] = mapped_column(String(1), default=None)
     # A manager should look first: a report sent anyway (the model saw nothing) is not reviewed yet.
     to_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -83,6 +83,7 @@ class IncidentFilter:
     ids: Sequence[int] = field(default_factory=tuple)
     opened_since: datetime | None = None
     opened_until: datetime | None = None
+    sizes: Sequence[str] = field(default_factory=tuple)
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The SQL conditions."""
@@ -94,6 +95,8 @@ class IncidentFilter:
             where.append(Incident.status.in_([s.value for s in self.statuses]))
         if self.labels:
             where.append(Incident.label.in_(list(self.labels)))
+        if self.sizes:  # a manager's size, else the estimate
+            where.append(func.coalesce(Incident.size, Incident.size_estimate).in_(list(self.sizes)))
         if self.since is not None:
             where.append(Incident.last_seen >= self.since)
         if self.until is not None:

@@ -312,6 +312,10 @@ class IncidentProperties(BaseModel):
     )
     scheduled_for: datetime | None = Field(None, description="When the crew is to clean it (set when scheduled).")
     crew: str | None = Field(None, description="Which crew is to clean it (set when scheduled).")
+    size: Literal["S", "M", "L"] | None = Field(
+        None, description="S (a bag or two), M (a pile), L (a truckload): a manager's, else estimated from the photos."
+    )
+    size_source: Literal["manager", "estimate"] | None = Field(None, description="Whose size it is.")
     address: AddressOut | None = Field(
         None,
         description="The nearest address, when the service has an address index (VIPARE_ADDRESSES_PATH) and one "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session, selectinload
 from starlette.datastructures import URL
 
@@ -22,7 +23,7 @@ from serving.incidents import (
     transition,
     unmerge,
 )
-from serving.models import Incident, Report
+from serving.models import Incident, Report, utcnow
 from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
 from serving.reports.view import report_out
 from serving.reviews import mark_negatives
@@ -75,6 +76,10 @@ def incident_filter(
         Timestamp | None, Query(description="Seen at or after this time (ISO 8601 with offset).")
     ] = None,
     until: Annotated[Timestamp | None, Query(description="Seen at or before this time.")] = None,
+    size: Annotated[
+        list[Literal["S", "M", "L"]] | None,
+        Query(description="Any of these sizes (a manager's, else the estimate; repeat the parameter)."),
+    ] = None,
 ) -> IncidentFilter:
     """The filters shared by the map, the exports."""
     box: Bbox | None = None
@@ -85,7 +90,10 @@ def incident_filter(
             raise RequestValidationError(
                 [{"type": "value_error", "loc": ("query", "bbox"), "msg": str(exc), "input": bbox}]
             ) from None
-    return IncidentFilter(bbox=box, statuses=tuple(status or ()), labels=tuple(class_ or ()), since=since, until=until)
+    return IncidentFilter(
+        bbox=box, statuses=tuple(status or ()), labels=tuple(class_ or ()), since=since, until=until,
+        sizes=tuple(size or ()),
+    )
 
 
 FilterDep = Annotated[IncidentFilter, Depends(incident_filter)]
@@ -301,3 +309,36 @@ def post_bulk_transition(
                 continue
             outcomes.append(BulkOutcome(id=incident_id, done=True, status=Status(incident.status)))
     return outcomes
+
+
+class SizeIn(BaseModel):
+    """A manager's size of a deposit; null goes back to the estimate from the photos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: Literal["S", "M", "L"] | None
+
+
+@router.put(
+    "/v1/incidents/{incident_id}/size",
+    response_model=IncidentDetail,
+    responses={404: {"model": ErrorBody, "description": "No such incident."}},
+    summary="Set a deposit's size",
+)
+def put_size(
+    incident_id: IdPath,
+    body: SizeIn,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require(Permission.INCIDENT_TRANSITION))],
+) -> IncidentDetail:
+    """S (a bag or two), M (a pile), L (a truckload), as the manager sees it on the photos or on site; it wins over
+    the service's estimate (see ``serving/sizes.py``) in the list, filters, exports and rounds.
+    """
+    with write_session(service.sessions) as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFoundError(f"There is no incident #{incident_id}.")
+        incident.size = body.size
+        incident.updated_at = utcnow()
+    with service.sessions() as session:
+        return incident_detail(session, incident_id, service.geocoder)

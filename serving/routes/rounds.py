@@ -46,6 +46,7 @@ class RoundStop(BaseModel):
     lon: float
     label: str = Field(description="A name for navigation apps: '#id class, address'.")
     class_name: str = Field(description="The incident's class (dumped_waste, overflowing_bin).")
+    size: str | None = Field(description="S, M or L: a manager's, else the estimate from the photos.")
     address: str | None
     scheduled_for: datetime | None
     leg_m: float = Field(description="Great-circle metres from the previous place (the depot for the first stop).")
@@ -114,6 +115,7 @@ def get_round(
         stops.append(RoundStop(
             order=k + 1, incident=incident_id, lat=stop.lat, lon=stop.lon, label=labels[stop.id],
             class_name=incidents[incident_id].label,
+            size=incidents[incident_id].size or incidents[incident_id].size_estimate,
             address=None if address is None else address.label, scheduled_for=incidents[incident_id].scheduled_for,
             leg_m=round(plan.legs_m[k], 1),
         ))

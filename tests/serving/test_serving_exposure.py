@@ -34,6 +34,7 @@ from tests.serving.test_pages import (  # noqa: F401 - fixtures, used by name
     browse,
     chromium,
     live,
+    tiles,
 )
 from vipare.detection import Detector
 

@@ -106,7 +106,7 @@ def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: p
 def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector) as first:
         engine = first.service.engine
-        assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0007"
+        assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0008"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -133,7 +133,7 @@ def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) ->
     )
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
-    assert runs == ["0007 True\n", "0007 False\n"]
+    assert runs == ["0008 True\n", "0008 False\n"]
 
 
 def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) -> None:
@@ -273,4 +273,4 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
             engine.dispose()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        assert list(pool.map(start, range(4))) == ["0007"] * 4
+        assert list(pool.map(start, range(4))) == ["0008"] * 4

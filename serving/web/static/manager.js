@@ -110,6 +110,7 @@ function buildFilters() {
 function resetFilters() {
   for (const box of $("state-filter").querySelectorAll("input")) box.checked = config.open_statuses.includes(box.value);
   $("class-filter").value = "";
+  $("size-filter").value = "";
   $("since").value = "";
   $("until").value = "";
 }
@@ -120,6 +121,7 @@ function filterQuery() {
   const states = [...$("state-filter").querySelectorAll("input:checked")].map((box) => box.value);
   if (states.length && states.length < config.statuses.length) states.forEach((s) => query.append("status", s));
   if ($("class-filter").value) query.append("class", $("class-filter").value);
+  if ($("size-filter").value) query.append("size", $("size-filter").value);
   if ($("since").value) query.append("since", new Date(`${$("since").value}T00:00:00`).toISOString());
   if ($("until").value) query.append("until", new Date(`${$("until").value}T23:59:59.999`).toISOString());
   return query;
@@ -265,6 +267,8 @@ function renderList() {
         el("span", { class: "grow" },
           el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),
           el("span", { class: "badge age", title: t("age.first_seen"), text: age(p.first_seen) }),
+          p.size ? el("span", { class: `badge size${p.size_source === "estimate" ? " estimate" : ""}`,
+            title: t(p.size_source === "estimate" ? "size.estimated" : "size.by_manager"), text: p.size }) : null,
           p.to_review ? el("span", { class: "badge review", text: t("review.badge") }) : null,
           el("span", { class: "muted", text: ` · ${stateLabel(p.status)} · ${t("mgr.ago_reports", { n: p.report_count })}` }),
           p.crew ? el("span", { class: "muted block", text: t("schedule.line", { crew: p.crew, when: when(p.scheduled_for) }) }) : null,
@@ -385,6 +389,7 @@ function renderDetail(detail) {
   if (p.merged_into) facts.push([t("mgr.merged_into"), `#${p.merged_into}`]);
   if (p.crew) facts.push([t("schedule.title"), t("schedule.line", { crew: p.crew, when: when(p.scheduled_for) })]);
   facts.push([t("age.first_seen"), age(p.first_seen)]);
+  if (p.size) facts.push([t("size.label"), `${t(`size.${p.size}`)}${p.size_source === "estimate" ? ` (${t("size.estimated")})` : ""}`]);
 
   const view = $("detail-view");
   view.replaceChildren(
@@ -450,6 +455,13 @@ function actionsSection(detail) {
       el("span", { text: t("mgr.negatives") })));
   }
   if (allowed.includes("duplicate")) section.append(mergeSection(detail, comment));
+  const sizeSelect = el("select", { id: "size-set", class: "narrow" },
+    el("option", { value: "", text: t("size.estimate_option") }),
+    ...["S", "M", "L"].map((size) => el("option", { value: size, text: t(`size.${size}`),
+      selected: p.size_source === "manager" && p.size === size })));
+  section.append(el("div", { class: "row wrap" },
+    el("label", { class: "inline", for: "size-set", text: t("size.set") }), sizeSelect,
+    el("button", { type: "button", class: "small", id: "size-save", text: t("key.save"), onclick: () => setSize(p.id, sizeSelect.value) })));
   return section;
 }
 
@@ -550,6 +562,20 @@ async function showMergePreview(detail, into, preview, comment) {
         } }),
       el("button", { type: "button", class: "small", text: t("agent.cancel"), onclick: () => { preview.hidden = true; } })),
   );
+}
+
+async function setSize(id, size) {
+  let detail;
+  try {
+    detail = await apiJson(keys, `/v1/incidents/${id}/size`, { method: "PUT",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ size: size || null }) });
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  showMessage(t("size.saved", { id }), "ok");
+  renderDetail(detail);
+  await load();
 }
 
 async function unmergeIncident(id) {

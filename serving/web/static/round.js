@@ -8,7 +8,8 @@ import { KeyStore, apiFetch, apiJson, el, errorOf, loadUiConfig, makeMap, mapLib
 
 const keys = new KeyStore("manager");
 const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
-const stopName = (stop) => `#${stop.incident} ${classLabel(stop.class_name)}${stop.address ? `, ${stop.address}` : ""}`;
+const stopName = (stop) => `#${stop.incident} ${classLabel(stop.class_name)}${stop.size ? ` (${stop.size})` : ""}`
+  + `${stop.address ? `, ${stop.address}` : ""}`;
 const $ = (id) => document.getElementById(id);
 let config = null;
 let map = null;
