@@ -46,6 +46,7 @@ from serving.routes import (
     pages,
     reports,
     reviews,
+    statistics,
 )
 from serving.routes import models as model_routes
 from serving.security import HardenedFastAPI, RequestGuardMiddleware
@@ -119,6 +120,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(reviews.router)
     app.include_router(incidents.router)
     app.include_router(exports.router)
+    app.include_router(statistics.router)
     app.include_router(datasets.router)
     app.include_router(keys.router)
     app.include_router(cameras.router)
