@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from serving.statistics import HOTSPOT_CELL_M, MAX_WEEKS, hotspots, iso_week
-from vipare.geotag import EARTH_RADIUS_M
 from tests.serving.helpers import Server, deposit_photo, moved
+from vipare.geotag import EARTH_RADIUS_M
 
 BORDEAUX = (44.8378, -0.5792)
 
