@@ -1,4 +1,5 @@
-"""The pages: the field agent's upload page (``/``) and the cleansing manager's map (``/manager``).
+"""The pages: the field agent's upload page (``/``), the cleansing manager's map (``/manager``) and its
+statistics (``/manager/stats``).
 
 Plain HTML, CSS and JavaScript from ``serving/web/static``, no build step. Leaflet,
 Leaflet.markercluster and Swagger UI (the API's documentation page, ``/docs``) come from the npm
@@ -99,6 +100,12 @@ def agent_page(request: Request) -> FileResponse:
 def manager_page(request: Request) -> FileResponse:
     """The cleansing manager's map of incidents."""
     return _page(request, "manager.html")
+
+
+@router.get("/manager/stats", include_in_schema=False)
+def statistics_page(request: Request) -> FileResponse:
+    """The council's statistics: weekly figures, the median time to clean, the places of repeated deposits."""
+    return _page(request, "stats.html")
 
 
 SHELL: tuple[str, ...] = (
