@@ -150,8 +150,7 @@ def test_no_serious_accessibility_violation(
             assert page.locator("html").get_attribute("lang") == "fr"
             assert "Semaine par semaine" in page.inner_text("#weeks-title")
         found["figures"] = axe_violations(page)
-        wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 12)""")
-        assert not page.evaluate(SIDEWAYS_SCROLL), wide
+        assert not page.evaluate(SIDEWAYS_SCROLL)  # the tables scroll inside their cards on a phone
         page.screenshot(path=shots / f"stats-{locale}-{viewport['width']}.png", full_page=True)
     finally:
         context.close()
