@@ -47,6 +47,7 @@ from serving.routes import (
     reports,
     reviews,
     rounds,
+    statistics,
 )
 from serving.routes import models as model_routes
 from serving.security import HardenedFastAPI, RequestGuardMiddleware
@@ -121,6 +122,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
     app.include_router(incidents.router)
     app.include_router(exports.router)
     app.include_router(rounds.router)
+    app.include_router(statistics.router)
     app.include_router(datasets.router)
     app.include_router(keys.router)
     app.include_router(cameras.router)

@@ -6,6 +6,12 @@ status (when the incident last entered it). Open311 GeoReport v2 (https://wiki.o
 is served read-only, JSON only: one service per deposit class; requests are incidents; ``open`` while
 new, confirmed or scheduled.
 
+CSV comes in two flavours (:class:`CsvFormat`): the default for scripts (comma, decimal point, no BOM)
+and :data:`FRENCH_EXCEL` (semicolon, decimal comma, a UTF-8 byte order mark so that Excel reads the
+accents right); both end lines with CRLF (RFC 4180, and what Excel writes). A text cell a person typed
+(the report's note) that starts like a formula (``=``, ``+``, ``-``, ``@``) is prefixed with ``'``, so
+that a spreadsheet shows it instead of running it.
+
 Each shape carries the incident's nearest address (:func:`incident_addresses`) when the service has an
 address index (:mod:`serving.addresses`): GeoJSON's ``address`` property, the CSV's street,
 house_number, postcode and city, Open311's ``address`` (the label) and ``zipcode``. Without an index,
@@ -18,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +38,10 @@ if TYPE_CHECKING:  # loaded only when an index is configured (serving.service)
 
 __all__ = [
     "CSV_COLUMNS",
+    "FRENCH_EXCEL",
     "OPEN311_SERVICES",
+    "SCRIPT_CSV",
+    "CsvFormat",
     "csv_lines",
     "csv_row",
     "incident_addresses",
@@ -64,6 +74,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "report_count",
     "recurrence_count",
     "recurrence_of",
+    "best_score",
+    "photo_url",
+    "note",
 )
 
 OPEN311_SERVICES: tuple[dict[str, Any], ...] = tuple(
@@ -80,6 +93,38 @@ OPEN311_SERVICES: tuple[dict[str, Any], ...] = tuple(
     if c.deposit
 )
 """One Open311 service per deposit class of the taxonomy."""
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written: the default suits scripts, :data:`FRENCH_EXCEL` a French Excel."""
+
+    separator: str = ","
+    """Between cells: ``,`` or ``;``."""
+    decimal_comma: bool = False
+    """Numbers with a decimal comma (``49,1193``) instead of a point."""
+    bom: bool = False
+    """Start with a UTF-8 byte order mark (Excel then reads UTF-8, accents included)."""
+
+    def number(self, value: float, decimals: int) -> str:
+        """``value`` with ``decimals`` decimals, in this format's decimal mark."""
+        text = f"{value:.{decimals}f}"
+        return text.replace(".", ",") if self.decimal_comma else text
+
+
+SCRIPT_CSV = CsvFormat()
+"""The default: commas, decimal points, no BOM."""
+FRENCH_EXCEL = CsvFormat(separator=";", decimal_comma=True, bom=True)
+"""What a French Excel opens with a double click: semicolons, decimal commas, UTF-8 with a BOM."""
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str | None) -> str:
+    """A cell of text a person typed, never read as a formula by a spreadsheet (OWASP's CSV injection)."""
+    if not value:
+        return ""
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
 
 
 def _iso(value: datetime | None) -> str:
@@ -132,17 +177,31 @@ def incident_feature(incident: Incident, address: Address | None = None) -> Inci
     )
 
 
-def csv_row(incident: Incident, times: Mapping[str, datetime], address: Address | None = None) -> list[str]:
+def csv_row(
+    incident: Incident,
+    times: Mapping[str, datetime],
+    address: Address | None = None,
+    *,
+    photo_url: str | None = None,
+    note: str | None = None,
+    fmt: CsvFormat = SCRIPT_CSV,
+) -> list[str]:
     """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it.
 
-    The address columns are empty without ``address``.
+    Args:
+        incident: the incident.
+        times: when it last entered each status (:func:`serving.queries.state_times`).
+        address: its nearest address; the address columns are empty without it.
+        photo_url: the link to its latest photo still kept (empty without).
+        note: the note of its latest report that has one.
+        fmt: the decimal mark of the coordinates and the score.
     """
     return [
         str(incident.id),
         incident.label,
         incident.status,
-        f"{incident.lat:.{COORDINATE_DECIMALS}f}",
-        f"{incident.lon:.{COORDINATE_DECIMALS}f}",
+        fmt.number(incident.lat, COORDINATE_DECIMALS),
+        fmt.number(incident.lon, COORDINATE_DECIMALS),
         *(("", "", "", "") if address is None else
           (address.street, address.house_number or "", address.postcode, address.city)),
         _iso(incident.first_seen),
@@ -152,22 +211,29 @@ def csv_row(incident: Incident, times: Mapping[str, datetime], address: Address 
         str(incident.report_count),
         str(incident.recurrence_count),
         str(incident.recurrence_of_id or ""),
+        fmt.number(incident.max_score, 4),
+        photo_url or "",
+        _text(note),
     ]
 
 
-def csv_lines(rows: Iterable[list[str]]) -> Iterator[str]:
-    """The header, then each row, as CSV text lines (RFC 4180, CRLF line ends)."""
+def csv_lines(
+    rows: Iterable[Sequence[str]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
+) -> Iterator[str]:
+    """The header, then each row, as CSV text lines in ``fmt`` (CRLF line ends; the BOM first when asked)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in _with_header(rows):
+    if fmt.bom:
+        buffer.write("\ufeff")
+    writer = csv.writer(buffer, delimiter=fmt.separator, lineterminator="\r\n")
+    for row in _with_header(rows, header):
         writer.writerow(row)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
 
 
-def _with_header(rows: Iterable[list[str]]) -> Iterator[list[str]]:
-    yield list(CSV_COLUMNS)
+def _with_header(rows: Iterable[Sequence[str]], header: Sequence[str]) -> Iterator[Sequence[str]]:
+    yield list(header)
     yield from rows
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "count_incidents",
     "iter_incidents",
     "last_comments",
+    "latest_notes",
     "latest_reports",
     "list_incidents",
     "parse_bbox",
@@ -177,6 +178,22 @@ def latest_reports(session: Session, incident_ids: Sequence[int]) -> dict[int, i
             if incident_id is not None:
                 latest[incident_id] = report_id
     return latest
+
+
+def latest_notes(session: Session, incident_ids: Sequence[int]) -> dict[int, str]:
+    """Each incident's note from its most recent report that has one (none for an incident without notes)."""
+    notes: dict[int, str] = {}
+    for start in range(0, len(incident_ids), _BATCH):
+        chunk = list(incident_ids[start : start + _BATCH])
+        rows = session.execute(
+            select(Report.incident_id, Report.note)
+            .where(Report.incident_id.in_(chunk), Report.note.is_not(None), Report.note != "")
+            .order_by(Report.incident_id, Report.id)
+        )
+        for incident_id, note in rows:
+            if incident_id is not None and note:
+                notes[incident_id] = note  # the last one wins: the most recent
+    return notes
 
 
 def last_comments(session: Session, incident_ids: Sequence[int]) -> dict[int, str | None]:

@@ -1,8 +1,9 @@
 """FastAPI dependencies: the service, a database session, the caller and what it may do.
 
-A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the Open311 routes also
-read the ``api_key`` query parameter, as Open311 clients do. No key: 401. A key whose role lacks the
-permission: 403.
+A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the Open311 routes and the
+photo reads their ``media_url`` points at also read the ``api_key`` query parameter, as Open311
+clients do (:func:`require_open311`; query strings are never logged, see :mod:`serving.observability`).
+No key: 401. A key whose role lacks the permission: 403.
 """
 
 from __future__ import annotations

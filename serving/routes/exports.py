@@ -12,7 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from serving.auth import Permission, Principal
 from serving.errors import ErrorBody
 from serving.exports import (
+    FRENCH_EXCEL,
     OPEN311_SERVICES,
+    SCRIPT_CSV,
+    CsvFormat,
     csv_lines,
     csv_row,
     incident_addresses,
@@ -21,13 +24,21 @@ from serving.exports import (
 )
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import utcnow
-from serving.queries import IncidentFilter, batches, iter_incidents, last_comments, latest_reports, state_times
+from serving.queries import (
+    IncidentFilter,
+    batches,
+    iter_incidents,
+    last_comments,
+    latest_notes,
+    latest_reports,
+    state_times,
+)
 from serving.routes.deps import IdPath, ServiceDep, require, require_open311
 from serving.routes.incidents import FilterDep
 from serving.schemas import MAX_ID, Timestamp
 from serving.service import Service
 
-__all__ = ["OPEN311_DEFAULT_DAYS", "OPEN311_MAX_REQUESTS", "router"]
+__all__ = ["OPEN311_DEFAULT_DAYS", "OPEN311_MAX_REQUESTS", "CsvFormatDep", "csv_format", "photo_link", "router"]
 
 OPEN311_DEFAULT_DAYS = 90
 """Open311: without dates or ids, requests.json returns the last 90 days."""
@@ -40,6 +51,38 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(responses=_AUTH_ERRORS)
+
+
+def csv_format(
+    excel: Annotated[
+        Literal["fr"] | None,
+        Query(description="fr: for a French Excel (semicolons, decimal commas, UTF-8 BOM); the other parameters "
+              "override it one by one."),
+    ] = None,
+    sep: Annotated[Literal["comma", "semicolon"] | None, Query(description="Between cells (default comma).")] = None,
+    decimal: Annotated[
+        Literal["point", "comma"] | None, Query(description="Decimal mark of numbers (default point).")
+    ] = None,
+    bom: Annotated[bool | None, Query(description="Start with a UTF-8 byte order mark (default false).")] = None,
+) -> CsvFormat:
+    """The CSV flavour a request asks for: the script default, or :data:`FRENCH_EXCEL` with ``excel=fr``."""
+    base = FRENCH_EXCEL if excel == "fr" else SCRIPT_CSV
+    return CsvFormat(
+        separator=base.separator if sep is None else {"comma": ",", "semicolon": ";"}[sep],
+        decimal_comma=base.decimal_comma if decimal is None else decimal == "comma",
+        bom=base.bom if bom is None else bom,
+    )
+
+
+CsvFormatDep = Annotated[CsvFormat, Depends(csv_format)]
+
+
+def photo_link(service: Service, report_id: int) -> str:
+    """The link other systems use for a report's photo (with boxes): under the public URL when set.
+
+    An integrator fetches it with its key, as a header or as ``?api_key=``.
+    """
+    return service.settings.link(f"/v1/reports/{report_id}/image/annotated")
 ExportPrincipal = Annotated[Principal, Depends(require(Permission.EXPORT))]
 Open311Principal = Annotated[Principal, Depends(require_open311(Permission.EXPORT))]
 
@@ -51,22 +94,35 @@ Open311Principal = Annotated[Principal, Depends(require_open311(Permission.EXPOR
     tags=["exports"],
     summary="Incidents as CSV",
 )
-def export_csv(service: ServiceDep, flt: FilterDep, _principal: ExportPrincipal) -> StreamingResponse:
+def export_csv(
+    service: ServiceDep, flt: FilterDep, fmt: CsvFormatDep, _principal: ExportPrincipal
+) -> StreamingResponse:
     """Every matching incident: id, class, status, lat, lon, the nearest address (street, house_number,
     postcode, city; empty without an address index or none near), first and last seen, when it entered
-    each status, merge target, report and recurrence counts.
+    each status, merge target, report and recurrence counts, the best score, the link to the latest
+    photo still kept (absolute under ``VIPARE_PUBLIC_URL``; fetch it with the key) and the note of the
+    latest report that has one.
+
+    Commas and decimal points by default; ``excel=fr`` for a French Excel (semicolons, decimal commas,
+    UTF-8 BOM), or ``sep``, ``decimal``, ``bom`` one by one. Lines end with CRLF.
     """
 
     def rows() -> Iterator[list[str]]:
         with service.sessions() as session:
             for batch in batches(iter_incidents(session, flt)):
-                times = state_times(session, [i.id for i in batch])
+                ids = [i.id for i in batch]
+                times, photos = state_times(session, ids), latest_reports(session, ids)
+                notes = latest_notes(session, ids)
                 addresses = incident_addresses(service.geocoder, batch)
                 for incident, address in zip(batch, addresses, strict=True):
-                    yield csv_row(incident, times[incident.id], address)
+                    photo = photos.get(incident.id)
+                    yield csv_row(
+                        incident, times[incident.id], address, fmt=fmt, note=notes.get(incident.id),
+                        photo_url=photo_link(service, photo) if photo is not None else None,
+                    )
 
     return StreamingResponse(
-        csv_lines(rows()),
+        csv_lines(rows(), fmt=fmt),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
     )
@@ -112,7 +168,6 @@ def open311_services(_principal: Open311Principal) -> list[dict[str, Any]]:
 
 
 def _open311_requests(service: Service, flt: IncidentFilter, limit: int) -> list[dict[str, Any]]:
-    link = service.settings.link  # under the public URL, never the request's Host
     with service.sessions() as session:
         incidents = list(iter_incidents(session, flt, limit=limit))
         ids = [i.id for i in incidents]
@@ -121,7 +176,7 @@ def _open311_requests(service: Service, flt: IncidentFilter, limit: int) -> list
         open311_request(
             incident,
             status_notes=notes.get(incident.id),
-            media_url=link(f"/v1/reports/{latest[incident.id]}/image/annotated") if incident.id in latest else None,
+            media_url=photo_link(service, latest[incident.id]) if incident.id in latest else None,
             address=address,
         )
         for incident, address in zip(incidents, incident_addresses(service.geocoder, incidents), strict=True)

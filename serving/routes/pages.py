@@ -1,4 +1,5 @@
-"""The pages: the field agent's upload page (``/``) and the cleansing manager's map (``/manager``).
+"""The pages: the field agent's upload page (``/``), the cleansing manager's map (``/manager``) and its
+statistics (``/manager/stats``).
 
 Plain HTML, CSS and JavaScript from ``serving/web/static``, no build step. Leaflet,
 Leaflet.markercluster and Swagger UI (the API's documentation page, ``/docs``) come from the npm
@@ -105,6 +106,12 @@ def manager_page(request: Request) -> FileResponse:
 def round_page(request: Request) -> FileResponse:
     """A crew's round for a day: the visiting order, a map, GPX and GeoJSON, printable."""
     return _page(request, "round.html")
+
+
+@router.get("/manager/stats", include_in_schema=False)
+def statistics_page(request: Request) -> FileResponse:
+    """The council's statistics: weekly figures, the median time to clean, the places of repeated deposits."""
+    return _page(request, "stats.html")
 
 
 SHELL: tuple[str, ...] = (

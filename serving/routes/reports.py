@@ -27,7 +27,7 @@ from serving.reports.blurring import ensure_stored
 from serving.reports.upload import submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.retention import check_photo_kept
-from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
+from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require, require_open311
 from serving.schemas import NOTE_MAX, ReportForm, ReportOut, ReportPage
 from serving.service import Service
 from vipare.results import Detection
@@ -238,9 +238,12 @@ def get_report_image(
     report_id: IdPath,
     session: SessionDep,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+    principal: Annotated[Principal, Depends(require_open311(Permission.REPORT_READ_OWN))],
 ) -> FileResponse:
-    """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept."""
+    """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept.
+
+    The key may also come as ``?api_key=`` (an Open311 client following ``media_url``); never logged.
+    """
     report = _readable(session, principal, report_id)
     check_photo_kept(report)
     if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report), report.dumping):
@@ -265,9 +268,11 @@ def _detections(report: Report) -> list[Detection]:
 async def get_report_annotated(
     report_id: IdPath,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(require(Permission.REPORT_READ_OWN))],
+    principal: Annotated[Principal, Depends(require_open311(Permission.REPORT_READ_OWN))],
 ) -> Response:
     """The photo, upright, with each detection's box and score, at most 1600 pixels wide or high.
+
+    Open311's ``media_url``: the key may also come as ``?api_key=``, as Open311 clients send it (never logged).
 
     Drawn at the first request, then read from a cache (:mod:`serving.photos.annotated`).
     """
