@@ -77,6 +77,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "best_score",
     "photo_url",
     "note",
+    "size",
+    "size_source",
+    "scheduled_for",
+    "crew",
 )
 
 OPEN311_SERVICES: tuple[dict[str, Any], ...] = tuple(
@@ -214,6 +218,10 @@ def csv_row(
         fmt.number(incident.max_score, 4),
         photo_url or "",
         _text(note),
+        incident.size or incident.size_estimate or "",
+        "manager" if incident.size else "estimate" if incident.size_estimate else "",
+        _iso(incident.scheduled_for),
+        _text(incident.crew),
     ]
 
 

@@ -147,7 +147,7 @@ def test_csv_for_a_french_excel(server: Server, incidents: dict[str, int]) -> No
     assert body.startswith(b"\xef\xbb\xbfid;class;status;lat;lon;")  # the BOM, then semicolons
     assert body.count(b"\r\n") == len(rows) + 1 and b"\n" not in body.replace(b"\r\n", b"")  # CRLF line ends
     assert header == list(CSV_COLUMNS)
-    assert header[-3:] == ["best_score", "photo_url", "note"]
+    assert header[-7:] == ["best_score", "photo_url", "note", "size", "size_source", "scheduled_for", "crew"]
     by_id = {int(r["id"]): r for r in rows}
 
     fresh = by_id[incidents["new"]]
@@ -156,6 +156,7 @@ def test_csv_for_a_french_excel(server: Server, incidents: dict[str, int]) -> No
     assert float(fresh["lat"].replace(",", ".")) == pytest.approx(other[0], abs=1e-6)
     assert float(fresh["lon"].replace(",", ".")) == pytest.approx(other[1], abs=1e-6)
     assert float(fresh["best_score"].replace(",", ".")) == pytest.approx(0.9, abs=1e-3)
+    assert (fresh["size"], fresh["size_source"]) == ("S", "estimate")  # one 80 x 80 box in 640 x 480
     assert fresh["note"] == FRESH_NOTE  # accents, separators and commas survive the quoting
     report = server.client.get(f"/v1/incidents/{incidents['new']}", headers=server.headers("manager")).json()
     report_id = report["reports"][0]["id"]
