@@ -22,6 +22,7 @@ from serving.models import Base
 from serving.observability import JsonFormatter
 from serving.photos.workers import WorkerLock
 from serving.service import Service
+from tests.database import database_env, store_url
 from tests.serving.helpers import Server, deposit_photo, running, server_at, service_settings
 from vipare.cli import main
 from vipare.detection import Detector
@@ -109,8 +110,9 @@ def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Pa
         assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0005"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            if connection.dialect.name == "sqlite":
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         report = first.upload(deposit_photo(3, lat=NANTES[0], lon=NANTES[1])).json()
         key = first.keys["manager"]
     with running(create_app(service_settings(tmp_path), detector=detector)) as client:
@@ -123,7 +125,7 @@ def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) ->
     import subprocess
     import sys
 
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url = store_url(tmp_path)
     script = (
         "import sys\n"
         "from serving.db import make_engine, migrate, current_revision\n"
@@ -201,7 +203,8 @@ def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monke
         "storage.photos.root.joinpath('ee', 'ee' + '0' * 62 + '.jpg').write_bytes(b'no report')\n"
         "os._exit(9)\n"  # dies between a photo and its report
     )
-    assert subprocess.run([sys.executable, "-c", script], check=False, timeout=120).returncode == 9
+    env = {**os.environ, **database_env(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", script], check=False, timeout=120, env=env).returncode == 9
     orphan = settings.photo_dir / "ee" / ("ee" + "0" * 62 + ".jpg")
     assert orphan.exists()
     open_storage(settings).close()
@@ -252,8 +255,10 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
 
     from serving.db import make_engine, migrate
 
+    url = store_url(tmp_path)
+
     def start(_: int) -> str | None:
-        engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        engine = make_engine(url)
         try:
             migrate(engine)
             return current_revision(engine)
