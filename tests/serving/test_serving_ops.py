@@ -267,3 +267,50 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(start, range(4))) == ["0005"] * 4
+
+
+def test_a_postgresql_url_without_a_driver_uses_psycopg_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from serving.db import make_engine
+
+    pytest.importorskip("psycopg")
+    engine = make_engine("postgresql://vipare@/vipare?host=/nowhere")  # connects on first use only
+    assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as without the [postgres] extra
+    with pytest.raises(ModuleNotFoundError, match=r"'psycopg' is not installed \(pip install 'vipare\[postgres\]'\)"):
+        make_engine("postgresql://vipare@/vipare?host=/nowhere")
+
+
+def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
+    """Four processes migrate one empty database at once (on PostgreSQL: one at a time, by an advisory lock)."""
+    import subprocess
+    import sys
+
+    from serving.db import make_engine
+
+    url = store_url(tmp_path)
+    script = (
+        "import sys\n"
+        "from serving.db import make_engine, migrate, current_revision\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "sys.stdin.read()\n"  # wait for the go, so that all four start at once
+        "migrate(engine)\n"
+        "print(current_revision(engine))\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    answers = [process.communicate("", timeout=120) for process in processes]
+    assert [(process.returncode, out, err) for process, (out, err) in zip(processes, answers, strict=True)] == [
+        (0, "0005\n", "")
+    ] * 4
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("0005",)]
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
