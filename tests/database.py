@@ -13,7 +13,8 @@ the test, module or session that opened it ends (``tests/conftest.py``). The one
 through :func:`url_for` for settings that name no ``database_url``: apps, CLI commands and batch
 jobs of the test process follow it; processes a test starts get :func:`database_env` of the folder.
 
-Tests about one backend only are marked :data:`sqlite_only` or :data:`postgres_only`.
+Checks of the SQLite file itself (its journal mode, its ``-wal`` file) apply where :data:`ON_POSTGRES`
+is false; the rest of those tests runs on both.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pytest
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -34,8 +33,6 @@ __all__ = [
     "database_env",
     "drop_databases_from",
     "open_count",
-    "postgres_only",
-    "sqlite_only",
     "store_url",
     "url_for",
 ]
@@ -43,11 +40,6 @@ __all__ = [
 SERVER_URL = os.environ.get("VIPARE_TEST_DATABASE_URL") or None
 """The PostgreSQL server the tests' databases are made on; None: SQLite files."""
 ON_POSTGRES = SERVER_URL is not None
-
-sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="checks the SQLite file itself (VIPARE_TEST_DATABASE_URL is set)")
-postgres_only = pytest.mark.skipif(
-    not ON_POSTGRES, reason="needs a PostgreSQL server: set VIPARE_TEST_DATABASE_URL (see README.md)"
-)
 
 _by_folder: dict[Path, str] = {}
 """Data folder -> URL of its database."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from serving import launch
 from serving.config import SQLITE_FILE
@@ -81,7 +81,7 @@ def db_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
         engine = create_engine(url_for(data_dir))
         try:
             with engine.connect() as connection:
-                return [tuple(row) for row in connection.exec_driver_sql(sql)]
+                return [tuple(row) for row in connection.execute(text(sql))]
         finally:
             engine.dispose()
     with closing(_connect(data_dir)) as connection:
