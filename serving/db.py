@@ -54,9 +54,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SCHEMA_REVISION = "0005"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
-MIGRATION_LOCK_KEY = 0x7669_7061_7265
-"""The PostgreSQL advisory lock :func:`migrate` holds (per database), so that processes starting together
-on a new database migrate one after the other."""
+MIGRATION_LOCK_KEY = 0x7669_7061_7265  # "vipare" in ASCII
+"""The PostgreSQL advisory lock :func:`migrate` holds (advisory locks are per database), so that processes
+starting together on a new database migrate one after the other."""
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
