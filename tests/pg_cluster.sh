@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL cluster for the tests (see README.md, "Tests on PostgreSQL").
+# A throwaway PostgreSQL cluster for the tests (see README.md and tests/database.py).
 #
 #   tests/pg_cluster.sh start DIR   initdb into DIR, listen on a Unix socket in DIR only (no TCP),
-#                                   start it, and print the server URL for VIPARE_TEST_DATABASE_URL
+#                                   start it (fsync off: nothing in it outlives the tests), and
+#                                   print the server URL for VIPARE_TEST_DATABASE_URL
 #   tests/pg_cluster.sh stop DIR    stop it (DIR is left for the caller to delete)
 #
 # PostgreSQL refuses to run as root: as root, the cluster runs as the unprivileged user named by
