@@ -1,7 +1,8 @@
 """The database: engine, sessions, migrations, and the one way to write.
 
-SQLite by default (a file under the data directory), PostgreSQL through ``VIPARE_DATABASE_URL``;
-queries stay portable (no spatial extension: positions are plain ``lat``/``lon`` columns).
+SQLite by default (a file under the data directory), PostgreSQL through ``VIPARE_DATABASE_URL``
+(``postgresql+psycopg://...``, psycopg 3 from the ``[postgres]`` extra; a plain ``postgresql://`` URL
+means the same); queries stay portable (no spatial extension: positions are plain ``lat``/``lon`` columns).
 
 SQLite connections are set up for a service: WAL journal (readers never block the writer),
 ``synchronous=FULL`` (a committed report survives a power cut, not only a crash), foreign keys on,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "MIGRATION_LOCK_KEY",
     "SCHEMA_REVISION",
     "active_key_count",
     "alembic_config",
@@ -52,13 +54,30 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SCHEMA_REVISION = "0008"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
+MIGRATION_LOCK_KEY = 0x7669_7061_7265  # "vipare" in ASCII
+"""The PostgreSQL advisory lock :func:`migrate` holds (advisory locks are per database), so that processes
+starting together on a new database migrate one after the other."""
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
-    """Create the engine for ``url``; for an SQLite file, create its folder and set it up (see module doc)."""
+    """Create the engine for ``url``; for an SQLite file, create its folder and set it up (see module doc).
+
+    A ``postgresql://`` URL without a driver uses psycopg 3 (SQLAlchemy's default would be psycopg2).
+
+    Raises:
+        ModuleNotFoundError: the URL's driver is not installed; the message names the extra to install.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            extra = " (pip install 'vipare[postgres]')" if parsed.drivername == "postgresql+psycopg" else ""
+            raise ModuleNotFoundError(
+                f"the database URL's driver {parsed.get_driver_name()!r} is not installed{extra}: {exc}", name=exc.name
+            ) from exc
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False})
@@ -134,8 +153,9 @@ def alembic_config(url: str | None = None) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (default: the latest), in one transaction.
 
-    On SQLite the transaction takes the write lock first, so workers starting together on a new
-    database migrate one after the other instead of failing on each other's changes. A database
+    The transaction first takes the write lock on SQLite, an advisory lock (:data:`MIGRATION_LOCK_KEY`)
+    on PostgreSQL, so that workers starting together on a new database migrate one after the other
+    instead of failing on each other's changes; the later ones find it at ``revision``. A database
     already at :data:`SCHEMA_REVISION` is left alone without loading Alembic, as when a
     batch job or a service worker opens an existing store.
     """
@@ -145,6 +165,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = alembic_config()
     with engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"}).begin() as connection:
+        if connection.dialect.name == "postgresql":  # released at commit or rollback
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -69,13 +69,17 @@ def _vipare(*args: str) -> list[str]:
     return [sys.executable, "-m", "vipare.cli", *args]
 
 
-def cli_key(data_dir: Path, role: str, name: str, *, timeout_s: float = 120.0) -> str:
+def cli_key(
+    data_dir: Path, role: str, name: str, settings: Mapping[str, str] | None = None, *, timeout_s: float = 120.0
+) -> str:
     """Create an API key with ``vipare keys create`` on the store under ``data_dir`` (created).
 
     Args:
         data_dir: the service's data folder, as given to :func:`start_server`.
         role: the key's role (``agent``, ``camera``, ``manager``, ``admin``).
         name: a label for the key, shown by ``vipare keys list``.
+        settings: ``VIPARE_*`` variables for the command, as for :func:`start_server` (e.g. the
+            ``VIPARE_DATABASE_URL`` the server will use).
         timeout_s: how long the command may take.
 
     Returns:
@@ -86,7 +90,7 @@ def cli_key(data_dir: Path, role: str, name: str, *, timeout_s: float = 120.0) -
     """
     done = subprocess.run(
         _vipare("keys", "create", "--role", role, "--name", name, "--data-dir", str(data_dir)),
-        env=server_env(), capture_output=True, text=True, timeout=timeout_s, check=True,
+        env=server_env(settings), capture_output=True, text=True, timeout=timeout_s, check=True,
     )
     return done.stdout.strip()
 

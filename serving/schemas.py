@@ -46,8 +46,9 @@ __all__ = [
 
 NOTE_MAX = 2000
 COMMENT_MAX = 2000
-MAX_ID = 2**63 - 1
-"""Largest id a database integer column holds (larger ones are refused with 422, not a 500)."""
+MAX_ID = 2**31 - 1
+"""Largest id a database integer column holds on every backend (``Integer`` is 32-bit on PostgreSQL):
+larger ones are refused with 422, not a 500."""
 
 
 def _utc_in_range(value: datetime) -> datetime:

@@ -14,7 +14,7 @@ from serving.originals import read_original, reads
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.blurring import ensure_stored
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
-from serving.schemas import OriginalReadOut, OriginalReadPage
+from serving.schemas import MAX_ID, OriginalReadOut, OriginalReadPage
 from serving.text import FreeText
 from vipare.results import Detection
 
@@ -66,7 +66,7 @@ def list_reads(
     session: SessionDep,
     service: ServiceDep,
     _principal: Annotated[Principal, Depends(require(Permission.ORIGINAL_AUDIT))],
-    report_id: Annotated[int | None, Query(ge=1, description="Only the reads of this report.")] = None,
+    report_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only the reads of this report.")] = None,
     limit: Limit = None,
     offset: Offset = 0,
 ) -> OriginalReadPage:

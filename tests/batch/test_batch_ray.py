@@ -7,6 +7,7 @@ photos itself). Skipped without Ray (the ``[ray]`` extra) or without the photos.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from tests.batch.store_view import store_view
 from tests.batch.street_frames import street_frames
+from tests.database import database_env
 from vipare.settings import DEFAULT_MODEL_PATH
 
 FRAMES = 24
@@ -32,7 +34,8 @@ def _run(frames: Path, data_dir: Path, *engine: str) -> None:
         sys.executable, "-m", "vipare.cli", "batch", str(frames), "--cameras", str(frames.parent / "cameras.csv"),
         "--data-dir", str(data_dir), "--threads", "1", "--no-progress", *engine,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **database_env(data_dir)})
     assert done.returncode == 0, done.stderr
     assert f"written     {FRAMES}" in done.stderr, done.stderr
 

@@ -13,16 +13,19 @@ import hashlib
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
+from serving.config import SQLITE_FILE
 from tests.batch.store_view import report_rows, store_view
 from tests.batch.street_frames import street_frames
+from tests.database import ON_POSTGRES, database_env, store_url
 from vipare.settings import DEFAULT_MODEL_PATH
 
 FRAMES = 200
@@ -47,15 +50,22 @@ def _command(frames: Path, data_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def _env(data_dir: Path) -> dict[str, str]:
+    """The job's environment: ours, with the database of ``data_dir`` (:mod:`tests.database`)."""
+    return {**os.environ, **database_env(data_dir)}
+
+
 def _committed(data_dir: Path) -> int:
-    database = data_dir / "vipare.db"
-    if not database.exists():
+    if not ON_POSTGRES and not (data_dir / SQLITE_FILE).exists():
         return 0
+    engine = create_engine(store_url(data_dir), connect_args={"timeout": 1} if not ON_POSTGRES else {})
     try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
-            return int(connection.execute("SELECT count(*) FROM reports").fetchone()[0])
-    except sqlite3.OperationalError:  # the job is still creating the tables
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM reports")).scalar_one())
+    except DBAPIError:  # the job is still creating the tables
         return 0
+    finally:
+        engine.dispose()
 
 
 def _summary_count(stderr: str, label: str) -> int:
@@ -78,7 +88,7 @@ def test_a_killed_job_resumes_and_matches_a_clean_run(frames: Path, tmp_path: Pa
 
     log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below, after the kill
     job = subprocess.Popen(_command(frames, resumed_dir), stdout=log, stderr=subprocess.STDOUT,
-                           start_new_session=True)
+                           start_new_session=True, env=_env(resumed_dir))
     try:
         deadline = time.monotonic() + 120
         while _committed(resumed_dir) < FRAMES // 3:
@@ -92,7 +102,8 @@ def test_a_killed_job_resumes_and_matches_a_clean_run(frames: Path, tmp_path: Pa
     at_kill = _committed(resumed_dir)
     assert FRAMES // 3 <= at_kill < FRAMES, f"killed at {at_kill} frames"
 
-    resumed = subprocess.run(_command(frames, resumed_dir), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_command(frames, resumed_dir), capture_output=True, text=True, timeout=300,
+                             env=_env(resumed_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert _summary_count(resumed.stderr, "skipped") == at_kill
     assert _summary_count(resumed.stderr, "written") == FRAMES - at_kill
@@ -100,7 +111,8 @@ def test_a_killed_job_resumes_and_matches_a_clean_run(frames: Path, tmp_path: Pa
     rows = report_rows(resumed_dir)
     assert len(rows) == FRAMES and set(rows) == expected  # every frame, once
 
-    clean = subprocess.run(_command(frames, clean_dir), capture_output=True, text=True, timeout=300)
+    clean = subprocess.run(_command(frames, clean_dir), capture_output=True, text=True, timeout=300,
+                           env=_env(clean_dir))
     assert clean.returncode == 0, clean.stderr
     assert _summary_count(clean.stderr, "written") == FRAMES
 
@@ -131,7 +143,7 @@ def _group_alive(pgid: int) -> bool:
 def test_workers_end_when_only_the_job_is_killed(frames: Path, tmp_path: Path) -> None:
     """kill -9 of the job's process alone: its fork server and workers go too, leaving nothing running."""
     job = subprocess.Popen(_command(frames, tmp_path / "store"), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+                           stderr=subprocess.DEVNULL, start_new_session=True, env=_env(tmp_path / "store"))
     try:
         _wait_for_a_third(job, tmp_path / "store")
         job.kill()
@@ -149,7 +161,7 @@ def test_an_interrupted_job_says_so_and_stops_cleanly(frames: Path, tmp_path: Pa
     """Ctrl-C (SIGINT to the whole group): exit 130, the message to run again, no traceback, no process left."""
     # As started from a terminal: a shell's background job inherits SIGINT ignored, and keeps ignoring it.
     job = subprocess.Popen(_command(frames, tmp_path / "store"), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, start_new_session=True,
+                           stderr=subprocess.PIPE, start_new_session=True, env=_env(tmp_path / "store"),
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_a_third(job, tmp_path / "store")

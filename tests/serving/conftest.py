@@ -1,6 +1,7 @@
-"""Fixtures for the HTTP service: one detector per test session, one app per module, real SQLite files.
+"""Fixtures for the HTTP service: one detector per test session, one app per module, real databases.
 
-Apps run through ``TestClient`` with the lifespan, on an SQLite file under ``tmp_path``, with a
+Apps run through ``TestClient`` with the lifespan, on an SQLite file under ``tmp_path`` (or, with
+``VIPARE_TEST_DATABASE_URL`` set, a PostgreSQL database of their own: ``tests/database.py``), with a
 stand-in model built once per session (:func:`tests.onnxgen.make_colour_detector_onnx`, one
 onnxruntime thread): it sees ``dumped_waste`` (score 0.9) on each magenta 80-pixel square of a
 640 x 480 photo and nothing on ordinary pixels, so what a test asserts about detections follows from

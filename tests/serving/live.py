@@ -2,7 +2,8 @@
 
 The server is :mod:`serving.launch`'s (``vipare serve`` as its own process, one uvicorn worker, on a
 free loopback port), held to the tests' 2-core budget; its data lives under a folder of the test's:
-a real SQLite file and photo store that the tests then read with :mod:`sqlite3`.
+a real SQLite file and photo store that the tests then read with :mod:`sqlite3` (or, with
+``VIPARE_TEST_DATABASE_URL`` set, the folder's PostgreSQL database: :mod:`tests.database`).
 
 No traffic leaves the machine: the server binds 127.0.0.1 and clients only talk to it there.
 """
@@ -14,9 +15,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+
 from serving import launch
 from serving.config import SQLITE_FILE
-from serving.launch import HOST, LiveServer, cli_key, free_port
+from serving.launch import HOST, LiveServer, free_port
+from tests.database import ON_POSTGRES, database_env, url_for
 
 __all__ = [
     "HOST",
@@ -42,7 +46,13 @@ def start_server(
     data_dir: Path, settings: Mapping[str, str] | None = None, *, ready_timeout_s: float = 120.0
 ) -> LiveServer:
     """:func:`serving.launch.start_server` within :data:`SERVER_SETTINGS`, which ``settings`` may override."""
-    return launch.start_server(data_dir, {**SERVER_SETTINGS, **(settings or {})}, ready_timeout_s=ready_timeout_s)
+    settings = {**SERVER_SETTINGS, **database_env(data_dir), **(settings or {})}
+    return launch.start_server(data_dir, settings, ready_timeout_s=ready_timeout_s)
+
+
+def cli_key(data_dir: Path, role: str, name: str) -> str:
+    """:func:`serving.launch.cli_key` on the database :func:`start_server` gives the server of ``data_dir``."""
+    return launch.cli_key(data_dir, role, name, database_env(data_dir))
 
 
 @contextmanager
@@ -65,14 +75,27 @@ def _connect(data_dir: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
 
 
-def db_rows(data_dir: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    """Rows of one query on the service's SQLite file, read-only (the server may still be running)."""
+def db_rows(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of one query on the service's database, read-only on SQLite (the server may still be running)."""
+    if ON_POSTGRES:
+        engine = create_engine(url_for(data_dir))
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(text(sql))]
+        finally:
+            engine.dispose()
     with closing(_connect(data_dir)) as connection:
-        return list(connection.execute(sql, params))
+        return list(connection.execute(sql))
 
 
 def integrity(data_dir: Path) -> list[str]:
-    """``PRAGMA integrity_check`` then ``PRAGMA foreign_key_check``: ``["ok"]`` for a sound database."""
+    """``PRAGMA integrity_check`` then ``PRAGMA foreign_key_check``: ``["ok"]`` for a sound database.
+
+    On PostgreSQL, ``["ok"]`` once the database answers: the server checks foreign keys on every
+    write, and its files are not the service's to check.
+    """
+    if ON_POSTGRES:
+        return ["ok" if db_rows(data_dir, "SELECT 1") == [(1,)] else "no answer"]
     with closing(_connect(data_dir)) as connection:
         checks = [str(row[0]) for row in connection.execute("PRAGMA integrity_check")]
         checks += [f"foreign key: {row}" for row in connection.execute("PRAGMA foreign_key_check")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.database import database_env
 from tests.serving.helpers import moved, plain_photo
 from tests.serving.live import cli_key, live_server
 from vipare.settings import DEFAULT_MODEL_PATH
@@ -102,7 +104,7 @@ def test_upload_review_export_adapt_promote(tmp_path: Path) -> None:
         exported = subprocess.run(
             [sys.executable, "-m", "vipare.cli", "dataset", "export", str(export), "--data-dir", str(data),
              "--val-fraction", "0.4"],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, env={**os.environ, **database_env(data)},
         )
         assert exported.returncode == 0, exported.stderr
         labels = sorted((export / "labels").rglob("*.txt"))

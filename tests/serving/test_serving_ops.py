@@ -22,6 +22,7 @@ from serving.models import Base
 from serving.observability import JsonFormatter
 from serving.photos.workers import WorkerLock
 from serving.service import Service
+from tests.database import database_env, store_url
 from tests.serving.helpers import Server, deposit_photo, running, server_at, service_settings
 from vipare.cli import main
 from vipare.detection import Detector
@@ -109,8 +110,9 @@ def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Pa
         assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0008"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            if connection.dialect.name == "sqlite":
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         report = first.upload(deposit_photo(3, lat=NANTES[0], lon=NANTES[1])).json()
         key = first.keys["manager"]
     with running(create_app(service_settings(tmp_path), detector=detector)) as client:
@@ -123,7 +125,7 @@ def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) ->
     import subprocess
     import sys
 
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url = store_url(tmp_path)
     script = (
         "import sys\n"
         "from serving.db import make_engine, migrate, current_revision\n"
@@ -201,7 +203,8 @@ def test_the_photo_store_is_swept_only_after_a_worker_died(tmp_path: Path, monke
         "storage.photos.root.joinpath('ee', 'ee' + '0' * 62 + '.jpg').write_bytes(b'no report')\n"
         "os._exit(9)\n"  # dies between a photo and its report
     )
-    assert subprocess.run([sys.executable, "-c", script], check=False, timeout=120).returncode == 9
+    env = {**os.environ, **database_env(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", script], check=False, timeout=120, env=env).returncode == 9
     orphan = settings.photo_dir / "ee" / ("ee" + "0" * 62 + ".jpg")
     assert orphan.exists()
     open_storage(settings).close()
@@ -264,8 +267,10 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
 
     from serving.db import make_engine, migrate
 
+    url = store_url(tmp_path)
+
     def start(_: int) -> str | None:
-        engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        engine = make_engine(url)
         try:
             migrate(engine)
             return current_revision(engine)
@@ -274,3 +279,50 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(start, range(4))) == ["0008"] * 4
+
+
+def test_a_postgresql_url_without_a_driver_uses_psycopg_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from serving.db import make_engine
+
+    pytest.importorskip("psycopg")
+    engine = make_engine("postgresql://vipare@/vipare?host=/nowhere")  # connects on first use only
+    assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as without the [postgres] extra
+    with pytest.raises(ModuleNotFoundError, match=r"'psycopg' is not installed \(pip install 'vipare\[postgres\]'\)"):
+        make_engine("postgresql://vipare@/vipare?host=/nowhere")
+
+
+def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
+    """Four processes migrate one empty database at once (on PostgreSQL: one at a time, by an advisory lock)."""
+    import subprocess
+    import sys
+
+    from serving.db import make_engine
+
+    url = store_url(tmp_path)
+    script = (
+        "import sys\n"
+        "from serving.db import make_engine, migrate, current_revision\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "sys.stdin.read()\n"  # wait for the go, so that all four start at once
+        "migrate(engine)\n"
+        "print(current_revision(engine))\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    answers = [process.communicate("", timeout=120) for process in processes]
+    assert [(process.returncode, out, err) for process, (out, err) in zip(processes, answers, strict=True)] == [
+        (0, "0008\n", "")
+    ] * 4
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("0008",)]
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()

@@ -26,21 +26,21 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import text
 
-from serving.config import SQLITE_FILE
+from serving.db import make_engine
+from tests.database import store_url
 from tests.serving.helpers import bearer, deposit_photo, moved
-from tests.serving.live import ROOT, LiveServer, cli_key, live_server
+from tests.serving.live import ROOT, LiveServer, cli_key, db_rows, live_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -51,7 +51,7 @@ MAX_EXAMPLES = 30
 SEED = 4
 RUN_TIMEOUT_S = 300
 KEY_NAME_PREFIX = "schemathesis "
-DATA_DIR_VARIABLE = "VIPARE_TEST_SCHEMATHESIS_DATA_DIR"  # tells the hooks where the run's database is
+DATABASE_VARIABLE = "VIPARE_TEST_SCHEMATHESIS_DATABASE_URL"  # tells the hooks where the run's database is
 UPLOAD = "POST /v1/reports"
 TOULOUSE = (43.6045, 1.4440)
 
@@ -75,11 +75,16 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
 @schemathesis.hook
 def after_call(context: Any, case: Any, response: Any) -> None:
     """After a key revocation, the run's own keys are active again."""
-    data_dir = os.environ.get(DATA_DIR_VARIABLE)
-    if case.method.upper() != "DELETE" or not case.path.startswith("/v1/keys") or not data_dir:
+    url = os.environ.get(DATABASE_VARIABLE)
+    if case.method.upper() != "DELETE" or not case.path.startswith("/v1/keys") or not url:
         return
-    with closing(sqlite3.connect(Path(data_dir) / SQLITE_FILE, timeout=30)) as connection, connection:
-        connection.execute("UPDATE api_keys SET revoked_at = NULL WHERE name LIKE ?", (f"{KEY_NAME_PREFIX}%",))
+    engine = make_engine(url, busy_timeout_ms=30_000)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE api_keys SET revoked_at = NULL WHERE name LIKE :names"),
+                               {"names": f"{KEY_NAME_PREFIX}%"})
+    finally:
+        engine.dispose()
 
 
 @dataclass
@@ -148,7 +153,7 @@ def test_no_server_error(api: Api, tmp_path: Path) -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "SCHEMATHESIS_HOOKS": HOOKS_MODULE,
-        DATA_DIR_VARIABLE: str(api.server.data_dir),
+        DATABASE_VARIABLE: store_url(api.server.data_dir),
     }
     # Run from a scratch folder: schemathesis and hypothesis keep caches in the current directory.
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -159,7 +164,6 @@ def test_no_server_error(api: Api, tmp_path: Path) -> None:
     assert not _server_errors(api), _server_errors(api)
     assert "Traceback" not in api.server.log_tail(1_000_000), api.server.log_tail()
     assert httpx2.get(f"{api.server.url}/readyz", timeout=30).status_code == 200
-    with closing(sqlite3.connect(api.server.data_dir / SQLITE_FILE)) as connection:
-        reports = connection.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
+    reports = int(str(db_rows(api.server.data_dir, "SELECT COUNT(*) FROM reports")[0][0]))
     assert reports > 3, "no fuzzed upload with a real photo was stored"
     print(f"\nschemathesis: {counts.group(0)}; {reports} reports stored")
