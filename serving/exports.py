@@ -151,8 +151,11 @@ def _address_out(address: Address | None) -> AddressOut | None:
     )
 
 
-def incident_feature(incident: Incident, address: Address | None = None) -> IncidentFeature:
-    """An incident as a GeoJSON Feature (``[lon, lat]``), with its nearest address when given."""
+def incident_feature(
+    incident: Incident, address: Address | None = None, latest_report: int | None = None
+) -> IncidentFeature:
+    """An incident as a GeoJSON Feature (``[lon, lat]``), with its nearest address and the thumbnail of its
+    latest photo still kept, when given."""
     return IncidentFeature(
         id=incident.id,
         geometry=PointGeometry(
@@ -174,6 +177,7 @@ def incident_feature(incident: Incident, address: Address | None = None) -> Inci
             to_review=incident.to_review,
             scheduled_for=incident.scheduled_for,
             crew=incident.crew,
+            thumbnail=None if latest_report is None else f"/v1/reports/{latest_report}/thumbnail",
             size=incident.size or incident.size_estimate,
             size_source="manager" if incident.size else "estimate" if incident.size_estimate else None,
             address=_address_out(address),

@@ -91,28 +91,33 @@ def groups_as_deposit(report: Report) -> bool:
     return report.after_of is None and (report.dumping or report.agent_says_deposit)
 
 
+LOW_CONFIDENCE_MARGIN = 0.10
+"""A deposit the model saw with a score less than this above its verdict threshold is a low-confidence one."""
+
+
 def _awaits_review(report: Report) -> bool:
-    """A report sent anyway where the model saw no deposit: a manager should look at its photo."""
-    return report.agent_says_deposit and not report.dumping
+    """A manager should look at this report's photo: sent anyway where the model saw no deposit, or a
+    deposit the model saw with low confidence (a score within :data:`LOW_CONFIDENCE_MARGIN` of its threshold)."""
+    if report.agent_says_deposit and not report.dumping:
+        return True
+    verdict = report.verdict or {}
+    low = float(verdict.get("score", 1.0)) < float(verdict.get("threshold", 0.0)) + LOW_CONFIDENCE_MARGIN
+    return bool(report.dumping and low)
 
 
 def needs_review(session: Session, incident_id: int) -> bool:
-    """True while a report sent anyway of the incident, where the model saw no deposit, has no review.
+    """True while a report of the incident awaits a review (:func:`_awaits_review`) and has none.
 
     A report whose photo is no longer kept (``photo_deleted_at``) cannot be reviewed, and is not waited for.
     """
-    unreviewed = (
-        select(Report.id)
-        .where(
+    unreviewed = session.scalars(
+        select(Report).where(
             Report.incident_id == incident_id,
-            Report.agent_says_deposit.is_(True),
-            Report.dumping.is_(False),
             Report.photo_deleted_at.is_(None),
             ~select(ReportReview.id).where(ReportReview.report_id == Report.id).exists(),
         )
-        .limit(1)
     )
-    return session.scalar(unreviewed) is not None
+    return any(_awaits_review(report) for report in unreviewed)
 
 
 class Candidates:

@@ -309,7 +309,9 @@ class IncidentProperties(BaseModel):
     max_score: float
     updated_at: datetime
     to_review: bool = Field(
-        False, description="A report sent anyway, where the model saw no deposit, has no review yet: look first."
+        False,
+        description="A report has no review yet and needs one: sent anyway where the model saw no deposit, or a "
+        "deposit seen with low confidence (a score within 0.10 of its threshold). Look first.",
     )
     scheduled_for: datetime | None = Field(None, description="When the crew is to clean it (set when scheduled).")
     crew: str | None = Field(None, description="Which crew is to clean it (set when scheduled).")
@@ -317,6 +319,9 @@ class IncidentProperties(BaseModel):
         None, description="S (a bag or two), M (a pile), L (a truckload): a manager's, else estimated from the photos."
     )
     size_source: Literal["manager", "estimate"] | None = Field(None, description="Whose size it is.")
+    thumbnail: str | None = Field(
+        None, description="A small JPEG of the incident's latest photo still kept (the map's list); null in exports."
+    )
     address: AddressOut | None = Field(
         None,
         description="The nearest address, when the service has an address index (VIPARE_ADDRESSES_PATH) and one "

@@ -31,11 +31,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from serving.incidents import Status
 from serving.models import Incident
+from serving.sizes import SIZES
 from vipare.geotag import EARTH_RADIUS_M
 from vipare.taxonomy import DEPOSIT_CLASSES
 
@@ -106,6 +107,7 @@ class Statistics:
     totals: Figures
     by_class: dict[str, Figures]
     hotspots: list[Hotspot] = field(default_factory=list)
+    by_size: dict[str, Figures] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class _Row:
     lat: float
     lon: float
     recurrence: bool
+    size: str | None = None
 
 
 def iso_week(moment: datetime, tz: tzinfo) -> str:
@@ -215,11 +218,12 @@ def compute_statistics(
     if labels:
         where.append(Incident.label.in_(list(labels)))
     statement = select(
-        Incident.label, Incident.first_seen, Incident.cleaned_at, Incident.lat, Incident.lon, Incident.recurrence_of_id
+        Incident.label, Incident.first_seen, Incident.cleaned_at, Incident.lat, Incident.lon, Incident.recurrence_of_id,
+        func.coalesce(Incident.size, Incident.size_estimate),
     ).where(*where)
     rows = [
-        _Row(label, first_seen, cleaned_at, lat, lon, recurrence_of is not None)
-        for label, first_seen, cleaned_at, lat, lon, recurrence_of in session.execute(statement)
+        _Row(label, first_seen, cleaned_at, lat, lon, recurrence_of is not None, size)
+        for label, first_seen, cleaned_at, lat, lon, recurrence_of, size in session.execute(statement)
     ]
     opened = [r for r in rows if since <= r.first_seen <= until]
     cleaned = [r for r in rows if r.cleaned_at is not None and since <= r.cleaned_at <= until]
@@ -243,8 +247,13 @@ def compute_statistics(
         name: _figures([r for r in opened if r.label == name], [r for r in cleaned if r.label == name])
         for name in classes
     }
+    by_size: dict[str, Figures] = {
+        name: _figures([r for r in opened if r.size == name], [r for r in cleaned if r.size == name])
+        for name in SIZES
+    }
     return Statistics(
         since=since,
+        by_size=by_size,
         until=until,
         weeks=weeks,
         totals=_figures(opened, cleaned),

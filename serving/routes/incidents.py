@@ -24,7 +24,7 @@ from serving.incidents import (
     unmerge,
 )
 from serving.models import Incident, Report, utcnow
-from serving.queries import Bbox, IncidentFilter, count_incidents, list_incidents, parse_bbox
+from serving.queries import Bbox, IncidentFilter, count_incidents, latest_reports, list_incidents, parse_bbox
 from serving.reports.view import report_out
 from serving.reviews import mark_negatives
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
@@ -122,8 +122,10 @@ def get_incidents(
     size = min(limit or service.settings.page_size, service.settings.max_page_size)
     matched = count_incidents(session, flt)
     page = list_incidents(session, flt, limit=size, offset=offset)
+    latest = latest_reports(session, [i.id for i in page])
     features = [
-        incident_feature(i, a) for i, a in zip(page, incident_addresses(service.geocoder, page), strict=True)
+        incident_feature(i, a, latest.get(i.id))
+        for i, a in zip(page, incident_addresses(service.geocoder, page), strict=True)
     ]
     settings = service.settings
 
@@ -161,7 +163,8 @@ def incident_detail(session: Session, incident_id: int, geocoder: ReverseGeocode
     if incident is None:
         raise NotFoundError(f"There is no incident #{incident_id}.")
     after = [r for r in incident.after_photos if r.erased_at is None]
-    feature = incident_feature(incident, *incident_addresses(geocoder, [incident]))
+    kept = [r.id for r in incident.reports if r.photo_deleted_at is None]
+    feature = incident_feature(incident, incident_addresses(geocoder, [incident])[0], max(kept, default=None))
     return IncidentDetail(
         id=feature.id,
         geometry=feature.geometry,

@@ -38,6 +38,7 @@ UPLOAD_PATH = "/v1/reports"
 
 PHOTO_FIELD = "photo"
 ANNOTATED_SIDE = 1600
+THUMBNAIL_SIDE = 240
 """Longest side of the annotated photo, pixels."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -276,6 +277,30 @@ async def get_report_annotated(
 
     Drawn at the first request, then read from a cache (:mod:`serving.photos.annotated`).
     """
+    return await _rendered(service, principal, report_id, boxes=True, side=ANNOTATED_SIDE)
+
+
+@router.get(
+    "/v1/reports/{report_id}/thumbnail",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "A small JPEG of the photo."},
+        410: _PHOTO_GONE,
+        503: _PHOTO_PENDING,
+    },
+    summary="A thumbnail of the photo",
+)
+async def get_report_thumbnail(
+    report_id: IdPath,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require_open311(Permission.REPORT_READ_OWN))],
+) -> Response:
+    """The photo, upright, at most 240 pixels wide or high (lists, map popups); made once, then cached."""
+    return await _rendered(service, principal, report_id, boxes=False, side=THUMBNAIL_SIDE)
+
+
+async def _rendered(service: Service, principal: Principal, report_id: int, *, boxes: bool, side: int) -> Response:
+    """The stored photo drawn at ``side`` pixels, with its boxes or without, from the cache or made now."""
     settings = service.settings
 
     def find() -> tuple[str, Path, list[Detection]]:
@@ -285,20 +310,18 @@ async def get_report_annotated(
             detections = _detections(report)
             if not ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping):
                 raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
-            return report.sha256, service.photos.path(report.sha256, report.photo_ext), detections
+            return report.sha256, service.photos.path(report.sha256, report.photo_ext), detections if boxes else []
 
     sha256, path, detections = await anyio.to_thread.run_sync(find)
 
     try:
         entry, jpeg = await anyio.to_thread.run_sync(
-            lambda: cached_annotated(
-                settings.data_dir / ANNOTATED_CACHE, sha256, path, detections, max_side=ANNOTATED_SIDE
-            )
+            lambda: cached_annotated(settings.data_dir / ANNOTATED_CACHE, sha256, path, detections, max_side=side)
         )
-        if jpeg is None:  # drawn once, in one of the analysis slots: it decodes the whole photo
+        if jpeg is None:  # drawn once, in one of the analysis slots: it decodes the photo
             jpeg = await anyio.to_thread.run_sync(
                 lambda: render_annotated(
-                    path, detections, max_side=ANNOTATED_SIDE, max_pixels=settings.max_image_pixels,
+                    path, detections, max_side=side, max_pixels=settings.max_image_pixels,
                     max_non_jpeg_pixels=settings.max_non_jpeg_pixels,
                 ),
                 limiter=service.analysis_limiter,

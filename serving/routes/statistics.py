@@ -84,6 +84,9 @@ class StatisticsOut(BaseModel):
     weeks: list[WeekOut]
     totals: FiguresOut
     by_class: dict[str, FiguresOut]
+    by_size: dict[str, FiguresOut] = Field(
+        default_factory=dict, description="S, M, L: a manager's size, else the estimate from the photos."
+    )
     hotspot_cell_m: float = Field(description="Side of the grid cells hotspots are grouped on, metres.")
     hotspot_min_incidents: int
     hotspots: list[HotspotOut]
@@ -148,6 +151,7 @@ def get_statistics(service: ServiceDep, query: QueryDep, _principal: StatisticsP
         weeks=[WeekOut(week=w.week, start=w.start, **_figures(w.figures)) for w in result.weeks],
         totals=FiguresOut(**_figures(result.totals)),
         by_class={name: FiguresOut(**_figures(f)) for name, f in result.by_class.items()},
+        by_size={name: FiguresOut(**_figures(f)) for name, f in result.by_size.items()},
         hotspot_cell_m=HOTSPOT_CELL_M,
         hotspot_min_incidents=HOTSPOT_MIN_INCIDENTS,
         hotspots=[

@@ -192,6 +192,8 @@ def test_photos_first_all_reachable_in_a_lightbox_labelled_in_french(live: Live,
         assert report(live, *moved(*place, north_m=2.0 * (k + 1))) == incident
     page = desk(browse, live)
     found: dict[str, Any] = {}
+    page.wait_for_function(  # its latest photo, small, in the list
+        f"() => document.querySelector(\".incident-entry[data-id='{incident}'] img.thumb\")?.naturalWidth > 0")
     page.click(f".incident-entry[data-id='{incident}']")
     shown = "(n) => document.querySelectorAll('#detail-view .photos figure:not([hidden]) img').length === n"
     page.wait_for_function(shown, arg=6)
@@ -212,7 +214,7 @@ def test_photos_first_all_reachable_in_a_lightbox_labelled_in_french(live: Live,
     serious(page, "lightbox", found)
     page.screenshot(path=shots / "manager-lightbox.png")
     page.click("#lightbox-close")
-    assert page.locator("#lightbox").count() == 0
+    page.wait_for_selector("#lightbox", state="detached")
 
     tablet = browse.page(viewport={"width": 820, "height": 1180}, locale="fr-FR", has_touch=True)
     tablet.goto("/manager")

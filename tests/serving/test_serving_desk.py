@@ -3,12 +3,14 @@ changes, undoing a merge, and a crew's round for the day as JSON, GPX and GeoJSO
 
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.serving.helpers import Server, deposit_photo, moved
 
@@ -127,3 +129,18 @@ def test_a_round_of_twelve_incidents_as_json_gpx_and_geojson(server: Server) -> 
 
     no_depot = server.client.get("/v1/rounds", params={"day": "2026-12-09"}, headers=server.headers("manager"))
     assert no_depot.status_code == 422 and "VIPARE_DEPOT_LAT" in no_depot.json()["detail"]
+
+
+def test_the_map_lists_a_thumbnail_of_each_incidents_latest_photo(server: Server) -> None:
+    incident = opened(server, 40000.0)
+    lat, lon = moved(*TOULOUSE, north_m=40000.0)
+    box = f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}"
+    listed = server.client.get("/v1/incidents", params={"bbox": box}, headers=server.headers("manager")).json()
+    link = next(f for f in listed["features"] if f["id"] == incident)["properties"]["thumbnail"]
+    detail = server.client.get(f"/v1/incidents/{incident}", headers=server.headers("manager")).json()
+    assert link == f"/v1/reports/{detail['reports'][-1]['id']}/thumbnail" == detail["properties"]["thumbnail"]
+    small = server.client.get(link, headers=server.headers("manager"))
+    assert small.status_code == 200 and small.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(small.content)) as image:
+        assert max(image.size) == 240 and image.size == (240, 180)  # the 640 x 480 photo, scaled down
+    assert server.client.get(link).status_code == 401

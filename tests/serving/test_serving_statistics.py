@@ -94,6 +94,7 @@ def test_weekly_figures_and_the_median_time_to_clean(server: Server, seeded: See
     assert totals["median_hours_to_clean"] == pytest.approx(20, abs=0.1)
     assert body["by_class"]["dumped_waste"] == totals
     assert body["by_class"]["overflowing_bin"] == {"opened": 0, "cleaned": 0, "median_hours_to_clean": None}
+    assert sum(body["by_size"][size]["opened"] for size in ("S", "M", "L")) == totals["opened"]  # estimated sizes
 
 
 def test_hotspots_are_the_places_of_repeated_deposits(server: Server, seeded: Seeded) -> None:

@@ -276,7 +276,7 @@ function draftPosition(d) {
 function renderDraftPosition() {
   if (!draft) return;
   const where = draftPosition(draft);
-  setPosition(where.text, Boolean(draft.fix && draft.fix.error));
+  setPosition(where.text, !where.pending && Boolean(draft.fix && draft.fix.error));
   $("position").dataset.state = where.needsPin ? "needs-pin" : where.pending ? "pending" : where.position;
   if (where.needsPin && $("pin").hidden) {
     openPin(t("pin.must"));

@@ -179,8 +179,42 @@ function markerFor(feature) {
     feature.properties.to_review ? ` · ${t("review.badge")}` : ""}`,
     riseOnHover: true });
   marker.on("click", () => select(id, { fromMap: true }));
+  if (feature.properties.thumbnail) {
+    // A popup-like tooltip on hover: the latest photo, fetched (with the key) when first shown.
+    marker.bindTooltip(`#${id} ${classLabel(label)}`, { direction: "top", offset: [0, -10], className: "thumb-tooltip" });
+    marker.on("tooltipopen", async () => {
+      const url = await thumbnail(feature.properties.thumbnail);
+      if (url) marker.setTooltipContent(`<img src="${url}" alt=""><span>#${Number(id)} ${classLabel(label)}</span>`);
+    });
+  }
   return marker;
 }
+
+const thumbnails = new Map(); // thumbnail URL -> Promise of a blob URL (or null)
+
+/** A thumbnail's blob URL, fetched once with the key. */
+function thumbnail(path) {
+  if (!thumbnails.has(path)) {
+    thumbnails.set(path, (async () => {
+      try {
+        const response = await apiFetch(keys, path);
+        return response.ok ? URL.createObjectURL(await response.blob()) : null;
+      } catch {
+        return null;
+      }
+    })());
+  }
+  return thumbnails.get(path);
+}
+
+const thumbWatcher = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    const img = entry.target;
+    thumbWatcher.unobserve(img);
+    thumbnail(img.dataset.src).then((url) => { if (url) img.src = url; else img.replaceWith(el("span", { class: "thumb-placeholder", text: "?" })); });
+  }
+}, { rootMargin: "200px" }) : null;
 
 /** Load the incidents matching the filters; true when it worked. */
 async function load({ fit = false } = {}) {
@@ -259,10 +293,17 @@ function renderList() {
         else picked.delete(p.id);
         renderBulk();
       } });
+    let thumb = null;
+    if (p.thumbnail) {
+      thumb = el("img", { class: "thumb", alt: "", dataset: { src: p.thumbnail }, width: 56, height: 42 });
+      if (thumbWatcher) thumbWatcher.observe(thumb);
+      else thumbnail(p.thumbnail).then((url) => { if (url) thumb.src = url; });
+    }
     return el("li", { class: "entry-row" }, tick,
       el("button", { type: "button", class: `incident-entry${p.to_review ? " to-review" : ""}`,
         dataset: { id: p.id, toReview: String(Boolean(p.to_review)) },
         onclick: () => select(p.id, { fromMap: false }) },
+        thumb,
         el("span", { class: `dot st-${p.status}` }),
         el("span", { class: "grow" },
           el("strong", { text: `#${p.id} ${classLabel(p.label)}` }),

@@ -151,6 +151,12 @@ function renderClasses(body) {
   $("classes").tBodies[0].replaceChildren(...rows);
 }
 
+function renderSizes(body) {
+  const rows = Object.entries(body.by_size || {}).map(([name, figures]) => el("tr", { dataset: { size: name } },
+    el("th", { scope: "row", text: t(`size.${name}`) }), ...figureCells(figures)));
+  $("sizes").tBodies[0].replaceChildren(...rows);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Hotspots: circles sized and shaded by their count
 
@@ -213,6 +219,7 @@ async function load() {
   renderTotals(body);
   renderWeeks(body);
   renderClasses(body);
+  renderSizes(body);
   renderHotspots(body);
   document.body.dataset.loaded = body.until;
   return true;
