@@ -294,6 +294,26 @@ def test_a_postgresql_url_without_a_driver_uses_psycopg_3(monkeypatch: pytest.Mo
         make_engine("postgresql://vipare@/vipare?host=/nowhere")
 
 
+def test_the_connection_pool_of_postgresql_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.pool import QueuePool
+
+    from serving.config import ServiceSettings
+    from serving.db import engine_from_settings
+
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("VIPARE_DATABASE_URL", "postgresql+psycopg://vipare@/vipare?host=/nowhere")  # never connected
+    monkeypatch.setenv("VIPARE_DB_POOL_SIZE", "12")
+    monkeypatch.setenv("VIPARE_DB_MAX_OVERFLOW", "3")
+    monkeypatch.setenv("VIPARE_DB_POOL_TIMEOUT_S", "4.5")
+    pool = engine_from_settings(ServiceSettings(data_dir=tmp_path)).pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow, pool.timeout()) == (12, 3, 4.5)
+
+    default = engine_from_settings(ServiceSettings(data_dir=tmp_path, database_url=None)).pool  # SQLite's own
+    assert isinstance(default, QueuePool)
+    assert (default.size(), default._max_overflow, default.timeout()) == (5, 10, 30.0)
+
+
 def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
     """Four processes migrate one empty database at once (on PostgreSQL: one at a time, by an advisory lock)."""
     import subprocess
