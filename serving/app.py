@@ -101,6 +101,7 @@ def create_app(settings: ServiceSettings | None = None, *, detector: Detector | 
             if service.background:  # photos answered for and not blurred yet: finish them, not leave them held
                 await asyncio.gather(*service.background, return_exceptions=True)
             service.close()
+            metrics.close()  # this worker's live gauges leave the metrics shared with other workers
 
     app = HardenedFastAPI(
         title="vipare",

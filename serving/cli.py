@@ -22,6 +22,7 @@ from serving.config import ServiceSettings, UnsafeConfigurationError, check_expo
 from serving.db import active_key_count, engine_from_settings, migrate, session_factory, write_session
 from serving.errors import UnknownCameraError
 from serving.models import ApiKey
+from serving.observability import worker_metrics_dir
 from serving.text import check_name
 from vipare.errors import LocationError
 from vipare.geotag import CameraPosition
@@ -32,7 +33,8 @@ _WORKERS_HELP = (
     "uvicorn worker processes. CPU budget: workers x analysis slots (VIPARE_ANALYSIS_SLOTS, default "
     "cores // (workers x threads)) x onnxruntime threads (VIPARE_INTRA_OP_THREADS, default 1) should not "
     "exceed the cores. One worker already uses every core for concurrent uploads; more workers help when "
-    "requests other than uploads dominate. With SQLite, writes queue whatever the count."
+    "requests other than uploads dominate. With SQLite, writes queue whatever the count. Each worker loads "
+    "the model once; /metrics shows the counts of all of them."
 )
 
 
@@ -89,17 +91,19 @@ def serve(host: str | None, port: int | None, workers: int | None, data_dir: Pat
                 "No API key exists yet: every API call will be refused until an administrator creates one "
                 "(vipare keys create --role admin --name <who>).", err=True,
             )
-    uvicorn.run(
-        "serving.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        http=HEADER_TIMEOUT_PROTOCOL,  # closes connections that never finish their headers
-        timeout_keep_alive=settings.header_timeout_s,
-        access_log=False,  # the service writes its own JSON line per request
-        log_level=settings.log_level.lower(),
-    )
+    # Several workers count in files of one folder that /metrics reads whole (serving.observability).
+    with worker_metrics_dir(settings.workers):
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            http=HEADER_TIMEOUT_PROTOCOL,  # closes connections that never finish their headers
+            timeout_keep_alive=settings.header_timeout_s,
+            access_log=False,  # the service writes its own JSON line per request
+            log_level=settings.log_level.lower(),
+        )
 
 
 @click.group()

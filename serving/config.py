@@ -68,6 +68,22 @@ class ServiceSettings(Settings):
     sqlite_busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long an SQLite writer waits for another one before failing."
     )
+    db_pool_size: int = Field(
+        5,
+        ge=1,
+        description="PostgreSQL: connections each worker keeps open. Keep workers x (db_pool_size + "
+        "db_max_overflow), plus batch jobs and other clients, under the server's max_connections.",
+    )
+    db_max_overflow: int = Field(
+        10,
+        ge=0,
+        description="PostgreSQL: connections a worker may open beyond db_pool_size at busy times (closed after).",
+    )
+    db_pool_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="PostgreSQL: how long a request waits for a free connection of its worker's pool before failing.",
+    )
 
     # -- how to listen
     host: str = Field("127.0.0.1", description="Interface to bind; the trial mode is refused beyond loopback.")

@@ -59,10 +59,28 @@ MIGRATION_LOCK_KEY = 0x7669_7061_7265  # "vipare" in ASCII
 starting together on a new database migrate one after the other."""
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = 10_000,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout_s: float = 30.0,
+) -> Engine:
     """Create the engine for ``url``; for an SQLite file, create its folder and set it up (see module doc).
 
     A ``postgresql://`` URL without a driver uses psycopg 3 (SQLAlchemy's default would be psycopg2).
+
+    Args:
+        url: SQLAlchemy database URL.
+        busy_timeout_ms: SQLite: how long a writer waits for the database's write lock.
+        pool_size: server databases: connections the pool keeps open.
+        max_overflow: server databases: connections opened beyond ``pool_size`` when all are in use.
+        pool_timeout_s: server databases: how long a checkout waits for a free connection, in seconds.
+
+    The pool options are not applied to SQLite, which keeps SQLAlchemy's pool for it: its connections
+    are file handles in this process, not a server's limited sessions, and its writers take turns on
+    the database's lock (``busy_timeout_ms``) however many connections are open.
 
     Raises:
         ModuleNotFoundError: the URL's driver is not installed; the message names the extra to install.
@@ -72,7 +90,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return create_engine(parsed, pool_pre_ping=True)
+            return create_engine(
+                parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s
+            )
         except ModuleNotFoundError as exc:
             extra = " (pip install 'vipare[postgres]')" if parsed.drivername == "postgresql+psycopg" else ""
             raise ModuleNotFoundError(
@@ -119,9 +139,18 @@ def _use_wal(cursor: Any, timeout_s: float) -> None:
 
 
 def engine_from_settings(settings: ServiceSettings) -> Engine:
-    """The engine for ``settings.resolved_database_url``, once the data folder is private (:func:`keep_private`)."""
+    """The engine for ``settings.resolved_database_url`` with the settings' pool, once the data folder is private.
+
+    The folder is made private by :func:`keep_private`.
+    """
     keep_private(settings.data_dir)
-    return make_engine(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    return make_engine(
+        settings.resolved_database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

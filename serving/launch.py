@@ -1,11 +1,13 @@
 """Start ``vipare serve`` in a subprocess and wait until it is ready, for scripts, benchmarks and tests.
 
-:func:`start_server` runs ``vipare serve`` as its own process with one uvicorn worker, so that the
-process's pid is the server's and a signal sent to it (``kill -9`` included) reaches the server. It
-listens on a free port of 127.0.0.1 unless told otherwise, keeps its data under the caller's folder
-and writes its log to a file, whose end is in the error when it fails to start. It returns once
-``/readyz`` answers 200: the model is loaded and warm. :func:`cli_key` makes an API key for the same
-folder with ``vipare keys create``.
+:func:`start_server` runs ``vipare serve`` as its own process with one uvicorn worker by default, so
+that the process's pid is the server's and a signal sent to it (``kill -9`` included) reaches the
+server. With ``workers=N`` the workers are that process's children, in a process group of their own
+that :meth:`LiveServer.kill` kills whole. It listens on a free port of 127.0.0.1 unless told
+otherwise, keeps its data under the caller's folder and writes its log to a file, whose end is in the
+error when it fails to start. It returns once ``/readyz`` answers 200 (the model is loaded and warm)
+and, with several workers, once ``/metrics`` shows every worker ready. :func:`cli_key` makes an API
+key for the same folder with ``vipare keys create``.
 
 The server's ``VIPARE_*`` settings are the ones given, never the caller's own ``VIPARE_*``
 variables: a script gets the server it asked for, whatever its environment holds::
@@ -31,9 +33,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving.private_files import PRIVATE_FILE
 
@@ -104,6 +108,7 @@ class LiveServer:
     port: int
     data_dir: Path
     log_path: Path
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -132,19 +137,36 @@ class LiveServer:
         return self.process.wait()
 
     def kill(self) -> None:
-        """``kill -9``: the process dies at once, in the middle of whatever it was doing."""
-        if self.process.poll() is None:
+        """``kill -9``: the process (with several workers: its whole group) dies at once, mid-work."""
+        if self.workers > 1:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # the workers would outlive their parent
+        elif self.process.poll() is None:
             self.process.kill()
         self.process.wait(30)
 
 
-def _ready(url: str) -> bool:
-    """Whether ``/readyz`` answers 200; false while nothing listens or it answers 503 (model not warm)."""
+def _ready(url: str, workers: int) -> bool:
+    """Whether ``/readyz`` answers 200 and, with several workers, ``/metrics`` shows them all ready.
+
+    False while nothing listens or it answers 503 (model not warm).
+    """
     try:
         with _DIRECT.open(f"{url}/readyz", timeout=5.0) as answer:
-            return bool(answer.status == 200)
+            if answer.status != 200:
+                return False
+        if workers == 1:
+            return True
+        with _DIRECT.open(f"{url}/metrics", timeout=5.0) as answer:
+            exposition = answer.read().decode()
     except (urllib.error.URLError, ConnectionError, TimeoutError):  # HTTPError is a URLError
         return False
+    ready = {
+        sample.labels.get("pid")
+        for family in text_string_to_metric_families(exposition) if family.name == "vipare_ready"
+        for sample in family.samples if sample.value == 1
+    }
+    return len(ready) >= workers
 
 
 def start_server(
@@ -153,6 +175,7 @@ def start_server(
     *,
     host: str = HOST,
     port: int | None = None,
+    workers: int = 1,
     log_path: Path | None = None,
     ready_timeout_s: float = 120.0,
 ) -> LiveServer:
@@ -164,9 +187,10 @@ def start_server(
             caller's own ``VIPARE_*`` variables are not passed on.
         host: the IPv4 interface to bind; anything but loopback needs an API key first (:func:`cli_key`).
         port: the port; default a free one (:func:`free_port`).
+        workers: uvicorn worker processes (``--workers``); mind the CPU budget of :mod:`serving.config`.
         log_path: where the server's stdout and stderr go; default ``server-<data_dir name>-<port>.log``
             beside ``data_dir``.
-        ready_timeout_s: how long to wait for the model to be loaded and warm.
+        ready_timeout_s: how long to wait for the model to be loaded and warm (in every worker).
 
     Returns:
         The running server; stop it with :meth:`LiveServer.stop`.
@@ -180,13 +204,13 @@ def start_server(
     # The log may hold request details: the same privacy as the data folder's files.
     with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as log:
         process = subprocess.Popen(
-            _vipare("serve", "--host", host, "--port", str(port), "--workers", "1", "--data-dir", str(data_dir),
-                    "--log-level", "warning"),
-            env=server_env(settings), stdout=log, stderr=subprocess.STDOUT,
+            _vipare("serve", "--host", host, "--port", str(port), "--workers", str(workers), "--data-dir",
+                    str(data_dir), "--log-level", "warning"),
+            env=server_env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=workers > 1,
         )
-    server = LiveServer(process=process, host=host, port=port, data_dir=data_dir, log_path=log_path)
+    server = LiveServer(process=process, host=host, port=port, data_dir=data_dir, log_path=log_path, workers=workers)
     deadline = time.monotonic() + ready_timeout_s
-    while not _ready(server.url):
+    while not _ready(server.url, workers):
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{server.log_tail()}")
         if time.monotonic() > deadline:

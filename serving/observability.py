@@ -1,8 +1,16 @@
 """Metrics (Prometheus) and one structured JSON log line per request.
 
 Metrics live in a registry per application (tests build several apps in one process). With several
-uvicorn workers each process counts its own requests; aggregate them with prometheus_client's
-multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) or scrape each worker - not done here.
+uvicorn workers, ``vipare serve`` gives them prometheus_client's multiprocess mode
+(:func:`worker_metrics_dir`): before it starts the workers it makes a fresh private folder and names
+it in ``PROMETHEUS_MULTIPROC_DIR``. prometheus_client reads that variable when it is first imported,
+so each worker, a new interpreter, writes its values to files of its own there (``counter_<pid>.db``
+...), and ``/metrics``, whichever worker answers, reads every worker's files: the counts of all of
+them, those of workers that have died included (a counter never goes down). ``vipare_ready`` is
+shown per live worker (label ``pid``); a worker removes its own gauge files when it stops
+(:meth:`Metrics.close`), and a worker starting removes those of workers that died without stopping.
+Without the variable (one worker, tests, an app embedded in another program) each app counts in
+memory and shows its own counts.
 
 A request's log line::
 
@@ -17,18 +25,33 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vipare.results import Detection
 
-__all__ = ["LOG_EXTRA_KEY", "JsonFormatter", "Metrics", "RequestLogMiddleware", "configure_logging"]
+__all__ = [
+    "LOG_EXTRA_KEY",
+    "MULTIPROC_DIR_VARIABLE",
+    "JsonFormatter",
+    "Metrics",
+    "RequestLogMiddleware",
+    "configure_logging",
+    "multiprocess_dir",
+    "worker_metrics_dir",
+]
 
 ACCESS_LOGGER = "serving.access"
 LOG_EXTRA_KEY = "vipare.log"
@@ -37,30 +60,114 @@ LOG_EXTRA_KEY = "vipare.log"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STANDARD_RECORD_KEYS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's own variable (not a ``VIPARE_*`` setting): the folder of the processes' metric files."""
+_LEGACY_MULTIPROC_DIR_VARIABLE = MULTIPROC_DIR_VARIABLE.lower()  # still read by prometheus_client
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder this process's metric values are written to, or None when they are kept in memory.
+
+    prometheus_client decides once, when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``;
+    this asks it what it decided, so that a variable set after the import is not mistaken for it.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
+    return Path(os.environ.get(MULTIPROC_DIR_VARIABLE) or os.environ[_LEGACY_MULTIPROC_DIR_VARIABLE])
+
+
+@contextmanager
+def worker_metrics_dir(workers: int) -> Iterator[Path | None]:
+    """For the process that starts ``workers`` uvicorn workers: where they share their metrics.
+
+    With several workers, a new private folder (mode 0700, under the system's temporary folder, so
+    never one that another server or an earlier run wrote to) named in ``PROMETHEUS_MULTIPROC_DIR``
+    for the workers to inherit, deleted with its files on exit. Must be entered before the workers
+    import prometheus_client: uvicorn starts them as new interpreters, which do.
+
+    With one worker, nothing: uvicorn runs it in this process, where prometheus_client may already
+    have read the variable, so changing it now would leave the two disagreeing. The worker counts in
+    memory, unless the variable was set before the command started.
+
+    Yields:
+        The folder, or None with one worker.
+    """
+    if workers <= 1:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="vipare-metrics-"))
+    os.environ[MULTIPROC_DIR_VARIABLE] = str(folder)
+    os.environ.pop(_LEGACY_MULTIPROC_DIR_VARIABLE, None)
+    try:
+        yield folder
+    finally:
+        if os.environ.get(MULTIPROC_DIR_VARIABLE) == str(folder):
+            del os.environ[MULTIPROC_DIR_VARIABLE]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _forget_dead_processes(folder: Path) -> None:
+    """Remove the live gauges' files of processes that ended without :meth:`Metrics.close` (killed)."""
+    for path in folder.glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match and not _alive(pid := int(match.group(1))):
+            multiprocess.mark_process_dead(pid, str(folder))
+
 
 class Metrics:
-    """The service's metrics, in their own registry."""
+    """The service's metrics, in their own registry.
+
+    ``registry`` is what ``/metrics`` shows: this app's metrics, or, in multiprocess mode
+    (:func:`multiprocess_dir`), every process's values read from the shared folder.
+    """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        own = CollectorRegistry()
         self.requests = Counter(
-            "vipare_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=self.registry
+            "vipare_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=own
         )
         self.latency = Histogram(
             "vipare_http_request_duration_seconds", "Time to answer an HTTP request.", ["method", "route"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
+            buckets=_LATENCY_BUCKETS, registry=own,
         )
         self.analysis = Histogram(
             "vipare_analysis_duration_seconds", "Time to decode and analyse one photo (off the event loop).",
-            ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            ["stage"], buckets=_LATENCY_BUCKETS, registry=own,
         )
         self.detections = Counter(
-            "vipare_detections", "Detections in accepted photos, by class.", ["label"], registry=self.registry
+            "vipare_detections", "Detections in accepted photos, by class.", ["label"], registry=own
         )
         self.reports = Counter(
-            "vipare_reports", "Uploads by outcome (created, duplicate, rejected).", ["outcome"], registry=self.registry
+            "vipare_reports", "Uploads by outcome (created, duplicate, rejected).", ["outcome"], registry=own
         )
-        self.ready = Gauge("vipare_ready", "1 once the model is loaded and warm.", registry=self.registry)
+        # Across workers: one sample per live worker (label pid), as readiness is each worker's own.
+        self.ready = Gauge(
+            "vipare_ready", "1 once the model is loaded and warm.", multiprocess_mode="liveall", registry=own
+        )
+        self.folder = multiprocess_dir()
+        """The shared folder of multiprocess mode, or None."""
+        if self.folder is None:
+            self.registry = own
+        else:
+            _forget_dead_processes(self.folder)
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry, path=str(self.folder))
+
+    def close(self) -> None:
+        """At the worker's shutdown: remove its live gauges from the shared folder (its counts stay)."""
+        if self.folder is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(self.folder))
 
     def count_detections(self, detections: Iterable[Detection]) -> None:
         """Count an accepted photo's detections by class."""

@@ -245,7 +245,16 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert refused_link.exit_code == 2, refused_link.output
 
     calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append((app, kwargs)))
+    metrics_dirs: list[str | None] = []
+
+    def run(app: Any, **kwargs: Any) -> None:
+        calls.append((app, kwargs))
+        metrics_dirs.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # what the workers would inherit
+        if metrics_dirs[-1]:
+            assert list(Path(metrics_dirs[-1]).iterdir()) == []
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr("uvicorn.run", run)
     empty = runner.invoke(main, ["serve", "--data-dir", str(tmp_path / "empty")])
     assert empty.exit_code == 0 and "No API key exists yet" in empty.stderr  # starts closed, and says so
     calls.clear()
@@ -257,6 +266,9 @@ def test_cli_keys_and_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "http": "serving.http_protocol:HeaderTimeoutProtocol", "timeout_keep_alive": 10,
     })]
     assert os.environ["VIPARE_WORKERS"] == "2" and os.environ["VIPARE_DATA_DIR"] == data
+    one_worker, two_workers = metrics_dirs  # several workers share a fresh folder, removed when they stop
+    assert one_worker is None and two_workers and not Path(two_workers).exists()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
     assert runner.invoke(main, ["keys", "revoke", "1", "--data-dir", data]).exit_code == 0
     assert runner.invoke(main, ["keys", "revoke", "99", "--data-dir", data]).exit_code == 1
@@ -292,6 +304,26 @@ def test_a_postgresql_url_without_a_driver_uses_psycopg_3(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as without the [postgres] extra
     with pytest.raises(ModuleNotFoundError, match=r"'psycopg' is not installed \(pip install 'vipare\[postgres\]'\)"):
         make_engine("postgresql://vipare@/vipare?host=/nowhere")
+
+
+def test_the_connection_pool_of_postgresql_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.pool import QueuePool
+
+    from serving.config import ServiceSettings
+    from serving.db import engine_from_settings
+
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("VIPARE_DATABASE_URL", "postgresql+psycopg://vipare@/vipare?host=/nowhere")  # never connected
+    monkeypatch.setenv("VIPARE_DB_POOL_SIZE", "12")
+    monkeypatch.setenv("VIPARE_DB_MAX_OVERFLOW", "3")
+    monkeypatch.setenv("VIPARE_DB_POOL_TIMEOUT_S", "4.5")
+    pool = engine_from_settings(ServiceSettings(data_dir=tmp_path)).pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow, pool.timeout()) == (12, 3, 4.5)
+
+    default = engine_from_settings(ServiceSettings(data_dir=tmp_path, database_url=None)).pool  # SQLite's own
+    assert isinstance(default, QueuePool)
+    assert (default.size(), default._max_overflow, default.timeout()) == (5, 10, 30.0)
 
 
 def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Path) -> None:
