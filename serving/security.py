@@ -100,7 +100,8 @@ async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
 
 
 class RequestGuardMiddleware:
-    """Refuses untrusted hosts (400 ``untrusted_host``) and foreign origins' state-changing requests (403)."""
+    """Refuses untrusted hosts (400 ``untrusted_host``), query strings holding a NUL (422 ``invalid_query``) and
+    foreign origins' state-changing requests (403)."""
 
     def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
         self.app = app
@@ -118,6 +119,15 @@ class RequestGuardMiddleware:
                 send, 400, "untrusted_host",
                 f"This service is not served under the name {host!r}. If it should be, an administrator adds "
                 "the name to VIPARE_TRUSTED_HOSTS (or sets VIPARE_PUBLIC_URL).",
+            )
+            return
+        query = scope.get("query_string", b"")
+        if b"\x00" in query or b"%00" in query:
+            # No text the service stores or searches may hold a NUL (PostgreSQL refuses one mid-query).
+            await _refuse(
+                send, 422, "invalid_query",
+                "A query parameter holds a NUL character (%00): no name, class or text here can contain one. "
+                "Remove it from the address.",
             )
             return
         origin = headers.get("origin")

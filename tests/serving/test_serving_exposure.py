@@ -107,6 +107,13 @@ def test_only_trusted_host_names_are_served(local: TestClient, host: str, status
     assert local.get("/readyz", headers={"Host": host}).status_code == 200  # probes answer any host
 
 
+@pytest.mark.parametrize("query", ["class=%00", "class=dumped%00waste", "crew=a%00b&day=2026-12-01"])
+def test_a_nul_in_a_query_is_refused_before_anything_reads_it(local: TestClient, query: str) -> None:
+    for path in ("/v1/exports/incidents.csv", "/v1/incidents", "/v1/rounds"):
+        answer = local.get(f"{path}?{query}")
+        assert answer.status_code == 422 and answer.json()["code"] == "invalid_query", (path, answer.text)
+
+
 def test_foreign_pages_may_not_change_anything(local: TestClient) -> None:
     photo = {"photo": ("p.jpg", deposit_photo(2, lat=PLACE[0], lon=PLACE[1]), "image/jpeg")}
     for origin in ("http://evil.example", "http://127.0.0.1:9999", "https://localhost:8000", "null"):

@@ -310,7 +310,7 @@ def test_the_connection_pool_of_postgresql_is_a_setting(tmp_path: Path, monkeypa
     from sqlalchemy.pool import QueuePool
 
     from serving.config import ServiceSettings
-    from serving.db import engine_from_settings
+    from serving.db import engine_from_settings, make_engine
 
     pytest.importorskip("psycopg")
     monkeypatch.setenv("VIPARE_DATABASE_URL", "postgresql+psycopg://vipare@/vipare?host=/nowhere")  # never connected
@@ -321,7 +321,7 @@ def test_the_connection_pool_of_postgresql_is_a_setting(tmp_path: Path, monkeypa
     assert isinstance(pool, QueuePool)
     assert (pool.size(), pool._max_overflow, pool.timeout()) == (12, 3, 4.5)
 
-    default = engine_from_settings(ServiceSettings(data_dir=tmp_path, database_url=None)).pool  # SQLite's own
+    default = make_engine(f"sqlite:///{tmp_path / 'vipare.db'}").pool  # SQLite's own
     assert isinstance(default, QueuePool)
     assert (default.size(), default._max_overflow, default.timeout()) == (5, 10, 30.0)
 
