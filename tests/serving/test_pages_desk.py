@@ -112,7 +112,7 @@ def test_addresses_bulk_schedule_and_a_round_of_twelve(live: Live, browse: Brows
     page.fill("#bulk-crew", "Équipe Est")
     serious(page, "bulk", found)
     page.click("[data-bulk=scheduled]")
-    page.wait_for_selector("#message.ok")
+    page.wait_for_selector("#message.ok:has-text('12 signalement(s) désormais')")  # not the export's message
     with live.api() as api:
         for incident in ids:
             request = api.get(f"/open311/v2/requests/{incident}.json").json()[0]
