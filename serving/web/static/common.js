@@ -89,6 +89,25 @@ export async function apiJson(keyStore, url, options = {}, role = "manager") {
   return response.json();
 }
 
+/**
+ * Fetch `url` with the key and save the answer as the file `name` (a CSV, a GPX...). Refusals throw
+ * an ApiError with a message in the page's language; a network failure throws fetch's TypeError.
+ */
+export async function downloadFile(keyStore, url, name) {
+  const response = await apiFetch(keyStore, url);
+  if (!response.ok) {
+    const { code, detail } = await errorOf(response);
+    throw new ApiError(response.status, code, detail,
+      refusalMessage(response.status, code, detail, { role: "manager" }));
+  }
+  const href = URL.createObjectURL(await response.blob());
+  const link = el("a", { href, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+}
+
 /** The service's ui-config (no key needed); defaults when it cannot be read. */
 export async function loadUiConfig() {
   const fallback = {

@@ -6,8 +6,8 @@
 
 import { applyText, has, pct, t, when } from "./i18n.js";
 import {
-  ApiError, KeyStore, apiFetch, apiJson, boxesOverlay, coords, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded,
-  refusalMessage, showMapMissing,
+  ApiError, KeyStore, apiFetch, apiJson, boxesOverlay, coords, downloadFile, el, errorOf, loadUiConfig, makeMap,
+  mapLibraryLoaded, refusalMessage, showMapMissing,
 } from "./common.js";
 import { openReview, reviewSummary } from "./review.js";
 
@@ -830,25 +830,12 @@ function historySection(detail) {
 async function exportAs(format) {
   if (!filtersValid()) return;
   const name = `incidents-${new Date().toISOString().slice(0, 10)}.${format}`;
-  let blob;
   try {
-    const response = await apiFetch(keys, `/v1/exports/incidents.${format}?${filterQuery()}`);
-    if (!response.ok) {
-      const { code, detail } = await errorOf(response);
-      throw new ApiError(response.status, code, detail,
-        refusalMessage(response.status, code, detail, { role: "manager" }));
-    }
-    blob = await response.blob();
+    await downloadFile(keys, `/v1/exports/incidents.${format}?${filterQuery()}`, name);
   } catch (error) {
     failed(error);
     return;
   }
-  const url = URL.createObjectURL(blob);
-  const link = el("a", { href: url, download: name, hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
   showMessage(t("mgr.exported", { name }), "ok");
 }
 

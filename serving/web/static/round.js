@@ -3,8 +3,7 @@
 // the GPX and GeoJSON a phone's navigation app opens.
 
 import { applyText, has, num, t } from "./i18n.js";
-import { KeyStore, apiFetch, apiJson, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded, refusalMessage,
-  showMapMissing } from "./common.js";
+import { KeyStore, apiJson, downloadFile, el, loadUiConfig, makeMap, mapLibraryLoaded, showMapMissing } from "./common.js";
 
 const keys = new KeyStore("manager");
 const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
@@ -77,18 +76,11 @@ function draw(round) {
 }
 
 async function download(format) {
-  const response = await apiFetch(keys, query(format));
-  if (!response.ok) {
-    const { code, detail } = await errorOf(response);
-    showMessage(refusalMessage(response.status, code, detail, { role: "manager" }));
-    return;
+  try {
+    await downloadFile(keys, query(format), `round-${$("day").value}.${format === "gpx" ? "gpx" : "geojson"}`);
+  } catch (error) {
+    showMessage(error.message || t("err.network"));
   }
-  const url = URL.createObjectURL(await response.blob());
-  const link = el("a", { href: url, download: `round-${$("day").value}.${format === "gpx" ? "gpx" : "geojson"}` });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 async function start() {

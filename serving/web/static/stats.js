@@ -8,8 +8,7 @@
 
 import { applyText, has, num, t } from "./i18n.js";
 import {
-  ApiError, KeyStore, apiFetch, apiJson, el, errorOf, loadUiConfig, makeMap, mapLibraryLoaded, refusalMessage,
-  showMapMissing,
+  ApiError, KeyStore, apiFetch, apiJson, downloadFile, el, loadUiConfig, makeMap, mapLibraryLoaded, showMapMissing,
 } from "./common.js";
 
 const keys = new KeyStore("manager");
@@ -230,25 +229,12 @@ async function download(kind) {
   const params = query();
   if (kind === "excel") params.set("excel", "fr");
   const name = `statistics-${$("since").value}-${$("until").value}.csv`;
-  let blob;
   try {
-    const response = await apiFetch(keys, `/v1/statistics.csv?${params}`);
-    if (!response.ok) {
-      const { code, detail } = await errorOf(response);
-      throw new ApiError(response.status, code, detail,
-        refusalMessage(response.status, code, detail, { role: "manager" }));
-    }
-    blob = await response.blob();
+    await downloadFile(keys, `/v1/statistics.csv?${params}`, name);
   } catch (error) {
     failed(error);
     return;
   }
-  const url = URL.createObjectURL(blob);
-  const link = el("a", { href: url, download: name, hidden: true });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
   showMessage(t("mgr.exported", { name }), "ok");
 }
 
