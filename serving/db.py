@@ -9,17 +9,21 @@ SQLite connections are set up for a service: WAL journal (readers never block th
 a busy timeout, and SQLAlchemy emits ``BEGIN`` itself so that reads are transactional too (the
 ``sqlite3`` module's legacy mode would run SELECTs outside the transaction).
 
-Writers take turns: :func:`write_session` starts every write transaction by updating one row of
-``write_locks``. On SQLite that takes the database's write lock before anything is read (so no
-transaction ever has to upgrade a stale read snapshot); on PostgreSQL it is a row lock. Either way,
-"look for a nearby open incident, else open one" cannot race with itself.
+Writers take turns where they could meet: :func:`write_session` starts every write transaction by
+taking its locks, so that "look for a nearby open incident, else open one" cannot race with itself.
+On SQLite it updates one row of ``write_locks``, which takes the database's write lock before
+anything is read (so no transaction ever has to upgrade a stale read snapshot): one writer at a time,
+as SQLite allows. On PostgreSQL a transaction that names its places (the cells of
+:mod:`serving.cells` around the reports it groups) locks those cells only, with advisory locks, so
+that writers at distant places run side by side; any other write transaction locks everything
+(:data:`EVERYTHING_LOCK_KEY`, which place writers hold shared).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "EVERYTHING_LOCK_KEY",
     "MIGRATION_LOCK_KEY",
     "SCHEMA_REVISION",
     "active_key_count",
@@ -51,12 +56,15 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
 MIGRATION_LOCK_KEY = 0x7669_7061_7265  # "vipare" in ASCII
 """The PostgreSQL advisory lock :func:`migrate` holds (advisory locks are per database), so that processes
 starting together on a new database migrate one after the other."""
+EVERYTHING_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+"""The PostgreSQL advisory lock of every write transaction: exclusive, or shared by those that lock their places.
+Cells' own keys are their numbers (below 2**36), apart from both."""
 
 
 def make_engine(
@@ -159,12 +167,26 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def write_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A session in a write transaction that holds the write lock; commits on success, rolls back on error."""
+def write_session(sessions: sessionmaker[Session], *, places: Sequence[int] | None = None) -> Iterator[Session]:
+    """A session in a write transaction holding its locks (module doc); commits on success, rolls back on error.
+
+    Args:
+        sessions: the session factory.
+        places: the cells (:mod:`serving.cells`) of every incident the transaction may read or write,
+            for one that only groups reports around their positions; None (any other write) locks everything.
+    """
     with sessions() as session, session.begin():
-        session.execute(
-            update(WriteLock).where(WriteLock.name == WRITE_LOCK_NAME).values(counter=WriteLock.counter + 1)
-        )
+        if session.get_bind().dialect.name == "postgresql":
+            if places is None:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVERYTHING_LOCK_KEY})
+            else:
+                session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": EVERYTHING_LOCK_KEY})
+                for cell in sorted(set(places)):  # always in the same order: no deadlock between writers
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": cell})
+        else:
+            session.execute(
+                update(WriteLock).where(WriteLock.name == WRITE_LOCK_NAME).values(counter=WriteLock.counter + 1)
+            )
         yield session
 
 

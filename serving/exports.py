@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # loaded only when an index is configured (serving.service)
     from serving.addresses import Address, ReverseGeocoder
 
 __all__ = [
+    "CSV_BLOCK_ROWS",
     "CSV_COLUMNS",
     "FRENCH_EXCEL",
     "OPEN311_SERVICES",
@@ -120,6 +121,8 @@ SCRIPT_CSV = CsvFormat()
 """The default: commas, decimal points, no BOM."""
 FRENCH_EXCEL = CsvFormat(separator=";", decimal_comma=True, bom=True)
 """What a French Excel opens with a double click: semicolons, decimal commas, UTF-8 with a BOM."""
+
+_STATUSES = tuple(status.value for status in Status)  # the CSV's *_at columns, in order
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -214,7 +217,7 @@ def csv_row(
           (address.street, address.house_number or "", address.postcode, address.city)),
         _iso(incident.first_seen),
         _iso(incident.last_seen),
-        *(_iso(times.get(status.value)) for status in Status),
+        *[_iso(times.get(status)) for status in _STATUSES],
         str(incident.merged_into_id or ""),
         str(incident.report_count),
         str(incident.recurrence_count),
@@ -229,24 +232,32 @@ def csv_row(
     ]
 
 
+CSV_BLOCK_ROWS = 1000
+"""Rows per piece of text :func:`csv_lines` yields: a streamed response's pieces each cost a hop between
+threads, so a national export goes in blocks, not a row at a time."""
+
+
 def csv_lines(
     rows: Iterable[Sequence[str]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
 ) -> Iterator[str]:
-    """The header, then each row, as CSV text lines in ``fmt`` (CRLF line ends; the BOM first when asked)."""
+    """The header, then the rows, as CSV text in ``fmt`` (CRLF line ends; the BOM first when asked),
+    in pieces of :data:`CSV_BLOCK_ROWS` lines."""
     buffer = io.StringIO()
     if fmt.bom:
         buffer.write("\ufeff")
     writer = csv.writer(buffer, delimiter=fmt.separator, lineterminator="\r\n")
-    for row in _with_header(rows, header):
+    writer.writerow(header)
+    pending = 1
+    for row in rows:
         writer.writerow(row)
+        pending += 1
+        if pending >= CSV_BLOCK_ROWS:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    if pending or buffer.tell():
         yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-
-
-def _with_header(rows: Iterable[Sequence[str]], header: Sequence[str]) -> Iterator[Sequence[str]]:
-    yield list(header)
-    yield from rows
 
 
 def open311_status(status: str) -> str:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from serving.cells import cells_around, cells_of_places
 from serving.geo import box_around, lat_lon_box, lon_delta, wrap_lon
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident, Report, ReportReview, Transition, utcnow
@@ -121,14 +122,23 @@ def needs_review(session: Session, incident_id: int) -> bool:
 
 
 class Candidates:
-    """The incidents some dumping reports may reach, read in one query and then kept in memory.
+    """The incidents some dumping reports may reach, read in a few queries and then kept in memory.
 
-    Every incident that :func:`assign` could give any of ``reports`` is read at once: of their class
-    families, in the box around one of them, cleaned, or open and seen within the window of the
-    earliest. The reports are then grouped in memory, one after the other, against the incidents as
-    the earlier ones left them (moved, seen later) and those they opened (:meth:`add`): what one query
-    per report would find, without a query and a flush per report. An incident no report can reach is
-    never read, and so cannot have changed.
+    Every incident that :func:`assign` could give any of ``reports`` is read at once, of their class
+    families around them (the cells of :mod:`serving.cells`, or a box on ``lat``/``lon`` for a radius
+    too wide for cells):
+
+    - the open ones seen within the window before the earliest report;
+    - the cleaned ones a report may arrive late at (cleaned at or after the earliest report, first
+      seen at most the window after the latest);
+    - for each place, the cleaned ones before that, most recently cleaned first, until one lies within
+      the radius: the one a recurrence points at.
+
+    Any other cleaned incident there can change nothing (see :func:`assign`), so a place cleaned
+    thousands of times costs no more than a new one. The reports are then grouped in memory, one
+    after the other, against the incidents as the earlier ones left them (moved, seen later) and those
+    they opened (:meth:`add`): what one query per report would find, without a query and a flush per
+    report. An incident no report can reach is never read, and so cannot have changed.
 
     Args:
         session: the write transaction the reports are grouped in.
@@ -136,7 +146,8 @@ class Candidates:
         policy: radius and time window.
     """
 
-    _BOXES_PER_QUERY = 200  # four bound parameters each, within SQLite's limit
+    _PLACES_PER_QUERY = 200  # cells, or boxes of four bound parameters, within SQLite's limit
+    _PREVIOUS_PAGE = 8
 
     def __init__(self, session: Session, reports: Sequence[Report], policy: GroupingPolicy) -> None:
         self._policy = policy
@@ -144,18 +155,78 @@ class Candidates:
         if not reports:
             return
         families = sorted({family_of(r.label) for r in reports if r.label is not None})
-        earliest = min(r.observed_at for r in reports)
-        reach = or_(
-            Incident.status == Status.CLEANED.value,
-            and_(Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= earliest - policy.window),
+        earliest, latest = min(r.observed_at for r in reports), max(r.observed_at for r in reports)
+        open_recent = and_(
+            Incident.status.in_([s.value for s in OPEN_STATUSES]), Incident.last_seen >= earliest - policy.window
         )
-        boxes = sorted({box_around(r.lat, r.lon, policy.radius_m) for r in reports})
-        for start in range(0, len(boxes), self._BOXES_PER_QUERY):
-            near = or_(
-                *(lat_lon_box(Incident.lat, Incident.lon, *box) for box in boxes[start : start + self._BOXES_PER_QUERY])
-            )
-            query = select(Incident).where(near, Incident.family.in_(families), reach)
-            self._incidents.update((incident.id, incident) for incident in session.scalars(query))
+        cleaned = Incident.status == Status.CLEANED.value
+        late = and_(cleaned, Incident.cleaned_at >= earliest, Incident.first_seen <= latest + policy.window)
+        for place, by_cell in _places(reports, policy.radius_m, self._PLACES_PER_QUERY):
+            for reach in (open_recent, late):
+                query = _by_place(select(Incident).where(place, Incident.family.in_(families), reach), by_cell)
+                self._incidents.update((incident.id, incident) for incident in session.scalars(query))
+        self._add_previous(session, reports, before=earliest)
+
+    def _add_previous(self, session: Session, reports: Sequence[Report], *, before: datetime) -> None:
+        """Read, for each report, the incident most recently cleaned before ``before`` within its radius.
+
+        One statement reads the :data:`_PREVIOUS_PAGE` most recently cleaned of each cell and family
+        (an index range each, however many were cleaned there). A report whose answer may lie further
+        down a cell (the cell's page full, and nothing within the radius newer than its last row)
+        pages through its own place.
+        """
+        around = {id(r): cells_around(r.lat, r.lon, self._policy.radius_m) for r in reports}
+        pairs = sorted({(cell, family_of(r.label or "")) for r in reports for cell in around[id(r)] or ()})
+        pages: dict[tuple[int, str], list[Incident]] = {pair: [] for pair in pairs}
+        for start in range(0, len(pairs), self._PLACES_PER_QUERY // 2):
+            firsts = [
+                select(Incident.id).where(
+                    Incident.cell == cell, Incident.family == family, Incident.status == Status.CLEANED.value,
+                    Incident.cleaned_at < before,
+                ).with_hint(Incident, _CELL_INDEX_HINT, "sqlite")
+                .order_by(Incident.cleaned_at.desc(), Incident.id.desc()).limit(self._PREVIOUS_PAGE).subquery()
+                for cell, family in pairs[start : start + self._PLACES_PER_QUERY // 2]
+            ]
+            ids = list(session.scalars(union_all(*(select(first.c.id) for first in firsts))))
+            if ids:
+                for incident in session.scalars(select(Incident).where(Incident.id.in_(ids))):
+                    pages[(incident.cell, incident.family)].append(incident)
+                    self._incidents[incident.id] = incident
+        for report in reports:
+            cells, family = around[id(report)], family_of(report.label or "")
+            if cells is None:
+                self._page_previous(session, report, before=before)
+                continue
+            mine = [i for cell in cells for i in pages[(cell, family)]]
+            best = max((i for i in mine if self._within(report, i)), key=_cleaning_order, default=None)
+            full = [pages[(cell, family)] for cell in cells if len(pages[(cell, family)]) == self._PREVIOUS_PAGE]
+            if any(best is None or _cleaning_order(best) < min(map(_cleaning_order, page)) for page in full):
+                self._page_previous(session, report, before=before)
+
+    def _page_previous(self, session: Session, report: Report, *, before: datetime) -> None:
+        """:meth:`_add_previous` for one report, page by page through its place."""
+        ((place, by_cell),) = _places([report], self._policy.radius_m, self._PLACES_PER_QUERY)
+        query = _by_place(
+            select(Incident)
+            .where(place, Incident.family == family_of(report.label or ""), Incident.status == Status.CLEANED.value,
+                   Incident.cleaned_at < before)
+            .order_by(Incident.cleaned_at.desc(), Incident.id.desc())
+            .limit(self._PREVIOUS_PAGE),
+            by_cell,
+        )
+        offset = 0
+        while True:
+            page = list(session.scalars(query.offset(offset)))
+            for incident in page:
+                if self._within(report, incident):
+                    self._incidents[incident.id] = incident
+                    return
+            if len(page) < self._PREVIOUS_PAGE:
+                return
+            offset += len(page)
+
+    def _within(self, report: Report, incident: Incident) -> bool:
+        return haversine_m(report.lat, report.lon, incident.lat, incident.lon) <= self._policy.radius_m
 
     def add(self, incident: Incident) -> None:
         """An incident opened since the query (flushed: it has its id)."""
@@ -177,6 +248,40 @@ class Candidates:
             if distance <= self._policy.radius_m:
                 found.append((incident, distance))
         return sorted(found, key=lambda pair: (pair[1], pair[0].id))
+
+
+def _cleaning_order(incident: Incident) -> tuple[datetime | None, int]:
+    return incident.cleaned_at, incident.id
+
+
+CELL_INDEX = "ix_incidents_cell_family_status_cleaned_at"
+"""The index the lookups around a place read (:mod:`serving.models`)."""
+_CELL_INDEX_HINT = f"INDEXED BY {CELL_INDEX}"
+
+
+def _by_place(query: Select[tuple[Incident]], by_cell: bool) -> Select[tuple[Incident]]:
+    """``query`` told to read the cell index on SQLite when its place is one of cells.
+
+    SQLite's planner, with statistics from ``ANALYZE``, may otherwise take the status index for the open
+    incidents, which holds every open incident of the country; PostgreSQL weighs both with its statistics.
+    """
+    return query.with_hint(Incident, _CELL_INDEX_HINT, "sqlite") if by_cell else query
+
+
+def _places(
+    reports: Sequence[Report], radius_m: float, per_query: int
+) -> list[tuple[ColumnElement[bool], bool]]:
+    """SQL conditions, each for at most ``per_query`` cells or boxes, that together hold every incident
+    within ``radius_m`` of a report: its cells (:func:`serving.cells.cells_of_places`), or boxes on
+    ``lat``/``lon`` when the radius is too wide for cells; each with True when it is one of cells."""
+    cells = cells_of_places(((r.lat, r.lon) for r in reports), radius_m)
+    if cells is not None:
+        return [(Incident.cell.in_(cells[i : i + per_query]), True) for i in range(0, len(cells), per_query)]
+    boxes = sorted({box_around(r.lat, r.lon, radius_m) for r in reports})
+    return [
+        (or_(*(lat_lon_box(Incident.lat, Incident.lon, *box) for box in boxes[i : i + per_query])), False)
+        for i in range(0, len(boxes), per_query)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Database tables (SQLAlchemy 2 ORM). The schema itself is created by the Alembic migrations.
 
-Portable on purpose: plain ``lat``/``lon`` float columns with a composite index (no PostGIS), JSON
-columns for what vipare returns about a photo, and timestamps stored as UTC.
+Portable on purpose: plain ``lat``/``lon`` float columns with a composite index (no PostGIS) and a
+grid cell per incident (:mod:`serving.cells`) for the lookups around one place, JSON columns for
+what vipare returns about a photo, and timestamps stored as UTC.
 
 ::
 
@@ -13,7 +14,7 @@ columns for what vipare returns about a photo, and timestamps stored as UTC.
     transitions   every status change of an incident: from, to, who, when, comment
     report_reviews  what a manager says is in a report's photo, apart from the model's detections
     model_promotions  every model the service was told to use; the latest is the current one
-    write_locks   one row every write transaction updates first, so writers take turns
+    write_locks   one row every write transaction updates first on SQLite, so writers take turns
     scheduled_passes  when each periodic pass of the service (the daily purge) last ran
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -36,9 +38,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from serving.cells import cell_of
 
 __all__ = [
     "ApiKey",
@@ -129,6 +134,7 @@ class Incident(Base):
     __table_args__ = (
         Index(None, "lat", "lon"),
         Index(None, "status", "last_seen"),
+        Index(None, "cell", "family", "status", "cleaned_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -137,6 +143,8 @@ class Incident(Base):
     status: Mapped[str] = mapped_column(String(16))
     lat: Mapped[float] = mapped_column(Float)
     lon: Mapped[float] = mapped_column(Float)
+    # The grid cell of (lat, lon) (serving.cells), set on every write that moves the incident.
+    cell: Mapped[int | None] = mapped_column(BigInteger, default=None)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     max_score: Mapped[float] = mapped_column(Float)
@@ -167,11 +175,22 @@ class Incident(Base):
     )
 
 
+@event.listens_for(Incident, "before_insert")
+@event.listens_for(Incident, "before_update")
+def _place_in_cell(_mapper: Any, _connection: Any, incident: Incident) -> None:
+    """Keep ``incidents.cell`` the cell of the incident's position (inserts and updates through the ORM)."""
+    incident.cell = cell_of(incident.lat, incident.lon)
+
+
 class Report(Base):
     """One uploaded photo and what vipare said about it. The photo file is named by ``sha256``."""
 
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("client_ref", "sha256"),)
+    __table_args__ = (
+        UniqueConstraint("client_ref", "sha256"),
+        # Each incident's latest photo still kept (serving.queries.latest_reports), from the index alone.
+        Index(None, "incident_id", "photo_deleted_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_ref: Mapped[str] = mapped_column(String(40))
@@ -217,6 +236,8 @@ class Transition(Base):
     """One status change of an incident (its opening included): who, when, why."""
 
     __tablename__ = "transitions"
+    # When each incident last entered each status (serving.queries.state_times), from the index alone.
+    __table_args__ = (Index(None, "incident_id", "to_status", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)

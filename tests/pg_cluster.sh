@@ -2,7 +2,8 @@
 # A throwaway PostgreSQL cluster for the tests (see README.md and tests/database.py).
 #
 #   tests/pg_cluster.sh start DIR   initdb into DIR, listen on a Unix socket in DIR only (no TCP),
-#                                   start it (fsync off: nothing in it outlives the tests), and
+#                                   start it (fsync off: nothing in it outlives the tests; PG_FSYNC=on
+#                                   for a benchmark that writes as a server would), and
 #                                   print the server URL for VIPARE_TEST_DATABASE_URL
 #   tests/pg_cluster.sh stop DIR    stop it (DIR is left for the caller to delete)
 #
@@ -31,7 +32,7 @@ case "$command" in
     fi
     as_user "$bin/initdb" --pgdata="$dir/data" --username="$user" --auth=trust --encoding=UTF8 --no-sync >"$dir/initdb.log"
     as_user "$bin/pg_ctl" start --pgdata="$dir/data" --log="$dir/server.log" --wait --silent \
-      --options="-c listen_addresses='' -c unix_socket_directories='$dir' -c max_connections=300 -c fsync=off" \
+      --options="-c listen_addresses='' -c unix_socket_directories='$dir' -c max_connections=300 -c fsync=${PG_FSYNC:-off}" \
       || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgresql+psycopg://$user@/postgres?host=$dir"
     ;;

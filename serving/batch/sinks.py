@@ -37,7 +37,7 @@ from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Report, utcnow
 from serving.photos.store import EXTENSIONS
-from serving.reports.store import NewReport, observed_time, store_reports
+from serving.reports.store import NewReport, observed_time, places_of, store_reports
 from serving.storage import grouping_policy, open_storage
 from vipare.results import ImageResult
 
@@ -176,7 +176,8 @@ class StoreSink:
             )
             for item in items
         ]
-        with write_session(self.storage.sessions) as session:
+        places = places_of((item.result for item in items), self.policy)
+        with write_session(self.storage.sessions, places=places) as session:
             submitted = store_reports(session, reports, policy=self.policy)
         return [Written(outcome.created, outcome.incident_action) for outcome in submitted]
 

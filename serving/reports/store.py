@@ -18,7 +18,7 @@ The same photo sent again with the flag after a first send without it is a twin 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.auth import Principal
+from serving.cells import cells_of_places
 from serving.errors import LocationMissingError
 from serving.grouping import SENT_ANYWAY_LABEL, Candidates, GroupingPolicy, assign, groups_as_deposit
 from serving.models import Report
@@ -37,6 +38,7 @@ __all__ = [
     "NewReport",
     "Submitted",
     "observed_time",
+    "places_of",
     "send_anyway",
     "store_report",
     "store_reports",
@@ -142,6 +144,19 @@ def store_report(
         principal, result, ext, received, captured_at, fallback_time, camera_id, note, agent_says_deposit, after_of
     )
     return store_reports(session, [new], policy=policy)[0]
+
+
+def places_of(results: Iterable[ImageResult], policy: GroupingPolicy) -> list[int] | None:
+    """The cells storing these photos may touch (``places`` of :func:`serving.db.write_session`).
+
+    None (lock everything) when a photo has no location (it will be refused) or the radius is too wide for cells.
+    """
+    positions = []
+    for result in results:
+        if result.location is None:
+            return None
+        positions.append((result.location.lat, result.location.lon))
+    return cells_of_places(positions, policy.radius_m)
 
 
 def store_reports(session: Session, reports: Sequence[NewReport], *, policy: GroupingPolicy) -> list[Submitted]:

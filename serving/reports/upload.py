@@ -55,7 +55,7 @@ from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident, Report, utcnow
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
-from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
+from serving.reports.store import LOCATION_MISSING, Submitted, places_of, send_anyway, store_report
 from serving.reports.view import find_report
 from serving.retention import photo_kept
 from serving.schemas import ReportForm
@@ -305,7 +305,7 @@ def _persist(
     fallback_time: datetime | None,
 ) -> Submitted:
     try:
-        with write_session(service.sessions) as session:
+        with write_session(service.sessions, places=places_of([result], service.policy)) as session:
             if form.after_of is not None:
                 _check_after(session, form.after_of, result, service.settings.after_photo_max_m)
             outcome = store_report(
