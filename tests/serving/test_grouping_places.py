@@ -23,7 +23,7 @@ from serving.models import Incident, Report
 from serving.queries import IncidentFilter, latest_reports, list_incidents, parse_bbox, state_times
 from serving.reports.store import NewReport, places_of, store_reports
 from serving.storage import Storage, open_storage
-from tests.database import ON_POSTGRES
+from tests.database import ON_POSTGRES, store_url
 from tests.serving.helpers import moved
 from vipare.geotag import haversine_m
 from vipare.results import Detection, ImageInfo, ImageResult, Location, ModelInfo, Verdict
@@ -302,3 +302,25 @@ def test_writers_at_distant_places_go_together_and_at_one_place_in_turn(tmp_path
     finally:
         release.set()
         storage.close()
+
+
+def test_the_migration_gives_incidents_already_there_their_cell(tmp_path: Path) -> None:
+    engine = make_engine(store_url(tmp_path))
+    try:
+        migrate(engine, "0008")
+        rng = random.Random(8)
+        places = [(rng.uniform(-60, 60), rng.uniform(-180, 180)) for _ in range(25)] + [METZ]
+        with engine.begin() as connection:
+            for k, (lat, lon) in enumerate(places, start=1):
+                connection.execute(
+                    text("INSERT INTO incidents (id, family, label, status, lat, lon, first_seen, last_seen, "
+                         "max_score, report_count, recurrence_count, to_review, created_at, updated_at) VALUES "
+                         "(:id, 'waste', 'dumped_waste', 'new', :lat, :lon, :t, :t, 0.5, 1, 0, false, :t, :t)"),
+                    {"id": k, "lat": lat, "lon": lon, "t": NOW.replace(tzinfo=None)},
+                )
+        migrate(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT lat, lon, cell FROM incidents ORDER BY id")).all()
+        assert [cell for _, _, cell in rows] == [cell_of(lat, lon) for lat, lon in places]
+    finally:
+        engine.dispose()
