@@ -213,6 +213,10 @@ class ServiceSettings(Settings):
         description="Attribution shown with the tiles (HTML, as the provider asks). Default: IGN's for Plan IGN, "
         "none for another tile server.",
     )
+    export_keep_hours: int = Field(
+        24, ge=1, le=24 * 30,
+        description="Keep an export job's file this many hours after it is done (serving.bulk_exports).",
+    )
     upload_long_side: int = Field(
         2048, ge=0, le=20000,
         description="The agent's page resizes a photo to at most this many pixels on its long side before it sends "
@@ -312,6 +316,11 @@ class ServiceSettings(Settings):
     def photo_dir(self) -> Path:
         """Folder of the photo store."""
         return self.data_dir / "photos"
+
+    @property
+    def export_dir(self) -> Path:
+        """Folder of the export jobs' files."""
+        return self.data_dir / "exports"
 
     @property
     def effective_analysis_slots(self) -> int:

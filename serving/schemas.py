@@ -471,3 +471,21 @@ class OriginalReadPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class ExportJobOut(BaseModel):
+    """An export job (serving.bulk_exports): what it writes, how far it went, where its file is."""
+
+    id: str = Field(description="32 hexadecimal digits.")
+    format: Literal["csv", "geojson"]
+    status: Literal["running", "done", "failed"]
+    query: str = Field(description="The filters and CSV format it was started with, as a query string.")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime = Field(description="Its last progress.")
+    incidents: int = Field(description="Incidents written so far; all of them once done.")
+    size_bytes: int | None = None
+    finished_at: datetime | None = None
+    error: str | None = Field(None, description="Why it failed; start it again.")
+    status_url: str
+    file_url: str | None = Field(None, description="Once done: the file, with the same key.")

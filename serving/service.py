@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.auth import any_key_created
+from serving.bulk_exports import ExportJobs
 from serving.config import ServiceSettings, check_exposure, is_loopback
 from serving.errors import ModelNotReadyError
 from serving.grouping import GroupingPolicy
@@ -58,6 +60,7 @@ class Service:
         in_flight: the photos this process is blurring after their upload was answered
             (:mod:`serving.photos.pending`).
         background: the tasks doing it, awaited before the service closes.
+        exports: the export jobs this process runs (:mod:`serving.bulk_exports`).
         geocoder: the nearest address of incidents (:mod:`serving.addresses`), loaded once at start-up
             when ``addresses_path`` is set; None otherwise (incidents then have no address).
     """
@@ -75,6 +78,7 @@ class Service:
     warm_up_error: str | None = None
     analysis_limiter: anyio.CapacityLimiter = field(init=False)
     in_flight: InFlight = field(init=False, default_factory=InFlight)
+    exports: ExportJobs = field(init=False)
     background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     # Serialises model loads and swaps (never inference): the watcher and an HTTP promotion may race.
     _model_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -82,6 +86,7 @@ class Service:
 
     def __post_init__(self) -> None:
         self.analysis_limiter = anyio.CapacityLimiter(self.settings.effective_analysis_slots)
+        self.exports = ExportJobs(self.settings.export_dir, timedelta(hours=self.settings.export_keep_hours))
 
     @property
     def policy(self) -> GroupingPolicy:
@@ -193,6 +198,7 @@ class Service:
     def close(self) -> None:
         """Release the database and the worker lock."""
         self.ready = False
+        self.exports.close()
         self.engine.dispose()
         self.worker_lock.release()
 

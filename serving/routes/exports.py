@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from serving.auth import Permission, Principal
-from serving.errors import ErrorBody
-from serving.exports import (
-    FRENCH_EXCEL,
-    OPEN311_SERVICES,
-    SCRIPT_CSV,
-    CsvFormat,
-    csv_lines,
-    csv_row,
-    incident_addresses,
-    incident_feature,
-    open311_request,
-)
+from serving.bulk_exports import ExportJob, ExportNotReadyError, csv_text, geojson_text, photo_link
+from serving.errors import ErrorBody, NotFoundError
+from serving.exports import FRENCH_EXCEL, OPEN311_SERVICES, SCRIPT_CSV, CsvFormat, incident_addresses, open311_request
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import utcnow
-from serving.queries import (
-    IncidentFilter,
-    batches,
-    iter_incidents,
-    last_comments,
-    latest_notes,
-    latest_reports,
-    state_times,
-)
+from serving.queries import IncidentFilter, iter_incidents, last_comments, latest_reports
 from serving.routes.deps import IdPath, ServiceDep, require, require_open311
 from serving.routes.incidents import FilterDep
-from serving.schemas import MAX_ID, Timestamp
+from serving.schemas import MAX_ID, ExportJobOut, Timestamp
 from serving.service import Service
 
-__all__ = ["OPEN311_DEFAULT_DAYS", "OPEN311_MAX_REQUESTS", "CsvFormatDep", "csv_format", "photo_link", "router"]
+__all__ = ["OPEN311_DEFAULT_DAYS", "OPEN311_MAX_REQUESTS", "CsvFormatDep", "csv_format", "router"]
 
 OPEN311_DEFAULT_DAYS = 90
 """Open311: without dates or ids, requests.json returns the last 90 days."""
@@ -77,12 +59,6 @@ def csv_format(
 CsvFormatDep = Annotated[CsvFormat, Depends(csv_format)]
 
 
-def photo_link(service: Service, report_id: int) -> str:
-    """The link other systems use for a report's photo (with boxes): under the public URL when set.
-
-    An integrator fetches it with its key, as a header or as ``?api_key=``.
-    """
-    return service.settings.link(f"/v1/reports/{report_id}/image/annotated")
 ExportPrincipal = Annotated[Principal, Depends(require(Permission.EXPORT))]
 Open311Principal = Annotated[Principal, Depends(require_open311(Permission.EXPORT))]
 
@@ -107,22 +83,8 @@ def export_csv(
     UTF-8 BOM), or ``sep``, ``decimal``, ``bom`` one by one. Lines end with CRLF.
     """
 
-    def rows() -> Iterator[list[str]]:
-        with service.sessions() as session:
-            for batch in batches(iter_incidents(session, flt)):
-                ids = [i.id for i in batch]
-                times, photos = state_times(session, ids), latest_reports(session, ids)
-                notes = latest_notes(session, ids)
-                addresses = incident_addresses(service.geocoder, batch)
-                for incident, address in zip(batch, addresses, strict=True):
-                    photo = photos.get(incident.id)
-                    yield csv_row(
-                        incident, times[incident.id], address, fmt=fmt, note=notes.get(incident.id),
-                        photo_url=photo_link(service, photo) if photo is not None else None,
-                    )
-
     return StreamingResponse(
-        csv_lines(rows(), fmt=fmt),
+        csv_text(service, flt, fmt),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="incidents.csv"'},
     )
@@ -139,22 +101,99 @@ def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrinci
     """Every matching incident in one FeatureCollection (RFC 7946, ``[lon, lat]``), without paging; each
     with its nearest ``address`` when the service has an address index.
     """
-
-    def chunks() -> Iterator[str]:
-        yield '{"type":"FeatureCollection","features":['
-        first = True
-        with service.sessions() as session:
-            for batch in batches(iter_incidents(session, flt)):
-                for incident, address in zip(batch, incident_addresses(service.geocoder, batch), strict=True):
-                    yield ("" if first else ",") + incident_feature(incident, address).model_dump_json()
-                    first = False
-        yield "]}"
-
     return StreamingResponse(
-        chunks(),
+        geojson_text(service, flt),
         media_type="application/geo+json",
         headers={"Content-Disposition": 'attachment; filename="incidents.geojson"'},
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Export jobs
+
+
+JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="The job's id (32 hexadecimal digits).")]
+_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
+
+
+def _job_out(job: ExportJob) -> ExportJobOut:
+    base = f"/v1/exports/jobs/{job.id}"
+    return ExportJobOut(
+        id=job.id, format=job.kind, status=job.status, query=job.query, created_by=job.created_by,
+        created_at=job.created_at, updated_at=job.updated_at, incidents=job.incidents, size_bytes=job.size_bytes,
+        finished_at=job.finished_at, error=job.error, status_url=base, file_url=f"{base}/file" if job.status == "done"
+        else None,
+    )
+
+
+def _job(service: Service, job_id: str) -> ExportJob:
+    job = service.exports.get(job_id)
+    if job is None:
+        raise NotFoundError(f"There is no export job {job_id} (finished jobs are kept "
+                            f"{service.settings.export_keep_hours} hours).")
+    return job
+
+
+@router.post(
+    "/v1/exports/jobs",
+    status_code=202,
+    response_model=ExportJobOut,
+    tags=["exports"],
+    summary="Start an export job (a national export)",
+)
+def start_export_job(
+    request: Request,
+    service: ServiceDep,
+    flt: FilterDep,
+    fmt: CsvFormatDep,
+    principal: ExportPrincipal,
+    kind: Annotated[Literal["csv", "geojson"], Query(alias="format", description="The file's format.")] = "csv",
+) -> JSONResponse:
+    """Write the matching incidents (the same filters and CSV options as the exports above) to a file in the
+    background, for exports too large to stream in one request: a département's years, the whole country.
+
+    Answers 202 at once with the job (``Location``: its status); ask ``status_url`` until ``status`` is
+    ``done``, then download ``file_url`` (kept ``VIPARE_EXPORT_KEEP_HOURS``). A job stopped by a restart
+    reads ``failed``: start it again.
+    """
+    if kind == "csv":
+        job = service.exports.start(
+            "csv", lambda progress: csv_text(service, flt, fmt, progress), query=request.url.query,
+            created_by=principal.name,
+        )
+    else:
+        job = service.exports.start(
+            "geojson", lambda progress: geojson_text(service, flt, progress), query=request.url.query,
+            created_by=principal.name,
+        )
+    out = _job_out(job)
+    return JSONResponse(out.model_dump(mode="json"), status_code=202, headers={"Location": out.status_url})
+
+
+@router.get("/v1/exports/jobs/{job_id}", response_model=ExportJobOut, tags=["exports"], summary="An export job")
+def export_job(service: ServiceDep, job_id: JobId, _principal: ExportPrincipal) -> ExportJobOut:
+    """How far the job went; ``file_url`` once it is done."""
+    return _job_out(_job(service, job_id))
+
+
+@router.get(
+    "/v1/exports/jobs/{job_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"text/csv": {}, "application/geo+json": {}}, "description": "The file."},
+               409: {"model": ErrorBody, "description": "Still running (ask again later), or failed."}},
+    tags=["exports"],
+    summary="An export job's file",
+)
+def export_job_file(service: ServiceDep, job_id: JobId, _principal: ExportPrincipal) -> FileResponse:
+    """The file a done job wrote."""
+    job = _job(service, job_id)
+    if job.status == "running":
+        raise ExportNotReadyError(f"Export job {job_id} is still running ({job.incidents} incidents written): "
+                                  "ask again in a moment.", headers={"Retry-After": "5"})
+    if job.status == "failed":
+        raise ExportNotReadyError(f"Export job {job_id} failed: {job.error}")
+    return FileResponse(service.exports.file(job), media_type=_MEDIA_TYPES[job.kind],
+                        filename=f"incidents-{job.created_at:%Y%m%d-%H%M%S}.{job.kind}")
 
 
 # --------------------------------------------------------------------------------------------------
