@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, union_all
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from serving.cells import cells_around, cells_of_places
@@ -262,10 +264,19 @@ _CELL_INDEX_HINT = f"INDEXED BY {CELL_INDEX}"
 def _by_place(query: Select[tuple[Incident]], by_cell: bool) -> Select[tuple[Incident]]:
     """``query`` told to read the cell index on SQLite when its place is one of cells.
 
-    SQLite's planner, with statistics from ``ANALYZE``, may otherwise take the status index for the open
-    incidents, which holds every open incident of the country; PostgreSQL weighs both with its statistics.
+    SQLite's planner, without statistics (no ``ANALYZE``), takes the status index for the open incidents
+    near a place, which holds every open incident of the country; PostgreSQL weighs both with its statistics.
     """
     return query.with_hint(Incident, _CELL_INDEX_HINT, "sqlite") if by_cell else query
+
+
+@compiles(Table, "sqlite")
+def _table_with_index_hint(table: Table, compiler: Any, **kw: Any) -> str:
+    """A table in SQLite's FROM with its ``INDEXED BY`` hint (:func:`_by_place`): SQLAlchemy drops table
+    hints on SQLite, whose dialect has none of its own."""
+    text = compiler.visit_table(table, **kw)
+    hint = (kw.get("fromhints") or {}).get(table)
+    return f"{text} {hint}" if hint and hint.startswith("INDEXED BY ") and not kw.get("ashint") else text
 
 
 def _places(
