@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Literal
 from serving.errors import ServiceError
 from serving.exports import CsvFormat, csv_lines, csv_row, incident_addresses, incident_feature
 from serving.models import utcnow
-from serving.queries import IncidentFilter, batches, iter_incidents, latest_notes, latest_reports, state_times
+from serving.queries import (
+    IncidentFilter,
+    batches,
+    iter_incident_rows,
+    iter_incidents,
+    latest_notes,
+    latest_reports,
+    state_times,
+)
 
 if TYPE_CHECKING:
     from serving.service import Service
@@ -67,7 +75,7 @@ def csv_text(service: Service, flt: IncidentFilter, fmt: CsvFormat, progress: Pr
 
     def rows() -> Iterator[list[str]]:
         with service.sessions() as session:
-            for batch in batches(iter_incidents(session, flt)):
+            for batch in iter_incident_rows(session, flt):
                 ids = [i.id for i in batch]
                 times, photos = state_times(session, ids), latest_reports(session, ids)
                 notes = latest_notes(session, ids)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Row
+
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import Incident
 from serving.schemas import AddressOut, IncidentFeature, IncidentProperties, PointGeometry
@@ -135,10 +137,15 @@ def _text(value: str | None) -> str:
 
 
 def _iso(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else ""
+    """ISO 8601 in UTC with a ``Z``; a naive value is UTC already (:data:`serving.queries.EXPORT_COLUMNS`)."""
+    if value is None:
+        return ""
+    return value.isoformat() + "Z" if value.tzinfo is None else value.isoformat().replace("+00:00", "Z")
 
 
-def incident_addresses(geocoder: ReverseGeocoder | None, incidents: Sequence[Incident]) -> list[Address | None]:
+def incident_addresses(
+    geocoder: ReverseGeocoder | None, incidents: Sequence[Incident | Row[Any]]
+) -> list[Address | None]:
     """The nearest address of each incident, in one vectorised lookup; all None without a geocoder."""
     if geocoder is None or not incidents:
         return [None] * len(incidents)
@@ -189,7 +196,7 @@ def incident_feature(
 
 
 def csv_row(
-    incident: Incident,
+    incident: Incident | Row[Any],
     times: Mapping[str, datetime],
     address: Address | None = None,
     *,
@@ -200,7 +207,7 @@ def csv_row(
     """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it.
 
     Args:
-        incident: the incident.
+        incident: the incident, or its row of :data:`serving.queries.EXPORT_COLUMNS`.
         times: when it last entered each status (:func:`serving.queries.state_times`).
         address: its nearest address; the address columns are empty without it.
         photo_url: the link to its latest photo still kept (empty without).
