@@ -132,7 +132,8 @@ class Incident(Base):
 
     __tablename__ = "incidents"
     __table_args__ = (
-        Index(None, "lat", "lon"),
+        # The managers' map: a box, sorted as their list is (serving.queries.list_incidents), from the index alone.
+        Index(None, "lat", "lon", "to_review", "last_seen"),
         Index(None, "status", "last_seen"),
         Index(None, "cell", "family", "status", "cleaned_at"),
     )

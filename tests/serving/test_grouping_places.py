@@ -256,7 +256,7 @@ def test_lookups_read_indexes_not_whole_tables(tmp_path: Path) -> None:
             state_times(session, ids)
 
     list_plans = _plans(engine, listing)
-    assert any("ix_incidents_lat_lon" in line for line in list_plans), list_plans
+    assert any("COVERING INDEX ix_incidents_lat_lon_to_review_last_seen" in line for line in list_plans), list_plans
     assert any("COVERING INDEX ix_reports_incident_id_photo_deleted_at_id" in line for line in list_plans), list_plans
     assert any("COVERING INDEX ix_transitions_incident_id_to_status_at" in line for line in list_plans), list_plans
     assert not any(line.startswith("SCAN") for line in lookup_plans + list_plans)

@@ -3,7 +3,8 @@ indexes for the facts exports and lists fetch per incident.
 
 Looking for the incidents near a new report becomes an equality lookup on a few cells, whatever the
 number of incidents elsewhere. Existing incidents get their cell from their position, a block at a time.
-Each incident's latest photo still kept, and when it entered each status, are read from an index alone.
+Each incident's latest photo still kept, and when it entered each status, are read from an index alone;
+the managers' list of a box is sorted from the position index, which now holds the sort's columns.
 
 Revision ID: 0009
 Revises: 0008
@@ -58,10 +59,14 @@ def upgrade() -> None:
         "ix_reports_incident_id_photo_deleted_at_id", "reports", ["incident_id", "photo_deleted_at", "id"]
     )
     op.create_index("ix_transitions_incident_id_to_status_at", "transitions", ["incident_id", "to_status", "at"])
+    op.create_index("ix_incidents_lat_lon_to_review_last_seen", "incidents", ["lat", "lon", "to_review", "last_seen"])
+    op.drop_index("ix_incidents_lat_lon", table_name="incidents")
 
 
 def downgrade() -> None:
     """Drop the indexes and the column."""
+    op.create_index("ix_incidents_lat_lon", "incidents", ["lat", "lon"])
+    op.drop_index("ix_incidents_lat_lon_to_review_last_seen", table_name="incidents")
     op.drop_index("ix_transitions_incident_id_to_status_at", table_name="transitions")
     op.drop_index("ix_reports_incident_id_photo_deleted_at_id", table_name="reports")
     op.drop_index("ix_incidents_cell_family_status_cleaned_at", table_name="incidents")
