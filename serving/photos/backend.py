@@ -1,4 +1,4 @@
-"""What a photo store offers, whatever holds its files.
+"""What every photo store offers, whether its files are in a folder on this machine or in an S3 bucket.
 
 A photo has up to three copies, each named by the sha256 of the uploaded bytes and its extension
 (:data:`serving.photos.store.EXTENSIONS`), each of one :data:`Kind`:
@@ -7,8 +7,10 @@ A photo has up to three copies, each named by the sha256 of the uploaded bytes a
 - ``held``: the accepted upload waiting for its blurred copy, never served (:mod:`serving.photos.pending`);
 - ``original``: the unblurred original, kept when a setting says so (:mod:`serving.originals`).
 
-:class:`serving.photos.store.PhotoStore` implements it, in a folder under ``data_dir``;
-:func:`serving.photos.location.open_photos` opens the store the settings name.
+Two stores implement :class:`PhotoBackend`: :class:`serving.photos.store.PhotoStore`, a folder under
+``data_dir`` (the default), and :class:`serving.photos.s3.S3PhotoStore`, a bucket of an S3-compatible
+store several hosts share (``VIPARE_PHOTO_STORE=s3://bucket/prefix``, the ``[s3]`` extra).
+:func:`serving.photos.location.open_photos` opens the one the settings name.
 """
 
 from __future__ import annotations
