@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import pickle
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,10 +20,12 @@ from typing import Any
 
 import pytest
 
-from serving.config import ServiceSettings
+from serving.config import ServiceSettings, UnsafeConfigurationError
 from serving.models import utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
+from serving.photos.backend import PhotoBackend
 from serving.photos.location import PhotoLocation, open_photos, photo_location
+from serving.photos.store import PhotoStore
 from serving.retention import purge
 from tests.imagegen import make_photo, pattern_array
 from tests.s3store import new_bucket, s3_client, s3_endpoint
@@ -51,6 +55,15 @@ def store(endpoint: str, bucket: str) -> Any:
     from serving.photos.s3 import S3PhotoStore
 
     return S3PhotoStore.from_url(f"s3://{bucket}/city", endpoint_url=endpoint)
+
+
+@pytest.fixture(params=["folder", "bucket"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> PhotoBackend:
+    """Each store, for what they both promise (:class:`serving.photos.backend.PhotoBackend`)."""
+    if request.param == "folder":
+        return PhotoStore(tmp_path / "photos")
+    store: PhotoBackend = request.getfixturevalue("store")
+    return store
 
 
 def keys(endpoint: str, bucket: str) -> list[str]:
@@ -87,23 +100,40 @@ def test_a_photo_is_put_once_under_the_folder_layout_and_read_back(store: Any, e
     assert head["ContentType"] == "image/jpeg"
 
 
-def test_other_bytes_under_the_same_name_are_written_again_with_a_new_version(store: Any) -> None:
+def test_other_bytes_under_the_same_name_are_written_again_with_a_new_version(backend: PhotoBackend) -> None:
     data = jpeg(2)
     digest = sha(data)
-    store.put(data, digest, "jpg")
-    before = store.version(digest, "jpg")
-    assert store.put(jpeg(3), digest, "jpg")  # a blurred copy, or a torn one replaced
-    assert store.read(digest, "jpg") == jpeg(3) and store.version(digest, "jpg") != before
+    assert backend.put(data, digest, "jpg") and not backend.put(data, digest, "jpg")
+    before = backend.version(digest, "jpg")
+    time.sleep(0.01)  # a file's modification time, in ns, or an object's time of writing: another moment
+    assert backend.put(jpeg(3), digest, "jpg")  # a blurred copy, or a torn one replaced
+    assert backend.read(digest, "jpg") == jpeg(3) and backend.size(digest, "jpg") == len(jpeg(3))
+    assert backend.version(digest, "jpg") != before
+    stream, size = backend.open(digest, "jpg")
+    with stream:
+        assert stream.read() == jpeg(3) and size == len(jpeg(3))
+    backend.delete(digest, "jpg")
+    assert not backend.exists(digest, "jpg")
 
 
-def test_missing_copies_read_as_missing_files(store: Any) -> None:
+def test_missing_copies_read_as_missing_files(backend: PhotoBackend) -> None:
     digest = "ab" * 32
-    assert not store.exists(digest, "jpg") and store.size(digest, "jpg") is None
-    for read in (store.read, store.open, store.version):
+    assert not backend.exists(digest, "jpg") and backend.size(digest, "jpg") is None
+    for kind in ("photo", "held", "original"):
         with pytest.raises(FileNotFoundError):
-            read(digest, "jpg")
-    store.delete(digest, "jpg")  # nothing to delete: no error
-    store.release(digest, "jpg")
+            backend.read(digest, "jpg", kind)
+        with pytest.raises(FileNotFoundError):
+            backend.open(digest, "jpg", kind)
+    with pytest.raises(FileNotFoundError):
+        backend.version(digest, "jpg")
+    backend.delete(digest, "jpg")  # nothing to delete: no error
+    backend.release(digest, "jpg")
+
+
+def test_a_bucket_without_boto3_installed_is_refused_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "serving.photos.s3", None)  # as if boto3 were missing
+    with pytest.raises(UnsafeConfigurationError, match=r"pip install 'vipare\[s3\]'"):
+        PhotoLocation("s3://bucket/photos").open()
 
 
 def test_held_copies_and_originals_are_listed_oldest_first_and_dropped(store: Any, endpoint: str, bucket: str) -> None:
