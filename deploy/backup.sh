@@ -13,6 +13,9 @@
 # DEST/vipare-<UTC time>/ then holds database.sqlite or database.pgdump, data.tar, files.sha256 (each
 # file inside the tar), MANIFEST and SHA256SUMS; it is written as DEST/.partial-* and renamed when
 # complete. --keep N deletes the oldest complete backups beyond N. Restore with deploy/restore.sh.
+# With VIPARE_PHOTO_STORE=s3://bucket/prefix the photos are not in the data folder and not in the
+# backup (MANIFEST names the bucket): the bucket keeps them through the store's own versioning or
+# replication, and a photo older than the database snapshot is there as long as those keep it.
 set -euo pipefail
 umask 077
 
@@ -102,6 +105,9 @@ PY
   echo "host: $(hostname)"
   echo "database: $kind ($database_file)"
   echo "data folder: $data_dir"
+  if [ -n "${VIPARE_PHOTO_STORE:-}" ]; then
+    echo "photos: $VIPARE_PHOTO_STORE (not in this backup: the bucket's versioning or replication keeps them)"
+  fi
   echo "files: $(wc -l < "$work/files.sha256")"
 } > "$work/MANIFEST"
 (cd "$work" && sha256sum "$database_file" data.tar files.sha256 MANIFEST > SHA256SUMS)

@@ -29,9 +29,11 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from vipare.settings import Settings
 
-__all__ = ["ServiceSettings", "UnsafeConfigurationError", "check_exposure", "is_loopback"]
+__all__ = ["S3_SCHEME", "ServiceSettings", "UnsafeConfigurationError", "check_exposure", "is_loopback"]
 
 SQLITE_FILE = "vipare.db"
+S3_SCHEME = "s3://"
+"""How ``photo_store`` names a bucket: ``s3://bucket/prefix``."""
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 """The names of this machine a request on a loopback interface may carry as its ``Host``."""
 
@@ -64,6 +66,17 @@ class ServiceSettings(Settings):
         None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/vipare; default: an SQLite file "
         "in data_dir.",
+    )
+    photo_store: str = Field(
+        "",
+        description="Where photos are kept: empty for the folder photos/ under data_dir, or s3://bucket/prefix for "
+        "a bucket of an S3-compatible store several hosts can share (the [s3] extra; credentials and region from "
+        "the standard AWS environment variables and files, as boto3 reads them).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="The S3 API's URL for a store other than AWS (MinIO, Garage, Scaleway, OVH...), "
+        "e.g. https://s3.fr-par.scw.cloud; default: AWS.",
     )
     sqlite_busy_timeout_ms: int = Field(
         10_000, ge=0, description="How long an SQLite writer waits for another one before failing."
@@ -254,6 +267,28 @@ class ServiceSettings(Settings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("photo_store")
+    @classmethod
+    def _photo_store(cls, value: str) -> str:
+        if not value:
+            return ""
+        bucket = value.removeprefix(S3_SCHEME).split("/", 1)[0]
+        if not value.startswith(S3_SCHEME) or not bucket:
+            raise ValueError(
+                f"photo_store is s3://bucket/prefix (or empty for the folder under data_dir), not {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"s3_endpoint_url must be an http(s) URL, not {value!r}")
+        return value.rstrip("/")
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -314,7 +349,7 @@ class ServiceSettings(Settings):
 
     @property
     def photo_dir(self) -> Path:
-        """Folder of the photo store."""
+        """Folder of the photo store, when ``photo_store`` names no bucket."""
         return self.data_dir / "photos"
 
     @property

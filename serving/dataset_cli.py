@@ -15,7 +15,7 @@ from serving.cli import _settings, _store
 from serving.dataset.select import ExportFilter, NothingToExportError
 from serving.dataset.splits import SplitFractions
 from serving.dataset.write import OutputExistsError, export_folder
-from serving.photos.store import PhotoStore
+from serving.photos.location import open_photos
 from serving.queries import Bbox, parse_bbox
 
 __all__ = ["dataset", "parse_time"]
@@ -105,7 +105,7 @@ def export(out: Path, since: datetime | None, until: datetime | None, bbox: Bbox
     settings = _settings(data_dir=data_dir)
     try:
         with _store(settings) as sessions, sessions() as session:
-            summary = export_folder(session, PhotoStore(settings.photo_dir), out, flt, fractions, force=force)
+            summary = export_folder(session, open_photos(settings), out, flt, fractions, force=force)
     except NothingToExportError as exc:
         raise click.ClickException(exc.detail) from None
     except (OutputExistsError, FileNotFoundError) as exc:

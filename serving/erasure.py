@@ -41,7 +41,7 @@ from serving.db import write_session
 from serving.errors import NotFoundError
 from serving.grouping import needs_review
 from serving.models import Incident, Report, ReportReview, Transition, utcnow
-from serving.photos.store import PhotoStore
+from serving.photos.backend import PhotoBackend
 from serving.retention import delete_unneeded
 
 __all__ = ["ERASED", "Erasure", "erase", "erase_fields"]
@@ -136,7 +136,7 @@ def erase_fields(
 
 def erase(
     sessions: sessionmaker[Session],
-    photos: PhotoStore,
+    photos: PhotoBackend,
     report_id: int,
     *,
     actor: str,

@@ -18,7 +18,6 @@ Frames of batch jobs (``vipare batch``) never keep theirs.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +26,7 @@ from serving.auth import Principal
 from serving.db import write_session
 from serving.errors import NotFoundError, OriginalNotKeptError
 from serving.models import OriginalRead, Report, utcnow
-from serving.photos.store import PhotoStore
+from serving.photos.backend import PhotoBackend
 
 __all__ = ["DAY_S", "expire_originals", "read_original", "reads"]
 
@@ -35,10 +34,10 @@ DAY_S = 86_400.0
 
 
 def read_original(
-    sessions: sessionmaker[Session], photos: PhotoStore, report_id: int, principal: Principal, reason: str,
+    sessions: sessionmaker[Session], photos: PhotoBackend, report_id: int, principal: Principal, reason: str,
     *, at: datetime | None = None,
-) -> tuple[Path, str]:
-    """Log a read of a report's original and return its file and extension.
+) -> tuple[str, str]:
+    """Log a read of a report's original and return its sha256 and extension (its copy ``original`` in the store).
 
     Raises:
         NotFoundError: no such report.
@@ -48,8 +47,7 @@ def read_original(
         report = session.get(Report, report_id)
         if report is None:
             raise NotFoundError(f"There is no report #{report_id}.")
-        path = photos.original_path(report.sha256, report.photo_ext)
-        if report.photo_deleted_at is not None or not path.exists():
+        if report.photo_deleted_at is not None or not photos.exists(report.sha256, report.photo_ext, "original"):
             raise OriginalNotKeptError(
                 f"The unblurred original of report #{report_id} is not kept: originals are kept only when "
                 "VIPARE_KEEP_ORIGINALS_DAYS is above 0, for that many days, of photos with something blurred "
@@ -62,7 +60,7 @@ def read_original(
                 reason=reason,
             )
         )
-        return path, report.photo_ext
+        return report.sha256, report.photo_ext
 
 
 def reads(session: Session, *, report_id: int | None, limit: int, offset: int) -> tuple[list[OriginalRead], int]:
@@ -75,11 +73,11 @@ def reads(session: Session, *, report_id: int | None, limit: int, offset: int) -
     return list(rows), total
 
 
-def expire_originals(photos: PhotoStore, keep_days: int) -> int:
+def expire_originals(photos: PhotoBackend, keep_days: int) -> int:
     """Delete the originals older than ``keep_days`` days (all of them for 0); returns how many."""
     removed = 0
     for sha256, ext, age in photos.originals():
         if age >= keep_days * DAY_S:
-            photos.original_path(sha256, ext).unlink(missing_ok=True)
+            photos.delete(sha256, ext, "original")
             removed += 1
     return removed

@@ -51,7 +51,7 @@ from serving.grouping import needs_review
 from serving.incidents import Status
 from serving.models import Incident, Report, ScheduledPass, utcnow
 from serving.photos.annotated import forget_annotated
-from serving.photos.store import PhotoStore
+from serving.photos.backend import PhotoBackend
 
 __all__ = [
     "CLOSED_STATUSES",
@@ -169,16 +169,13 @@ def _needed(session: Session, shas: Sequence[str], excluding: set[int] | None = 
     return needed
 
 
-def _size(photos: PhotoStore, sha256: str, ext: str) -> int | None:
-    try:
-        return photos.path(sha256, ext).stat().st_size
-    except FileNotFoundError:
-        return None
+def _size(photos: PhotoBackend, sha256: str, ext: str) -> int | None:
+    return photos.size(sha256, ext)
 
 
 def delete_unneeded(
     sessions: sessionmaker[Session],
-    photos: PhotoStore,
+    photos: PhotoBackend,
     candidates: dict[str, str],
     *,
     annotated_cache: Path | None = None,
@@ -196,8 +193,8 @@ def delete_unneeded(
     present = [
         (sha256, ext) for sha256, ext in sorted(candidates.items())
         if _size(photos, sha256, ext) is not None
-        or photos.held_path(sha256, ext).exists()
-        or photos.original_path(sha256, ext).exists()
+        or photos.exists(sha256, ext, "held")
+        or photos.exists(sha256, ext, "original")
     ]
     files = size = 0
     for start in range(0, len(present), _BATCH):
@@ -208,13 +205,13 @@ def delete_unneeded(
                 if sha256 in needed:
                     continue
                 photos.release(sha256, ext)  # not blurred yet (serving.photos.pending): no longer needed either
-                photos.original_path(sha256, ext).unlink(missing_ok=True)  # serving.originals
+                photos.delete(sha256, ext, "original")  # serving.originals
                 found = _size(photos, sha256, ext)
                 if found is None:
                     continue
                 if annotated_cache is not None:
                     forget_annotated(annotated_cache, sha256)
-                photos.path(sha256, ext).unlink(missing_ok=True)
+                photos.delete(sha256, ext)
                 files, size = files + 1, size + found
     return files, size
 
@@ -240,7 +237,7 @@ def _mark(sessions: sessionmaker[Session], ids: Sequence[int], cutoff: datetime,
 
 def purge(
     sessions: sessionmaker[Session],
-    photos: PhotoStore,
+    photos: PhotoBackend,
     *,
     retention_days: int,
     now: datetime | None = None,
@@ -298,7 +295,7 @@ def claim_pass(sessions: sessionmaker[Session], name: str, now: datetime, period
 
 def daily_pass(
     sessions: sessionmaker[Session],
-    photos: PhotoStore,
+    photos: PhotoBackend,
     *,
     retention_days: int,
     now: datetime | None = None,

@@ -17,7 +17,7 @@ from serving.erasure import erase
 from serving.errors import NotFoundError
 from serving.originals import expire_originals
 from serving.photos.annotated import ANNOTATED_CACHE
-from serving.photos.store import PhotoStore
+from serving.photos.location import open_photos
 from serving.retention import PurgeResult, purge
 
 __all__ = ["photos", "reports"]
@@ -63,7 +63,7 @@ def purge_command(dry_run: bool, data_dir: Path | None) -> None:
     originals older than VIPARE_KEEP_ORIGINALS_DAYS go too (all of them when it is 0).
     """
     settings = _settings(data_dir=data_dir)
-    store = PhotoStore(settings.photo_dir)
+    store = open_photos(settings)
     with _store(settings) as sessions:
         result = purge(
             sessions,
@@ -100,7 +100,7 @@ def erase_command(report_id: int, erased_by: str | None, data_dir: Path | None) 
         with _store(settings) as sessions:
             done = erase(
                 sessions,
-                PhotoStore(settings.photo_dir),
+                open_photos(settings),
                 report_id,
                 actor=actor,
                 actor_key_id=None,

@@ -27,8 +27,8 @@ from serving.errors import ModelNotReadyError
 from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
+from serving.photos.backend import PhotoBackend
 from serving.photos.pending import InFlight
-from serving.photos.store import PhotoStore
 from serving.photos.workers import WorkerLock
 from serving.storage import grouping_policy, open_storage
 from vipare.detection import Detector
@@ -68,7 +68,7 @@ class Service:
     settings: ServiceSettings
     engine: Engine
     sessions: sessionmaker[Session]
-    photos: PhotoStore
+    photos: PhotoBackend
     metrics: Metrics
     pipeline: Pipeline
     worker_lock: WorkerLock

@@ -19,7 +19,8 @@ from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory
 from serving.grouping import GroupingPolicy
 from serving.models import Report
-from serving.photos.store import PhotoStore
+from serving.photos.backend import PhotoBackend
+from serving.photos.location import open_photos
 from serving.photos.workers import WorkerLock
 
 __all__ = ["Storage", "grouping_policy", "open_storage"]
@@ -45,7 +46,7 @@ class Storage:
 
     engine: Engine
     sessions: sessionmaker[Session]
-    photos: PhotoStore
+    photos: PhotoBackend
     worker_lock: WorkerLock
 
     def close(self) -> None:
@@ -67,13 +68,14 @@ def open_storage(settings: ServiceSettings) -> Storage:
     try:
         migrate(engine)
         sessions = session_factory(engine)
-        photos = PhotoStore(settings.photo_dir)
+        photos = open_photos(settings)
         lock = WorkerLock(settings.data_dir / ".workers.lock")
         alone = lock.acquire()
         removed = 0
         try:
             if lock.sweep_needed():  # else every worker since the last sweep closed cleanly: no orphan
-                grace = 0.0 if alone else settings.orphan_grace_s
+                # Alone among this host's workers; a shared store's other hosts may be between file and commit.
+                grace = 0.0 if alone and not photos.shared else settings.orphan_grace_s
                 started = time.time()
                 removed = photos.remove_orphans(_referenced(sessions), older_than_s=grace)
                 lock.swept(started - grace)

@@ -23,7 +23,6 @@ import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 from typing import Protocol
 
 from serving.batch.forkserver import available_cores, default_start_method, ensure_fork_server
@@ -35,7 +34,7 @@ from serving.batch.frames import (
     init_worker,
     worker_ready,
 )
-from serving.photos.store import PhotoStore
+from serving.photos.location import PhotoLocation
 from vipare.errors import ModelError
 from vipare.settings import Settings
 
@@ -82,19 +81,19 @@ class LocalEngine:
     Args:
         settings: the library settings; ``intra_op_threads`` is each worker's thread count.
         workers: worker processes; 0 runs the analyses in this process.
-        photo_dir: the photo store workers put accepted frames in; None to keep no photos.
+        photos_at: the photo store workers put accepted frames in (each opens it); None to keep no photos.
         start_method: how worker processes start (``forkserver`` or ``spawn``); default
             :func:`default_start_method`.
     """
 
     def __init__(
-        self, settings: Settings, *, workers: int, photo_dir: Path | None, start_method: str | None = None
+        self, settings: Settings, *, workers: int, photos_at: PhotoLocation | None, start_method: str | None = None
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
         self.settings = settings
         self.workers = workers
-        self.photo_dir = photo_dir
+        self.photos_at = photos_at
         self.start_method = start_method or default_start_method()
         self._pool: ProcessPoolExecutor | None = None
         self._ready: list[Future[ModelError | None]] = []
@@ -114,7 +113,7 @@ class LocalEngine:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=init_worker,
-            initargs=(self.settings, str(self.photo_dir) if self.photo_dir else None),
+            initargs=(self.settings, self.photos_at),
         )
         # The pool starts a process per waiting call, up to max_workers.
         self._ready = [self._pool.submit(worker_ready) for _ in range(self.workers)]
@@ -151,6 +150,6 @@ class LocalEngine:
         from vipare.pipeline import Pipeline
 
         pipeline = Pipeline(settings=self.settings)
-        photos = PhotoStore(self.photo_dir) if self.photo_dir else None
+        photos = self.photos_at.open() if self.photos_at else None
         for task in tasks:
             yield analyze_frame(pipeline, task, photos)

@@ -17,11 +17,12 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from serving.photos.anonymise import anonymise, keeps_verdict
-from serving.photos.store import EXTENSIONS, PhotoStore
+from serving.photos.backend import PhotoBackend
+from serving.photos.location import PhotoLocation
+from serving.photos.store import EXTENSIONS
 from vipare.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -180,7 +181,7 @@ class FrameOutcome:
     seconds: float = field(default=0.0, compare=False)
 
 
-def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None = None) -> FrameOutcome:
+def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoBackend | None = None) -> FrameOutcome:
     """Read, check, decode and analyse one frame; put its photo, blurred, in ``photos`` when it can be stored.
 
     The photo is put without fsync, so that a worker never waits on the disk: the job's sink puts it
@@ -226,7 +227,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
         try:
             photos.put(content, task.sha256, EXTENSIONS[result.image.format], durable=False)
         except OSError as exc:
-            return failed(PHOTO_NOT_STORED, f"cannot store a photo in {photos.root}: {exc.strerror or exc}")
+            return failed(PHOTO_NOT_STORED, f"cannot store a photo in {photos.location}: {exc.strerror or exc}")
         stored = True
     return FrameOutcome(
         task.index, result=result, photo_stored=stored, private_regions=regions, seconds=time.perf_counter() - start
@@ -237,7 +238,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoStore | None
 # Worker processes
 
 
-_WORKER: tuple[Pipeline, PhotoStore | None] | None = None
+_WORKER: tuple[Pipeline, PhotoBackend | None] | None = None
 _WORKER_ERROR: ModelError | None = None
 
 
@@ -248,7 +249,7 @@ def set_thread_budget(threads: int) -> None:
     cv2.setNumThreads(max(1, threads))
 
 
-def init_worker(settings: Settings, photo_dir: str | None) -> None:
+def init_worker(settings: Settings, photos_at: PhotoLocation | None) -> None:
     """Process-pool initializer: one pipeline (one onnxruntime session) per worker process.
 
     A model that cannot be loaded is kept, for :func:`worker_ready` to hand back: the job raises it
@@ -259,7 +260,7 @@ def init_worker(settings: Settings, photo_dir: str | None) -> None:
 
     Args:
         settings: the library settings, ``intra_op_threads`` set to this worker's share of the cores.
-        photo_dir: the photo store the worker writes accepted frames to; None to leave it to the parent.
+        photos_at: the photo store the worker writes accepted frames to; None to leave it to the parent.
     """
     global _WORKER, _WORKER_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -274,7 +275,7 @@ def init_worker(settings: Settings, photo_dir: str | None) -> None:
     except ModelError as exc:
         _WORKER_ERROR = exc
         return
-    _WORKER = (pipeline, PhotoStore(Path(photo_dir)) if photo_dir else None)
+    _WORKER = (pipeline, photos_at.open() if photos_at else None)
 
 
 def worker_ready() -> ModelError | None:

@@ -42,6 +42,7 @@ from serving.cameras import CameraSpec, list_cameras, load_camera_file, position
 from serving.config import ServiceSettings
 from serving.db import engine_from_settings, migrate, session_factory, write_session
 from serving.photos.anonymise import anonymise
+from serving.photos.location import PhotoLocation, photo_location
 from serving.photos.store import EXTENSIONS
 from vipare.errors import ImageError
 from vipare.results import ImageResult
@@ -139,7 +140,7 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
     library = library.model_copy(update={"intra_op_threads": threads})
     # The workers start, and load their models, while this process migrates, lists and hashes;
     # a model they cannot load is raised when the first frame is due.
-    engine = _engine(config, library, settings.photo_dir if config.output is None else None)
+    engine = _engine(config, library, photo_location(settings) if config.output is None else None)
     engine.start()
     sink: Sink | None = None
     try:
@@ -172,14 +173,14 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
     return summary
 
 
-def _engine(config: BatchConfig, library: Settings, photo_dir: Path | None) -> Engine:
+def _engine(config: BatchConfig, library: Settings, photos_at: PhotoLocation | None) -> Engine:
     if config.engine == "ray":
         from serving.batch.ray_engine import RayEngine
 
         return RayEngine(
             library, workers=max(1, config.workers), address=config.ray_address, batch_size=config.ray_batch_size
         )
-    return LocalEngine(library, workers=config.workers, photo_dir=photo_dir)
+    return LocalEngine(library, workers=config.workers, photos_at=photos_at)
 
 
 class _Run:
@@ -259,7 +260,7 @@ class _Run:
         assert frame.camera_id is not None and frame.ref is not None
         if outcome.photo_stored:
             self.sink.photo_put(result.image.sha256, EXTENSIONS[result.image.format])
-        elif self.sink.photo_dir is not None:
+        elif self.sink.photos_at is not None:
             try:  # the Ray engine's actors keep no photos
                 data = read_frame(frame.ref, self.settings.max_image_bytes)
             except (ImageError, OSError) as exc:

@@ -36,6 +36,7 @@ from serving.cameras import CameraSpec, position_of
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Report, utcnow
+from serving.photos.location import PhotoLocation, photo_location
 from serving.photos.store import EXTENSIONS
 from serving.reports.store import NewReport, observed_time, places_of, store_reports
 from serving.storage import grouping_policy, open_storage
@@ -93,7 +94,7 @@ class Written:
 class Sink(Protocol):
     """Where results go."""
 
-    photo_dir: Path | None
+    photos_at: PhotoLocation | None
     """The photo store the workers put accepted frames in; None when the sink keeps no photos."""
 
     def known(self, camera_ids: Iterable[str]) -> set[tuple[str, str]]:
@@ -109,7 +110,7 @@ class Sink(Protocol):
         ...
 
     def photo_put(self, sha256: str, ext: str) -> None:
-        """A worker put this photo in :attr:`photo_dir` without fsync: on disk before its frame is written."""
+        """A worker put this photo in :attr:`photos_at` without fsync: on disk before its frame is written."""
         ...
 
     def close(self) -> None:
@@ -130,9 +131,9 @@ class StoreSink:
 
     def __init__(self, settings: ServiceSettings, registry: dict[str, CameraSpec]) -> None:
         self.storage = open_storage(settings)
-        self.photo_dir: Path | None = self.storage.photos.root
+        self.photos_at: PhotoLocation | None = photo_location(settings)
         self._syncer = ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="photo-sync")
-        self._syncing: list[Future[Path]] = []
+        self._syncing: list[Future[Path | None]] = []
         self.policy = grouping_policy(settings)
         self._principals: dict[str, Principal] = {
             camera_id: camera_principal(camera_id, position_of(spec), BATCH_SUBMITTER)
@@ -161,13 +162,12 @@ class StoreSink:
         """
         syncing, self._syncing = self._syncing, []
         try:
-            folders = {file_synced.result() for file_synced in syncing}
-            if folders:
-                folders.add(self.storage.photos.root)
+            folders = {folder for file_synced in syncing if (folder := file_synced.result()) is not None}
+            folders |= {folder.parent for folder in folders}  # the store's root, for the folders made new
             for folder_synced in [self._syncer.submit(self.storage.photos.sync_folder, f) for f in folders]:
                 folder_synced.result()
         except OSError as exc:
-            raise photo_disk_error(f"cannot put the frames' photos on disk in {self.photo_dir}: {exc}") from exc
+            raise photo_disk_error(f"cannot put the frames' photos on disk in {self.photos_at}: {exc}") from exc
         received = utcnow()
         reports = [
             NewReport(
@@ -190,7 +190,7 @@ class StoreSink:
         try:
             self.storage.photos.put(data, sha256, ext, durable=False)
         except OSError as exc:
-            raise photo_disk_error(f"cannot store a photo in {self.photo_dir}: {exc.strerror or exc}") from exc
+            raise photo_disk_error(f"cannot store a photo in {self.photos_at}: {exc.strerror or exc}") from exc
         self.photo_put(sha256, ext)
 
     def photo_put(self, sha256: str, ext: str) -> None:
@@ -220,7 +220,7 @@ class JsonlSink:
             ``camera_id`` and ``sha256``.
     """
 
-    photo_dir: Path | None = None
+    photos_at: PhotoLocation | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = path

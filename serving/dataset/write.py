@@ -33,7 +33,8 @@ from serving.dataset.layout import IMAGES, LABELS, data_yaml, dataset_hash, labe
 from serving.dataset.select import ExportFilter, NothingToExportError, Sample, nothing_message, select_samples
 from serving.dataset.splits import SPLITS, Split, SplitFractions, assign_splits, group_key, incident_roots
 from serving.models import utcnow
-from serving.photos.store import PhotoStore, fsync_path
+from serving.photos.backend import PhotoBackend
+from serving.photos.store import fsync_path
 from vipare.taxonomy import TAXONOMY_VERSION, class_names
 
 __all__ = [
@@ -138,7 +139,7 @@ def _plan(session: Session, flt: ExportFilter, fractions: SplitFractions) -> _Pl
 
 def _write(
     plan: _Plan,
-    photos: PhotoStore,
+    photos: PhotoBackend,
     sink: _Sink,
     *,
     fractions: SplitFractions,
@@ -158,9 +159,8 @@ def _write(
     for sample in plan.samples:
         group = plan.groups[sample.report_id]
         split = plan.splits[group]
-        source = photos.path(sample.sha256, sample.photo_ext)
         try:
-            photo = source.read_bytes()
+            photo = photos.read(sample.sha256, sample.photo_ext)
         except FileNotFoundError:  # purged or erased since the selection: one photo less, not a failed export
             missing.append(sample.report_id)
             continue
@@ -283,7 +283,7 @@ def _check_output(out: Path, *, force: bool) -> None:
 
 def export_folder(
     session: Session,
-    photos: PhotoStore,
+    photos: PhotoBackend,
     out: Path,
     flt: ExportFilter | None = None,
     fractions: SplitFractions | None = None,
@@ -339,7 +339,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def export_zip(
     session: Session,
-    photos: PhotoStore,
+    photos: PhotoBackend,
     target: Path | IO[bytes],
     flt: ExportFilter | None = None,
     fractions: SplitFractions | None = None,

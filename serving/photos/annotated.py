@@ -3,8 +3,10 @@
 Rendering decodes the stored photo (a whole PNG, WebP or HEIC, or a reduced JPEG) and draws on it:
 seconds and hundreds of megabytes for a large picture, too much for every ``GET .../image/annotated``.
 The JPEG is kept under ``<data_dir>/cache/annotated/<ab>/<sha256>/<key>.jpg``; the key hashes what the
-drawing depends on: the stored file as it is on disk (name, size, modification time and inode, so a
-file rewritten in any way, re-encoded or blurred again, gets a new key), the detections and the size.
+drawing depends on: the stored copy's version (:meth:`serving.photos.backend.PhotoBackend.version`: a
+file's name, size, modification time and inode, an object's ETag and time of writing, so a copy
+rewritten in any way, re-encoded or blurred again, gets a new key), the detections and the size.
+The cache stays on each host, also when the photos are in a bucket several hosts share.
 Nothing is ever invalidated: a changed input is a new key. :func:`forget_annotated` deletes a photo's
 entries (when its photo is erased or expires).
 
@@ -36,16 +38,11 @@ _TMP_PREFIX = ".tmp-"
 logger = logging.getLogger("serving.photos.annotated")
 
 
-def cache_key(photo: Path, detections: Sequence[Detection], max_side: int) -> str:
-    """What the drawing of ``photo`` with ``detections`` depends on, hashed (hex).
-
-    Raises:
-        OSError: the photo cannot be read (missing).
-    """
-    stat = photo.stat()
+def cache_key(version: str, detections: Sequence[Detection], max_side: int) -> str:
+    """What the drawing of the stored copy ``version`` with ``detections`` depends on, hashed (hex)."""
     facts = {
         "format": _FORMAT,
-        "file": [photo.name, stat.st_size, stat.st_mtime_ns, stat.st_ino],
+        "file": version,
         "detections": [d.model_dump(mode="json") for d in detections],
         "max_side": max_side,
     }
@@ -57,24 +54,21 @@ def _entry(root: Path, sha256: str, key: str) -> Path:
 
 
 def cached_annotated(
-    root: Path, sha256: str, photo: Path, detections: Sequence[Detection], *, max_side: int
+    root: Path, sha256: str, version: str, detections: Sequence[Detection], *, max_side: int
 ) -> tuple[Path, bytes | None]:
     """Where the drawing of a stored photo is cached, and its bytes when it already is.
 
     Args:
         root: the cache folder (:data:`ANNOTATED_CACHE` under ``data_dir``).
         sha256: the photo's sha256 (its entries' folder).
-        photo: the stored file the drawing is made from.
+        version: the version of the stored copy the drawing is made from.
         detections: the boxes drawn.
         max_side: the longest side of the drawing, pixels.
 
     Returns:
         The entry's path (for :func:`keep_annotated` after a miss), and the JPEG's bytes or None.
-
-    Raises:
-        OSError: ``photo`` is missing.
     """
-    entry = root / sha256[:2] / sha256 / f"{cache_key(photo, detections, max_side)}.jpg"
+    entry = root / sha256[:2] / sha256 / f"{cache_key(version, detections, max_side)}.jpg"
     try:
         return entry, entry.read_bytes()
     except FileNotFoundError:

@@ -18,7 +18,7 @@ __all__ = ["render_annotated"]
 
 
 def render_annotated(
-    path: Path,
+    photo: bytes | Path,
     detections: Sequence[Detection],
     *,
     max_side: int = 1600,
@@ -28,7 +28,7 @@ def render_annotated(
     """The stored photo, upright, with the detections' boxes drawn, as a JPEG at most ``max_side`` wide or high.
 
     Args:
-        path: a stored photo.
+        photo: a stored photo's file, or its bytes.
         detections: boxes in pixels of the upright original photo.
         max_side: longest side of the result, pixels.
         max_pixels: the intake's pixel limit.
@@ -44,7 +44,7 @@ def render_annotated(
     # No margin over the box (load_image's default 1.5x is the detector's): a JPEG decodes at the
     # strongest reduction (1/2, 1/4, 1/8) that still covers the box, so the resize below only shrinks.
     image = load_image(
-        path, max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels, target_size=box, draft_oversample=1.0
+        photo, max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels, target_size=box, draft_oversample=1.0
     )
     drawn = annotate(image.array, detections, original_size=image.info.size)
     picture = Image.fromarray(drawn)

@@ -1,9 +1,11 @@
-"""The photo store: one file per distinct upload, named by the sha256 of the uploaded bytes.
+"""The photo store in a folder: one file per distinct upload, named by the sha256 of the uploaded bytes.
 
-``<data_dir>/photos/ab/abcdef...64 hex....jpg``. The stored copy keeps only what display needs (the
-picture, its colour profile and orientation; no GPS, XMP, serial numbers or thumbnails: the position
-lives in the database, with its source and accuracy), by :func:`serving.photos.metadata.clean_metadata`,
-which leaves a JPEG's, PNG's or WebP's picture byte for byte as it came.
+``<data_dir>/photos/ab/abcdef...64 hex....jpg``, held copies in ``.held/`` and originals in
+``.originals/`` (:mod:`serving.photos.backend`: what it shares with the S3 store). The stored copy
+keeps only what display needs (the picture, its colour profile and orientation; no GPS, XMP, serial
+numbers or thumbnails: the position lives in the database, with its source and accuracy), by
+:func:`serving.photos.metadata.clean_metadata`, which leaves a JPEG's, PNG's or WebP's picture byte
+for byte as it came.
 
 Crash safety: a file is written to a temporary name in its final folder, flushed to disk, then
 renamed (atomic), and the folder is synced; the database rows are committed after that. A batch
@@ -24,7 +26,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+from serving.photos.backend import Kind
 from serving.photos.metadata import clean_metadata
 
 __all__ = ["EXTENSIONS", "MEDIA_TYPES", "PhotoStore", "fsync_path"]
@@ -45,13 +49,69 @@ _ORPHAN_BATCH = 500
 class PhotoStore:
     """Photos under one folder, fanned out by the first two hex digits of their sha256.
 
+    A :class:`serving.photos.backend.PhotoBackend`.
+
     Args:
         root: the folder (created when missing).
     """
 
+    shared = False
+    """Only processes on this machine write here, and the worker lock covers them all."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.location = str(root)
+
+    def local_path(self, sha256: str, ext: str, kind: Kind = "photo") -> Path:
+        """The file of a copy of the photo (:meth:`path`, :meth:`held_path`, :meth:`original_path`)."""
+        if kind == "held":
+            return self.held_path(sha256, ext)
+        if kind == "original":
+            return self.original_path(sha256, ext)
+        return self.path(sha256, ext)
+
+    def exists(self, sha256: str, ext: str, kind: Kind = "photo") -> bool:
+        """Whether the file of this copy is there."""
+        return self.local_path(sha256, ext, kind).exists()
+
+    def size(self, sha256: str, ext: str, kind: Kind = "photo") -> int | None:
+        """The size of this copy's file in bytes; None when there is none."""
+        try:
+            return self.local_path(sha256, ext, kind).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read(self, sha256: str, ext: str, kind: Kind = "photo") -> bytes:
+        """The bytes of this copy's file.
+
+        Raises:
+            FileNotFoundError: there is none.
+        """
+        return self.local_path(sha256, ext, kind).read_bytes()
+
+    def open(self, sha256: str, ext: str, kind: Kind = "photo") -> tuple[BinaryIO, int]:
+        """This copy's file, open for reading, and its size.
+
+        Raises:
+            FileNotFoundError: there is none.
+        """
+        handle = open(self.local_path(sha256, ext, kind), "rb")  # noqa: SIM115 - the caller closes it
+        return handle, os.fstat(handle.fileno()).st_size
+
+    def version(self, sha256: str, ext: str) -> str:
+        """The stored file's name, size, modification time and inode: a new file (a rename) changes it.
+
+        Raises:
+            FileNotFoundError: there is none.
+        """
+        path = self.path(sha256, ext)
+        stat = path.stat()
+        return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+    def delete(self, sha256: str, ext: str, kind: Kind = "photo") -> None:
+        """Delete this copy's file, if there is one."""
+        self.local_path(sha256, ext, kind).unlink(missing_ok=True)
 
     def path(self, sha256: str, ext: str) -> Path:
         """Where the photo with this sha256 and extension lives."""

@@ -110,8 +110,8 @@ def store_blurred(
         service.photos.keep_original(data, sha256, ext)
     service.photos.put(stored, sha256, ext)
     if not photo_kept(service.sessions, sha256):
-        service.photos.path(sha256, ext).unlink(missing_ok=True)
-        service.photos.original_path(sha256, ext).unlink(missing_ok=True)
+        service.photos.delete(sha256, ext)
+        service.photos.delete(sha256, ext, "original")
     service.photos.release(sha256, ext)
 
 
@@ -121,7 +121,7 @@ def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Dete
     Raises:
         FileNotFoundError: the file is no longer held (its blurred copy was stored meanwhile).
     """
-    data = service.photos.held_path(sha256, ext).read_bytes()
+    data = service.photos.read(sha256, ext, "held")
     pipeline = service.pipeline  # the privacy detectors: ready before the deposit model's warm-up
     store_blurred(service, pipeline, data, pipeline.decode(data), detections, dumping, sha256, ext)
 
@@ -136,13 +136,13 @@ def ensure_stored(
     Raises:
         PhotoPendingError: still being blurred after :data:`READ_WAIT_S` (a long queue): try again.
     """
-    path = service.photos.path(sha256, ext)
-    if path.exists():
+    photos = service.photos
+    if photos.exists(sha256, ext):
         return True
     if not service.in_flight.wait(sha256, READ_WAIT_S):
         raise _pending()
-    if path.exists() or not service.photos.held_path(sha256, ext).exists():
-        return path.exists()
+    if photos.exists(sha256, ext) or not photos.exists(sha256, ext, "held"):
+        return photos.exists(sha256, ext)
     if service.in_flight.start(sha256):
         try:
             blur_held(service, sha256, ext, detections, dumping)
@@ -154,7 +154,7 @@ def ensure_stored(
             service.in_flight.finish(sha256)
     elif not service.in_flight.wait(sha256, READ_WAIT_S):
         raise _pending()
-    return path.exists()
+    return photos.exists(sha256, ext)
 
 
 def _pending() -> PhotoPendingError:

@@ -169,9 +169,9 @@ def _put_photo(service: Service, data: bytes, sha256: str, ext: str, held: bool 
     after a model promotion): not this upload's to delete.
     """
     if held:
-        existed = service.photos.held_path(sha256, ext).exists()
+        existed = service.photos.exists(sha256, ext, "held")
         return service.photos.hold(data, sha256, ext) and not existed
-    existed = service.photos.path(sha256, ext).exists()
+    existed = service.photos.exists(sha256, ext)
     return service.photos.put(data, sha256, ext) and not existed
 
 
@@ -187,8 +187,8 @@ def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: b
                 return
         except SQLAlchemyError:
             return  # cannot tell: the start-up sweep decides later
-    (service.photos.held_path if held else service.photos.path)(sha256, ext).unlink(missing_ok=True)
-    service.photos.original_path(sha256, ext).unlink(missing_ok=True)
+    service.photos.delete(sha256, ext, "held" if held else "photo")
+    service.photos.delete(sha256, ext, "original")
 
 
 def _existing(service: Service, client_ref: str, sha256: str) -> tuple[int, bool] | None:
@@ -233,7 +233,7 @@ def _restore(
             return send_anyway(session, report_id, principal, policy=service.policy, note=form.note)
     except (OSError, SQLAlchemyError):
         if created:
-            service.photos.path(sha256, ext).unlink(missing_ok=True)
+            service.photos.delete(sha256, ext)
         raise
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Query, Response
 
 from serving.auth import Permission, Principal
-from serving.errors import ErrorBody
+from serving.errors import ErrorBody, OriginalNotKeptError
 from serving.models import Report
 from serving.originals import read_original, reads
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.blurring import ensure_stored
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require
+from serving.routes.photo_response import photo_response
 from serving.schemas import MAX_ID, OriginalReadOut, OriginalReadPage
 from serving.text import FreeText
 from vipare.results import Detection
@@ -33,7 +33,7 @@ REASON_MIN, REASON_MAX = 10, 1000
 
 @router.get(
     "/v1/reports/{report_id}/original",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The photo as sent, not blurred."},
         404: {"model": ErrorBody, "description": "No such report."},
@@ -49,7 +49,7 @@ def get_original(
         FreeText,
         Query(min_length=REASON_MIN, max_length=REASON_MAX, description="Why it is read (kept in the log)."),
     ],
-) -> FileResponse:
+) -> Response:
     """The photo as sent, faces and plates readable, metadata removed, while it is kept
     (``VIPARE_KEEP_ORIGINALS_DAYS``). The read, with its reason, is logged before it is served."""
     with service.sessions() as session:  # a photo sent a moment ago: its original is kept with its blurred copy
@@ -57,8 +57,11 @@ def get_original(
         if report is not None and report.photo_deleted_at is None:
             detections = [Detection.model_validate(d) for d in report.detections]
             ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping)
-    path, ext = read_original(service.sessions, service.photos, report_id, principal, reason)
-    return FileResponse(path, media_type=MEDIA_TYPES[ext], headers={"Cache-Control": "no-store"})
+    sha256, ext = read_original(service.sessions, service.photos, report_id, principal, reason)
+    try:
+        return photo_response(service.photos, sha256, ext, "original", headers={"Cache-Control": "no-store"})
+    except FileNotFoundError:  # expired or erased since the read was logged
+        raise OriginalNotKeptError(f"The unblurred original of report #{report_id} is no longer kept.") from None
 
 
 @router.get("/v1/originals/reads", response_model=OriginalReadPage, summary="The log of reads of originals")

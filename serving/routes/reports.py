@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -28,6 +26,7 @@ from serving.reports.upload import submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.retention import check_photo_kept
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require, require_open311
+from serving.routes.photo_response import photo_response
 from serving.schemas import NOTE_MAX, ReportForm, ReportOut, ReportPage
 from serving.service import Service
 from vipare.results import Detection
@@ -227,7 +226,7 @@ def get_report(
 
 @router.get(
     "/v1/reports/{report_id}/image",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The stored photo."},
         410: _PHOTO_GONE,
@@ -240,7 +239,7 @@ def get_report_image(
     session: SessionDep,
     service: ServiceDep,
     principal: Annotated[Principal, Depends(require_open311(Permission.REPORT_READ_OWN))],
-) -> FileResponse:
+) -> Response:
     """The stored photo, as uploaded but without its EXIF GPS; 410 once it is no longer kept.
 
     The key may also come as ``?api_key=`` (an Open311 client following ``media_url``); never logged.
@@ -249,7 +248,10 @@ def get_report_image(
     check_photo_kept(report)
     if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report), report.dumping):
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
-    return FileResponse(service.photos.path(report.sha256, report.photo_ext), media_type=MEDIA_TYPES[report.photo_ext])
+    try:
+        return photo_response(service.photos, report.sha256, report.photo_ext)
+    except FileNotFoundError:  # deleted since the look above (erased, expired)
+        raise NotFoundError(f"The photo of report #{report_id} is missing from the store.") from None
 
 
 def _detections(report: Report) -> list[Detection]:
@@ -303,26 +305,30 @@ async def _rendered(service: Service, principal: Principal, report_id: int, *, b
     """The stored photo drawn at ``side`` pixels, with its boxes or without, from the cache or made now."""
     settings = service.settings
 
-    def find() -> tuple[str, Path, list[Detection]]:
+    photos = service.photos
+
+    def find() -> tuple[str, str, list[Detection]]:
         with service.sessions() as session:
             report = _readable(session, principal, report_id)
             check_photo_kept(report)
             detections = _detections(report)
             if not ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping):
                 raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
-            return report.sha256, service.photos.path(report.sha256, report.photo_ext), detections if boxes else []
+            return report.sha256, report.photo_ext, detections if boxes else []
 
-    sha256, path, detections = await anyio.to_thread.run_sync(find)
+    sha256, ext, detections = await anyio.to_thread.run_sync(find)
 
     try:
         entry, jpeg = await anyio.to_thread.run_sync(
-            lambda: cached_annotated(settings.data_dir / ANNOTATED_CACHE, sha256, path, detections, max_side=side)
+            lambda: cached_annotated(
+                settings.data_dir / ANNOTATED_CACHE, sha256, photos.version(sha256, ext), detections, max_side=side
+            )
         )
         if jpeg is None:  # drawn once, in one of the analysis slots: it decodes the photo
             jpeg = await anyio.to_thread.run_sync(
                 lambda: render_annotated(
-                    path, detections, max_side=side, max_pixels=settings.max_image_pixels,
-                    max_non_jpeg_pixels=settings.max_non_jpeg_pixels,
+                    photos.local_path(sha256, ext) or photos.read(sha256, ext), detections, max_side=side,
+                    max_pixels=settings.max_image_pixels, max_non_jpeg_pixels=settings.max_non_jpeg_pixels,
                 ),
                 limiter=service.analysis_limiter,
             )

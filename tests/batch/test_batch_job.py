@@ -326,7 +326,7 @@ def test_a_worker_waiting_for_frames_lives_through_ctrl_c(tmp_path: Path, settin
     task = FrameTask(0, "f.jpg", FrameRef(str(path)), hashlib.sha256(path.read_bytes()).hexdigest(),
                      CameraPosition(lat=49.1193, lon=6.1757, camera_id="cam-a"), None)
     library = Settings(model_path=settings.model_path, intra_op_threads=1)
-    engine = LocalEngine(library, workers=1, photo_dir=None)
+    engine = LocalEngine(library, workers=1, photos_at=None)
     engine.start()
     try:
         assert engine._ready[0].result(timeout=60) is None  # the worker is up, waiting for frames

@@ -22,6 +22,7 @@ from serving.auth import Role, create_key
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.models import Incident, Report
+from serving.photos.store import PhotoStore
 from serving.service import Service
 from tests.imagegen import make_photo, pattern_array
 from tests.onnxgen import COLOUR_SCORE, MAGENTA, Colour
@@ -128,6 +129,13 @@ class Server:
         service: Service = self.app.state.service
         return service
 
+    @property
+    def folder(self) -> PhotoStore:
+        """The service's photo store, a folder in these tests, for its files' paths."""
+        photos = self.service.photos
+        assert isinstance(photos, PhotoStore), f"the photos are in {photos.location}, not in a folder"
+        return photos
+
     def headers(self, who: str) -> dict[str, str]:
         """Auth header of one of :attr:`keys` ('agent', 'agent2', 'camera', 'manager', 'admin')."""
         return bearer(self.keys[who])
@@ -156,7 +164,7 @@ class Server:
         with self.service.sessions() as session:
             reports = session.scalar(select(func.count()).select_from(Report)) or 0
             incidents = session.scalar(select(func.count()).select_from(Incident)) or 0
-        files = sum(1 for _ in self.service.photos.files())
+        files = sum(1 for _ in self.folder.files())
         return reports, incidents, files
 
 

@@ -136,7 +136,7 @@ def test_the_command_writes_photos_labels_data_yaml_and_manifest(store: Store, t
     assert labels["b"] == "1 0.437500 0.416667 0.125000 0.166667\n2 0.062500 0.083333 0.125000 0.166667\n"
     assert labels["c"] == labels["d"] == ""  # a false alarm and a bare street: negatives
 
-    photos = store.server.service.photos
+    photos = store.server.folder
     with store.server.service.sessions() as session:
         for name in "abcd":
             entry, report = entries[ids[name]], session.get(Report, ids[name])
@@ -269,7 +269,7 @@ def test_an_existing_export_is_replaced_only_with_force(store: Store, tmp_path: 
 
 
 def test_an_interrupted_export_leaves_no_folder(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    photos = store.server.service.photos
+    photos = store.server.folder
     calls = itertools.count()
 
     def path(sha256: str, ext: str) -> Path:  # the third photo cannot be read

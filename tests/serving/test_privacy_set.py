@@ -70,7 +70,7 @@ def test_faces_and_plates_are_unreadable_in_every_copy(server: Server) -> None:
         report = response.json()
         url = f"/v1/reports/{report['id']}/image"
         copies = {
-            "stored": server.service.photos.path(hashlib.sha256(original).hexdigest(), "jpg").read_bytes(),
+            "stored": server.folder.path(hashlib.sha256(original).hexdigest(), "jpg").read_bytes(),
             "served": server.client.get(url, headers=server.headers("manager")).content,
             "annotated": server.client.get(f"{url}/annotated", headers=server.headers("manager")).content,
         }

@@ -87,7 +87,7 @@ def _never_blurred(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_answer_comes_before_the_blur_and_a_reader_waits_for_it(blurred_server: Server, gate: Gate) -> None:
     photo = _photo(11, 48.8711, 2.3711)
     sha256 = hashlib.sha256(photo).hexdigest()
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     response = _post(blurred_server, photo)
     assert response.status_code == 201, response.text
     assert gate.reached.wait(30)
@@ -116,7 +116,7 @@ def test_a_reader_blurs_a_photo_whose_blurring_never_ran(
     photo = _photo(12, 48.8712, 2.3712)
     sha256 = hashlib.sha256(photo).hexdigest()
     report = _post(blurred_server, photo).json()
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     assert photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
     annotated = blurred_server.client.get(
         f"/v1/reports/{report['id']}/image/annotated", headers=blurred_server.headers("manager")
@@ -134,12 +134,12 @@ def test_a_photo_held_at_a_crash_is_blurred_before_the_next_start_is_ready(
     with server_at(tmp_path / "data", detector) as first:
         _never_blurred(monkeypatch)
         assert _post(first, photo).status_code == 201
-        assert first.service.photos.held_path(sha256, "jpg").exists()
+        assert first.folder.held_path(sha256, "jpg").exists()
     monkeypatch.undo()
     monkeypatch.setattr("vipare.pipeline.PrivacyDetector.from_settings", lambda *a, **k: FixedRegions(REGIONS))
     with server_at(tmp_path / "data", detector) as second:
         assert second.client.get("/readyz").status_code == 200
-        photos = second.service.photos
+        photos = second.folder
         assert not photos.held_path(sha256, "jpg").exists()
         assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
 
@@ -153,7 +153,7 @@ def test_erasing_a_report_whose_photo_is_held_leaves_no_file(
     report = _post(blurred_server, photo).json()
     erased = blurred_server.client.post(f"/v1/reports/{report['id']}/erase", headers=blurred_server.headers("admin"))
     assert erased.status_code == 200, erased.text
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
 
 
@@ -165,7 +165,7 @@ def test_a_blur_finishing_after_an_erasure_stores_nothing(blurred_server: Server
     assert erased.status_code == 200, erased.text
     gate.opened.set()
     blurred_server.settle()
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
 
 
@@ -176,7 +176,7 @@ def test_beyond_the_photos_in_flight_an_upload_blurs_before_answering(
     photo = _photo(16, 48.8716, 2.3716)
     sha256 = hashlib.sha256(photo).hexdigest()
     assert _post(blurred_server, photo).status_code == 201
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     assert not photos.held_path(sha256, "jpg").exists()
     assert _is_blurred(photos.path(sha256, "jpg").read_bytes(), photo)
 
@@ -189,8 +189,8 @@ def test_a_photo_this_process_is_blurring_already_is_blurred_before_the_answer(b
     assert service.in_flight.start(sha256)
     try:
         assert _post(blurred_server, photo).status_code == 201
-        assert not service.photos.held_path(sha256, "jpg").exists()
-        assert _is_blurred(service.photos.path(sha256, "jpg").read_bytes(), photo)
+        assert not blurred_server.folder.held_path(sha256, "jpg").exists()
+        assert _is_blurred(blurred_server.folder.path(sha256, "jpg").read_bytes(), photo)
     finally:
         service.in_flight.finish(sha256)
 
@@ -206,7 +206,7 @@ def test_an_upload_failing_after_the_hold_leaves_no_file(
     sha256 = hashlib.sha256(photo).hexdigest()
     with pytest.raises(RuntimeError, match="went away"):
         _post(blurred_server, photo)
-    photos = blurred_server.service.photos
+    photos = blurred_server.folder
     assert not photos.held_path(sha256, "jpg").exists() and not photos.path(sha256, "jpg").exists()
     assert not len(blurred_server.service.in_flight)
 
@@ -221,7 +221,7 @@ def test_a_photo_that_cannot_be_decoded_in_full_is_not_kept_unblurred(
     photo = _photo(19, 48.8719, 2.3719)
     sha256 = hashlib.sha256(photo).hexdigest()
     report = blurred_server.upload(photo).json()
-    assert not blurred_server.service.photos.held_path(sha256, "jpg").exists()
+    assert not blurred_server.folder.held_path(sha256, "jpg").exists()
     served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
     assert served.status_code == 404 and served.json()["code"] == "not_found"
 

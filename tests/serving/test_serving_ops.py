@@ -141,7 +141,7 @@ def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) ->
 def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector) as first:
         first.upload(deposit_photo(4, lat=NANTES[0], lon=NANTES[1]))
-        kept = list(first.service.photos.files())
+        kept = list(first.folder.files())
     assert len(kept) == 1
     photos = tmp_path / "photos"
     fresh_orphan = photos / "ab" / ("ab" + "0" * 62 + ".jpg")

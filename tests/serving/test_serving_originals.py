@@ -54,7 +54,7 @@ def _original(server: Server, report_id: int, who: str = "officer", reason: str 
 def test_by_default_no_original_is_kept(not_keeping: Server) -> None:
     photo = _photo(21, 48.8721, 2.3721)
     report = not_keeping.upload(photo).json()
-    assert not not_keeping.service.photos.originals()
+    assert not not_keeping.folder.originals()
     answer = _original(not_keeping, report["id"])
     assert answer.status_code == 410 and answer.json()["code"] == "original_not_kept"
     reads = not_keeping.client.get("/v1/originals/reads", headers=not_keeping.headers("officer")).json()
@@ -96,7 +96,7 @@ def test_a_read_without_a_reason_is_refused_and_not_logged(keeping: Server, reas
 def test_an_erased_report_takes_its_original_with_it(keeping: Server) -> None:
     photo = _photo(25, 48.8725, 2.3725)
     report = keeping.upload(photo).json()
-    path = keeping.service.photos.original_path(hashlib.sha256(photo).hexdigest(), "jpg")
+    path = keeping.folder.original_path(hashlib.sha256(photo).hexdigest(), "jpg")
     assert path.exists()
     assert keeping.client.post(f"/v1/reports/{report['id']}/erase", headers=keeping.headers("admin")).status_code == 200
     assert not path.exists()
@@ -106,7 +106,7 @@ def test_an_erased_report_takes_its_original_with_it(keeping: Server) -> None:
 def test_originals_older_than_the_setting_are_deleted(keeping: Server) -> None:
     photo = _photo(26, 48.8726, 2.3726)
     keeping.upload(photo)
-    store = keeping.service.photos
+    store = keeping.folder
     path = store.original_path(hashlib.sha256(photo).hexdigest(), "jpg")
     assert expire_originals(store, 7) == 0 and path.exists()
     eight_days_ago = time.time() - 8 * DAY_S
@@ -119,7 +119,7 @@ def test_the_purge_command_deletes_every_original_once_the_setting_is_0(
 ) -> None:
     photo = _photo(27, 48.8727, 2.3727)
     keeping.upload(photo)
-    path = keeping.service.photos.original_path(hashlib.sha256(photo).hexdigest(), "jpg")
+    path = keeping.folder.original_path(hashlib.sha256(photo).hexdigest(), "jpg")
     assert path.exists()
     monkeypatch.setenv("VIPARE_KEEP_ORIGINALS_DAYS", "0")
     result = CliRunner().invoke(photos_cli, ["purge", "--data-dir", str(keeping.data_dir)])
@@ -142,7 +142,7 @@ def test_a_photo_with_nothing_to_blur_keeps_no_separate_original(
     monkeypatch.setattr(keeping.service.pipeline, "privacy", FixedRegions([]))
     photo = _photo(28, 48.8728, 2.3728)
     report = keeping.upload(photo).json()
-    assert not keeping.service.photos.original_path(hashlib.sha256(photo).hexdigest(), "jpg").exists()
+    assert not keeping.folder.original_path(hashlib.sha256(photo).hexdigest(), "jpg").exists()
     answer = _original(keeping, report["id"])
     assert answer.status_code == 410 and "the stored photo is the original" in answer.json()["detail"]
 

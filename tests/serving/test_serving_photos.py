@@ -356,7 +356,7 @@ def test_served_photos_carry_only_what_display_needs(server: Server, fmt: str) -
     served = server.client.get(report["links"]["image"], headers=server.headers("agent"))
     assert served.status_code == 200
     assert_only_display_metadata(served.content, photo)
-    stored = server.service.photos.path(hashlib.sha256(photo).hexdigest(), EXTENSIONS[fmt]).read_bytes()
+    stored = server.folder.path(hashlib.sha256(photo).hexdigest(), EXTENSIONS[fmt]).read_bytes()
     assert stored == served.content
     annotated = server.client.get(report["links"]["annotated_image"], headers=server.headers("manager"))
     assert annotated.status_code == 200

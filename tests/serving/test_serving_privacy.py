@@ -84,7 +84,7 @@ def test_a_face_is_unreadable_in_the_stored_served_and_annotated_photo(server: S
     assert response.status_code == 201, response.text
     report = response.json()
     sha256 = hashlib.sha256(photo).hexdigest()
-    stored = server.service.photos.path(sha256, "jpg").read_bytes()  # named after the uploaded bytes
+    stored = server.folder.path(sha256, "jpg").read_bytes()  # named after the uploaded bytes
     served = server.client.get(f"/v1/reports/{report['id']}/image", headers=server.headers("manager"))
     annotated = server.client.get(f"/v1/reports/{report['id']}/image/annotated", headers=server.headers("manager"))
     assert served.status_code == annotated.status_code == 200
@@ -118,7 +118,7 @@ def test_without_regions_the_store_keeps_the_upload_cleaned_of_its_metadata(serv
         assert server.upload(photo).status_code == 201
     finally:
         pipeline.privacy = kept
-    stored = server.service.photos.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
+    stored = server.folder.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
     assert stored == clean_metadata(photo)
 
 
@@ -237,7 +237,7 @@ def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
         assert plain.service.pipeline.privacy is None
         photo = _photo(6, 48.8606, 2.3506)
         assert plain.upload(photo).status_code == 201
-        stored = plain.service.photos.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
+        stored = plain.folder.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
         assert stored == clean_metadata(photo)
 
 

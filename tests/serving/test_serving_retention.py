@@ -70,7 +70,7 @@ def get(server: Server, path: str, who: str = "manager") -> Any:
 
 def photo_file(server: Server, report: dict[str, Any]) -> Path:
     ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic"}[report["image"]["format"]]
-    return server.service.photos.path(report["image"]["sha256"], ext)
+    return server.folder.path(report["image"]["sha256"], ext)
 
 
 def run_purge(server: Server, now: datetime, *, dry_run: bool = False) -> PurgeResult:
@@ -411,7 +411,7 @@ def test_an_erasure_cut_before_the_file_serves_nothing_and_erasing_again_finishe
         patch.setattr(serving.erasure, "delete_unneeded", killed)
         with pytest.raises(SystemExit):
             serving.erasure.erase(
-                server.service.sessions, server.service.photos, report["id"], actor="dpo", actor_key_id=None
+                server.service.sessions, server.folder, report["id"], actor="dpo", actor_key_id=None
             )
     assert_gone(server, report["id"])
     assert photo_file(server, report).exists()

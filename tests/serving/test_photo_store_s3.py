@@ -1,0 +1,337 @@
+"""The photo store in an S3 bucket (:mod:`serving.photos.s3`), against moto's S3 server on 127.0.0.1.
+
+The store alone (writes, reads, held copies, originals, the orphan sweep), then the service with
+``photo_store=s3://...``: uploads stored and served from the bucket, the blurred copy replacing the
+held one, erasure and retention deleting objects, the start-up sweep, and two services with a data
+folder each sharing one bucket and one database. Skipped without boto3 or moto's server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import pickle
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.config import ServiceSettings, UnsafeConfigurationError
+from serving.models import utcnow
+from serving.photos.annotated import ANNOTATED_CACHE
+from serving.photos.backend import PhotoBackend
+from serving.photos.location import PhotoLocation, open_photos, photo_location
+from serving.photos.store import PhotoStore
+from serving.retention import purge
+from tests.imagegen import make_photo, pattern_array
+from tests.s3store import new_bucket, s3_client, s3_endpoint
+from tests.serving.helpers import Server, deposit_photo, moved, server_at
+from tests.serving.test_serving_blur_later import REGIONS, _is_blurred
+from tests.serving.test_serving_privacy import FixedRegions, _photo, _sharpness
+from vipare.detection import Detector
+
+LYON = (45.7640, 4.8357)
+_seed = itertools.count(91_000)
+_places = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with s3_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(endpoint: str) -> str:
+    return new_bucket(endpoint)
+
+
+@pytest.fixture
+def store(endpoint: str, bucket: str) -> Any:
+    from serving.photos.s3 import S3PhotoStore
+
+    return S3PhotoStore.from_url(f"s3://{bucket}/city", endpoint_url=endpoint)
+
+
+@pytest.fixture(params=["folder", "bucket"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> PhotoBackend:
+    """Each store, for what they both promise (:class:`serving.photos.backend.PhotoBackend`)."""
+    if request.param == "folder":
+        return PhotoStore(tmp_path / "photos")
+    store: PhotoBackend = request.getfixturevalue("store")
+    return store
+
+
+def keys(endpoint: str, bucket: str) -> list[str]:
+    listed = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
+    return sorted(item["Key"] for item in listed)
+
+
+def jpeg(seed: int) -> bytes:
+    """A small JPEG of its own (seeded noise)."""
+    return make_photo("JPEG", array=pattern_array((32, 24), "noise", seed=seed))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# The store alone
+
+
+def test_a_photo_is_put_once_under_the_folder_layout_and_read_back(store: Any, endpoint: str, bucket: str) -> None:
+    data = jpeg(1)
+    digest = sha(data)
+    assert store.put(data, digest, "jpg", durable=False)
+    assert not store.put(data, digest, "jpg")  # the same bytes: already there
+    assert keys(endpoint, bucket) == [f"city/{digest[:2]}/{digest}.jpg"]
+    assert store.exists(digest, "jpg") and not store.exists(digest, "jpg", "held")
+    assert store.read(digest, "jpg") == data and store.size(digest, "jpg") == len(data)
+    stream, size = store.open(digest, "jpg")
+    with stream:
+        assert stream.read() == data and size == len(data)
+    assert store.local_path(digest, "jpg") is None and store.sync_file(digest, "jpg") is None
+    head = s3_client(endpoint).head_object(Bucket=bucket, Key=f"city/{digest[:2]}/{digest}.jpg")
+    assert head["ContentType"] == "image/jpeg"
+
+
+def test_other_bytes_under_the_same_name_are_written_again_with_a_new_version(backend: PhotoBackend) -> None:
+    data = jpeg(2)
+    digest = sha(data)
+    assert backend.put(data, digest, "jpg") and not backend.put(data, digest, "jpg")
+    before = backend.version(digest, "jpg")
+    time.sleep(0.01)  # a file's modification time, in ns, or an object's time of writing: another moment
+    assert backend.put(jpeg(3), digest, "jpg")  # a blurred copy, or a torn one replaced
+    assert backend.read(digest, "jpg") == jpeg(3) and backend.size(digest, "jpg") == len(jpeg(3))
+    assert backend.version(digest, "jpg") != before
+    stream, size = backend.open(digest, "jpg")
+    with stream:
+        assert stream.read() == jpeg(3) and size == len(jpeg(3))
+    backend.delete(digest, "jpg")
+    assert not backend.exists(digest, "jpg")
+
+
+def test_missing_copies_read_as_missing_files(backend: PhotoBackend) -> None:
+    digest = "ab" * 32
+    assert not backend.exists(digest, "jpg") and backend.size(digest, "jpg") is None
+    for kind in ("photo", "held", "original"):
+        with pytest.raises(FileNotFoundError):
+            backend.read(digest, "jpg", kind)
+        with pytest.raises(FileNotFoundError):
+            backend.open(digest, "jpg", kind)
+    with pytest.raises(FileNotFoundError):
+        backend.version(digest, "jpg")
+    backend.delete(digest, "jpg")  # nothing to delete: no error
+    backend.release(digest, "jpg")
+
+
+def test_a_bucket_without_boto3_installed_is_refused_with_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "serving.photos.s3", None)  # as if boto3 were missing
+    with pytest.raises(UnsafeConfigurationError, match=r"pip install 'vipare\[s3\]'"):
+        PhotoLocation("s3://bucket/photos").open()
+
+
+def test_held_copies_and_originals_are_listed_oldest_first_and_dropped(store: Any, endpoint: str, bucket: str) -> None:
+    first, second = jpeg(4), jpeg(5)
+    assert store.hold(first, sha(first), "jpg") and not store.hold(first, sha(first), "jpg")
+    store.hold(second, sha(second), "jpg")
+    assert store.keep_original(first, sha(first), "jpg")
+    held = store.held()
+    assert {(s, e) for s, e, _ in held} == {(sha(first), "jpg"), (sha(second), "jpg")}
+    assert all(0 <= age < 60 for _, _, age in held)
+    assert [(s, e) for s, e, _ in store.originals()] == [(sha(first), "jpg")]
+    assert store.read(sha(first), "jpg", "held") == first
+    assert f"city/.held/{sha(first)}.jpg" in keys(endpoint, bucket)
+    store.release(sha(first), "jpg")
+    store.delete(sha(first), "jpg", "original")
+    assert [s for s, _, _ in store.held()] == [sha(second)] and store.originals() == []
+
+
+def test_the_orphan_sweep_lists_the_prefix_and_deletes_only_unreferenced_copies_of_its_layout(
+    store: Any, endpoint: str, bucket: str
+) -> None:
+    kept, orphan, held_orphan = jpeg(6), jpeg(7), jpeg(8)
+    store.put(kept, sha(kept), "jpg")
+    store.put(orphan, sha(orphan), "jpg")
+    store.hold(held_orphan, sha(held_orphan), "jpg")
+    client = s3_client(endpoint)
+    client.put_object(Bucket=bucket, Key="city/notes.txt", Body=b"not a photo")
+    client.put_object(Bucket=bucket, Key="elsewhere/ab/" + "ab" * 32 + ".jpg", Body=b"another prefix")
+    asked: list[str] = []
+
+    def referenced(shas: Any) -> set[str]:
+        asked.extend(shas)
+        return {sha(kept)} & set(shas)
+
+    assert store.remove_orphans(referenced, older_than_s=3600) == 0  # all too recent
+    assert store.remove_orphans(referenced) == 2
+    assert sorted(asked) == sorted([sha(kept), sha(orphan), sha(held_orphan)])
+    assert keys(endpoint, bucket) == sorted(
+        ["city/notes.txt", f"city/{sha(kept)[:2]}/{sha(kept)}.jpg", "elsewhere/ab/" + "ab" * 32 + ".jpg"]
+    )
+
+
+def test_a_missing_bucket_is_an_error_of_the_store_not_a_missing_photo(endpoint: str) -> None:
+    from serving.photos.s3 import S3PhotoStore
+
+    store = S3PhotoStore.from_url("s3://no-such-bucket/p", endpoint_url=endpoint)
+    with pytest.raises(OSError) as raised:
+        store.put(jpeg(9), sha(jpeg(9)), "jpg")
+    assert not isinstance(raised.value, FileNotFoundError) and "NoSuchBucket" in str(raised.value)
+
+
+def test_settings_name_the_bucket_and_its_location_travels_to_worker_processes(endpoint: str, bucket: str) -> None:
+    settings = ServiceSettings(photo_store=f"s3://{bucket}/city/", s3_endpoint_url=endpoint + "/")
+    location = photo_location(settings)
+    assert location == PhotoLocation(f"s3://{bucket}/city", endpoint)
+    opened = pickle.loads(pickle.dumps(location)).open()
+    assert opened.location == f"s3://{bucket}/city/" and opened.shared
+    assert open_photos(ServiceSettings(data_dir=Path("/tmp/unused"))).shared is False
+    for wrong in ("s3://", "/srv/photos", "gs://bucket"):
+        with pytest.raises(ValueError, match="s3://bucket/prefix"):
+            ServiceSettings(photo_store=wrong)
+
+
+# --------------------------------------------------------------------------------------------------
+# The service on a bucket
+
+
+def s3_server(data_dir: Path, detector: Detector, endpoint: str, bucket: str, **overrides: Any) -> Any:
+    return server_at(data_dir, detector, photo_store=f"s3://{bucket}/photos", s3_endpoint_url=endpoint, **overrides)
+
+
+@pytest.fixture
+def service(tmp_path: Path, detector: Detector, endpoint: str, bucket: str) -> Iterator[Server]:
+    with s3_server(tmp_path / "data", detector, endpoint, bucket, photo_retention_days=30) as running:
+        yield running
+
+
+def sent(server: Server, photo: bytes | None = None) -> dict[str, Any]:
+    lat, lon = moved(*LYON, north_m=500.0 * next(_places))
+    response = server.upload(photo or deposit_photo(next(_seed)), lat=lat, lon=lon, accuracy_m=5)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def photo_key(report: dict[str, Any]) -> str:
+    digest = report["image"]["sha256"]
+    return f"photos/{digest[:2]}/{digest}.jpg"
+
+
+def test_an_upload_is_stored_in_the_bucket_and_served_from_it(
+    service: Server, endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    report = sent(service)
+    assert keys(endpoint, bucket) == [photo_key(report)]  # the held copy gave way to the blurred one
+    assert not (tmp_path / "data" / "photos").exists()
+    stored = s3_client(endpoint).get_object(Bucket=bucket, Key=photo_key(report))["Body"].read()
+    image = service.client.get(f"/v1/reports/{report['id']}/image", headers=service.headers("manager"))
+    assert image.status_code == 200, image.text
+    assert image.content == stored
+    assert image.headers["content-type"] == "image/jpeg" and image.headers["content-length"] == str(len(stored))
+    assert service.client.get(f"/v1/reports/{report['id']}/image").status_code == 401  # the key is still asked for
+    for drawn in ("image/annotated", "thumbnail"):
+        answer = service.client.get(f"/v1/reports/{report['id']}/{drawn}", headers=service.headers("manager"))
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+
+
+def test_a_held_photo_in_the_bucket_is_blurred_when_read_and_its_held_copy_dropped(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vipare.pipeline.PrivacyDetector.from_settings", lambda *a, **k: FixedRegions(REGIONS))
+    with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
+        service = server.service
+
+        def lost(*args: Any) -> None:  # the process died before blurring: the held copy stays
+            service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, dumping, sha256, ext)
+
+        monkeypatch.setattr("serving.reports.upload.blur_later", lost)
+        photo = _photo(31, 45.75, 4.85)
+        report = server.upload(photo).json()
+        digest = report["image"]["sha256"]
+        assert keys(endpoint, bucket) == [f"photos/.held/{digest}.jpg"]
+        answer = server.client.get(f"/v1/reports/{report['id']}/image", headers=server.headers("manager"))
+        assert answer.status_code == 200, answer.text
+        assert _is_blurred(answer.content, photo)
+        assert keys(endpoint, bucket) == [photo_key(report)]
+
+
+def test_erasure_and_retention_delete_the_objects(service: Server, endpoint: str, bucket: str) -> None:
+    erased, expired, kept = sent(service), sent(service), sent(service)
+    assert service.client.post(f"/v1/reports/{erased['id']}/erase", headers=service.headers("admin")).status_code == 200
+    assert photo_key(erased) not in keys(endpoint, bucket)
+    answer = service.client.post(
+        f"/v1/incidents/{expired['incident']['id']}/transitions", json={"to": "cleaned"},
+        headers=service.headers("manager"),
+    )
+    assert answer.status_code == 201, answer.text
+    done = purge(
+        service.service.sessions, service.service.photos, retention_days=30, now=utcnow() + timedelta(days=31),
+        annotated_cache=service.data_dir / ANNOTATED_CACHE,
+    )
+    assert done.files == 1 and done.bytes > 0
+    assert keys(endpoint, bucket) == [photo_key(kept)]
+    gone = service.client.get(f"/v1/reports/{expired['id']}/image", headers=service.headers("manager"))
+    assert gone.status_code == 410
+
+
+def test_originals_are_kept_in_the_bucket_and_streamed_to_privacy_officers(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vipare.pipeline.PrivacyDetector.from_settings", lambda *a, **k: FixedRegions(REGIONS))
+    with s3_server(tmp_path / "data", detector, endpoint, bucket, keep_originals_days=7) as server:
+        photo = _photo(32, 45.76, 4.86)
+        report = server.upload(photo).json()
+        digest = report["image"]["sha256"]
+        assert f"photos/.originals/{digest}.jpg" in keys(endpoint, bucket)
+        answer = server.client.get(
+            f"/v1/reports/{report['id']}/original", params={"reason": "police request about a van"},
+            headers=server.headers("privacy_officer"),
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        assert _sharpness(answer.content) > 0.5 * _sharpness(photo)
+
+
+def test_the_start_up_sweep_deletes_old_orphans_of_the_bucket_and_spares_recent_ones(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    with s3_server(tmp_path / "a", detector, endpoint, bucket, database_url=database) as first:
+        report = sent(first)
+    orphan = jpeg(10)
+    from serving.photos.s3 import S3PhotoStore
+
+    S3PhotoStore.from_url(f"s3://{bucket}/photos", endpoint_url=endpoint).put(orphan, sha(orphan), "jpg")
+    orphan_key = f"photos/{sha(orphan)[:2]}/{sha(orphan)}.jpg"
+    # A fresh data folder is swept once; alone on this host, but others may write to the bucket: grace kept.
+    with s3_server(tmp_path / "b", detector, endpoint, bucket, database_url=database, orphan_grace_s=3600):
+        assert orphan_key in keys(endpoint, bucket)
+    with s3_server(tmp_path / "c", detector, endpoint, bucket, database_url=database, orphan_grace_s=0):
+        assert keys(endpoint, bucket) == [photo_key(report)]
+
+
+def test_two_services_with_their_own_data_folders_share_one_bucket(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    with (
+        s3_server(tmp_path / "a", detector, endpoint, bucket, database_url=database) as first,
+        s3_server(tmp_path / "b", detector, endpoint, bucket, database_url=database) as second,
+    ):
+        one, other = sent(first), sent(second)
+        for report in (one, other):
+            for server in (first, second):
+                answer = server.client.get(f"/v1/reports/{report['id']}/image", headers=server.headers("manager"))
+                assert answer.status_code == 200, answer.text
+                assert hashlib.sha256(answer.content).hexdigest() == sha(
+                    s3_client(endpoint).get_object(Bucket=bucket, Key=photo_key(report))["Body"].read()
+                )
+        assert sorted(keys(endpoint, bucket)) == sorted([photo_key(one), photo_key(other)])
+
