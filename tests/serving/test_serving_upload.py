@@ -7,6 +7,7 @@ photo and ``bin`` on a cyan one, so each test knows the exact detections its pho
 from __future__ import annotations
 
 import io
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.serving.helpers import (
     deposit_photo,
     keyed_photo,
     moved,
+    phone_photo,
     plain_photo,
 )
 from vipare.imaging import load_image
@@ -117,6 +119,21 @@ def test_the_same_photo_from_the_same_client_counts_once(server: Server) -> None
     from_someone_else = server.upload(photo, who="agent2")  # another client's report of it is its own
     assert from_someone_else.status_code == 201
     assert from_someone_else.json()["id"] != first.json()["id"]
+
+
+def test_a_phone_photo_of_several_megabytes_is_read_without_a_temporary_file(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lat, lon = place(16)
+    photo = phone_photo(16, lat=lat, lon=lon)
+    assert len(photo) > 2 * 1024 * 1024  # over Starlette's in-memory spool (1 MB)
+
+    def no_file(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the upload spooled to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_file)
+    response = server.upload(photo)
+    assert response.status_code == 201 and response.json()["image"]["size_bytes"] == len(photo)
 
 
 def test_concurrent_uploads_of_one_photo_make_one_report(server: Server) -> None:
