@@ -110,7 +110,7 @@ async def submit(
     try:
         client = _client_position(form)
         image, result = await anyio.to_thread.run_sync(
-            _analyze, service, pipeline, data, client, _camera_position(principal, form),
+            _analyze, service, pipeline, data, sha256, client, _camera_position(principal, form),
             limiter=service.analysis_limiter,
         )
         if result.location is None and purged is None:  # the purged report keeps its own
@@ -283,11 +283,12 @@ def _analyze(
     service: Service,
     pipeline: Pipeline,
     data: bytes,
+    sha256: str,
     client: ClientPosition | None,
     camera: CameraPosition | None,
 ) -> tuple[DecodedImage, ImageResult]:
     start = time.perf_counter()
-    image = pipeline.decode(data)
+    image = pipeline.decode(data, sha256=sha256)  # hashed once, to look for the same upload
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
