@@ -103,8 +103,7 @@ async def submit(
             "A photo taken after a cleaning proves the incident's state: send it without agent_says_deposit."
         )
     received = utcnow()
-    sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-    existing = await anyio.to_thread.run_sync(_existing, service, principal.client_ref, sha256)
+    sha256, existing = await anyio.to_thread.run_sync(_look_up, service, principal.client_ref, data)
     if existing is not None and not existing[1]:
         service.metrics.reports.labels(outcome="duplicate").inc()
         if form.agent_says_deposit:
@@ -247,6 +246,12 @@ def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: b
             return  # cannot tell: the start-up sweep decides later
     (service.photos.held_path if held else service.photos.path)(sha256, ext).unlink(missing_ok=True)
     service.photos.original_path(sha256, ext).unlink(missing_ok=True)
+
+
+def _look_up(service: Service, client_ref: str, data: bytes) -> tuple[str, tuple[int, bool] | None]:
+    """The photo's sha256 and this client's report of it (:func:`_existing`), in one trip to a worker thread."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    return sha256, _existing(service, client_ref, sha256)
 
 
 def _existing(service: Service, client_ref: str, sha256: str) -> tuple[int, bool] | None:
