@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -59,9 +60,9 @@ from serving.models import Incident, Report, utcnow
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
-from serving.reports.view import find_report
+from serving.reports.view import find_report, report_out
 from serving.retention import photo_kept
-from serving.schemas import ReportForm
+from serving.schemas import ReportForm, ReportOut
 from vipare.errors import LocationError, VipareError
 from vipare.geotag import CameraPosition, ClientPosition, haversine_m
 from vipare.intake import open_image
@@ -75,7 +76,20 @@ if TYPE_CHECKING:  # annotations only: a batch job writes reports without the se
     from vipare.pipeline import Pipeline
     from vipare.privacy import Region
 
-__all__ = ["submit"]
+__all__ = ["Answered", "submit"]
+
+
+@dataclass(frozen=True)
+class Answered(Submitted):
+    """:class:`~serving.reports.store.Submitted`, with the report as the API answers it.
+
+    Attributes:
+        report: the report as ``GET /v1/reports/{id}`` shows it, read in the write transaction that
+            stored it (or found its twin); None when no such transaction ran (the same photo found
+            before the analysis, a purged photo stored again): the caller reads it then.
+    """
+
+    report: ReportOut | None = None
 
 
 async def submit(
@@ -359,6 +373,17 @@ def _analyze(
     return image, result
 
 
+def _answered(session: Session, outcome: Submitted) -> Answered:
+    """The outcome with its report as the API answers it, read in the transaction that wrote it.
+
+    A report just inserted is in the session already: no second trip to a worker thread, no query
+    but its (empty) reviews.
+    """
+    report = session.get(Report, outcome.report_id)
+    assert report is not None, "a report just stored or found"
+    return Answered(outcome.report_id, outcome.created, outcome.incident_action, report=report_out(report))
+
+
 def _persist(
     service: Service,
     principal: Principal,
@@ -377,9 +402,9 @@ def _persist(
                 captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
                 agent_says_deposit=form.agent_says_deposit, after_of=form.after_of,
             )
-            if outcome.created or not form.agent_says_deposit:
-                return outcome
-            return send_anyway(session, outcome.report_id, principal, policy=service.policy, note=form.note)
+            if not outcome.created and form.agent_says_deposit:
+                outcome = send_anyway(session, outcome.report_id, principal, policy=service.policy, note=form.note)
+            return _answered(session, outcome)
     except IntegrityError:  # a twin committed by another process between our look and our insert
         existing = _existing_id(service, principal.client_ref, result.image.sha256)
         if existing is None:

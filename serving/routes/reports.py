@@ -25,7 +25,7 @@ from serving.photos.annotated import ANNOTATED_CACHE, cached_annotated, keep_ann
 from serving.photos.render import render_annotated
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.blurring import ensure_stored
-from serving.reports.upload import submit
+from serving.reports.upload import Answered, submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.retention import check_photo_kept
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require, require_open311
@@ -135,6 +135,8 @@ async def create_report(
     if isinstance(log, dict):
         log["report_id"] = outcome.report_id
     response.status_code = 201 if outcome.created else 200
+    if isinstance(outcome, Answered) and outcome.report is not None:  # read when it was stored
+        return outcome.report
     return await anyio.to_thread.run_sync(_report_out, service, outcome.report_id)
 
 

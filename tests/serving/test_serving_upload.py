@@ -65,6 +65,19 @@ def test_geotagged_jpeg_shows_up_in_the_geojson_at_its_exif_coordinates(server: 
     assert got_lat == pytest.approx(lat, abs=1e-6) and got_lon == pytest.approx(lon, abs=1e-6)
 
 
+@pytest.mark.parametrize("joins", [False, True])
+def test_the_upload_answers_the_report_as_it_is_read_back(server: Server, joins: bool) -> None:
+    lat, lon = place(17)
+    if joins:
+        assert server.upload(deposit_photo(1701, lat=lat, lon=lon)).status_code == 201
+    taken = None if joins else "2024-05-01T10:00:00+02:00"  # an offset, stored and answered in UTC
+    answer = server.upload(deposit_photo(1702 + joins, lat=lat, lon=lon), note="by the gate", captured_at=taken)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["incident"]["action"] == ("joined" if joins else "opened")
+    read = server.client.get(answer.json()["links"]["self"], headers=server.headers("agent"))
+    assert read.json() == answer.json()
+
+
 def test_a_photo_without_gps_takes_the_position_sent_with_it(server: Server) -> None:
     lat, lon = place(2)
     response = server.upload(deposit_photo(2), lat=lat, lon=lon, accuracy_m=12)
