@@ -60,7 +60,7 @@ from serving.models import Incident, Report, utcnow
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
 from serving.reports.store import LOCATION_MISSING, Submitted, send_anyway, store_report
-from serving.reports.view import find_report, report_out
+from serving.reports.view import find_report, load_report, report_out
 from serving.retention import photo_kept
 from serving.schemas import ReportForm, ReportOut
 from vipare.errors import LocationError, VipareError
@@ -229,7 +229,7 @@ async def _held(
     if early is not None and early[0] == ext:
         return early[1]
     if early is not None and early[1]:
-        service.photos.release(sha256, early[0])
+        await anyio.to_thread.run_sync(service.photos.release, sha256, early[0])
     return await anyio.to_thread.run_sync(_put_photo, service, data, sha256, ext, True)
 
 
@@ -376,10 +376,10 @@ def _analyze(
 def _answered(session: Session, outcome: Submitted) -> Answered:
     """The outcome with its report as the API answers it, read in the transaction that wrote it.
 
-    A report just inserted is in the session already: no second trip to a worker thread, no query
-    but its (empty) reviews.
+    Read as ``GET /v1/reports/{id}`` reads it, without a second trip to a worker thread and a session
+    of its own after the commit.
     """
-    report = session.get(Report, outcome.report_id)
+    report = load_report(session, outcome.report_id)
     assert report is not None, "a report just stored or found"
     return Answered(outcome.report_id, outcome.created, outcome.incident_action, report=report_out(report))
 
