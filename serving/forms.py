@@ -11,7 +11,7 @@ every route checking its own fields raises.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 __all__ = ["invalid_field", "read_form", "text_fields"]
+
+_SPOOL_MAX_SIZE = MultiPartParser.spool_max_size
 
 
 class _NotUtf8(Exception):
@@ -30,6 +32,10 @@ class _NotUtf8(Exception):
 
 class _StrictParser(MultiPartParser):
     """Starlette's parser, refusing a text field whose bytes are not UTF-8 (it would decode them as Latin-1)."""
+
+    def __init__(self, *args: Any, spool_max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spool_max_size = spool_max_size
 
     def on_part_end(self) -> None:
         part = self._current_part
@@ -64,10 +70,16 @@ def invalid_field(
     return RequestValidationError([{"type": kind, "loc": (where, field), "msg": msg, "input": value}])
 
 
-async def read_form(request: Request, *, max_files: int, max_fields: int, max_part_size: int) -> FormData:
+async def read_form(
+    request: Request, *, max_files: int, max_fields: int, max_part_size: int, in_memory: int = _SPOOL_MAX_SIZE
+) -> FormData:
     """The request's multipart/form-data body, its text fields checked to be UTF-8.
 
     Other content types are read by Starlette as usual (``request.form``). The caller closes the form.
+
+    A file part up to ``in_memory`` bytes stays in memory; a larger one spools to a temporary file,
+    each chunk written through a worker thread. A route that reads the file whole anyway (a photo it
+    analyses) gains nothing from the temporary file and sets ``in_memory`` to its body limit.
 
     Raises:
         RequestValidationError: a text field that is not valid UTF-8.
@@ -76,7 +88,8 @@ async def read_form(request: Request, *, max_files: int, max_fields: int, max_pa
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return await request.form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
     parser = _StrictParser(
-        request.headers, request.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+        request.headers, request.stream(), max_files=max_files, max_fields=max_fields, max_part_size=max_part_size,
+        spool_max_size=in_memory,
     )
     try:
         return await parser.parse()

@@ -75,6 +75,13 @@ def test_file_facts_and_capture_time(fmt: str) -> None:
     assert info.captured_at is not None and info.captured_at.utcoffset() == timedelta(hours=2)
 
 
+def test_a_sha256_the_caller_computed_is_not_computed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_photo("JPEG", (64, 48))
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(hashlib, "sha256", lambda *_: pytest.fail("hashed again"))
+    assert load_image(data, sha256=digest).info.sha256 == digest
+
+
 @pytest.mark.parametrize(
     ("captured_at", "expected"),
     [

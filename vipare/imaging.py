@@ -124,6 +124,7 @@ def load_image(
     target_size: Size | None = None,
     draft_oversample: float = DRAFT_OVERSAMPLE,
     max_non_jpeg_pixels: int = _DEFAULT_MAX_NON_JPEG_PIXELS,
+    sha256: str | None = None,
 ) -> DecodedImage:
     """Read a photo: check limits, decode once (reduced for JPEG when possible), orient, read EXIF.
 
@@ -144,6 +145,8 @@ def load_image(
             them (full decode, then one resize), and only large photos are reduced.
         max_non_jpeg_pixels: largest accepted PNG, WebP or HEIC image, width x height as stored
             (``Settings.max_non_jpeg_pixels``): those decode whole, so their memory grows with it.
+        sha256: the file's sha256 (hex) when the caller has computed it already (a service looking
+            for the same upload before analysing it); computed here when None.
 
     Returns:
         The upright RGB array (see :class:`DecodedImage` for shapes), the file's facts and GPS fix.
@@ -175,13 +178,13 @@ def load_image(
     data = read_bytes(source, max_bytes)
     img = open_image(data, max_pixels, max_non_jpeg_pixels)
     try:
-        return _decode(img, data, target_size, draft_oversample)
+        return _decode(img, data, target_size, draft_oversample, sha256)
     finally:
         img.close()
 
 
 def _decode(
-    img: Image.Image, data: bytes, target_size: Size | None, draft_oversample: float
+    img: Image.Image, data: bytes, target_size: Size | None, draft_oversample: float, sha256: str | None
 ) -> DecodedImage:
     fmt = _FORMAT_NAMES[img.format or ""]
     stored_size = Size(*img.size)
@@ -226,7 +229,7 @@ def _decode(
         width=upright.width,
         height=upright.height,
         format=fmt,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         orientation=applied,
         captured_at=captured_at,

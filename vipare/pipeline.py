@@ -106,14 +106,18 @@ class Pipeline:
         """The score each deposit class of the model needs to make a photo count as dumping."""
         return verdict_thresholds(self.detector, self.settings)
 
-    def decode(self, source: bytes | str | os.PathLike[str]) -> DecodedImage:
-        """Read and orient a photo at the size the model needs (raises an ``ImageError`` subclass)."""
+    def decode(self, source: bytes | str | os.PathLike[str], *, sha256: str | None = None) -> DecodedImage:
+        """Read and orient a photo at the size the model needs (raises an ``ImageError`` subclass).
+
+        ``sha256``: the file's sha256 (hex) when the caller has it already (see :func:`load_image`).
+        """
         return load_image(
             source,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
             target_size=self.detector.input_size,
             max_non_jpeg_pixels=self.settings.max_non_jpeg_pixels,
+            sha256=sha256,
         )
 
     def analyze(

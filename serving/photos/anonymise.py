@@ -61,7 +61,7 @@ def anonymise(
             read ``data``. The coarse blur comes first; when it changes the verdict (a blurred car
             read as a bin, a deposit beside blurred cars no longer found), plate bands are blurred
             with fine cells instead (:func:`vipare.blur.blur`), and that copy is kept when it keeps
-            the verdict. None: the coarse blur, unchecked.
+            the verdict. Not called when no region is a plate band. None: the coarse blur, unchecked.
 
     Returns:
         ``data`` itself when there is nothing to blur; else the upright, blurred photo in the same
@@ -85,7 +85,8 @@ def anonymise(
     pixels = _upright_pixels(data, fmt, (width, height) if not turned else (height, width), max_pixels,
                              max_non_jpeg_pixels)
     first = _encode(pixels, regions, fmt, icc, fine_plates=False)
-    if keeps_verdict is None or keeps_verdict(first) or not any(r.kind == "plate" for r in regions):
+    # Only plate bands have another blur to try: without one, the check could change nothing.
+    if keeps_verdict is None or not any(r.kind == "plate" for r in regions) or keeps_verdict(first):
         return first
     second = _encode(pixels, regions, fmt, icc, fine_plates=True)
     return second if keeps_verdict(second) else first

@@ -42,7 +42,8 @@ __all__ = [
 logger = logging.getLogger("serving.reports.blurring")
 
 MAX_IN_FLIGHT = 8
-"""Photos of this process waiting for their blurred copy at most; beyond, an upload blurs before it answers."""
+"""Photos of this process held or being held (from their analysis on) at most; beyond, an upload blurs before it
+answers."""
 
 READ_WAIT_S = 30.0
 """How long a reader waits for this process's blurring of a photo before doing it itself."""

@@ -1,6 +1,6 @@
 """Taking in one photo: de-duplicate, analyse, locate, store, group into an incident.
 
-Order of :func:`submit`, chosen so that a rejected upload writes nothing and an accepted one is
+Order of :func:`submit`, chosen so that a rejected upload leaves nothing and an accepted one is
 never half-written:
 
 1. the same photo (sha256) from the same client already stored? Answer with that report (200),
@@ -14,21 +14,23 @@ never half-written:
    next pass deletes the photo again;
 2. check the coordinates sent with it (422 when invalid);
 3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
-   the file cannot be used);
+   the file cannot be used). Meanwhile another thread writes the held file of step 5, when the photo
+   is to be blurred after the answer and its header names a format the intake opens; a photo refused
+   at 3 or 4 has it deleted again before the answer;
 4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
    says how to send one. A report nobody can find cannot be collected, so it is not stored;
-5. hold the photo file (metadata removed, fsynced; :mod:`serving.photos.pending`), or, when
-   blurring is off, the purged photo is stored again or :data:`~serving.reports.blurring.MAX_IN_FLIGHT`
-   photos already wait, blur its faces and plates now (:mod:`serving.photos.anonymise`) and write
-   the photo file (metadata removed) atomically;
+5. hold the photo file (metadata removed, fsynced; :mod:`serving.photos.pending`; written during 3,
+   waited for here), or, when blurring is off, the purged photo is stored again or
+   :data:`~serving.reports.blurring.MAX_IN_FLIGHT` photos already wait, blur its faces and plates
+   now (:mod:`serving.photos.anonymise`) and write the photo file (metadata removed) atomically;
 6. in one write transaction: look for the report again (a concurrent twin), insert it, give it its
    incident; commit. Then answer 201, and blur a held photo after the answer
    (:func:`serving.reports.blurring.blur_later`): its blurred copy is stored, the held file dropped.
    Until then nobody sees the photo: every reader waits for the blurred copy.
 
-A crash after 5 and before 6 leaves an unreferenced file that the next start-up deletes; a crash
-after 6 and before the blurred copy is stored leaves a held file that the next start-up (or the first
-reader) blurs. A full or read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`)
+A crash after 3 started and before 6 leaves an unreferenced file that the next start-up deletes; a
+crash after 6 and before the blurred copy is stored leaves a held file that the next start-up (or the
+first reader) blurs. A full or read-only disk at 5 or 6 answers 507 or 503 (:func:`serving.errors.storage_error`)
 with nothing kept: no temporary file (the store removes it), no row, and the photo file written at 5
 removed again when this upload created it (a file already there may be another report's, the same
 photo from another client).
@@ -39,8 +41,10 @@ Step 6 is :func:`serving.reports.store.store_report`, the step that the batch jo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -56,11 +60,12 @@ from serving.models import Incident, Report, utcnow
 from serving.photos.store import EXTENSIONS
 from serving.reports.blurring import MAX_IN_FLIGHT, blur_later, blurred_copy
 from serving.reports.store import LOCATION_MISSING, Submitted, places_of, send_anyway, store_report
-from serving.reports.view import find_report
+from serving.reports.view import find_report, load_report, report_out
 from serving.retention import photo_kept
-from serving.schemas import ReportForm
+from serving.schemas import ReportForm, ReportOut
 from vipare.errors import LocationError, VipareError
 from vipare.geotag import CameraPosition, ClientPosition, haversine_m
+from vipare.intake import open_image
 from vipare.results import ImageResult
 
 if TYPE_CHECKING:  # annotations only: a batch job writes reports without the service or the detector
@@ -71,7 +76,20 @@ if TYPE_CHECKING:  # annotations only: a batch job writes reports without the se
     from vipare.pipeline import Pipeline
     from vipare.privacy import Region
 
-__all__ = ["submit"]
+__all__ = ["Answered", "submit"]
+
+
+@dataclass(frozen=True)
+class Answered(Submitted):
+    """:class:`~serving.reports.store.Submitted`, with the report as the API answers it.
+
+    Attributes:
+        report: the report as ``GET /v1/reports/{id}`` shows it, read in the write transaction that
+            stored it (or found its twin); None when no such transaction ran (the same photo found
+            before the analysis, a purged photo stored again): the caller reads it then.
+    """
+
+    report: ReportOut | None = None
 
 
 async def submit(
@@ -99,32 +117,38 @@ async def submit(
             "A photo taken after a cleaning proves the incident's state: send it without agent_says_deposit."
         )
     received = utcnow()
-    sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-    existing = await anyio.to_thread.run_sync(_existing, service, principal.client_ref, sha256)
+    sha256, existing = await anyio.to_thread.run_sync(_look_up, service, principal.client_ref, data)
     if existing is not None and not existing[1]:
         service.metrics.reports.labels(outcome="duplicate").inc()
         if form.agent_says_deposit:
             return await anyio.to_thread.run_sync(_send_anyway, service, principal, existing[0], form.note)
         return Submitted(existing[0], created=False)
     purged = existing[0] if existing is not None else None  # its photo is stored again, blurred as a new one
-    try:
-        client = _client_position(form)
-        image, result = await anyio.to_thread.run_sync(
-            _analyze, service, pipeline, data, client, _camera_position(principal, form),
-            limiter=service.analysis_limiter,
-        )
-        if result.location is None and purged is None:  # the purged report keeps its own
-            raise LocationMissingError(LOCATION_MISSING)
-    except (VipareError, LocationMissingError):
-        service.metrics.reports.labels(outcome="rejected").inc()
-        raise
-    ext = EXTENSIONS[result.image.format]
     # Held as sent (metadata removed) and blurred after the answer (serving.photos.pending), unless
     # this process is blurring the same photo already (another client sent it too): then blurred now.
+    # The held file is written while the photo is analysed (step 5 beside step 3).
     later = (
         purged is None and pipeline.privacy is not None and len(service.in_flight) < MAX_IN_FLIGHT
         and service.in_flight.start(sha256)
     )
+    holding = asyncio.create_task(anyio.to_thread.run_sync(_hold, service, pipeline, data, sha256)) if later else None
+    try:
+        try:
+            client = _client_position(form)
+            image, result = await anyio.to_thread.run_sync(
+                _analyze, service, pipeline, data, sha256, client, _camera_position(principal, form),
+                limiter=service.analysis_limiter,
+            )
+            if result.location is None and purged is None:  # the purged report keeps its own
+                raise LocationMissingError(LOCATION_MISSING)
+        except (VipareError, LocationMissingError):
+            service.metrics.reports.labels(outcome="rejected").inc()
+            raise
+    except BaseException:
+        if holding is not None:
+            await _drop_hold(service, holding, sha256)
+        raise
+    ext = EXTENSIONS[result.image.format]
     stored: bytes = data
     regions: list[Region] = []
     if not later:
@@ -139,7 +163,10 @@ async def submit(
         if purged is not None:
             outcome = await anyio.to_thread.run_sync(_restore, service, principal, purged, stored, sha256, ext, form)
         else:
-            written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext, later)
+            if holding is not None:
+                written = await _held(service, holding, data, sha256, ext)
+            else:
+                written = await anyio.to_thread.run_sync(_put_photo, service, stored, sha256, ext)
             outcome = await anyio.to_thread.run_sync(
                 _persist, service, principal, result, form, ext, received, fallback_time
             )
@@ -175,6 +202,50 @@ def _put_photo(service: Service, data: bytes, sha256: str, ext: str, held: bool 
     return service.photos.put(data, sha256, ext) and not existed
 
 
+def _hold(service: Service, pipeline: Pipeline, data: bytes, sha256: str) -> tuple[str, bool] | None:
+    """Hold the photo under the extension its header names, while it is analysed: (extension, created).
+
+    None when the intake cannot open it: the analysis then says why, and nothing was written.
+    """
+    settings = pipeline.settings
+    try:
+        with open_image(data, settings.max_image_pixels, settings.max_non_jpeg_pixels) as img:
+            fmt = "JPEG" if img.format == "MPO" else str(img.format)
+    except VipareError:
+        return None
+    ext = EXTENSIONS[fmt]
+    return ext, _put_photo(service, data, sha256, ext, held=True)
+
+
+async def _held(
+    service: Service, holding: asyncio.Task[tuple[str, bool] | None], data: bytes, sha256: str, ext: str
+) -> bool:
+    """Once the photo is accepted: whether this upload created its held file (:func:`_put_photo`).
+
+    The file written beside the analysis, or, should its header have named another format than the
+    analysis found, one written now under the right extension.
+    """
+    early = await holding
+    if early is not None and early[0] == ext:
+        return early[1]
+    if early is not None and early[1]:
+        await anyio.to_thread.run_sync(service.photos.release, sha256, early[0])
+    return await anyio.to_thread.run_sync(_put_photo, service, data, sha256, ext, True)
+
+
+async def _drop_hold(service: Service, holding: asyncio.Task[tuple[str, bool] | None], sha256: str) -> None:
+    """A refused upload: wait for its hold, delete the held file it created, give up its claim on the photo."""
+    try:
+        early = await holding
+    except Exception:  # the refusal is the answer; a hold that failed left no file of its own
+        early = None
+    try:
+        if early is not None and early[1]:
+            await anyio.to_thread.run_sync(_discard, service, sha256, early[0], True, False)
+    finally:
+        service.in_flight.finish(sha256)
+
+
 def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: bool) -> None:
     """Delete the photo file (and original) a failed upload wrote, unless a report keeps the photo.
 
@@ -189,6 +260,12 @@ def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: b
             return  # cannot tell: the start-up sweep decides later
     service.photos.delete(sha256, ext, "held" if held else "photo")
     service.photos.delete(sha256, ext, "original")
+
+
+def _look_up(service: Service, client_ref: str, data: bytes) -> tuple[str, tuple[int, bool] | None]:
+    """The photo's sha256 and this client's report of it (:func:`_existing`), in one trip to a worker thread."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    return sha256, _existing(service, client_ref, sha256)
 
 
 def _existing(service: Service, client_ref: str, sha256: str) -> tuple[int, bool] | None:
@@ -283,16 +360,28 @@ def _analyze(
     service: Service,
     pipeline: Pipeline,
     data: bytes,
+    sha256: str,
     client: ClientPosition | None,
     camera: CameraPosition | None,
 ) -> tuple[DecodedImage, ImageResult]:
     start = time.perf_counter()
-    image = pipeline.decode(data)
+    image = pipeline.decode(data, sha256=sha256)  # hashed once, to look for the same upload
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
     service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
     return image, result
+
+
+def _answered(session: Session, outcome: Submitted) -> Answered:
+    """The outcome with its report as the API answers it, read in the transaction that wrote it.
+
+    Read as ``GET /v1/reports/{id}`` reads it, without a second trip to a worker thread and a session
+    of its own after the commit.
+    """
+    report = load_report(session, outcome.report_id)
+    assert report is not None, "a report just stored or found"
+    return Answered(outcome.report_id, outcome.created, outcome.incident_action, report=report_out(report))
 
 
 def _persist(
@@ -313,9 +402,9 @@ def _persist(
                 captured_at=form.captured_at, fallback_time=fallback_time, camera_id=form.camera_id, note=form.note,
                 agent_says_deposit=form.agent_says_deposit, after_of=form.after_of,
             )
-            if outcome.created or not form.agent_says_deposit:
-                return outcome
-            return send_anyway(session, outcome.report_id, principal, policy=service.policy, note=form.note)
+            if not outcome.created and form.agent_says_deposit:
+                outcome = send_anyway(session, outcome.report_id, principal, policy=service.policy, note=form.note)
+            return _answered(session, outcome)
     except IntegrityError:  # a twin committed by another process between our look and our insert
         existing = _existing_id(service, principal.client_ref, result.image.sha256)
         if existing is None:

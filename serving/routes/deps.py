@@ -8,7 +8,7 @@ No key: 401. A key whose role lacks the permission: 403.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -71,8 +71,8 @@ _ACTIONS: dict[Permission, str] = {
 }
 
 
-def get_service(request: Request) -> Service:
-    """The service built at start-up."""
+async def get_service(request: Request) -> Service:
+    """The service built at start-up (async: FastAPI would run a plain function in a worker thread)."""
     service: Service = request.app.state.service
     return service
 
@@ -153,19 +153,23 @@ def _check(principal: Principal, permission: Permission) -> Principal:
     return principal
 
 
-def require(permission: Permission) -> Callable[[Principal], Principal]:
-    """A dependency giving the caller, or answering 403 when its role lacks ``permission``."""
+def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency giving the caller, or answering 403 when its role lacks ``permission``.
 
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    Async, as the other dependencies that only look at what is in memory: FastAPI runs a plain
+    function in a worker thread, a trip that costs more than the check.
+    """
+
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         return _check(principal, permission)
 
     return dependency
 
 
-def require_open311(permission: Permission) -> Callable[[Principal], Principal]:
+def require_open311(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
     """As :func:`require`, accepting the ``api_key`` query parameter too."""
 
-    def dependency(principal: Annotated[Principal, Depends(get_open311_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(get_open311_principal)]) -> Principal:
         return _check(principal, permission)
 
     return dependency

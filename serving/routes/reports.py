@@ -16,13 +16,14 @@ from serving.auth import Permission, Principal, Role
 from serving.erasure import erase
 from serving.errors import ErrorBody, NotFoundError, PermissionDeniedError
 from serving.forms import read_form, text_fields
+from serving.limits import FORM_OVERHEAD_BYTES
 from serving.models import Report
 from serving.observability import LOG_EXTRA_KEY
 from serving.photos.annotated import ANNOTATED_CACHE, cached_annotated, keep_annotated
 from serving.photos.render import render_annotated
 from serving.photos.store import MEDIA_TYPES
 from serving.reports.blurring import ensure_stored
-from serving.reports.upload import submit
+from serving.reports.upload import Answered, submit
 from serving.reports.view import can_read, load_report, report_out
 from serving.retention import check_photo_kept
 from serving.routes.deps import IdPath, Limit, Offset, ServiceDep, SessionDep, require, require_open311
@@ -126,13 +127,15 @@ async def create_report(
     model's readiness too before the body is read; the body's size is counted while it streams in.
     """
     service.require_ready()
-    data, form = await _read_upload(request)
+    data, form = await _read_upload(request, service.settings.max_image_bytes + FORM_OVERHEAD_BYTES)
     _check_camera(principal, form.camera_id)
     outcome = await submit(service, principal, data, form)
     log = request.scope.get(LOG_EXTRA_KEY)
     if isinstance(log, dict):
         log["report_id"] = outcome.report_id
     response.status_code = 201 if outcome.created else 200
+    if isinstance(outcome, Answered) and outcome.report is not None:  # read when it was stored
+        return outcome.report
     return await anyio.to_thread.run_sync(_report_out, service, outcome.report_id)
 
 
@@ -159,9 +162,11 @@ def _check_camera(principal: Principal, camera_id: str | None) -> None:
         )
 
 
-async def _read_upload(request: Request) -> tuple[bytes, ReportForm]:
+async def _read_upload(request: Request, body_limit: int) -> tuple[bytes, ReportForm]:
+    # The photo is read whole to be analysed: held in memory as it streams in, not spooled to a file.
     form = await read_form(
-        request, max_files=1, max_fields=len(ReportForm.model_fields) + 4, max_part_size=4 * NOTE_MAX + 1024
+        request, max_files=1, max_fields=len(ReportForm.model_fields) + 4, max_part_size=4 * NOTE_MAX + 1024,
+        in_memory=body_limit,
     )
     try:
         photo = form.get(PHOTO_FIELD)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 from serving.reports import blurring, upload
-from tests.serving.helpers import Server, server_at
+from tests.serving.helpers import Server, plain_photo, server_at
 from tests.serving.test_serving_privacy import FACE, FixedRegions, _photo, _sharpness
 from vipare.detection import Detector
 from vipare.errors import CorruptImageError
@@ -241,3 +242,41 @@ def test_a_reader_tired_of_waiting_is_told_to_ask_again(
         blurred_server.settle()
     served = blurred_server.client.get(f"/v1/reports/{report['id']}/image", headers=blurred_server.headers("agent"))
     assert served.status_code == 200 and _is_blurred(served.content, photo)
+
+
+def test_the_held_file_is_written_while_the_photo_is_analysed(
+    blurred_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = _photo(21, 48.8721, 2.3721)
+    sha256 = hashlib.sha256(photo).hexdigest()
+    held = blurred_server.service.photos.held_path(sha256, "jpg")
+    analyze = upload._analyze
+    seen: list[bool] = []
+
+    def watched(*args: Any) -> Any:
+        seen.append(_appears(held, within_s=10.0))
+        return analyze(*args)
+
+    monkeypatch.setattr(upload, "_analyze", watched)
+    assert blurred_server.upload(photo).status_code == 201
+    assert seen == [True]
+
+
+def test_a_refused_photo_leaves_no_held_file_and_no_claim(blurred_server: Server) -> None:
+    photo = plain_photo(22)  # no position: refused once analysed, after its hold began
+    sha256 = hashlib.sha256(photo).hexdigest()
+    before = blurred_server.counts()
+    refused = _post(blurred_server, photo)
+    assert refused.status_code == 422 and refused.json()["code"] == "location_missing"
+    assert not blurred_server.service.photos.held_path(sha256, "jpg").exists()
+    assert blurred_server.counts() == before
+    assert not len(blurred_server.service.in_flight)
+
+
+def _appears(path: Path, *, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

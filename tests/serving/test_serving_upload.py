@@ -7,6 +7,7 @@ photo and ``bin`` on a cyan one, so each test knows the exact detections its pho
 from __future__ import annotations
 
 import io
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.serving.helpers import (
     deposit_photo,
     keyed_photo,
     moved,
+    phone_photo,
     plain_photo,
 )
 from vipare.imaging import load_image
@@ -61,6 +63,19 @@ def test_geotagged_jpeg_shows_up_in_the_geojson_at_its_exif_coordinates(server: 
     assert [f["id"] for f in features] == [report["incident"]["id"]]
     got_lon, got_lat = features[0]["geometry"]["coordinates"]  # RFC 7946: lon, lat
     assert got_lat == pytest.approx(lat, abs=1e-6) and got_lon == pytest.approx(lon, abs=1e-6)
+
+
+@pytest.mark.parametrize("joins", [False, True])
+def test_the_upload_answers_the_report_as_it_is_read_back(server: Server, joins: bool) -> None:
+    lat, lon = place(17)
+    if joins:
+        assert server.upload(deposit_photo(1701, lat=lat, lon=lon)).status_code == 201
+    taken = None if joins else "2024-05-01T10:00:00+02:00"  # an offset, stored and answered in UTC
+    answer = server.upload(deposit_photo(1702 + joins, lat=lat, lon=lon), note="by the gate", captured_at=taken)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["incident"]["action"] == ("joined" if joins else "opened")
+    read = server.client.get(answer.json()["links"]["self"], headers=server.headers("agent"))
+    assert read.json() == answer.json()
 
 
 def test_a_photo_without_gps_takes_the_position_sent_with_it(server: Server) -> None:
@@ -117,6 +132,21 @@ def test_the_same_photo_from_the_same_client_counts_once(server: Server) -> None
     from_someone_else = server.upload(photo, who="agent2")  # another client's report of it is its own
     assert from_someone_else.status_code == 201
     assert from_someone_else.json()["id"] != first.json()["id"]
+
+
+def test_a_phone_photo_of_several_megabytes_is_read_without_a_temporary_file(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lat, lon = place(16)
+    photo = phone_photo(16, lat=lat, lon=lon)
+    assert len(photo) > 2 * 1024 * 1024  # over Starlette's in-memory spool (1 MB)
+
+    def no_file(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the upload spooled to a temporary file")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_file)
+    response = server.upload(photo)
+    assert response.status_code == 201 and response.json()["image"]["size_bytes"] == len(photo)
 
 
 def test_concurrent_uploads_of_one_photo_make_one_report(server: Server) -> None:
