@@ -5,8 +5,8 @@ default 1,000,000): 70 % around 40 French cities (3 km spread), 30 % anywhere in
 80 % cleaned, 8 % rejected or merged, 12 % open; first seen over the last three years (the open
 ones within the last month); one report per incident (a note on 5 %) and its history (opened, then
 its last status); and five hotspots of 3,000 incidents cleaned one after the other at one place.
-PostgreSQL's statistics are then gathered (``ANALYZE``, as autovacuum does after such a load); SQLite
-has none, as a store never runs ``ANALYZE``. Then, on that store:
+PostgreSQL's tables are then vacuumed and analysed (``VACUUM ANALYZE``, as autovacuum does after such a
+load); SQLite has no statistics, as a store never runs ``ANALYZE``. Then, on that store:
 
 * grouping lookup: reading the incidents a new report may reach and choosing among them
   (:class:`serving.grouping.Candidates`, then ``near``) in a write transaction rolled back, for 300
@@ -173,8 +173,8 @@ def seed(engine: Engine, n: int, rng: np.random.Generator) -> None:
                 connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                         f"(SELECT max(id) FROM {table}))"))
     if engine.dialect.name == "postgresql":  # as autovacuum does after a load; a SQLite store has no statistics
-        with engine.begin() as connection:
-            connection.execute(text("ANALYZE"))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -164,8 +164,9 @@ class Candidates:
         cleaned = Incident.status == Status.CLEANED.value
         late = and_(cleaned, Incident.cleaned_at >= earliest, Incident.first_seen <= latest + policy.window)
         for place, by_cell in _places(reports, policy.radius_m, self._PLACES_PER_QUERY):
-            for reach in (open_recent, late):
-                query = _by_place(select(Incident).where(place, Incident.family.in_(families), reach), by_cell)
+            for reach, index in ((open_recent, OPEN_CELL_INDEX), (late, CELL_INDEX)):
+                query = select(Incident).where(place, Incident.family.in_(families), reach)
+                query = _by_place(query, index if by_cell else None)
                 self._incidents.update((incident.id, incident) for incident in session.scalars(query))
         self._add_previous(session, reports, before=earliest)
 
@@ -185,7 +186,7 @@ class Candidates:
                 select(Incident.id).where(
                     Incident.cell == cell, Incident.family == family, Incident.status == Status.CLEANED.value,
                     Incident.cleaned_at < before,
-                ).with_hint(Incident, _CELL_INDEX_HINT, "sqlite")
+                ).with_hint(Incident, f"INDEXED BY {CELL_INDEX}", "sqlite")
                 .order_by(Incident.cleaned_at.desc(), Incident.id.desc()).limit(self._PREVIOUS_PAGE).subquery()
                 for cell, family in pairs[start : start + self._PLACES_PER_QUERY // 2]
             ]
@@ -214,7 +215,7 @@ class Candidates:
                    Incident.cleaned_at < before)
             .order_by(Incident.cleaned_at.desc(), Incident.id.desc())
             .limit(self._PREVIOUS_PAGE),
-            by_cell,
+            CELL_INDEX if by_cell else None,
         )
         offset = 0
         while True:
@@ -257,17 +258,19 @@ def _cleaning_order(incident: Incident) -> tuple[datetime | None, int]:
 
 
 CELL_INDEX = "ix_incidents_cell_family_status_cleaned_at"
-"""The index the lookups around a place read (:mod:`serving.models`)."""
-_CELL_INDEX_HINT = f"INDEXED BY {CELL_INDEX}"
+"""The index the lookups of cleaned incidents around a place read (:mod:`serving.models`)."""
+OPEN_CELL_INDEX = "ix_incidents_cell_family_status_last_seen"
+"""The index the lookup of open incidents around a place reads."""
 
 
-def _by_place(query: Select[tuple[Incident]], by_cell: bool) -> Select[tuple[Incident]]:
-    """``query`` told to read the cell index on SQLite when its place is one of cells.
+def _by_place(query: Select[tuple[Incident]], index: str | None) -> Select[tuple[Incident]]:
+    """``query`` told to read ``index`` on SQLite (None: no hint, for a place that is not one of cells).
 
     SQLite's planner, without statistics (no ``ANALYZE``), takes the status index for the open incidents
-    near a place, which holds every open incident of the country; PostgreSQL weighs both with its statistics.
+    near a place, which holds every open incident of the country. PostgreSQL weighs the indexes with its
+    statistics, and finds the open ones in :data:`OPEN_CELL_INDEX` by itself.
     """
-    return query.with_hint(Incident, _CELL_INDEX_HINT, "sqlite") if by_cell else query
+    return query.with_hint(Incident, f"INDEXED BY {index}", "sqlite") if index else query
 
 
 @compiles(Table, "sqlite")

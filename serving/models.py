@@ -133,9 +133,11 @@ class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
         # The managers' map: a box, sorted as their list is (serving.queries.list_incidents), from the index alone.
-        Index(None, "lat", "lon", "to_review", "last_seen"),
+        Index(None, "lat", "lon", "to_review", "last_seen", "id"),
         Index(None, "status", "last_seen"),
+        # Around one place (serving.grouping): the cleaned incidents by cleaning time, the open ones by last sighting.
         Index(None, "cell", "family", "status", "cleaned_at"),
+        Index(None, "cell", "family", "status", "last_seen"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

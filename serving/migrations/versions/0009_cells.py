@@ -1,5 +1,5 @@
-"""Each incident's grid cell (serving.cells), indexed with its class family, status and cleaning time;
-indexes for the facts exports and lists fetch per incident.
+"""Each incident's grid cell (serving.cells), indexed with its class family, status and cleaning time or
+last sighting; indexes for the facts exports and lists fetch per incident.
 
 Looking for the incidents near a new report becomes an equality lookup on a few cells, whatever the
 number of incidents elsewhere. Existing incidents get their cell from their position, a block at a time.
@@ -56,19 +56,25 @@ def upgrade() -> None:
         "ix_incidents_cell_family_status_cleaned_at", "incidents", ["cell", "family", "status", "cleaned_at"]
     )
     op.create_index(
+        "ix_incidents_cell_family_status_last_seen", "incidents", ["cell", "family", "status", "last_seen"]
+    )
+    op.create_index(
         "ix_reports_incident_id_photo_deleted_at_id", "reports", ["incident_id", "photo_deleted_at", "id"]
     )
     op.create_index("ix_transitions_incident_id_to_status_at", "transitions", ["incident_id", "to_status", "at"])
-    op.create_index("ix_incidents_lat_lon_to_review_last_seen", "incidents", ["lat", "lon", "to_review", "last_seen"])
+    op.create_index(
+        "ix_incidents_lat_lon_to_review_last_seen_id", "incidents", ["lat", "lon", "to_review", "last_seen", "id"]
+    )
     op.drop_index("ix_incidents_lat_lon", table_name="incidents")
 
 
 def downgrade() -> None:
     """Drop the indexes and the column."""
     op.create_index("ix_incidents_lat_lon", "incidents", ["lat", "lon"])
-    op.drop_index("ix_incidents_lat_lon_to_review_last_seen", table_name="incidents")
+    op.drop_index("ix_incidents_lat_lon_to_review_last_seen_id", table_name="incidents")
     op.drop_index("ix_transitions_incident_id_to_status_at", table_name="transitions")
     op.drop_index("ix_reports_incident_id_photo_deleted_at_id", table_name="reports")
+    op.drop_index("ix_incidents_cell_family_status_last_seen", table_name="incidents")
     op.drop_index("ix_incidents_cell_family_status_cleaned_at", table_name="incidents")
     with op.batch_alter_table("incidents") as batch:
         batch.drop_column("cell")
