@@ -16,7 +16,9 @@ load); SQLite has no statistics, as a store never runs ``ANALYZE``. Then, on tha
 * bbox query: the managers' list of a city-sized box (about 9 x 9 km: count, first page, latest photos,
   as ``GET /v1/incidents`` runs them), three times at each city;
 * writes/s: processes each committing one photo's report at a time (as an upload does) at their
-  own city, far from the others, for ``--seconds``: one writer, then four together;
+  own city, far from the others, for ``--seconds``: one writer, then four together; and the CPU one
+  write costs (the writer's, and its PostgreSQL server process's, from /proc), which bounds what the
+  machine's cores allow whatever the locks;
 * a département's CSV over HTTP: ``GET /v1/exports/incidents.csv`` for Moselle's box from a real
   ``vipare serve`` on the store, rows per second from the request to the last byte;
 * the query plans of the grouping lookup and the bbox query.
@@ -256,27 +258,43 @@ def time_bboxes(sessions: Any, page_size: int) -> list[float]:
     return times
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process of this machine has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _writer(url: str, city: int, seconds: float, go: Any, results: Any) -> None:
-    """One writing process: one report per transaction at its own city until ``seconds`` have passed."""
+    """One writing process: one report per transaction at its own city until ``seconds`` have passed.
+
+    Puts (commits, seconds, its CPU seconds, its PostgreSQL server process's CPU seconds or 0).
+    """
     engine = make_engine(url)
     sessions = session_factory(engine)
     policy = GroupingPolicy(radius_m=30.0, window=timedelta(days=7))
     rng = np.random.default_rng(city)
     _, clat, clon = CITIES[city]
+    backend = None
+    if engine.dialect.name == "postgresql":  # the pool keeps this one connection for the writer's transactions
+        with engine.connect() as connection:
+            backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
     go.wait()
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
+    server = _cpu_s(backend) if backend else 0.0
     while time.perf_counter() - start < seconds:
         lat, lon = clat + rng.normal(0, 0.02), clon + rng.normal(0, 0.02)
         result = frame_result(lat, lon, f"writer-{city}-{done}-{os.getpid()}", _NOW)
         with write_session(sessions, places=places_of([result], policy)) as session:
             store_reports(session, [NewReport(_CAMERA, result, "jpg", _NOW)], policy=policy)
         done += 1
-    results.put((done, time.perf_counter() - start))
+    server = _cpu_s(backend) - server if backend else 0.0
+    results.put((done, time.perf_counter() - start, time.process_time() - cpu, server))
     engine.dispose()
 
 
-def writes_per_second(url: str, writers: int, seconds: float, first_city: int) -> float:
-    """Commits per second of ``writers`` processes together, each at its own city."""
+def writes_per_second(url: str, writers: int, seconds: float, first_city: int) -> tuple[float, float]:
+    """Commits per second of ``writers`` processes together, each at its own city, and the CPU seconds
+    (writer and database server) each commit took."""
     context = multiprocessing.get_context("spawn")
     go, results = context.Event(), context.Queue()
     processes = [
@@ -289,7 +307,8 @@ def writes_per_second(url: str, writers: int, seconds: float, first_city: int) -
     counts = [results.get(timeout=seconds + 120) for _ in processes]
     for process in processes:
         process.join()
-    return sum(done for done, _ in counts) / max(elapsed for _, elapsed in counts)
+    done = sum(c[0] for c in counts)
+    return done / max(c[1] for c in counts), sum(c[2] + c[3] for c in counts) / done
 
 
 def csv_rows_per_second(data_dir: Path, url: str) -> tuple[int, float]:
@@ -363,9 +382,11 @@ def run_backend(name: str, url: str, data_dir: Path, incidents: int, seconds: fl
     print(f"32-frame batch transaction:       {_ms(time_batches(sessions, policy, rng, 20))}")
     page = ServiceSettings(data_dir=data_dir).page_size
     print(f"bbox query, city box (~9x9 km):   {_ms(time_bboxes(sessions, page))}  (count + page of {page})")
-    one = writes_per_second(url, 1, seconds, 0)
-    four = writes_per_second(url, 4, seconds, 1)
+    (one, cpu), (four, _) = writes_per_second(url, 1, seconds, 0), writes_per_second(url, 4, seconds, 1)
     print(f"writes/s at distant places:       1 writer {one:.0f}/s, 4 writers {four:.0f}/s: {four / one:.2f}x")
+    cores = os.cpu_count() or 1
+    print(f"  one write costs {cpu * 1000:.1f} ms CPU (writer + database server): {cores} cores take at most "
+          f"{cores / cpu:.0f}/s, {cores / cpu / one:.2f}x one writer")
     rows, took = csv_rows_per_second(data_dir, url)
     print(f"Moselle CSV over HTTP:            {rows:,} rows in {took:.2f} s = {rows / took:,.0f} rows/s")
     print("plans, grouping lookup at a hotspot:")

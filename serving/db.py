@@ -181,8 +181,10 @@ def write_session(sessions: sessionmaker[Session], *, places: Sequence[int] | No
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVERYTHING_LOCK_KEY})
             else:
                 session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": EVERYTHING_LOCK_KEY})
-                for cell in sorted(set(places)):  # always in the same order: no deadlock between writers
-                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": cell})
+                session.execute(  # one statement, the cells in ascending order: no deadlock between writers
+                    text("SELECT count(pg_advisory_xact_lock(cell)) FROM unnest(CAST(:cells AS bigint[])) AS cell"),
+                    {"cells": sorted(set(places))},
+                )
         else:
             session.execute(
                 update(WriteLock).where(WriteLock.name == WRITE_LOCK_NAME).values(counter=WriteLock.counter + 1)
