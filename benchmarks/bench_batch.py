@@ -24,11 +24,14 @@ libraries). Each round runs every side once, in turn, so that a slow spell of th
 all of them; it prints the medians over the rounds of frames/s both ways and of the CPU
 time each spent per frame (the machine's busy time while the command ran: less sensitive than wall
 time to a slow spell), and the ratios 2-worker vipare / Ultralytics (target >= 2 into the store), round by round:
-their median and range. Last, two ceilings, measured in this process before the rounds: the CPU
-time of one bare ``session.run`` with one thread (the same ONNX), and of one worker's whole analysis
-of a frame (``analyze_frame``: read, sha256 check, decode, detect, locate; nothing stored); the
-frames/s two such workers would reach if nothing else cost anything, and those over Ultralytics'
-frames/s inside.
+their median and range. For vipare it also prints the CPU time of the job's own process per frame
+(its ``RUSAGE_CHILDREN``: the job and the children it waited for, not the workers, which the fork
+server starts): what the single writer takes from the cores the workers share. Last, three ceilings,
+measured in this process before the rounds: the CPU time of one bare ``session.run`` with one
+thread (the same ONNX), and of one worker's whole analysis of a frame (``analyze_frame``: read,
+sha256 check, decode, detect, locate; nothing stored), then with the worker's part of storing the
+photo (blurred, the blurred copy checked by the detector, put); the frames/s two such workers would
+reach if nothing else cost anything, and those over Ultralytics' frames/s inside.
 
     python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
@@ -74,18 +77,26 @@ def _busy_cpu() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def _command(command: list[str], what: str) -> tuple[float, float, str]:
-    """Seconds and CPU seconds of ``command`` (see :func:`_busy_cpu`), and its stderr."""
-    cpu, start = _busy_cpu(), time.perf_counter()
+def _own_cpu() -> float:
+    """CPU seconds of this process's waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _command(command: list[str], what: str) -> tuple[float, float, float, str]:
+    """Seconds and CPU seconds of ``command`` (see :func:`_busy_cpu`), its own process's CPU seconds, and its stderr."""
+    cpu, own, start = _busy_cpu(), _own_cpu(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, cpu = time.perf_counter() - start, _busy_cpu() - cpu
+    seconds, cpu, own = time.perf_counter() - start, _busy_cpu() - cpu, _own_cpu() - own
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stderr}")
-    return seconds, cpu, done.stderr
+    return seconds, cpu, own, done.stderr
 
 
-def _vipare(frames: Path, work: Path, workers: int, model: Path, *, jsonl: bool = False) -> tuple[float, float, float]:
-    """Seconds for the whole ``vipare batch`` command, its CPU seconds, and the job's own seconds.
+def _vipare(
+    frames: Path, work: Path, workers: int, model: Path, *, jsonl: bool = False
+) -> tuple[float, float, float, float]:
+    """Seconds of the whole ``vipare batch`` command, its CPU seconds, the job's seconds, its process's CPU seconds.
 
     Into the store (``jsonl`` false): the store is made first, untimed, as an operator does once:
     ``vipare cameras import`` creates the database and registers the cameras; the job then writes
@@ -102,20 +113,20 @@ def _vipare(frames: Path, work: Path, workers: int, model: Path, *, jsonl: bool 
         shutil.rmtree(data_dir, ignore_errors=True)
         _command([*vipare, "cameras", "import", str(cameras), "--data-dir", str(data_dir)], "vipare cameras import")
         into = ["--data-dir", str(data_dir)]
-    seconds, cpu, log = _command([
+    seconds, cpu, own, log = _command([
         *vipare, "batch", str(frames), *into, "--workers", str(workers), "--threads", "1",
         "--model", str(model), "--no-progress", "--log-every", "600",
     ], "vipare batch")
     match = re.search(r"time\s+([\d.]+) s, (\d+) frames analysed", log)
     if match is None or int(match[2]) == 0:
         raise SystemExit(f"vipare batch analysed nothing:\n{log}")
-    return seconds, cpu, float(match[1])
+    return seconds, cpu, float(match[1]), own
 
 
 def _ultralytics(frames: Path, model: Path, input_size: tuple[int, int]) -> tuple[float, float, float]:
     """Seconds for the whole Ultralytics command, its CPU seconds, and the seconds inside ``predict``."""
     settings = Settings(model_path=model)
-    seconds, cpu, log = _command([
+    seconds, cpu, _, log = _command([
         sys.executable, "-m", "benchmarks.ultralytics_predict", str(frames), str(model),
         "--imgsz", *map(str, input_size), "--conf", str(settings.conf_threshold),
         "--iou", str(settings.iou_threshold), "--max-det", str(settings.max_detections),
@@ -143,15 +154,18 @@ def _session_run_cpu_ms(model: Path, runs: int = 40) -> tuple[float, tuple[int, 
     return 1000 * sorted(times)[runs // 2], detector.input_size.hw
 
 
-def _analysis_cpu_ms(model: Path, frames: Path) -> float:
-    """Median CPU milliseconds of one worker's analysis of a frame at one thread, nothing stored.
+def _analysis_cpu_ms(model: Path, frames: Path, photos: Path | None = None) -> float:
+    """Median CPU milliseconds of one worker's analysis of a frame at one thread (nothing stored, unless ``photos``).
 
     :func:`~serving.batch.frames.analyze_frame` as a worker runs it (read, sha256 check, decode,
-    detect, locate), in this process, over the benchmark's frames, after one untimed frame.
+    detect, locate), in this process, over the benchmark's frames, after one untimed frame. With
+    ``photos``, a worker's part of storing the frame too: its photo blurred, the blurred copy checked
+    by the detector, and put (without fsync) in a photo store there.
     """
     import hashlib
 
     from serving.batch.frames import FrameRef, FrameTask, analyze_frame, set_thread_budget
+    from serving.photos.store import PhotoStore
     from vipare.geotag import CameraPosition
     from vipare.pipeline import Pipeline
 
@@ -161,11 +175,12 @@ def _analysis_cpu_ms(model: Path, frames: Path) -> float:
     paths = sorted(frames.rglob("*.jpg"))
     tasks = [FrameTask(i, path.name, FrameRef(str(path)), hashlib.sha256(path.read_bytes()).hexdigest(), camera, None)
              for i, path in enumerate(paths)]
+    store = PhotoStore(photos) if photos is not None else None
     analyze_frame(pipeline, tasks[0])
     times = []
     for task in tasks:
         start = time.process_time()
-        outcome = analyze_frame(pipeline, task)
+        outcome = analyze_frame(pipeline, task, store)
         times.append(time.process_time() - start)
         if outcome.error is not None:
             raise SystemExit(f"{task.name}: {outcome.error}")
@@ -174,22 +189,28 @@ def _analysis_cpu_ms(model: Path, frames: Path) -> float:
 
 @dataclass
 class _Side:
-    """One side's runs: seconds of the whole command, seconds inside, CPU seconds; one entry per round."""
+    """One side's runs: seconds of the whole command, seconds inside, CPU seconds, the job process's CPU seconds
+    (vipare); one entry per round."""
 
     label: str
     whole: list[float] = field(default_factory=list)
     inside: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    own: list[float] = field(default_factory=list)
 
-    def add(self, whole: float, inside: float, cpu: float) -> None:
+    def add(self, whole: float, inside: float, cpu: float, own: float | None = None) -> None:
         self.whole.append(whole)
         self.inside.append(inside)
         self.cpu.append(cpu)
+        if own is not None:
+            self.own.append(own)
 
     def line(self, frames: int) -> str:
         whole, inside, cpu = (statistics.median(v) for v in (self.whole, self.inside, self.cpu))
+        own = f" (job process {1000 * statistics.median(self.own) / frames:.1f})" if self.own else ""
         return (f"{self.label:<42} whole command {whole:6.2f} s {frames / whole:6.1f} frames/s; "
-                f"inside {inside:6.2f} s {frames / inside:6.1f} frames/s; {1000 * cpu / frames:5.1f} ms CPU per frame")
+                f"inside {inside:6.2f} s {frames / inside:6.1f} frames/s; {1000 * cpu / frames:5.1f} ms CPU per frame"
+                + own)
 
 
 def _ratios(fast: _Side, slow: _Side, attr: str) -> str:
@@ -224,6 +245,7 @@ def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path 
     n = count
     run_ms, input_size = _session_run_cpu_ms(model)
     analysis_ms = _analysis_cpu_ms(model, frames)
+    stored_ms = _analysis_cpu_ms(model, frames, photos=work / "ceiling-photos")
     # (workers, JSON lines instead of the store) -> the side's runs
     sides = {
         (1, False): _Side("vipare batch, 1 worker x 1 thread, store:"),
@@ -238,8 +260,8 @@ def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path 
     _ultralytics(frames, model, input_size)
     for round_ in range(1, rounds + 1):
         for (workers, jsonl), side in sides.items():
-            seconds, cpu, job = _vipare(frames, work / f"{workers}w-{jsonl}", workers, model, jsonl=jsonl)
-            side.add(seconds, job, cpu)
+            seconds, cpu, job, own = _vipare(frames, work / f"{workers}w-{jsonl}", workers, model, jsonl=jsonl)
+            side.add(seconds, job, cpu, own)
         seconds, cpu, inner = _ultralytics(frames, model, input_size)
         ultralytics.add(seconds, inner, cpu)
         print(f"round {round_}: whole/inside s: " + "; ".join(
@@ -263,6 +285,10 @@ def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path 
     print(f"a worker's analysis (read, check, decode, detect, locate; nothing stored): {analysis_ms:.1f} ms CPU per "
           f"frame at 1 thread; 2 workers doing only that would reach {analysis_ceiling:.1f} frames/s, "
           f"{analysis_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
+    stored_ceiling = 2 * 1000 / stored_ms
+    print(f"the same with the worker's part of storing the photo (blur, check the blurred copy, put): {stored_ms:.1f} "
+          f"ms CPU per frame; 2 workers doing only that would reach {stored_ceiling:.1f} frames/s, "
+          f"{stored_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
 
 
 if __name__ == "__main__":

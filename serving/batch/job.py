@@ -8,7 +8,13 @@ The job's own process is the single writer::
                       written before?    yes: skipped   ──>  ─────────────────────────────────────
                       twice in source?   yes: duplicate      outcomes, in task order
                                                                      │
-    sink.write(every ``commit_every`` frames or ``commit_seconds``) <┘   one transaction / fsynced lines
+    writer thread: sink.write(up to ``commit_every`` frames)  <──────┘   one transaction / fsynced lines
+
+The writer thread writes one batch at a time, in order, while the job's loop goes on feeding the
+engine and gathering outcomes: the workers never wait for a commit or an fsync. A batch is handed
+over once ``commit_every`` frames wait, or the oldest has waited ``commit_seconds``; while the writer
+is busy with the previous batch, the frames that come meanwhile join the next one (up to
+``commit_every``), so a slow disk makes fewer, larger transactions rather than a stalled job.
 
 Exactly once: a frame counts as processed when its report is committed (or its line fsynced), in
 the same transaction as its incident, its photo fsynced before; a job killed at any point leaves
@@ -26,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -35,7 +42,7 @@ from serving.batch.engines import Engine, LocalEngine, thread_budget
 from serving.batch.forkserver import available_cores
 from serving.batch.frames import PHOTO_NOT_STORED, FrameOutcome, FrameTask, close_archives, error_kind, read_frame
 from serving.batch.progress import Reporter, Summary
-from serving.batch.sinks import Accepted, JsonlSink, Sink, StoreSink, photo_disk_error
+from serving.batch.sinks import Accepted, JsonlSink, Sink, StoreSink, Written, photo_disk_error
 from serving.batch.sources import Frame, open_source
 from serving.batch.times import in_zone, time_from_name
 from serving.cameras import CameraSpec, list_cameras, load_camera_file, position_of, upsert_cameras
@@ -184,7 +191,7 @@ def _engine(config: BatchConfig, library: Settings, photos_at: PhotoLocation | N
 
 
 class _Run:
-    """The job's loop: feed the engine, gather its outcomes in order, write them in small transactions."""
+    """The job's loop: feed the engine, gather its outcomes in order, hand them to the writer thread in batches."""
 
     def __init__(
         self,
@@ -200,12 +207,17 @@ class _Run:
         self.frames: dict[int, Frame] = {}
         self.pending: list[Accepted] = []
         self.pending_since = 0.0
+        self.writing: tuple[list[Accepted], Future[list[Written]]] | None = None
 
     def go(self, frames: list[Frame], engine: Engine) -> None:
         known = self.sink.known({f.camera_id for f in frames if f.camera_id in self.registry})
-        for outcome in engine.run(self._tasks(frames, known)):
-            self._take(outcome)
-        self._flush()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+        try:
+            for outcome in engine.run(self._tasks(frames, known)):
+                self._take(outcome, writer)
+            self._flush(writer, last=True)
+        finally:
+            writer.shutdown(wait=True)  # a transaction under way ends (committed or not) before the sink closes
 
     def _error(self, name: str, kind: str, message: str) -> None:
         self.summary.errors[kind] += 1
@@ -247,7 +259,7 @@ class _Run:
             self.frames[index] = frame
             yield FrameTask(index, frame.name, frame.ref, sha256, position_of(camera), frame.client)
 
-    def _take(self, outcome: FrameOutcome) -> None:
+    def _take(self, outcome: FrameOutcome, writer: ThreadPoolExecutor) -> None:
         frame = self.frames.pop(outcome.index)
         self.summary.analysed += 1
         if outcome.error is not None or outcome.result is None:
@@ -286,13 +298,28 @@ class _Run:
         self.pending.append(Accepted(frame.name, frame.camera_id, result, frame.captured_at, fallback))
         waited = time.monotonic() - self.pending_since
         if len(self.pending) >= self.config.commit_every or waited >= self.config.commit_seconds:
-            self._flush()
+            self._flush(writer)
 
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        written = self.sink.write(self.pending)
-        for item, outcome in zip(self.pending, written, strict=True):
+    def _flush(self, writer: ThreadPoolExecutor, *, last: bool = False) -> None:
+        """Hand the waiting frames to the writer thread once it is done with the previous batch.
+
+        While it is busy, frames keep gathering, up to ``commit_every``; then, and at the ``last``
+        call, this waits for it. A batch that failed raises here (:class:`SinkError`).
+        """
+        if self.writing is not None:
+            items, written = self.writing
+            if not (last or written.done() or len(self.pending) >= self.config.commit_every):
+                return
+            self.writing = None
+            self._count(items, written.result())
+        if self.pending:
+            self.writing = (self.pending, writer.submit(self.sink.write, self.pending))
+            self.pending = []
+            if last:
+                self._flush(writer, last=True)
+
+    def _count(self, items: list[Accepted], written: list[Written]) -> None:
+        for item, outcome in zip(items, written, strict=True):
             if not outcome.created:
                 self.summary.duplicates += 1
                 continue
@@ -300,5 +327,4 @@ class _Run:
             self.summary.deposits += item.result.verdict.dumping
             if outcome.incident_action:
                 self.summary.incidents[outcome.incident_action] += 1
-        self.pending = []
         self.reporter.update()

@@ -9,8 +9,10 @@ Two sinks, one contract: :meth:`known` gives the ``(camera_id, sha256)`` pairs a
   registered camera's client is ``camera:<id>``, whichever way its frames come), same incidents.
   The photo files are already in the store (workers put them, without fsync) when a transaction
   begins; the sink fsyncs them on a few threads as the frames come back (:meth:`StoreSink.photo_put`),
-  so that the workers never wait on the disk, and waits for those of a transaction before committing
-  it. A crash in between leaves files no row references, which the next start deletes.
+  so that the workers never wait on the disk, and waits for those of a transaction's frames before
+  committing it. A crash in between leaves files no row references, which the next start deletes.
+  :meth:`StoreSink.write` may run on another thread than the one that reports the photos (the job's
+  writer thread), one transaction at a time.
 * :class:`JsonlSink`: one JSON object per line, appended, flushed and fsynced line by line, each
   with its frame's camera and sha256. On opening, a last line without its newline (the job was
   killed while writing it) is cut off; a damaged complete line stops the job. The file is locked
@@ -22,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,7 +136,8 @@ class StoreSink:
         self.storage = open_storage(settings)
         self.photos_at: PhotoLocation | None = photo_location(settings)
         self._syncer = ThreadPoolExecutor(max_workers=self.SYNC_THREADS, thread_name_prefix="photo-sync")
-        self._syncing: list[Future[Path | None]] = []
+        self._syncing: dict[tuple[str, str], list[Future[Path | None]]] = {}  # (sha256, ext) -> its files' fsyncs
+        self._syncing_lock = threading.Lock()
         self.policy = grouping_policy(settings)
         self._principals: dict[str, Principal] = {
             camera_id: camera_principal(camera_id, position_of(spec), BATCH_SUBMITTER)
@@ -153,14 +157,18 @@ class StoreSink:
     def write(self, items: Sequence[Accepted]) -> list[Written]:
         """Store the reports of these frames and give them their incidents, in one transaction.
 
-        First waits until every photo put since the last call is on disk (the job writes the frames
-        in the order it took them, so those are these frames' photos, and no others): their files,
-        synced as they came, then their folders, each once.
+        First waits until the photos of these frames are on disk: their files, synced as they came
+        (:meth:`photo_put`), then their folders, each once.
 
         Raises:
             SinkError: a photo could not be put on disk; nothing of these frames is written.
         """
-        syncing, self._syncing = self._syncing, []
+        with self._syncing_lock:
+            syncing = [
+                file_synced
+                for key in {(item.result.image.sha256, EXTENSIONS[item.result.image.format]) for item in items}
+                for file_synced in self._syncing.pop(key, [])
+            ]
         try:
             folders = {folder for file_synced in syncing if (folder := file_synced.result()) is not None}
             folders |= {folder.parent for folder in folders}  # the store's root, for the folders made new
@@ -194,8 +202,10 @@ class StoreSink:
         self.photo_put(sha256, ext)
 
     def photo_put(self, sha256: str, ext: str) -> None:
-        """Start putting on disk a photo written without fsync; :meth:`write` waits for it."""
-        self._syncing.append(self._syncer.submit(self.storage.photos.sync_file, sha256, ext))
+        """Start putting on disk a photo written without fsync; the :meth:`write` of its frame waits for it."""
+        file_synced = self._syncer.submit(self.storage.photos.sync_file, sha256, ext)
+        with self._syncing_lock:
+            self._syncing.setdefault((sha256, ext), []).append(file_synced)
 
     def close(self) -> None:
         """Release the database and the worker lock (photos still being synced are waited for)."""

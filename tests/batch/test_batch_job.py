@@ -157,6 +157,25 @@ def test_a_frame_is_committed_only_once_its_photo_is_on_disk(
     assert summary.written == 4 and len(committed) == 4
 
 
+def test_frames_gather_while_the_writer_thread_commits(
+    source: Path, settings: ServiceSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop goes on while a transaction is written: the frames that come meanwhile make the next one."""
+    batches: list[int] = []
+    real_write = StoreSink.write
+
+    def slow_write(self: StoreSink, items: Sequence[Any]) -> Any:
+        batches.append(len(items))
+        time.sleep(0.5)  # a slow disk
+        return real_write(self, items)
+
+    monkeypatch.setattr(StoreSink, "write", slow_write)
+    summary = _run(source, settings, commit_every=2, commit_seconds=0.0)
+    assert summary.written == 4 and sum(summary.incidents.values()) == 4
+    assert sum(batches) == 4 and max(batches) == 2 and len(batches) < 4  # never more than commit_every
+    assert len(report_rows(settings.data_dir)) == 4
+
+
 @pytest.mark.parametrize("failing", ["put", "sync_file"])  # the worker's write, the job's fsync
 def test_a_photo_that_cannot_reach_the_disk_stops_the_job_before_its_frame_is_written(
     source: Path, settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
