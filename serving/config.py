@@ -228,7 +228,7 @@ class ServiceSettings(Settings):
     )
     export_keep_hours: int = Field(
         24, ge=1, le=24 * 30,
-        description="Keep an export job's file this many hours after it is done (serving.bulk_exports).",
+        description="Keep an export job's file this many hours after it is done (serving.export_jobs).",
     )
     upload_long_side: int = Field(
         2048, ge=0, le=20000,

@@ -24,7 +24,7 @@ vipare ``ModelError``                   503     model_unavailable
 :class:`OriginalNotKeptError`           410     original_not_kept (serving.originals)
 :class:`PhotoPendingError`              503     photo_pending (still being blurred; Retry-After)
 ``NothingToExportError``                404     nothing_to_export (serving.dataset.select)
-``ExportNotReadyError``                 409     export_not_ready (serving.bulk_exports: running or failed)
+``ExportNotReadyError``                 409     export_not_ready (serving.export_jobs: running or failed)
 :class:`UnknownCameraError`             422     unknown_camera
 :class:`CameraExistsError`              409     camera_exists
 :class:`InvalidReviewError`             422     invalid_review

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, union_all
 from sqlalchemy.ext.compiler import compiles
@@ -180,7 +180,7 @@ class Candidates:
         """
         around = {id(r): cells_around(r.lat, r.lon, self._policy.radius_m) for r in reports}
         pairs = sorted({(cell, family_of(r.label or "")) for r in reports for cell in around[id(r)] or ()})
-        pages: dict[tuple[int, str], list[Incident]] = {pair: [] for pair in pairs}
+        pages: dict[tuple[int | None, str], list[Incident]] = {pair: [] for pair in pairs}
         for start in range(0, len(pairs), self._PLACES_PER_QUERY // 2):
             firsts = [
                 select(Incident.id).where(
@@ -257,13 +257,15 @@ def _cleaning_order(incident: Incident) -> tuple[datetime | None, int]:
     return incident.cleaned_at, incident.id
 
 
+_Query = TypeVar("_Query", bound=Select[Any])
+
 CELL_INDEX = "ix_incidents_cell_family_status_cleaned_at"
 """The index the lookups of cleaned incidents around a place read (:mod:`serving.models`)."""
 OPEN_CELL_INDEX = "ix_incidents_cell_family_status_last_seen"
 """The index the lookup of open incidents around a place reads."""
 
 
-def _by_place(query: Select[tuple[Incident]], index: str | None) -> Select[tuple[Incident]]:
+def _by_place(query: _Query, index: str | None) -> _Query:
     """``query`` told to read ``index`` on SQLite (None: no hint, for a place that is not one of cells).
 
     SQLite's planner, without statistics (no ``ANALYZE``), takes the status index for the open incidents

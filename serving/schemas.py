@@ -474,7 +474,7 @@ class OriginalReadPage(BaseModel):
 
 
 class ExportJobOut(BaseModel):
-    """An export job (serving.bulk_exports): what it writes, how far it went, where its file is."""
+    """An export job (serving.export_jobs): what it writes, how far it went, where its file is."""
 
     id: str = Field(description="32 hexadecimal digits.")
     format: Literal["csv", "geojson"]

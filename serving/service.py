@@ -21,9 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.auth import any_key_created
-from serving.bulk_exports import ExportJobs
 from serving.config import ServiceSettings, check_exposure, is_loopback
 from serving.errors import ModelNotReadyError
+from serving.export_jobs import ExportJobs
 from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
@@ -60,7 +60,7 @@ class Service:
         in_flight: the photos this process is blurring after their upload was answered
             (:mod:`serving.photos.pending`).
         background: the tasks doing it, awaited before the service closes.
-        exports: the export jobs this process runs (:mod:`serving.bulk_exports`).
+        exports: the export jobs this process runs (:mod:`serving.export_jobs`).
         geocoder: the nearest address of incidents (:mod:`serving.addresses`), loaded once at start-up
             when ``addresses_path`` is set; None otherwise (incidents then have no address).
     """

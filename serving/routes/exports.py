@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from serving.auth import Permission, Principal
-from serving.bulk_exports import ExportJob, ExportNotReadyError, csv_text, geojson_text, photo_link
+from serving.bulk_exports import csv_text, geojson_text, photo_link
 from serving.errors import ErrorBody, NotFoundError
+from serving.export_jobs import ExportJob, ExportNotReadyError
 from serving.exports import FRENCH_EXCEL, OPEN311_SERVICES, SCRIPT_CSV, CsvFormat, incident_addresses, open311_request
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import utcnow

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from serving.bulk_exports import ExportJobs
+from serving.export_jobs import ExportJobs
 from serving.models import utcnow
 from tests.serving.helpers import Server, deposit_photo, moved
 
