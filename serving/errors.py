@@ -41,6 +41,7 @@ change sent by another origin's page    403     foreign_origin (serving.security
 invalid fields, query or form           422     invalid_request (``errors`` lists them)
 :class:`StorageFullError` (disk full)   507     storage_full
 :class:`StorageReadOnlyError`           503     storage_read_only (data folder not writable)
+:class:`StorageUnavailableError`        503     storage_unavailable (I/O error; photo store unreachable)
 malformed multipart body                400     bad_request
 unknown path; method not allowed        404     not_found; 405 method_not_allowed
 anything else                           500     internal_error
@@ -94,6 +95,7 @@ __all__ = [
     "IncidentClosedError",
     "StorageFullError",
     "StorageReadOnlyError",
+    "StorageUnavailableError",
     "UnknownCameraError",
     "error_status",
     "install_error_handlers",
@@ -213,8 +215,16 @@ class StorageReadOnlyError(ServiceError):
     status_code, code = 503, "storage_read_only"
 
 
+class StorageUnavailableError(ServiceError):
+    """The storage failed to take a write (a disk's I/O error, a photo store's bucket gone or unreachable);
+    nothing was stored."""
+
+    status_code, code = 503, "storage_unavailable"
+
+
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+_FAILED_ERRNOS = frozenset({errno.EIO})  # serving.photos.s3 says EIO for a store that fails or cannot be reached
 # What the database drivers say: SQLite's SQLITE_FULL and SQLITE_READONLY, PostgreSQL's
 # disk_full (53100) and read_only_sql_transaction (25006).
 _FULL_SIGNS = ("database or disk is full", "no space left on device", "disk quota exceeded")
@@ -229,14 +239,20 @@ _READ_ONLY = (
     "The service cannot write its data (the folder is read-only or not writable by it), so nothing was stored; "
     "send the same request again later. The service's administrator must make vipare's data folder writable."
 )
+_FAILED = (
+    "The service's storage failed to take the data (an I/O error, or its photo store cannot be reached), so "
+    "nothing was stored; send the same request again later. The service's administrator must check the disk "
+    "of vipare's data folder, or the photo store's bucket and endpoint (VIPARE_PHOTO_STORE)."
+)
 
 
 def storage_error(exc: BaseException) -> ServiceError | None:
-    """The answer for a write that failed on a full or read-only disk, or None when ``exc`` is something else.
+    """The answer for a write that failed on a full, read-only or failing store, or None when ``exc`` is something else.
 
     Looks at ``exc``, its causes and contexts (a database driver's error wrapped by SQLAlchemy) and the
-    members of an exception group: an ``OSError`` with ``ENOSPC``/``EDQUOT`` (full) or
-    ``EROFS``/``EACCES``/``EPERM`` (not writable), or a database error that says the same.
+    members of an exception group: an ``OSError`` with ``ENOSPC``/``EDQUOT`` (full),
+    ``EROFS``/``EACCES``/``EPERM`` (not writable) or ``EIO`` (failed: a disk's I/O error, a photo
+    store's bucket gone or unreachable), or a database error that says full or read-only.
     """
     pending, seen = [exc], set()
     while pending:
@@ -248,6 +264,8 @@ def storage_error(exc: BaseException) -> ServiceError | None:
             return StorageFullError(_FULL)
         if isinstance(current, OSError) and current.errno in _READ_ONLY_ERRNOS:
             return StorageReadOnlyError(_READ_ONLY, headers={"Retry-After": "60"})
+        if isinstance(current, OSError) and current.errno in _FAILED_ERRNOS:
+            return StorageUnavailableError(_FAILED, headers={"Retry-After": "60"})
         if type(current).__module__.split(".")[0] in _DATABASE_MODULES:
             message = str(current).lower()
             if getattr(current, "sqlstate", None) == "53100" or any(sign in message for sign in _FULL_SIGNS):

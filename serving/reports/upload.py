@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,8 @@ if TYPE_CHECKING:  # annotations only: a batch job writes reports without the se
     from vipare.privacy import Region
 
 __all__ = ["Answered", "submit"]
+
+logger = logging.getLogger("serving.reports.upload")
 
 
 @dataclass(frozen=True)
@@ -258,8 +261,11 @@ def _discard(service: Service, sha256: str, ext: str, held: bool, disk_failed: b
                 return
         except SQLAlchemyError:
             return  # cannot tell: the start-up sweep decides later
-    service.photos.delete(sha256, ext, "held" if held else "photo")
-    service.photos.delete(sha256, ext, "original")
+    try:
+        service.photos.delete(sha256, ext, "held" if held else "photo")
+        service.photos.delete(sha256, ext, "original")
+    except OSError:  # the store that failed the upload may fail this too: the start-up sweep deletes it later
+        logger.warning("a failed upload's photo could not be deleted", exc_info=True, extra={"sha256": sha256})
 
 
 def _look_up(service: Service, client_ref: str, data: bytes) -> tuple[str, tuple[int, bool] | None]:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from serving.config import ServiceSettings, UnsafeConfigurationError
-from serving.models import utcnow
+from serving.models import Report, utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.photos.backend import PhotoBackend
 from serving.photos.location import PhotoLocation, open_photos, photo_location
@@ -335,3 +336,23 @@ def test_two_services_with_their_own_data_folders_share_one_bucket(
                 )
         assert sorted(keys(endpoint, bucket)) == sorted([photo_key(one), photo_key(other)])
 
+
+
+def test_an_upload_the_bucket_refuses_is_answered_clearly_and_stores_nothing(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    """The bucket gone (deleted, or a store that refuses): the agent is told to try later, no report is written."""
+    with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
+        sent(server)
+        client = s3_client(endpoint)
+        for key in keys(endpoint, bucket):
+            client.delete_object(Bucket=bucket, Key=key)
+        client.delete_bucket(Bucket=bucket)
+        with server.service.sessions() as session:
+            before = session.scalar(select(func.count()).select_from(Report))
+        lat, lon = moved(*LYON, north_m=500.0 * next(_places))
+        response = server.upload(deposit_photo(next(_seed)), lat=lat, lon=lon, accuracy_m=5)
+        assert response.status_code == 503 and response.json()["code"] == "storage_unavailable", response.text
+        assert "nothing was stored" in response.json()["detail"] and response.headers["retry-after"] == "60"
+        with server.service.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Report)) == before
