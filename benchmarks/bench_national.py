@@ -167,9 +167,9 @@ def seed(engine: Engine, n: int, rng: np.random.Generator) -> None:
                 if st != "new":
                     transitions.append({"incident_id": ident, "from_status": "new", "to_status": st,
                                         "at": cleaned or last, "actor": "seed", "comment": None})
-            connection.execute(insert(Incident.__table__), incidents)
-            connection.execute(insert(Report.__table__), reports)
-            connection.execute(insert(Transition.__table__), transitions)
+            connection.execute(insert(Incident), incidents)
+            connection.execute(insert(Report), reports)
+            connection.execute(insert(Transition), transitions)
         if connection.dialect.name == "postgresql":
             for table in ("incidents", "reports", "transitions"):
                 connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -243,18 +243,23 @@ def time_batches(sessions: Any, policy: GroupingPolicy, rng: np.random.Generator
     return times
 
 
+def city_list(sessions: Any, lat: float, lon: float, page_size: int) -> None:
+    """The managers' list of a city-sized box around (lat, lon), as ``GET /v1/incidents`` runs it."""
+    flt = IncidentFilter(bbox=parse_bbox(f"{lon - 0.06},{lat - 0.04},{lon + 0.06},{lat + 0.04}"))
+    with sessions() as session:
+        count_incidents(session, flt)
+        page = list_incidents(session, flt, limit=page_size)
+        latest_reports(session, [i.id for i in page])
+
+
 def time_bboxes(sessions: Any, page_size: int) -> list[float]:
-    """Seconds for the managers' list of a city-sized box (count, first page, latest photos), 3 times per city."""
+    """Seconds for :func:`city_list` at each city, 3 times."""
     times = []
     for _ in range(3):
         for _, lat, lon in CITIES:
-            flt = IncidentFilter(bbox=parse_bbox(f"{lon - 0.06},{lat - 0.04},{lon + 0.06},{lat + 0.04}"))
-            with sessions() as session:
-                start = time.perf_counter()
-                count_incidents(session, flt)
-                page = list_incidents(session, flt, limit=page_size)
-                latest_reports(session, [i.id for i in page])
-                times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            city_list(sessions, lat, lon, page_size)
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -397,21 +402,12 @@ def run_backend(name: str, url: str, data_dir: Path, incidents: int, seconds: fl
             Candidates(session, [report], policy)
 
     def bbox() -> None:
-        time_bboxes_once(sessions, page)
+        city_list(sessions, *_hotspots()[0], page)
 
     print("\n".join(plans(engine, lookup)))
     print("plans, bbox query:")
     print("\n".join(plans(engine, bbox)))
     engine.dispose()
-
-
-def time_bboxes_once(sessions: Any, page_size: int) -> None:
-    _, lat, lon = CITIES[26]  # Metz
-    flt = IncidentFilter(bbox=parse_bbox(f"{lon - 0.06},{lat - 0.04},{lon + 0.06},{lat + 0.04}"))
-    with sessions() as session:
-        count_incidents(session, flt)
-        page = list_incidents(session, flt, limit=page_size)
-        latest_reports(session, [i.id for i in page])
 
 
 @contextmanager
