@@ -58,7 +58,7 @@ from serving.config import ServiceSettings
 from serving.db import make_engine, migrate, session_factory, write_session
 from serving.grouping import Candidates, GroupingPolicy
 from serving.launch import cli_key, start_server
-from serving.models import Incident, Report, Transition
+from serving.models import STATUS_TIMES, Incident, Report, Transition
 from serving.queries import IncidentFilter, count_incidents, latest_reports, list_incidents, parse_bbox
 from serving.reports.store import NewReport, places_of, store_reports
 from serving.storage import grouping_policy
@@ -153,6 +153,8 @@ def seed(engine: Engine, n: int, rng: np.random.Generator) -> None:
                     "last_seen": last, "max_score": float(score[i]), "report_count": 1, "recurrence_count": 0,
                     "cleaned_at": cleaned, "size_estimate": str(size[i]), "to_review": False,
                     "created_at": first, "updated_at": cleaned or last,
+                    **dict.fromkeys(STATUS_TIMES.values()), "new_at": first,
+                    **({STATUS_TIMES[st]: cleaned or last} if st != "new" else {}),
                 })
                 reports.append({
                     "id": ident, "client_ref": "camera:seed", "submitted_by": "seed", "sha256": f"{ident:064x}",

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
 MIGRATION_LOCK_KEY = 0x7669_7061_7265  # "vipare" in ASCII

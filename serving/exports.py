@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
@@ -45,8 +46,8 @@ __all__ = [
     "OPEN311_SERVICES",
     "SCRIPT_CSV",
     "CsvFormat",
+    "csv_blocks",
     "csv_lines",
-    "csv_row",
     "incident_addresses",
     "incident_feature",
     "open311_request",
@@ -124,20 +125,8 @@ SCRIPT_CSV = CsvFormat()
 FRENCH_EXCEL = CsvFormat(separator=";", decimal_comma=True, bom=True)
 """What a French Excel opens with a double click: semicolons, decimal commas, UTF-8 with a BOM."""
 
-_STATUSES = tuple(status.value for status in Status)  # the CSV's *_at columns, in order
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _text(value: str | None) -> str:
-    """A cell of text a person typed, never read as a formula by a spreadsheet (OWASP's CSV injection)."""
-    if not value:
-        return ""
-    return f"'{value}" if value.startswith(_FORMULA_START) else value
-
-
 def _iso(value: datetime | None) -> str:
-    """ISO 8601 in UTC with a ``Z``; a naive value is UTC already (:data:`serving.queries.EXPORT_COLUMNS`)."""
+    """ISO 8601 in UTC with a ``Z`` (as :class:`serving.sql_text.iso_text` writes it in SQL); a naive value is UTC."""
     if value is None:
         return ""
     return value.isoformat() + "Z" if value.tzinfo is None else value.isoformat().replace("+00:00", "Z")
@@ -195,75 +184,35 @@ def incident_feature(
     )
 
 
-def csv_row(
-    incident: Incident | Row[Any],
-    times: Mapping[str, datetime],
-    address: Address | None = None,
-    *,
-    photo_url: str | None = None,
-    note: str | None = None,
-    fmt: CsvFormat = SCRIPT_CSV,
-) -> list[str]:
-    """One CSV row in :data:`CSV_COLUMNS` order; ``times`` maps a status to when the incident last entered it.
-
-    Args:
-        incident: the incident, or its row of :data:`serving.queries.EXPORT_COLUMNS`.
-        times: when it last entered each status (:func:`serving.queries.state_times`).
-        address: its nearest address; the address columns are empty without it.
-        photo_url: the link to its latest photo still kept (empty without).
-        note: the note of its latest report that has one.
-        fmt: the decimal mark of the coordinates and the score.
-    """
-    return [
-        str(incident.id),
-        incident.label,
-        incident.status,
-        fmt.number(incident.lat, COORDINATE_DECIMALS),
-        fmt.number(incident.lon, COORDINATE_DECIMALS),
-        *(("", "", "", "") if address is None else
-          (address.street, address.house_number or "", address.postcode, address.city)),
-        _iso(incident.first_seen),
-        _iso(incident.last_seen),
-        *[_iso(times.get(status)) for status in _STATUSES],
-        str(incident.merged_into_id or ""),
-        str(incident.report_count),
-        str(incident.recurrence_count),
-        str(incident.recurrence_of_id or ""),
-        fmt.number(incident.max_score, 4),
-        photo_url or "",
-        _text(note),
-        incident.size or incident.size_estimate or "",
-        "manager" if incident.size else "estimate" if incident.size_estimate else "",
-        _iso(incident.scheduled_for),
-        _text(incident.crew),
-    ]
-
-
 CSV_BLOCK_ROWS = 1000
 """Rows per piece of text :func:`csv_lines` yields: a streamed response's pieces each cost a hop between
 threads, so a national export goes in blocks, not a row at a time."""
 
 
 def csv_lines(
-    rows: Iterable[Sequence[str]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
+    rows: Iterable[Sequence[object]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
 ) -> Iterator[str]:
     """The header, then the rows, as CSV text in ``fmt`` (CRLF line ends; the BOM first when asked),
-    in pieces of :data:`CSV_BLOCK_ROWS` lines."""
+    in pieces of :data:`CSV_BLOCK_ROWS` lines; a None cell is written empty."""
+    rows = iter(rows)
+    return csv_blocks(iter(lambda: list(islice(rows, CSV_BLOCK_ROWS)), []), fmt=fmt, header=header)
+
+
+def csv_blocks(
+    blocks: Iterable[Iterable[Sequence[object]]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
+) -> Iterator[str]:
+    """As :func:`csv_lines`, one piece of text per block of rows (the header goes with the first)."""
     buffer = io.StringIO()
     if fmt.bom:
         buffer.write("\ufeff")
     writer = csv.writer(buffer, delimiter=fmt.separator, lineterminator="\r\n")
     writer.writerow(header)
-    pending = 1
-    for row in rows:
-        writer.writerow(row)
-        pending += 1
-        if pending >= CSV_BLOCK_ROWS:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    if pending or buffer.tell():
+    for block in blocks:
+        writer.writerows(block)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():  # no rows at all: the header alone
         yield buffer.getvalue()
 
 

@@ -40,8 +40,10 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     false,
+    literal_column,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from serving.cells import cell_of
 
@@ -51,10 +53,12 @@ __all__ = [
     "Camera",
     "CameraKey",
     "Incident",
+    "NOTED",
     "ModelPromotion",
     "OriginalRead",
     "Report",
     "ReportReview",
+    "STATUS_TIMES",
     "ScheduledPass",
     "Transition",
     "UTCDateTime",
@@ -155,7 +159,13 @@ class Incident(Base):
     recurrence_of_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
     recurrence_count: Mapped[int] = mapped_column(Integer, default=0)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
+    # When it last entered each status (STATUS_TIMES), kept by every transition that changes the status.
+    new_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     cleaned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    duplicate_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Set by the "scheduled" transition: when, and by which crew (Open311 expected_datetime).
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
     crew: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -185,14 +195,22 @@ def _place_in_cell(_mapper: Any, _connection: Any, incident: Incident) -> None:
     incident.cell = cell_of(incident.lat, incident.lon)
 
 
+_NOTED_SQL = "note IS NOT NULL AND note != ''"
+
+
 class Report(Base):
     """One uploaded photo and what vipare said about it. The photo file is named by ``sha256``."""
 
     __tablename__ = "reports"
     __table_args__ = (
         UniqueConstraint("client_ref", "sha256"),
-        # Each incident's latest photo still kept (serving.queries.latest_reports), from the index alone.
+        # Each incident's latest photo still kept (serving.queries.latest_reports, the CSV export), from the
+        # index alone.
         Index(None, "incident_id", "photo_deleted_at", "id"),
+        # Each incident's latest note (the CSV export): only the few reports with a note are in it.
+        Index(
+            "ix_reports_noted", "incident_id", "id", sqlite_where=text(_NOTED_SQL), postgresql_where=text(_NOTED_SQL)
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -239,7 +257,7 @@ class Transition(Base):
     """One status change of an incident (its opening included): who, when, why."""
 
     __tablename__ = "transitions"
-    # When each incident last entered each status (serving.queries.state_times), from the index alone.
+    # When each incident last entered each status (the CSV export), from the index alone.
     __table_args__ = (Index(None, "incident_id", "to_status", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -253,6 +271,32 @@ class Transition(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
 
     incident: Mapped[Incident] = relationship(back_populates="transitions", foreign_keys=[incident_id])
+
+
+NOTED = (Report.note.is_not(None), Report.note != literal_column("''"))
+"""The reports with a note, as ``ix_reports_noted`` holds them: a query with these conditions may read it (the
+empty text is written in the SQL, not bound: SQLite reads a partial index only for conditions it can see)."""
+
+
+STATUS_TIMES: dict[str, str] = {
+    status: f"{status}_at" for status in ("new", "confirmed", "scheduled", "cleaned", "rejected", "duplicate")
+}
+"""Each status (:class:`serving.incidents.Status`) and the ``incidents`` column that says when the incident
+last entered it."""
+
+
+@event.listens_for(Session, "before_flush")
+def _entered(session: Session, _context: Any, _instances: Any) -> None:
+    """Keep each incident's status times (:data:`STATUS_TIMES`) as its new transitions say.
+
+    Every transition that changes the status sets the time of the status entered; one that keeps it (a
+    review, an erasure noted in the history) does not. Transitions are written through the ORM only.
+    """
+    for row in session.new:
+        if isinstance(row, Transition) and row.to_status != row.from_status:
+            incident = session.get(Incident, row.incident_id)
+            if incident is not None:
+                setattr(incident, STATUS_TIMES[row.to_status], row.at)
 
 
 class ReportReview(Base):

@@ -17,29 +17,24 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Row, Select, case, func, select, type_coerce
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from serving.geo import lat_lon_box
 from serving.incidents import Status
-from serving.models import Incident, Report, Transition, UTCDateTime
+from serving.models import Incident, Report, Transition
 
 __all__ = [
-    "EXPORT_COLUMNS",
     "Bbox",
     "IncidentFilter",
     "batches",
     "count_incidents",
-    "iter_incident_rows",
     "iter_incidents",
     "last_comments",
-    "latest_notes",
     "latest_reports",
     "list_incidents",
     "parse_bbox",
-    "state_times",
 ]
 
 _BATCH = 500
@@ -155,42 +150,6 @@ def batches(incidents: Iterator[Incident], size: int = _BATCH) -> Iterator[list[
         yield batch
 
 
-def state_times(session: Session, incident_ids: Sequence[int]) -> dict[int, dict[str, datetime]]:
-    """For each incident, when it last entered each status (its history, condensed): one row per incident."""
-    statuses = [status.value for status in Status]
-    entered = [
-        type_coerce(func.max(case((Transition.to_status == status, Transition.at))), UTCDateTime)
-        for status in statuses
-    ]
-    times: dict[int, dict[str, datetime]] = {i: {} for i in incident_ids}
-    for start in range(0, len(incident_ids), _BATCH):
-        chunk = list(incident_ids[start : start + _BATCH])
-        rows = session.execute(
-            select(Transition.incident_id, *entered).where(Transition.incident_id.in_(chunk))
-            .group_by(Transition.incident_id)
-        )
-        for incident_id, *ats in rows:
-            times[incident_id] = {status: at for status, at in zip(statuses, ats, strict=True) if at is not None}
-    return times
-
-
-EXPORT_COLUMNS = tuple(
-    type_coerce(column, DateTime).label(column.name) if isinstance(column.type, UTCDateTime) else column
-    for column in Incident.__table__.columns
-)
-"""Every column of ``incidents`` for :func:`iter_incident_rows`, timestamps as naive UTC (read faster)."""
-
-
-def iter_incident_rows(session: Session, flt: IncidentFilter, *, size: int = _BATCH) -> Iterator[Sequence[Row[Any]]]:
-    """Every matching incident as a row of :data:`EXPORT_COLUMNS` (attributes named as :class:`Incident`'s,
-    timestamps naive UTC), most recently seen first, in lists of ``size``: an export's fast read, without
-    building ORM objects."""
-    statement = (
-        select(*EXPORT_COLUMNS).where(*flt.conditions()).order_by(Incident.last_seen.desc(), Incident.id.desc())
-    )
-    yield from session.execute(statement.execution_options(yield_per=size)).partitions()
-
-
 def latest_reports(session: Session, incident_ids: Sequence[int]) -> dict[int, int]:
     """Each incident's most recent report id whose photo is still kept (none once all are deleted)."""
     latest: dict[int, int] = {}
@@ -205,22 +164,6 @@ def latest_reports(session: Session, incident_ids: Sequence[int]) -> dict[int, i
             if incident_id is not None:
                 latest[incident_id] = report_id
     return latest
-
-
-def latest_notes(session: Session, incident_ids: Sequence[int]) -> dict[int, str]:
-    """Each incident's note from its most recent report that has one (none for an incident without notes)."""
-    notes: dict[int, str] = {}
-    for start in range(0, len(incident_ids), _BATCH):
-        chunk = list(incident_ids[start : start + _BATCH])
-        rows = session.execute(
-            select(Report.incident_id, Report.note)
-            .where(Report.incident_id.in_(chunk), Report.note.is_not(None), Report.note != "")
-            .order_by(Report.incident_id, Report.id)
-        )
-        for incident_id, note in rows:
-            if incident_id is not None and note:
-                notes[incident_id] = note  # the last one wins: the most recent
-    return notes
 
 
 def last_comments(session: Session, incident_ids: Sequence[int]) -> dict[int, str | None]:

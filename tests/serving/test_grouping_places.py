@@ -15,12 +15,14 @@ import pytest
 from sqlalchemy import Engine, event, select, text
 
 from serving.auth import camera_principal
+from serving.bulk_exports import csv_statement
 from serving.cells import MAX_CELLS, cell_of, cells_around
 from serving.config import ServiceSettings
 from serving.db import make_engine, migrate, session_factory, write_session
+from serving.exports import SCRIPT_CSV
 from serving.grouping import CELL_INDEX, OPEN_CELL_INDEX, Candidates, GroupingPolicy
 from serving.models import Incident, Report
-from serving.queries import IncidentFilter, latest_reports, list_incidents, parse_bbox, state_times
+from serving.queries import IncidentFilter, latest_reports, list_incidents, parse_bbox
 from serving.reports.store import NewReport, places_of, store_reports
 from serving.storage import Storage, open_storage
 from tests.database import ON_POSTGRES, store_url
@@ -252,17 +254,24 @@ def test_lookups_read_indexes_not_whole_tables(tmp_path: Path) -> None:
         if not analyzed:  # with statistics of so small a table, a cell and family alone say enough
             assert any(OPEN_CELL_INDEX in line and "last_seen>?" in line for line in lookup_plans), lookup_plans
 
+    box = IncidentFilter(bbox=parse_bbox("6.10,49.08,6.25,49.16"))
+
     def listing() -> None:
         with sessions() as session:
-            page = list_incidents(session, IncidentFilter(bbox=parse_bbox("6.10,49.08,6.25,49.16")), limit=100)
-            ids = [i.id for i in page]
-            latest_reports(session, ids)
-            state_times(session, ids)
+            page = list_incidents(session, box, limit=100)
+            latest_reports(session, [i.id for i in page])
 
-    list_plans = _plans(engine, listing)
+    def export() -> None:
+        with sessions() as session:
+            session.execute(csv_statement(box, SCRIPT_CSV, "/v1/reports/")).all()
+
+    list_plans, csv_plans = _plans(engine, listing), _plans(engine, export)
     assert any("COVERING INDEX ix_incidents_lat_lon_to_review_last_seen_id" in line for line in list_plans), list_plans
     assert any("COVERING INDEX ix_reports_incident_id_photo_deleted_at_id" in line for line in list_plans), list_plans
-    assert any("COVERING INDEX ix_transitions_incident_id_to_status_at" in line for line in list_plans), list_plans
+    assert any("INDEX ix_incidents_lat_lon_to_review_last_seen_id" in line for line in csv_plans), csv_plans
+    assert any("COVERING INDEX ix_reports_incident_id_photo_deleted_at_id" in line for line in csv_plans), csv_plans
+    assert any("INDEX ix_reports_noted" in line for line in csv_plans), csv_plans
+    list_plans += csv_plans
     assert not any(line.startswith("SCAN") for line in lookup_plans + list_plans)
     engine.dispose()
 
