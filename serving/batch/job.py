@@ -144,10 +144,14 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
     started = time.monotonic()
     threads = thread_budget(config.workers, config.threads)
     library = Settings(**{name: getattr(settings, name) for name in Settings.model_fields})
-    library = library.model_copy(update={"intra_op_threads": threads})
+    # JSON lines keep no photo: nothing to blur, so the workers neither load nor run the face and plate search.
+    stores_photos = config.output is None
+    library = library.model_copy(
+        update={"intra_op_threads": threads, "blur_photos": library.blur_photos and stores_photos}
+    )
     # The workers start, and load their models, while this process migrates, lists and hashes;
     # a model they cannot load is raised when the first frame is due.
-    engine = _engine(config, library, photo_location(settings) if config.output is None else None)
+    engine = _engine(config, library, photo_location(settings) if stores_photos else None)
     engine.start()
     sink: Sink | None = None
     try:

@@ -40,6 +40,7 @@ from tests.batch.store_view import report_rows
 from tests.imagegen import make_photo, pattern_array
 from vipare import Settings
 from vipare.cli import main
+from vipare.errors import ModelError
 from vipare.geotag import CameraPosition
 
 CAMERAS_CSV = (
@@ -226,6 +227,15 @@ def test_json_lines_resume_after_a_torn_last_line(source: Path, settings: Servic
     assert out.read_bytes().endswith(b"\n")
 
     assert _run(source, settings, output=out).written == 0
+
+
+def test_json_lines_need_no_face_or_plate_search(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
+    """JSON lines keep no photo: the job loads no face or plate detector; into the store it must have them."""
+    without = settings.model_copy(update={"face_model_path": tmp_path / "no-yunet.onnx"})
+    assert _run(source, without, output=tmp_path / "out.jsonl").written > 0
+    with pytest.raises(ModelError, match="face model"):
+        _run(source, without)
+    assert report_rows(settings.data_dir) == []
 
 
 def test_a_damaged_complete_line_stops_the_job(source: Path, settings: ServiceSettings, tmp_path: Path) -> None:
