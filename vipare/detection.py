@@ -44,10 +44,9 @@ from vipare.settings import Settings
 from vipare.size import Size
 from vipare.taxonomy import is_deposit
 
-__all__ = ["Detector"]
+__all__ = ["ORT_ERRORS", "Detector", "cpu_session"]
 
-# onnxruntime's own exception types (they derive from Exception directly, not RuntimeError).
-_ORT_ERRORS: tuple[type[Exception], ...] = (
+ORT_ERRORS: tuple[type[Exception], ...] = (
     Fail,
     InvalidArgument,
     InvalidGraph,
@@ -57,6 +56,24 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
     RuntimeException,
     RuntimeError,
 )
+"""onnxruntime's own exception types (they derive from Exception directly, not RuntimeError)."""
+
+
+def cpu_session(model: bytes, intra_op_threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session of a serialized model, as vipare runs every model.
+
+    One inference at a time per call (sequential, one inter-op thread), up to ``intra_op_threads``
+    threads inside each operator (0: onnxruntime's default, one per core), all graph optimisations.
+
+    Raises:
+        One of :data:`ORT_ERRORS`: onnxruntime cannot load the model.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class Detector:
@@ -111,17 +128,10 @@ class Detector:
         if not data:
             raise ModelError(f"model file {path} is empty")
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             # Load from the bytes just hashed, so the sha256 is that of the weights in use.
-            self._session = ort.InferenceSession(
-                data, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except _ORT_ERRORS as exc:
+            self._session = cpu_session(data, intra_op_threads)
+        except ORT_ERRORS as exc:
             raise ModelError(f"{path} is not a usable ONNX model: {exc}") from exc
 
         self._meta = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
@@ -248,7 +258,7 @@ class Detector:
         """Run the session on a blob; returns the raw ``1 x (4 + nc) x N`` head output."""
         try:
             outputs = self._session.run([self._output_name], {self._input_name: blob})
-        except _ORT_ERRORS as exc:
+        except ORT_ERRORS as exc:
             raise ModelError(f"inference failed: {exc}") from exc
         return np.asarray(outputs[0])
 
