@@ -3,8 +3,9 @@
 Two small ONNX detectors find the regions (boxes ``xyxy`` in pixels of the upright original photo,
 as everywhere in vipare), run on the reduced copy of the photo the analysis already decoded:
 
-- **faces**: YuNet (``weights/yunet_n_640_640.onnx``, Apache-2.0) through OpenCV's
-  ``cv2.FaceDetectorYN``; each face box is grown by ``face_margin`` of its size on every side;
+- **faces**: YuNet (``weights/yunet_n_640_640.onnx``, Apache-2.0) on onnxruntime
+  (:mod:`vipare.faces`, which finds the faces OpenCV's ``cv2.FaceDetectorYN`` finds, at the reduced
+  copy's own size); each face box is grown by ``face_margin`` of its size on every side;
 - **heads**: the COCO YOLO11n (``weights/coco-yolo11n-416.onnx``, rebuilt from the INT8 IR of ``../shared``)
   finds persons; the top of each person box is blurred (:func:`head_region`), for faces too small,
   turned away or half hidden for the face detector;
@@ -15,14 +16,13 @@ as everywhere in vipare), run on the reduced copy of the photo the analysis alre
 
 :mod:`vipare.blur` makes the regions unreadable.
 
-Thread safety: :class:`PrivacyDetector` shares one onnxruntime session (thread-safe) and gives each
-thread its own ``FaceDetectorYN``, whose input size is state.
+Thread safety: :class:`PrivacyDetector` shares one onnxruntime session per model (thread-safe) and
+keeps no state between calls, so one detector serves all threads without a lock.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from vipare.detection import Detector
 from vipare.errors import ModelError
+from vipare.faces import FaceDetector
 from vipare.settings import Settings
 from vipare.size import Size
 
@@ -214,13 +215,13 @@ class PrivacyDetector:
     """Finds the faces, heads and plate bands of a photo (see the module doc for the rules).
 
     Args:
-        face_model: YuNet ONNX file (``cv2.FaceDetectorYN``).
+        face_model: YuNet ONNX file (:class:`vipare.faces.FaceDetector`).
         object_model: a COCO detector exported by Ultralytics (persons and vehicles), read by
             :class:`vipare.detection.Detector`.
         face_threshold: a face must score at least this, in [0, 1].
         object_threshold: a person or vehicle must score above this, in [0, 1].
         face_margin: fraction of a face box's size added on each side.
-        intra_op_threads: onnxruntime threads of the object model (0: onnxruntime's default).
+        intra_op_threads: onnxruntime threads of each model (0: onnxruntime's default).
         warmup: call :meth:`warm_up` at load (a service that reports readiness calls it itself).
 
     Raises:
@@ -241,10 +242,9 @@ class PrivacyDetector:
         if not 0.0 <= face_threshold <= 1.0:
             raise ValueError(f"face_threshold must be within [0, 1], got {face_threshold}")
         self.face_model = Path(face_model)
-        if not self.face_model.is_file():
-            raise ModelError(f"face model {self.face_model} does not exist (set VIPARE_FACE_MODEL_PATH)")
         self.face_threshold = face_threshold
         self.face_margin = face_margin
+        self.faces = FaceDetector(self.face_model, score_threshold=face_threshold, intra_op_threads=intra_op_threads)
         self.objects = Detector(
             object_model,
             conf_threshold=object_threshold,
@@ -257,8 +257,6 @@ class PrivacyDetector:
             raise ModelError(
                 f"{object_model} has no 'person' class; use the shipped COCO detector (VIPARE_PRIVACY_MODEL_PATH)"
             )
-        self._local = threading.local()
-        self._faces(Size(64, 64))  # fails here, not on the first photo, when OpenCV cannot read it
         if warmup:
             self.warm_up()
 
@@ -281,19 +279,7 @@ class PrivacyDetector:
             ModelError: the object model's output does not fit its class names.
         """
         self.objects.warm_up()
-        size = self.objects.input_size
-        self._faces(size).detect(np.zeros((size.height, size.width, 3), dtype=np.uint8))
-
-    def _faces(self, size: Size) -> cv2.FaceDetectorYN:
-        face: cv2.FaceDetectorYN | None = getattr(self._local, "face", None)
-        if face is None:
-            try:
-                face = cv2.FaceDetectorYN.create(str(self.face_model), "", size, self.face_threshold)
-            except cv2.error as exc:
-                raise ModelError(f"{self.face_model} is not a usable YuNet face model: {exc}") from exc
-            self._local.face = face
-        face.setInputSize(size)
-        return face
+        self.faces.warm_up(self.objects.input_size)
 
     def find(self, image: NDArray[np.uint8], original_size: Size | None = None) -> list[Region]:
         """The regions to blur in a photo.
@@ -311,11 +297,10 @@ class PrivacyDetector:
         full = original_size or size
         sx, sy = full.width / size.width, full.height / size.height
         regions: list[Region] = []
-        _, faces = self._faces(size).detect(np.ascontiguousarray(image[:, :, ::-1]))
-        for row in faces if faces is not None else ():
-            x, y, w, h = (float(v) for v in row[:4])
-            box = grow_box((x * sx, y * sy, (x + w) * sx, (y + h) * sy), self.face_margin, full)
-            regions.append(Region("face", box, min(1.0, float(row[-1]))))
+        faces = self.faces.detect(image)
+        for (x1, y1, x2, y2), score in zip(faces.boxes.tolist(), faces.scores.tolist(), strict=True):
+            box = grow_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), self.face_margin, full)
+            regions.append(Region("face", box, min(1.0, score)))
         objects = self.objects.detect(image, original_size=full)
         for det in objects:
             if det.label in PERSON_CLASSES:
