@@ -20,7 +20,8 @@ the faces are the same, in the same order, for the same threshold:
   (IoU, 0.3) is dropped, and only the ``top_k`` (5000) best scoring strictly above the threshold take part.
 
 The landmarks (``kps_*``) are not read: vipare blurs the boxes. ``tests/test_faces.py`` compares the
-faces with ``cv2.FaceDetectorYN``'s on drawn faces and street photos.
+faces with ``cv2.FaceDetectorYN``'s on drawn faces and street photos; ``benchmarks/bench_faces.py``
+times both and compares what they find.
 
 YuNet as published declares a fixed ``1 x 3 x 640 x 640`` input; its graph works at any size, so
 the declaration is freed at load time (:func:`vipare.onnx_shapes.free_image_size`, in memory; the
