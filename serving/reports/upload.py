@@ -14,9 +14,10 @@ never half-written:
    next pass deletes the photo again;
 2. check the coordinates sent with it (422 when invalid);
 3. decode and analyse it in a worker thread, at most ``analysis_slots`` at once (413/415/422 when
-   the file cannot be used). Meanwhile another thread writes the held file of step 5, when the photo
-   is to be blurred after the answer and its header names a format the intake opens; a photo refused
-   at 3 or 4 has it deleted again before the answer;
+   the file cannot be used), started beside step 1 (which hashes the photo in another thread): a
+   photo step 1 answers has its analysis dropped. Meanwhile another thread writes the held file of
+   step 5, when the photo is to be blurred after the answer and its header names a format the intake
+   opens; a photo refused at 3 or 4 has it deleted again before the answer;
 4. no usable position (EXIF, sent coordinates or the camera's)? 422 ``location_missing``, which
    says how to send one. A report nobody can find cannot be collected, so it is not stored;
 5. hold the photo file (metadata removed, fsynced; :mod:`serving.photos.pending`; written during 3,
@@ -45,7 +46,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -120,8 +121,27 @@ async def submit(
             "A photo taken after a cleaning proves the incident's state: send it without agent_says_deposit."
         )
     received = utcnow()
-    sha256, existing = await anyio.to_thread.run_sync(_look_up, service, principal.client_ref, data)
+    # Steps 1 and 3 side by side: the photo is hashed (and looked for) in one thread while another
+    # decodes and analyses it; a photo found at 1 is answered as before, its analysis dropped.
+    looking = asyncio.create_task(anyio.to_thread.run_sync(_look_up, service, principal.client_ref, data))
+    refused: VipareError | None = None
+    analysing: asyncio.Task[tuple[DecodedImage, ImageResult]] | None = None
+    try:
+        client = _client_position(form)
+    except VipareError as exc:  # step 2 answers only once step 1 has not
+        refused = exc
+    else:
+        analysing = asyncio.create_task(anyio.to_thread.run_sync(
+            _analyze, service, pipeline, data, client, _camera_position(principal, form),
+            limiter=service.analysis_limiter,
+        ))
+    try:
+        sha256, existing = await looking
+    except BaseException:
+        _abandon(service, analysing)
+        raise
     if existing is not None and not existing[1]:
+        _abandon(service, analysing)
         service.metrics.reports.labels(outcome="duplicate").inc()
         if form.agent_says_deposit:
             return await anyio.to_thread.run_sync(_send_anyway, service, principal, existing[0], form.note)
@@ -137,11 +157,10 @@ async def submit(
     holding = asyncio.create_task(anyio.to_thread.run_sync(_hold, service, pipeline, data, sha256)) if later else None
     try:
         try:
-            client = _client_position(form)
-            image, result = await anyio.to_thread.run_sync(
-                _analyze, service, pipeline, data, sha256, client, _camera_position(principal, form),
-                limiter=service.analysis_limiter,
-            )
+            if analysing is None:
+                assert refused is not None
+                raise refused
+            image, result = _named(*await analysing, sha256)
             if result.location is None and purged is None:  # the purged report keeps its own
                 raise LocationMissingError(LOCATION_MISSING)
         except (VipareError, LocationMissingError):
@@ -362,21 +381,43 @@ def _camera_position(principal: Principal, form: ReportForm) -> CameraPosition |
     )
 
 
+_UNNAMED = "0" * 64
+"""The sha256 an analysis started before the hash carries until :func:`_named` gives it the photo's."""
+
+
 def _analyze(
     service: Service,
     pipeline: Pipeline,
     data: bytes,
-    sha256: str,
     client: ClientPosition | None,
     camera: CameraPosition | None,
 ) -> tuple[DecodedImage, ImageResult]:
     start = time.perf_counter()
-    image = pipeline.decode(data, sha256=sha256)  # hashed once, to look for the same upload
+    image = pipeline.decode(data, sha256=_UNNAMED)  # hashed once, beside it (:func:`_look_up`)
     decoded = time.perf_counter()
     result = pipeline.analyze(image, client=client, camera=camera)
     service.metrics.analysis.labels(stage="decode").observe(decoded - start)
     service.metrics.analysis.labels(stage="detect").observe(time.perf_counter() - decoded)
     return image, result
+
+
+def _named(image: DecodedImage, result: ImageResult, sha256: str) -> tuple[DecodedImage, ImageResult]:
+    """The analysis of :func:`_analyze` with the photo's sha256."""
+    info = image.info.model_copy(update={"sha256": sha256})
+    return replace(image, info=info), result.model_copy(update={"image": info})
+
+
+def _abandon(service: Service, analysing: asyncio.Task[tuple[DecodedImage, ImageResult]] | None) -> None:
+    """Let an analysis no longer wanted finish in its thread, its result or error dropped."""
+    if analysing is None:
+        return
+    def dropped(task: asyncio.Task[tuple[DecodedImage, ImageResult]]) -> None:
+        service.background.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled():
+            task.exception()  # retrieved: an unusable photo found a duplicate first
+
+    service.background.add(analysing)  # type: ignore[arg-type]
+    analysing.add_done_callback(dropped)
 
 
 def _answered(session: Session, outcome: Submitted) -> Answered:

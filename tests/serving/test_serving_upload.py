@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -132,6 +133,24 @@ def test_the_same_photo_from_the_same_client_counts_once(server: Server) -> None
     from_someone_else = server.upload(photo, who="agent2")  # another client's report of it is its own
     assert from_someone_else.status_code == 201
     assert from_someone_else.json()["id"] != first.json()["id"]
+
+
+def test_the_same_photo_is_recognised_before_its_position_or_content_is_judged(server: Server) -> None:
+    """The photo is hashed beside its analysis: one already sent is answered as before, whatever the analysis says."""
+    lat, lon = place(40)
+    photo = deposit_photo(40, lat=lat, lon=lon)
+    first = server.upload(photo)
+    before = server.counts()
+    again = server.upload(photo)  # its analysis started beside the hash, and is dropped
+    with_a_bad_position = server.upload(photo, lat=123.0, lon=lon)  # a new photo with it is refused (422)
+    assert [again.status_code, with_a_bad_position.status_code] == [200, 200]
+    assert again.json()["id"] == with_a_bad_position.json()["id"] == first.json()["id"]
+    assert server.upload(deposit_photo(41), lat=123.0, lon=lon).status_code == 422
+    deadline = time.monotonic() + 30
+    while server.service.background and time.monotonic() < deadline:  # the dropped analysis ends on its own
+        time.sleep(0.05)
+    assert server.service.background == set()
+    assert server.counts() == before
 
 
 def test_a_phone_photo_of_several_megabytes_is_read_without_a_temporary_file(
