@@ -7,7 +7,7 @@ and a truck, ``frames.csv``), each side runs as its own command, timed two ways:
   the database and the camera registry), writing reports, incidents and photo files, every frame
   committed; with 1 worker and with 2 workers, 1 onnxruntime thread each;
 * ``vipare batch --output``, 2 workers: the same analyses written as JSON lines (one fsynced line per
-  frame), nothing stored: what the store costs;
+  frame), nothing stored, so no face or plate searched: what the store and the photos' privacy cost;
 * Ultralytics (``ultralytics_predict.py``, which imports nothing of vipare):
   ``YOLO(<the same ONNX>, task="detect").predict(<the same frames>, stream=True, ...)`` with the same
   input size and thresholds, iterating every result (onnxruntime at its default threads, as
@@ -28,10 +28,11 @@ their median and range. For vipare it also prints the CPU time of the job's own 
 (its ``RUSAGE_CHILDREN``: the job and the children it waited for, not the workers, which the fork
 server starts): what the single writer takes from the cores the workers share. Last, three ceilings,
 measured in this process before the rounds: the CPU time of one bare ``session.run`` with one
-thread (the same ONNX), and of one worker's whole analysis of a frame (``analyze_frame``: read,
-sha256 check, decode, detect, locate; nothing stored), then with the worker's part of storing the
-photo (blurred, the blurred copy checked by the detector, put); the frames/s two such workers would
-reach if nothing else cost anything, and those over Ultralytics' frames/s inside.
+thread (the same ONNX), and of one worker's whole analysis of a frame for the store
+(``analyze_frame``: read, sha256 check, decode, detect, locate, find its faces and plates; nothing
+stored), then with the worker's part of storing the photo (blurred, the blurred copy checked by the
+detector, put); the frames/s two such workers would reach if nothing else cost anything, and those
+over Ultralytics' frames/s inside.
 
     python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
@@ -157,8 +158,9 @@ def _session_run_cpu_ms(model: Path, runs: int = 40) -> tuple[float, tuple[int, 
 def _analysis_cpu_ms(model: Path, frames: Path, photos: Path | None = None) -> float:
     """Median CPU milliseconds of one worker's analysis of a frame at one thread (nothing stored, unless ``photos``).
 
-    :func:`~serving.batch.frames.analyze_frame` as a worker runs it (read, sha256 check, decode,
-    detect, locate), in this process, over the benchmark's frames, after one untimed frame. With
+    :func:`~serving.batch.frames.analyze_frame` as a worker of a job into the store runs it (read, sha256
+    check, decode, detect, locate, find faces and plates), in this process, over the benchmark's frames,
+    after one untimed frame. With
     ``photos``, a worker's part of storing the frame too: its photo blurred, the blurred copy checked
     by the detector, and put (without fsync) in a photo store there.
     """
@@ -282,7 +284,8 @@ def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path 
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
           f"would reach {ceiling:.1f} frames/s, {ceiling / inside_ultralytics:.2f}x Ultralytics inside")
     analysis_ceiling = 2 * 1000 / analysis_ms
-    print(f"a worker's analysis (read, check, decode, detect, locate; nothing stored): {analysis_ms:.1f} ms CPU per "
+    print(f"a worker's analysis (read, check, decode, detect, locate, find faces and plates; nothing stored): "
+          f"{analysis_ms:.1f} ms CPU per "
           f"frame at 1 thread; 2 workers doing only that would reach {analysis_ceiling:.1f} frames/s, "
           f"{analysis_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
     stored_ceiling = 2 * 1000 / stored_ms
