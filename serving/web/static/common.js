@@ -3,6 +3,67 @@
 
 import { num, pct, t } from "./i18n.js";
 
+/**
+ * The key form of a manager's page (#key-button, #sign-in, #key-input): the button's label, the form
+ * shown when a key is missing or refused, a new key tried on the page's data before it is kept.
+ *
+ * load: resolves true when the page's data came with the key in `keys`; showMessage(text, kind):
+ * the page's message line; onSignOut: clears what the page showed with the key.
+ */
+export class SignIn {
+  constructor(keys, { load, showMessage, onSignOut = () => {} }) {
+    Object.assign(this, { keys, load, showMessage, onSignOut });
+  }
+
+  render(openMode = false) {
+    const label = this.keys.label();
+    document.getElementById("key-button").textContent = openMode ? t("key.open_mode")
+      : label ? `${t("key.signed_in", { prefix: label })} · ${t("key.sign_out")}` : t("key.none");
+  }
+
+  show(show) {
+    document.getElementById("sign-in").hidden = !show;
+    if (show) document.getElementById("key-input").focus();
+  }
+
+  async save(event) {
+    event.preventDefault();
+    const input = document.getElementById("key-input");
+    const key = input.value.trim();
+    if (!key) return;
+    const previous = this.keys.get();
+    this.keys.set(key);
+    input.value = "";
+    this.showMessage(t("key.checking"), "info");
+    if (await this.load()) {
+      this.show(false);
+      this.showMessage("", "info");
+    } else if (previous) {
+      this.keys.set(previous);
+    } else {
+      this.keys.clear();
+    }
+    this.render();
+  }
+
+  signOut() {
+    this.keys.clear();
+    this.onSignOut();
+    this.render();
+    this.show(true);
+  }
+
+  /** A failed call: a key problem asks for a key, anything else is shown. */
+  failed(error) {
+    if (error instanceof ApiError) {
+      this.showMessage(error.message, "error");
+      if (error.status === 401 || error.status === 403) this.show(true);
+    } else {
+      this.showMessage(t("err.network"), "error");
+    }
+  }
+}
+
 /** The API key of one page ("agent" or "manager"), kept in this browser's localStorage. */
 export class KeyStore {
   constructor(page) {

@@ -6,12 +6,15 @@
 
 import { applyText, has, pct, t, when } from "./i18n.js";
 import {
-  ApiError, KeyStore, apiFetch, apiJson, boxesOverlay, coords, downloadFile, el, errorOf, loadUiConfig, makeMap,
+  KeyStore, SignIn, apiFetch, apiJson, boxesOverlay, coords, downloadFile, el, errorOf, loadUiConfig, makeMap,
   mapLibraryLoaded, refusalMessage, showMapMissing,
 } from "./common.js";
 import { openReview, reviewSummary } from "./review.js";
 
 const keys = new KeyStore("manager");
+const signIn = new SignIn(keys, {
+  load: () => load({ fit: true }), showMessage, onSignOut: () => { clearMap(); closeDetail(); },
+});
 const $ = (id) => document.getElementById(id);
 const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
 const stateLabel = (state) => t(`state.${state}`);
@@ -44,53 +47,10 @@ function showMessage(text, kind = "error") {
   if (text && kind !== "error") messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
 }
 
-function renderKey(openMode = false) {
-  const label = keys.label();
-  $("key-button").textContent = openMode ? t("key.open_mode")
-    : label ? `${t("key.signed_in", { prefix: label })} · ${t("key.sign_out")}` : t("key.none");
-}
 
-function showSignIn(show) {
-  $("sign-in").hidden = !show;
-  if (show) $("key-input").focus();
-}
 
-async function saveKey(event) {
-  event.preventDefault();
-  const key = $("key-input").value.trim();
-  if (!key) return;
-  const previous = keys.get();
-  keys.set(key);
-  $("key-input").value = "";
-  showMessage(t("key.checking"), "info");
-  if (await load({ fit: true })) {
-    showSignIn(false);
-    showMessage("", "info");
-  } else if (previous) {
-    keys.set(previous);
-  } else {
-    keys.clear();
-  }
-  renderKey();
-}
 
-function signOut() {
-  keys.clear();
-  clearMap();
-  closeDetail();
-  renderKey();
-  showSignIn(true);
-}
 
-/** Handle a failed call: a key problem asks for a key, anything else is shown. */
-function failed(error) {
-  if (error instanceof ApiError) {
-    showMessage(error.message, "error");
-    if (error.status === 401 || error.status === 403) showSignIn(true);
-  } else {
-    showMessage(t("err.network"), "error");
-  }
-}
 
 // ------------------------------------------------------------------------------------------------
 // Filters
@@ -234,7 +194,7 @@ async function load({ fit = false } = {}) {
     }
   } catch (error) {
     $("count").textContent = "";
-    failed(error);
+    signIn.failed(error);
     return false;
   }
   // The service lists incidents to review first; keep them first whatever the paging did.
@@ -347,7 +307,7 @@ async function bulkChange(to) {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   const refused = outcomes.filter((o) => !o.done);
@@ -384,7 +344,7 @@ async function select(id, { fromMap = false } = {}) {
   try {
     detail = await apiJson(keys, `/v1/incidents/${id}`);
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   renderDetail(detail);
@@ -530,7 +490,7 @@ function mergeSection(detail, comment) {
       try {
         found = await apiJson(keys, `/v1/incidents?${query}`);
       } catch (error) {
-        failed(error);
+        signIn.failed(error);
         return;
       }
       const others = found.features.filter((f) => f.properties.id !== p.id)
@@ -568,7 +528,7 @@ async function showMergePreview(detail, into, preview, comment) {
   try {
     target = await apiJson(keys, `/v1/incidents/${into}`);
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   const p = detail.properties;
@@ -611,7 +571,7 @@ async function setSize(id, size) {
     detail = await apiJson(keys, `/v1/incidents/${id}/size`, { method: "PUT",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ size: size || null }) });
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   showMessage(t("size.saved", { id }), "ok");
@@ -625,7 +585,7 @@ async function unmergeIncident(id) {
     detail = await apiJson(keys, `/v1/incidents/${id}/unmerge`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ comment: null }) });
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   showMessage(t("merge.undone", { id, state: stateLabel(detail.properties.status) }), "ok");
@@ -645,7 +605,7 @@ async function change(id, to, comment, mergedInto = null, extra = {}) {
     });
   } catch (error) {
     for (const button of document.querySelectorAll("#detail-view button.act")) button.disabled = false;
-    failed(error);
+    signIn.failed(error);
     return error;
   }
   showMessage(t("mgr.done", { id, state: stateLabel(detail.properties.status) }), "ok");
@@ -833,7 +793,7 @@ async function exportAs(format) {
   try {
     await downloadFile(keys, `/v1/exports/incidents.${format}?${filterQuery()}`, name);
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   showMessage(t("mgr.exported", { name }), "ok");
@@ -849,9 +809,10 @@ async function start() {
   setupMap();
   if (window.matchMedia("(max-width: 700px)").matches) $("filters-box").open = false; // the map first
   window.matchMedia("(min-width: 900px)").addEventListener("change", (e) => { if (e.matches) $("filters-box").open = true; });
-  $("key-form").addEventListener("submit", saveKey);
+  $("key-form").addEventListener("submit", (event) => signIn.save(event));
   $("message").addEventListener("click", () => { $("message").hidden = true; });
-  $("key-button").addEventListener("click", () => (keys.get() ? signOut() : showSignIn($("sign-in").hidden)));
+  $("key-button").addEventListener("click",
+    () => (keys.get() ? signIn.signOut() : signIn.show($("sign-in").hidden)));
   // Filters apply as soon as they change.
   $("filters").addEventListener("change", () => load({ fit: true }));
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); load({ fit: true }); });
@@ -864,7 +825,7 @@ async function start() {
   for (const button of document.querySelectorAll("[data-export]")) {
     button.addEventListener("click", () => exportAs(button.dataset.export));
   }
-  renderKey();
+  signIn.render();
   if (keys.get()) {
     await load({ fit: true });
   } else {
@@ -872,10 +833,10 @@ async function start() {
     try {
       const response = await apiFetch(keys, "/v1/incidents?limit=1");
       if (response.ok) {
-        renderKey(true);
+        signIn.render(true);
         await load({ fit: true });
       } else {
-        showSignIn(true);
+        signIn.show(true);
       }
     } catch {
       showMessage(t("err.network"), "error");

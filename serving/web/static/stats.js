@@ -8,10 +8,11 @@
 
 import { applyText, has, num, t } from "./i18n.js";
 import {
-  ApiError, KeyStore, apiFetch, apiJson, downloadFile, el, loadUiConfig, makeMap, mapLibraryLoaded, showMapMissing,
+  KeyStore, SignIn, apiFetch, apiJson, downloadFile, el, loadUiConfig, makeMap, mapLibraryLoaded, showMapMissing,
 } from "./common.js";
 
 const keys = new KeyStore("manager");
+const signIn = new SignIn(keys, { load: () => load(), showMessage });
 const $ = (id) => document.getElementById(id);
 const classLabel = (name) => (has(`class.${name}`) ? t(`class.${name}`) : name);
 const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
@@ -31,50 +32,10 @@ function showMessage(text, kind = "error") {
   box.hidden = !text;
 }
 
-function renderKey(openMode = false) {
-  const label = keys.label();
-  $("key-button").textContent = openMode ? t("key.open_mode")
-    : label ? `${t("key.signed_in", { prefix: label })} · ${t("key.sign_out")}` : t("key.none");
-}
 
-function showSignIn(show) {
-  $("sign-in").hidden = !show;
-  if (show) $("key-input").focus();
-}
 
-function failed(error) {
-  if (error instanceof ApiError) {
-    showMessage(error.message, "error");
-    if (error.status === 401 || error.status === 403) showSignIn(true);
-  } else {
-    showMessage(t("err.network"), "error");
-  }
-}
 
-async function saveKey(event) {
-  event.preventDefault();
-  const key = $("key-input").value.trim();
-  if (!key) return;
-  const previous = keys.get();
-  keys.set(key);
-  $("key-input").value = "";
-  showMessage(t("key.checking"), "info");
-  if (await load()) {
-    showSignIn(false);
-    showMessage("", "info");
-  } else if (previous) {
-    keys.set(previous);
-  } else {
-    keys.clear();
-  }
-  renderKey();
-}
 
-function signOut() {
-  keys.clear();
-  renderKey();
-  showSignIn(true);
-}
 
 // ------------------------------------------------------------------------------------------------
 // The period
@@ -212,7 +173,7 @@ async function load() {
   try {
     body = await apiJson(keys, `/v1/statistics?${query()}`);
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return false;
   }
   renderTotals(body);
@@ -232,7 +193,7 @@ async function download(kind) {
   try {
     await downloadFile(keys, `/v1/statistics.csv?${params}`, name);
   } catch (error) {
-    failed(error);
+    signIn.failed(error);
     return;
   }
   showMessage(t("mgr.exported", { name }), "ok");
@@ -245,15 +206,16 @@ async function start() {
   for (const name of config.deposit_classes) $("class-filter").append(el("option", { value: name, text: classLabel(name) }));
   defaultPeriod();
   setupMap();
-  $("key-form").addEventListener("submit", saveKey);
+  $("key-form").addEventListener("submit", (event) => signIn.save(event));
   $("message").addEventListener("click", () => { $("message").hidden = true; });
-  $("key-button").addEventListener("click", () => (keys.get() ? signOut() : showSignIn($("sign-in").hidden)));
+  $("key-button").addEventListener("click",
+    () => (keys.get() ? signIn.signOut() : signIn.show($("sign-in").hidden)));
   $("filters").addEventListener("change", () => load());
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); load(); });
   for (const button of document.querySelectorAll("[data-csv]")) {
     button.addEventListener("click", () => download(button.dataset.csv));
   }
-  renderKey();
+  signIn.render();
   if (keys.get()) {
     await load();
   } else {
@@ -261,10 +223,10 @@ async function start() {
     try {
       const response = await apiFetch(keys, "/v1/statistics");
       if (response.ok) {
-        renderKey(true);
+        signIn.render(true);
         await load();
       } else {
-        showSignIn(true);
+        signIn.show(true);
       }
     } catch {
       showMessage(t("err.network"), "error");
