@@ -65,7 +65,8 @@ def csv_text(service: Service, flt: IncidentFilter, fmt: CsvFormat, progress: Pr
                 # Its plan costs enough for PostgreSQL to compile the query's expressions to machine code
                 # first (JIT), which takes longer than a département's export itself: not for this one.
                 session.execute(text("SET LOCAL jit = off"))
-            for rows in session.execute(statement.execution_options(yield_per=CSV_BLOCK_ROWS)).partitions():
+            connection = session.connection().execution_options(yield_per=CSV_BLOCK_ROWS)  # plain rows, no ORM
+            for rows in connection.execute(statement).partitions():
                 if geocoder is None:
                     yield rows
                 else:
