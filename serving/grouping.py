@@ -190,11 +190,10 @@ class Candidates:
                 .order_by(Incident.cleaned_at.desc(), Incident.id.desc()).limit(self._PREVIOUS_PAGE).subquery()
                 for cell, family in pairs[start : start + self._PLACES_PER_QUERY // 2]
             ]
-            ids = list(session.scalars(union_all(*(select(first.c.id) for first in firsts))))
-            if ids:
-                for incident in session.scalars(select(Incident).where(Incident.id.in_(ids))):
-                    pages[(incident.cell, incident.family)].append(incident)
-                    self._incidents[incident.id] = incident
+            paged = union_all(*(select(first.c.id) for first in firsts))
+            for incident in session.scalars(select(Incident).where(Incident.id.in_(paged))):  # one round trip
+                pages[(incident.cell, incident.family)].append(incident)
+                self._incidents[incident.id] = incident
         for report in reports:
             cells, family = around[id(report)], family_of(report.label or "")
             if cells is None:
