@@ -128,6 +128,12 @@ def test_a_missing_model_is_a_model_error(tmp_path: Path) -> None:
         FaceDetector(tmp_path / "none.onnx", score_threshold=0.6, intra_op_threads=1)
 
 
+def test_an_empty_model_file_says_so_and_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="face model .*empty.onnx is empty \\(set VIPARE_FACE_MODEL_PATH\\)"):
+        FaceDetector(tmp_path / "empty.onnx", score_threshold=0.6, intra_op_threads=1)
+
+
 def test_a_model_without_yunets_outputs_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "yolo.onnx"
     make_detector_onnx(path, names={0: "person"}, raw=np.zeros((1, 5, 8), np.float32))

@@ -44,7 +44,7 @@ from vipare.settings import Settings
 from vipare.size import Size
 from vipare.taxonomy import is_deposit
 
-__all__ = ["ORT_ERRORS", "Detector", "cpu_session"]
+__all__ = ["ORT_ERRORS", "Detector", "cpu_session", "read_model"]
 
 ORT_ERRORS: tuple[type[Exception], ...] = (
     Fail,
@@ -57,6 +57,28 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
     RuntimeError,
 )
 """onnxruntime's own exception types (they derive from Exception directly, not RuntimeError)."""
+
+
+def read_model(path: Path, *, what: str, variable: str) -> bytes:
+    """The bytes of a model file.
+
+    Args:
+        path: the file.
+        what: how the errors name it (``model file``, ``face model``).
+        variable: the ``VIPARE_*`` setting that names the file, which the errors point to.
+
+    Raises:
+        ModelError: the file does not exist, cannot be read or is empty.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelError(f"{what} {path} does not exist (set {variable})") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ModelError(f"{what} {path} is empty (set {variable})")
+    return data
 
 
 def cpu_session(model: bytes, intra_op_threads: int) -> ort.InferenceSession:
@@ -119,14 +141,7 @@ class Detector:
         self.max_detections = max_detections
 
         path = Path(model_path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise ModelError(f"model file {path} does not exist (set VIPARE_MODEL_PATH)") from exc
-        except OSError as exc:
-            raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
-        if not data:
-            raise ModelError(f"model file {path} is empty")
+        data = read_model(path, what="model file", variable="VIPARE_MODEL_PATH")
 
         try:
             # Load from the bytes just hashed, so the sha256 is that of the weights in use.

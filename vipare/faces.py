@@ -44,7 +44,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from vipare.detection import ORT_ERRORS, cpu_session
+from vipare.detection import ORT_ERRORS, cpu_session, read_model
 from vipare.errors import ModelError
 from vipare.onnx_shapes import free_image_size
 from vipare.size import Size
@@ -223,12 +223,7 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.top_k = top_k
         path = Path(model_path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise ModelError(f"face model {path} does not exist (set VIPARE_FACE_MODEL_PATH)") from exc
-        except OSError as exc:
-            raise ModelError(f"cannot read face model {path}: {exc.strerror or exc}") from exc
+        data = read_model(path, what="face model", variable="VIPARE_FACE_MODEL_PATH")
         try:
             data = free_image_size(data)
         except ValueError as exc:
