@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vipare.checks import check_fraction
 from vipare.size import Size
 
 __all__ = ["Letterbox", "decode", "letterbox", "nms", "scale_boxes", "to_blob"]
@@ -143,8 +144,7 @@ def decode(
     Raises:
         ValueError: when ``conf_threshold`` is outside [0, 1] or ``output`` has the wrong shape.
     """
-    if not 0.0 <= conf_threshold <= 1.0:
-        raise ValueError(f"conf_threshold must be within [0, 1], got {conf_threshold}")
+    check_fraction("conf_threshold", conf_threshold)
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[1] < 5:
         raise ValueError(f"expected a 1 x (4 + nc) x N output, got shape {output.shape}")
     pred = output[0]
@@ -193,8 +193,7 @@ def nms(
     Raises:
         ValueError: when a threshold is out of range or the arrays' lengths disagree.
     """
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be within [0, 1], got {iou_threshold}")
+    check_fraction("iou_threshold", iou_threshold)
     if max_detections < 1:
         raise ValueError(f"max_detections must be at least 1, got {max_detections}")
     n = len(scores)

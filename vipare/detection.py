@@ -37,6 +37,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
 from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
+from vipare.checks import check_fraction, check_threads
 from vipare.errors import ModelError
 from vipare.model_metadata import parse_metadata
 from vipare.results import Detection, ModelInfo
@@ -128,14 +129,11 @@ class Detector:
         intra_op_threads: int,
         warmup: bool = True,
     ) -> None:
-        if not 0.0 <= conf_threshold <= 1.0:
-            raise ValueError(f"conf_threshold must be within [0, 1], got {conf_threshold}")
-        if not 0.0 <= iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be within [0, 1], got {iou_threshold}")
+        check_fraction("conf_threshold", conf_threshold)
+        check_fraction("iou_threshold", iou_threshold)
         if max_detections < 1:
             raise ValueError(f"max_detections must be at least 1, got {max_detections}")
-        if intra_op_threads < 0:
-            raise ValueError(f"intra_op_threads must be 0 (default) or more, got {intra_op_threads}")
+        check_threads(intra_op_threads)
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections

@@ -44,6 +44,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from vipare.checks import check_fraction, check_threads
 from vipare.detection import ORT_ERRORS, cpu_session, read_model
 from vipare.errors import ModelError
 from vipare.onnx_shapes import free_image_size
@@ -160,8 +161,7 @@ def suppress(
     Returns:
         int64 indices into ``boxes``, highest score first.
     """
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be within [0, 1], got {iou_threshold}")
+    check_fraction("iou_threshold", iou_threshold)
     if boxes.shape != (len(scores), 4):
         raise ValueError(f"boxes {boxes.shape} and scores {scores.shape} disagree")
     candidates = np.flatnonzero(scores > np.float32(score_threshold))
@@ -213,12 +213,9 @@ class FaceDetector:
         nms_threshold: float = NMS_THRESHOLD,
         top_k: int = TOP_K,
     ) -> None:
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be within [0, 1], got {score_threshold}")
-        if not 0.0 <= nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be within [0, 1], got {nms_threshold}")
-        if intra_op_threads < 0:
-            raise ValueError(f"intra_op_threads must be 0 (default) or more, got {intra_op_threads}")
+        check_fraction("score_threshold", score_threshold)
+        check_fraction("nms_threshold", nms_threshold)
+        check_threads(intra_op_threads)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.top_k = top_k

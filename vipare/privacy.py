@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from vipare.checks import check_fraction
 from vipare.detection import Detector
 from vipare.errors import ModelError
 from vipare.faces import FaceDetector
@@ -239,8 +240,7 @@ class PrivacyDetector:
         intra_op_threads: int = 0,
         warmup: bool = True,
     ) -> None:
-        if not 0.0 <= face_threshold <= 1.0:
-            raise ValueError(f"face_threshold must be within [0, 1], got {face_threshold}")
+        check_fraction("face_threshold", face_threshold)
         self.face_model = Path(face_model)
         self.face_threshold = face_threshold
         self.face_margin = face_margin
