@@ -34,7 +34,7 @@ from vipare.imaging import load_image
 from vipare.model_metadata import TILE_THRESHOLDS_KEY, VERDICT_THRESHOLDS_KEY
 from vipare.settings import Settings
 from vipare.taxonomy import is_deposit
-from vipare.tiles import detect_in_tiles
+from vipare.tiles import detect_in_tiles, holds_tiles
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def collect(model: Path, dataset: Path, splits: tuple[str, ...], settings: Setti
             decoded = load_image(sample.image, target_size=detector.input_size)
             found = detector.detect(decoded.array, original_size=decoded.info.size)
             first.append(_best(found, classes))
-            can_tile = tiles and max(decoded.size) >= max(detector.input_size)
+            can_tile = tiles and holds_tiles(decoded.size, detector)
             more = detect_in_tiles(detector, decoded.array, [], original_size=decoded.info.size) if can_tile else []
             tiled.append(_best(more, classes))
             truth.append(any(is_deposit(detector.names[b.cls]) for b in sample.boxes))

@@ -30,7 +30,7 @@ from vipare.pipeline import decide_verdict, tile_thresholds, verdict_thresholds
 from vipare.results import Detection
 from vipare.settings import Settings
 from vipare.taxonomy import class_names, is_deposit
-from vipare.tiles import detect_in_tiles
+from vipare.tiles import detect_in_tiles, holds_tiles
 
 __all__ = ["Evaluation", "average_precision", "evaluate", "match_detections", "resolve_source", "roc_auc"]
 
@@ -220,8 +220,7 @@ def _collect(
         blob, lb = detector.preprocess(decoded.array)
         raw = detector.run(blob)
         found = detector.postprocess(raw, lb, original_size=size)
-        if tiles is not None and max(decoded.size) >= max(detector.input_size) \
-                and not decide_verdict(found, thresholds).dumping:
+        if tiles is not None and holds_tiles(decoded.size, detector) and not decide_verdict(found, thresholds).dumping:
             found = detect_in_tiles(detector, decoded.array, found, original_size=size, min_scores=tiles)
         shipped.append(found)
         seconds += time.perf_counter() - start

@@ -12,7 +12,7 @@ from vipare.privacy import PrivacyDetector, Region, spare
 from vipare.results import Detection, ImageResult, Verdict
 from vipare.settings import DEFAULT_VERDICT_THRESHOLD, Settings
 from vipare.taxonomy import is_deposit
-from vipare.tiles import TILE_MARGIN, detect_in_tiles
+from vipare.tiles import TILE_MARGIN, detect_in_tiles, holds_tiles
 
 __all__ = ["Pipeline", "decide_verdict", "tile_thresholds", "verdict_thresholds"]
 
@@ -163,7 +163,7 @@ class Pipeline:
     def looks_again(self, image: DecodedImage) -> bool:
         """Whether a photo without a deposit gets the tiled second look (:mod:`vipare.tiles`): when the
         setting is on and the decode holds at least the model's input size on its long side."""
-        return self.settings.tiles_when_empty and max(image.size) >= max(self.detector.input_size)
+        return self.settings.tiles_when_empty and holds_tiles(image.size, self.detector)
 
     def private_regions(self, image: DecodedImage, detections: Iterable[Detection] = ()) -> list[Region]:
         """Faces, heads and plate bands to blur before the photo is stored (:mod:`vipare.privacy`).

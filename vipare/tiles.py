@@ -25,13 +25,19 @@ from vipare.detection import Detector
 from vipare.results import Detection
 from vipare.size import Size
 
-__all__ = ["GRID", "OVERLAP", "TILE_MARGIN", "detect_in_tiles", "tile_windows"]
+__all__ = ["GRID", "OVERLAP", "TILE_MARGIN", "detect_in_tiles", "holds_tiles", "tile_windows"]
 
 GRID = 2
 OVERLAP = 0.25
 TILE_MARGIN = 0.25
 """How much more than its class's verdict threshold a deposit found only in a tile must score, for a
 model that carries no calibrated tile thresholds."""
+
+
+def holds_tiles(size: Size, detector: Detector) -> bool:
+    """Whether a decode of ``size`` (the reduced copy) can be looked at again in tiles: its long side
+    holds at least the model's input size, so a tile adds detail instead of upscaling."""
+    return max(size) >= max(detector.input_size)
 
 
 def tile_windows(size: Size, grid: int = GRID, overlap: float = OVERLAP) -> list[tuple[int, int, int, int]]:
