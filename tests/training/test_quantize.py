@@ -49,7 +49,9 @@ def test_int8_copy_keeps_metadata_and_verdicts(int8: Path) -> None:
     held = 0
     for photo in SAMPLES:
         a, b = float_pipeline.analyze(photo), int8_pipeline.analyze(photo)
-        assert abs(a.verdict.score - b.verdict.score) < 0.1, photo.name
+        # INT8 rounding moves a score by a few hundredths, more where the CPU has no VNNI instructions
+        # (0.103 on one sample on an AVX2-only AMD EPYC); a broken copy moves them by far more.
+        assert abs(a.verdict.score - b.verdict.score) < 0.15, photo.name
         # Away from its threshold the verdict holds; within the INT8 rounding of it, either side is fair.
         if abs(a.verdict.score - a.verdict.threshold) > 0.05:
             assert a.verdict.dumping == b.verdict.dumping, photo.name
