@@ -29,10 +29,10 @@ their median and range. For vipare it also prints the CPU time of the job's own 
 server starts): what the single writer takes from the cores the workers share. Last, three ceilings,
 measured in this process before the rounds: the CPU time of one bare ``session.run`` with one
 thread (the same ONNX), and of one worker's whole analysis of a frame for the store
-(``analyze_frame``: read, sha256 check, decode, detect, locate, find its faces and plates; nothing
-stored), then with the worker's part of storing the photo (blurred, the blurred copy checked by the
-detector, put); the frames/s two such workers would reach if nothing else cost anything, and those
-over Ultralytics' frames/s inside.
+(``analyze_frame``: read, sha256 check, decode, detect, locate, find its faces and plates and, with
+a plate band, the verdict checked on the blurred reduced copy; nothing stored), then with the
+worker's part of storing the photo (decoded in full, blurred, encoded, put); the frames/s two such
+workers would reach if nothing else cost anything, and those over Ultralytics' frames/s inside.
 
     python -m benchmarks.bench_batch --frames 200 --rounds 3
 """
@@ -159,10 +159,10 @@ def _analysis_cpu_ms(model: Path, frames: Path, photos: Path | None = None) -> f
     """Median CPU milliseconds of one worker's analysis of a frame at one thread (nothing stored, unless ``photos``).
 
     :func:`~serving.batch.frames.analyze_frame` as a worker of a job into the store runs it (read, sha256
-    check, decode, detect, locate, find faces and plates), in this process, over the benchmark's frames,
-    after one untimed frame. With
-    ``photos``, a worker's part of storing the frame too: its photo blurred, the blurred copy checked
-    by the detector, and put (without fsync) in a photo store there.
+    check, decode, detect, locate, find faces and plates, check the verdict on the blurred reduced copy
+    when a plate band is among them), in this process, over the benchmark's frames, after one untimed
+    frame. With ``photos``, a worker's part of storing the frame too: its photo decoded in full,
+    blurred, encoded and put (without fsync) in a photo store there.
     """
     import hashlib
 
@@ -284,12 +284,13 @@ def main(count: int, size: int, rounds: int, model: Path | None, work_dir: Path 
     print(f"inference alone: session.run {run_ms:.1f} ms CPU per frame at 1 thread; 2 workers doing nothing else "
           f"would reach {ceiling:.1f} frames/s, {ceiling / inside_ultralytics:.2f}x Ultralytics inside")
     analysis_ceiling = 2 * 1000 / analysis_ms
-    print(f"a worker's analysis (read, check, decode, detect, locate, find faces and plates; nothing stored): "
+    print(f"a worker's analysis (read, check, decode, detect, locate, find faces and plates, choose the plate cells; "
+          f"nothing stored): "
           f"{analysis_ms:.1f} ms CPU per "
           f"frame at 1 thread; 2 workers doing only that would reach {analysis_ceiling:.1f} frames/s, "
           f"{analysis_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
     stored_ceiling = 2 * 1000 / stored_ms
-    print(f"the same with the worker's part of storing the photo (blur, check the blurred copy, put): {stored_ms:.1f} "
+    print(f"the same with the worker's part of storing the photo (decode in full, blur, encode, put): {stored_ms:.1f} "
           f"ms CPU per frame; 2 workers doing only that would reach {stored_ceiling:.1f} frames/s, "
           f"{stored_ceiling / inside_ultralytics:.2f}x Ultralytics inside")
 

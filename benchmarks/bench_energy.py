@@ -32,7 +32,7 @@ import click
 
 from benchmarks.camera_frames import benchmark_frames
 from benchmarks.cli import command
-from serving.photos.anonymise import anonymise, keeps_verdict
+from serving.photos.anonymise import anonymised_copy
 from training.energy import WATTS_PER_CORE, training_cpu_seconds, wh
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
@@ -45,9 +45,7 @@ def _upload_cpu(pipeline: Pipeline, data: bytes) -> float:
     result = pipeline.analyze(image)
     regions = pipeline.private_regions(image, result.detections)
     if regions:
-        anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels,
-                  max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-                  keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping))
+        anonymised_copy(pipeline, data, image, regions, result.verdict.dumping)
     return time.process_time() - start
 
 
@@ -58,9 +56,7 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
     if result.verdict.dumping:
         regions = pipeline.private_regions(image, result.detections)
         if regions:
-            anonymise(data, regions, max_pixels=pipeline.settings.max_image_pixels,
-                      max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-                      keeps_verdict=keeps_verdict(pipeline, True))
+            anonymised_copy(pipeline, data, image, regions, True)
     return time.process_time() - start
 
 

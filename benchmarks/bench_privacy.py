@@ -9,15 +9,16 @@ Three measurements, each optional:
   after each one its photo is read back (``GET /v1/reports/{id}/image``, untimed), which waits until
   it is stored blurred. Prints the p50/p95 of the answer and of "stored" (until that read returned),
   how much each grows with blurring, each server's CPU time per upload (``/proc``), then the library's
-  parts per photo: decode + detect, finding the regions, and blurring, re-encoding and checking the
-  verdict on the blurred copy, as the service does (only photos with regions).
+  parts per photo: decode + detect, finding the regions, and choosing the plate bands' cells (the
+  verdict checked on the blurred reduced copy), blurring and encoding again, as the service does
+  (only photos with regions).
 * the privacy set (``--privacy-set``): ``tests/data/privacy_boxes.json``, with the measure of
   ``tests/serving/test_privacy_set.py`` (no face found by YuNet at threshold 0.5 on the blurred
   photo at twice its size, variance of the Laplacian under 0.2 of the original's), in the library.
 * verdicts (``--verdicts N``): the first N photos of street-waste-cn val (0: all), analysed by the
-  shipped model as sent and as stored after blurring (as the service blurs them: coarse, then the
-  plate bands' fine cells when the coarse blur changed the verdict); prints how many image-level
-  verdicts are the same, and how many needed the fine cells.
+  shipped model as sent and as stored after blurring (as the service blurs them: coarse, or the
+  plate bands' fine cells when the coarse blur changed the verdict on the reduced copy); prints how
+  many image-level verdicts are the same, and how many needed the fine cells.
 
     python -m benchmarks.bench_privacy --photos 8 --requests 16 --privacy-set --verdicts 0
 """
@@ -30,7 +31,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -42,7 +42,7 @@ from PIL import Image
 from benchmarks.bench_upload import distinct
 from benchmarks.cli import command
 from serving.launch import cli_key, start_server
-from serving.photos.anonymise import anonymise, keeps_verdict
+from serving.photos.anonymise import anonymise, anonymised_copy, fine_plates_needed
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import cpu_name
@@ -67,7 +67,7 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
     paths += make_phone_photos(photo_dir / "plain", max(1, count - len(people)))
     photos = [p.read_bytes() for p in paths]
     parts: dict[str, list[float]] = {
-        "decode + detect": [], "find regions": [], "blur + encode + check (with regions)": []
+        "decode + detect": [], "find regions": [], "check + blur + encode (with regions)": []
     }
     with_regions = 0
     for data in photos:
@@ -77,19 +77,13 @@ def _cost(pipeline: Pipeline, count: int, requests: int, threads: int, photo_dir
         found = time.perf_counter()
         regions = pipeline.private_regions(image, result.detections)
         blurred = time.perf_counter()
-        anonymise(
-            data,
-            regions,
-            max_pixels=pipeline.settings.max_image_pixels,
-            max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-            keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),
-        )
+        anonymised_copy(pipeline, data, image, regions, result.verdict.dumping)
         end = time.perf_counter()
         parts["decode + detect"].append(found - start)
         parts["find regions"].append(blurred - found)
         if regions:
             with_regions += 1
-            parts["blur + encode + check (with regions)"].append(end - blurred)
+            parts["check + blur + encode (with regions)"].append(end - blurred)
     timings: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
     stored: dict[str, list[float]] = {"privacy": [], "no-privacy": []}
     cpu: dict[str, float] = {}
@@ -165,9 +159,9 @@ def _privacy_set(pipeline: Pipeline) -> None:
         image = pipeline.decode(data)
         result = pipeline.analyze(image)
         regions = pipeline.private_regions(image, result.detections)
-        stored = anonymise(
+        stored = anonymise(  # as the service stores it
             data, regions, max_pixels=10**9, max_non_jpeg_pixels=10**9,
-            keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),  # as the service stores it
+            fine_plates=fine_plates_needed(pipeline, image, regions, result.verdict.dumping),
         )
         before, after = _grey(data), _grey(stored)
         big = cv2.resize(cv2.cvtColor(after, cv2.COLOR_GRAY2BGR), (after.shape[1] * 2, after.shape[0] * 2))
@@ -186,18 +180,6 @@ def _privacy_set(pipeline: Pipeline) -> None:
     print(f"privacy set: {passed}/{total} boxes unreadable ({passed / total:.1%})")
 
 
-class _Checks:
-    """A verdict check that remembers its answers (the second: the plate bands' fine cells)."""
-
-    def __init__(self, check: Callable[[bytes], bool]) -> None:
-        self.check = check
-        self.answers: list[bool] = []
-
-    def __call__(self, blurred: bytes) -> bool:
-        self.answers.append(self.check(blurred))
-        return self.answers[-1]
-
-
 def _verdicts(pipeline: Pipeline, count: int) -> None:
     paths = sorted(VAL.glob("*.jpg"))
     paths = paths[:count] if count else paths
@@ -211,15 +193,15 @@ def _verdicts(pipeline: Pipeline, count: int) -> None:
             same += 1
             continue
         blurred += 1
-        checks = _Checks(keeps_verdict(pipeline, before.verdict.dumping))
+        fine_plates = fine_plates_needed(pipeline, image, regions, before.verdict.dumping)
         stored = anonymise(
             data,
             regions,
             max_pixels=pipeline.settings.max_image_pixels,
             max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-            keeps_verdict=checks,
+            fine_plates=fine_plates,
         )
-        fine += checks.answers == [False, True]
+        fine += fine_plates
         after = pipeline.analyze(stored)
         if after.verdict.dumping == before.verdict.dumping:
             same += 1

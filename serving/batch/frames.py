@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Final
 
-from serving.photos.anonymise import anonymise, keeps_verdict
+from serving.photos.anonymise import anonymise, fine_plates_needed
 from serving.photos.backend import PhotoBackend
 from serving.photos.location import PhotoLocation
 from serving.photos.store import EXTENSIONS
@@ -170,6 +170,8 @@ class FrameOutcome:
             job's sink puts it on disk before it writes the frame).
         private_regions: the faces, heads and plate bands to blur, for a job that stores the photo
             itself (:func:`serving.photos.anonymise.anonymise`); the worker blurred those it stored.
+        fine_plates: the plate bands take the fine cells
+            (:func:`serving.photos.anonymise.fine_plates_needed`, decided by the worker).
         seconds: time spent on it in the worker (read, decode, detect, store).
     """
 
@@ -178,6 +180,7 @@ class FrameOutcome:
     error: tuple[str, str] | None = None
     photo_stored: bool = False
     private_regions: tuple[Region, ...] = ()
+    fine_plates: bool = False
     seconds: float = field(default=0.0, compare=False)
 
 
@@ -212,6 +215,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoBackend | No
     if result.location is None:
         return failed("location_missing", LOCATION_MISSING)
     regions = tuple(pipeline.private_regions(image, result.detections))
+    fine_plates = fine_plates_needed(pipeline, image, regions, result.verdict.dumping)
     stored = False
     if photos is not None:
         try:
@@ -220,7 +224,7 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoBackend | No
                 regions,
                 max_pixels=pipeline.settings.max_image_pixels,
                 max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
-                keeps_verdict=keeps_verdict(pipeline, result.verdict.dumping),
+                fine_plates=fine_plates,
             )
         except ImageError as exc:
             return failed(error_kind(exc), str(exc))
@@ -230,7 +234,8 @@ def analyze_frame(pipeline: Pipeline, task: FrameTask, photos: PhotoBackend | No
             return failed(PHOTO_NOT_STORED, f"cannot store a photo in {photos.location}: {exc.strerror or exc}")
         stored = True
     return FrameOutcome(
-        task.index, result=result, photo_stored=stored, private_regions=regions, seconds=time.perf_counter() - start
+        task.index, result=result, photo_stored=stored, private_regions=regions, fine_plates=fine_plates,
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -291,6 +291,7 @@ class _Run:
                     outcome.private_regions,
                     max_pixels=self.settings.max_image_pixels,
                     max_non_jpeg_pixels=self.settings.max_non_jpeg_pixels,
+                    fine_plates=outcome.fine_plates,
                 )
             except ImageError as exc:
                 self._error(frame.name, error_kind(exc), str(exc))

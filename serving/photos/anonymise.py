@@ -11,6 +11,8 @@ then:
 - regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.blur.blur`)
   and encoded again in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), with no
   metadata at all (its colour profile kept), so no unblurred thumbnail survives in an EXIF block.
+  Whether plate bands take the coarse or the fine cells is decided before, on the reduced copy
+  (:func:`fine_plates_needed`): one full-size decode and one encode per photo, whatever the choice.
 
 The store names the file after the sha256 of the uploaded bytes, not of the stored ones, so the same
 photo sent again is still recognised; the same bytes and regions always give the same stored bytes,
@@ -19,19 +21,21 @@ so :meth:`~serving.photos.store.PhotoStore.put`'s check that a file holds what i
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # a batch job's own process stores photos without loading OpenCV or onnxruntime
+    from vipare.imaging import DecodedImage
     from vipare.pipeline import Pipeline
     from vipare.privacy import Region
 
-__all__ = ["JPEG_QUALITY", "anonymise", "keeps_verdict"]
+__all__ = ["JPEG_QUALITY", "anonymise", "anonymised_copy", "fine_plates_needed"]
 
 JPEG_QUALITY = 90
 """Quality of a re-encoded JPEG, WebP or HEIF: a blurred photo loses no visible detail elsewhere."""
@@ -46,7 +50,7 @@ def anonymise(
     *,
     max_pixels: int,
     max_non_jpeg_pixels: int,
-    keeps_verdict: Callable[[bytes], bool] | None = None,
+    fine_plates: bool = False,
 ) -> bytes:
     """The bytes to store for a photo whose private regions are ``regions``.
 
@@ -57,11 +61,8 @@ def anonymise(
         max_non_jpeg_pixels: the intake's pixel limit for PNG and HEIC, a quarter of it for WebP
             (``Settings.max_non_jpeg_pixels``): the analysis accepted the photo under it, so the
             blurring must not refuse it under a lower one.
-        keeps_verdict: given the blurred bytes, whether the deposit detector still reads them as it
-            read ``data``. The coarse blur comes first; when it changes the verdict (a blurred car
-            read as a bin, a deposit beside blurred cars no longer found), plate bands are blurred
-            with fine cells instead (:func:`vipare.blur.blur`), and that copy is kept when it keeps
-            the verdict. Not called when no region is a plate band. None: the coarse blur, unchecked.
+        fine_plates: blur plate bands with fine cells (:func:`vipare.blur.blur`), as
+            :func:`fine_plates_needed` decides; else every region with the coarse ones.
 
     Returns:
         ``data`` itself when there is nothing to blur; else the upright, blurred photo in the same
@@ -84,17 +85,58 @@ def anonymise(
         icc = None  # a CMYK or grey profile would not fit the RGB pixels written
     pixels = _upright_pixels(data, fmt, (width, height) if not turned else (height, width), max_pixels,
                              max_non_jpeg_pixels)
-    first = _encode(pixels, regions, fmt, icc, fine_plates=False)
-    # Only plate bands have another blur to try: without one, the check could change nothing.
-    if keeps_verdict is None or not any(r.kind == "plate" for r in regions) or keeps_verdict(first):
-        return first
-    second = _encode(pixels, regions, fmt, icc, fine_plates=True)
-    return second if keeps_verdict(second) else first
+    return _encode(pixels, regions, fmt, icc, fine_plates=fine_plates)
 
 
-def keeps_verdict(pipeline: Pipeline, dumping: bool) -> Callable[[bytes], bool]:
-    """For :func:`anonymise`: whether ``pipeline`` reads a blurred copy as it read the photo (verdict ``dumping``)."""
-    return lambda blurred: pipeline.analyze(blurred).verdict.dumping == dumping
+def fine_plates_needed(pipeline: Pipeline, image: DecodedImage, regions: Sequence[Region], dumping: bool) -> bool:
+    """Whether the photo's plate bands are to be blurred with fine cells (``anonymise(fine_plates=True)``).
+
+    The coarse blur comes first; when it changes the verdict ``dumping`` the detector gave the photo
+    (a blurred car read as a bin, a deposit beside blurred cars no longer found), the plate bands'
+    fine cells are tried, and taken when they keep it. When neither keeps it, the coarse blur, the
+    more private. Without a plate band there is nothing else to try: no detector runs.
+
+    Both blurs are tried on ``image``, the reduced copy the analysis decoded, with the regions
+    scaled to it: the detector sees that copy at its input size as it would see the stored photo
+    decoded again, so no full-size decode or encode is spent on a copy that is not kept.
+
+    Args:
+        pipeline: the deposit detector's pipeline (its :meth:`~vipare.pipeline.Pipeline.analyze`).
+        image: the photo as :meth:`~vipare.pipeline.Pipeline.decode` returned it.
+        regions: its private regions, in pixels of the upright original.
+        dumping: the photo's verdict.
+    """
+    if not any(r.kind == "plate" for r in regions):
+        return False
+    from vipare.blur import blur
+
+    sx, sy = image.scale
+    reduced = [_scaled(r, 1.0 / sx, 1.0 / sy) for r in regions]
+
+    def keeps(fine: bool) -> bool:
+        blurred = dataclasses.replace(image, array=blur(image.array, reduced, fine_plates=fine))
+        return pipeline.analyze(blurred).verdict.dumping == dumping
+
+    return not keeps(False) and keeps(True)
+
+
+def anonymised_copy(
+    pipeline: Pipeline, data: bytes, image: DecodedImage, regions: Sequence[Region], dumping: bool
+) -> bytes:
+    """:func:`anonymise` as the service stores a photo: at its pipeline's limits, plate cells chosen
+    by :func:`fine_plates_needed` (``image``: the photo as the pipeline decoded it; ``dumping``: its verdict)."""
+    return anonymise(
+        data, regions, max_pixels=pipeline.settings.max_image_pixels,
+        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels,
+        fine_plates=fine_plates_needed(pipeline, image, regions, dumping),
+    )
+
+
+def _scaled(region: Region, fx: float, fy: float) -> Region:
+    def scale(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        return (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
+
+    return dataclasses.replace(region, box=scale(region.box), whole=scale(region.whole) if region.whole else None)
 
 
 class _Pixels:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from serving.errors import PhotoPendingError
 from serving.models import Report
-from serving.photos.anonymise import anonymise, keeps_verdict
+from serving.photos.anonymise import anonymised_copy
 from serving.retention import photo_kept
 from vipare.errors import ImageError
 from vipare.results import Detection
@@ -78,17 +78,14 @@ def blurred_copy(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
     dumping: bool,
 ) -> tuple[bytes, list[Region]]:
-    """The bytes to store for a photo (:func:`serving.photos.anonymise.anonymise`) and its private regions.
+    """The bytes to store for a photo (:func:`serving.photos.anonymise.anonymised_copy`) and its private regions.
 
     Finding the regions and blurring are timed in the service's metrics (stages ``privacy``, ``blur``).
     """
     start = time.perf_counter()
     regions = pipeline.private_regions(image, detections)
     found = time.perf_counter()
-    stored = anonymise(
-        data, regions, max_pixels=pipeline.settings.max_image_pixels,
-        max_non_jpeg_pixels=pipeline.settings.max_non_jpeg_pixels, keeps_verdict=keeps_verdict(pipeline, dumping),
-    )
+    stored = anonymised_copy(pipeline, data, image, regions, dumping)
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
     if regions:
         service.metrics.analysis.labels(stage="blur").observe(time.perf_counter() - found)

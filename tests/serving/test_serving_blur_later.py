@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from serving.photos import anonymise as anonymising
 from serving.reports import blurring, upload
 from tests.serving.helpers import Server, plain_photo, server_at
 from tests.serving.test_serving_privacy import FACE, FixedRegions, _photo, _sharpness
@@ -218,7 +219,7 @@ def test_a_photo_that_cannot_be_decoded_in_full_is_not_kept_unblurred(
     def corrupt(*args: Any, **kwargs: Any) -> bytes:
         raise CorruptImageError("the photo's data ends before its last row")
 
-    monkeypatch.setattr(blurring, "anonymise", corrupt)
+    monkeypatch.setattr(anonymising, "anonymise", corrupt)
     photo = _photo(19, 48.8719, 2.3719)
     sha256 = hashlib.sha256(photo).hexdigest()
     report = blurred_server.upload(photo).json()

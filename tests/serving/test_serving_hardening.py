@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from serving.cli import keys
 from serving.forms import invalid_field
+from serving.photos import anonymise as anonymising
 from serving.photos import store as photo_store
 from serving.photos.annotated import ANNOTATED_CACHE
-from serving.reports import blurring
 from serving.reports import upload as upload_module
 from serving.routes import reports as report_routes
 from tests.imagegen import make_png_bomb
@@ -133,7 +133,7 @@ def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
     photo = deposit_photo(9311, lat=lat, lon=lon)
     first = server.upload(photo)
     assert first.status_code == 201, first.text
-    blur = blurring.anonymise
+    blur = anonymising.anonymise
 
     def blurred_otherwise(data: bytes, regions: list[Region], **limits: Any) -> bytes:
         return blur(data, [*regions, Region("face", (0.0, 0.0, 16.0, 16.0), 0.9)], **limits)
@@ -141,7 +141,7 @@ def test_a_refused_upload_keeps_the_file_of_an_earlier_report_of_the_same_photo(
     def database_full(*_args: Any, **_kwargs: Any) -> Any:
         raise _sqlite_error("database or disk is full")
 
-    monkeypatch.setattr(blurring, "anonymise", blurred_otherwise)
+    monkeypatch.setattr(anonymising, "anonymise", blurred_otherwise)
     monkeypatch.setattr(upload_module, "MAX_IN_FLIGHT", 0)  # blurred before the answer, over the first's file
     monkeypatch.setattr(upload_module, "store_report", database_full)
     refused = server.upload(photo, who="agent2")

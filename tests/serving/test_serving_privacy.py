@@ -12,6 +12,7 @@ import io
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from serving.batch.frames import FrameRef, FrameTask, analyze_frame
-from serving.photos.anonymise import anonymise
+from serving.photos.anonymise import anonymise, fine_plates_needed
 from serving.photos.metadata import clean_metadata
 from serving.photos.store import PhotoStore
 from tests.imagegen import make_photo, pattern_array
@@ -27,6 +28,7 @@ from tests.onnxgen import MAGENTA
 from tests.serving.helpers import CELL, DEPOSIT_CELL, PHOTO_SIZE, Server, server_at
 from vipare.detection import Detector
 from vipare.geotag import CameraPosition
+from vipare.imaging import DecodedImage, load_image
 from vipare.pipeline import Pipeline
 from vipare.privacy import Region
 from vipare.size import Size
@@ -62,7 +64,11 @@ def _photo(seed: int, lat: float, lon: float) -> bytes:
 
 def _sharpness(data: bytes, box: tuple[float, float, float, float] = FACE) -> float:
     with Image.open(io.BytesIO(data)) as img:
-        grey = np.asarray(img.convert("L"))
+        return _array_sharpness(np.asarray(img.convert("RGB")), box)
+
+
+def _array_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     x1, y1, x2, y2 = (int(v) for v in box)
     return float(cv2.Laplacian(grey[y1:y2, x1:x2], cv2.CV_64F).var())
 
@@ -135,46 +141,63 @@ def test_anonymising_is_deterministic_so_a_torn_file_is_stored_again(tmp_path: P
     assert store.path(sha256, "jpg").read_bytes() == content
 
 
+class _Verdicts:
+    """A stand-in for the deposit pipeline: the verdicts given, in turn, for the images it is shown."""
+
+    def __init__(self, answers: Sequence[bool]) -> None:
+        self.answers = list(answers)
+        self.seen: list[DecodedImage] = []
+
+    def analyze(self, image: DecodedImage) -> SimpleNamespace:
+        self.seen.append(image)
+        return SimpleNamespace(verdict=SimpleNamespace(dumping=self.answers[len(self.seen) - 1]))
+
+
 @pytest.mark.parametrize(
-    ("answers", "kept"),
+    ("answers", "fine"),
     [
-        ([True], "coarse"),  # the coarse blur keeps the verdict: no second try
-        ([False, True], "fine"),  # a blurred car read as a bin: the plate bands' fine cells
-        ([False, False], "coarse"),  # neither keeps it: the coarser, more private copy
+        ([True], False),  # the coarse blur keeps the verdict: no second try
+        ([False, True], True),  # a blurred car read as a bin: the plate bands' fine cells
+        ([False, False], False),  # neither keeps it: the coarser, more private copy
     ],
 )
 def test_the_fine_plate_cells_are_taken_only_when_the_coarse_blur_changes_the_verdict(
-    answers: list[bool], kept: str
+    answers: list[bool], fine: bool
 ) -> None:
     photo = _photo(5, 48.8605, 2.3505)
-    regions = [Region("plate", FACE, 0.8)]
-    seen: list[bytes] = []
-
-    def check(blurred: bytes) -> bool:
-        seen.append(blurred)
-        return answers[len(seen) - 1]
-
-    content = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8, keeps_verdict=check)
-    assert len(seen) == len(answers)
-    coarse = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
-    assert seen[0] == coarse
-    assert content == (coarse if kept == "coarse" else seen[1])
-    assert len(seen) == 1 or seen[1] != coarse  # the second try is another blur
-    assert _sharpness(content) < 0.05 * _sharpness(photo)  # unreadable either way
+    reduced = load_image(photo, target_size=Size(160, 160))  # decoded at half size, as the analysis does
+    assert reduced.scale == (2.0, 2.0)
+    pipeline = _Verdicts(answers)
+    assert fine_plates_needed(pipeline, reduced, [Region("plate", FACE, 0.8)], True) is fine  # type: ignore[arg-type]
+    assert len(pipeline.seen) == len(answers)
+    half = tuple(v / 2 for v in FACE)
+    for seen in pipeline.seen:  # each try blurred the band where it lies in the reduced copy, nothing else
+        assert seen.info == reduced.info and seen.array.shape == reduced.array.shape
+        assert _array_sharpness(seen.array, half) < 0.05 * _array_sharpness(reduced.array, half)
+        outside = np.ones(reduced.array.shape[:2], bool)
+        x1, y1, x2, y2 = (int(v) for v in half)
+        outside[y1 - 1 : y2 + 1, x1 - 1 : x2 + 1] = False
+        assert np.array_equal(seen.array[outside], reduced.array[outside])
+    if len(answers) == 2:
+        assert not np.array_equal(pipeline.seen[0].array, pipeline.seen[1].array)  # the second try is another blur
 
 
 def test_without_a_plate_band_the_verdict_check_is_not_run() -> None:
     photo = _photo(6, 48.8606, 2.3506)
-    seen: list[bytes] = []
+    pipeline = _Verdicts([])
+    image = load_image(photo, target_size=Size(160, 160))
+    assert not fine_plates_needed(pipeline, image, [Region("face", FACE, 0.9)], True)  # type: ignore[arg-type]
+    assert pipeline.seen == []
 
-    def check(blurred: bytes) -> bool:
-        seen.append(blurred)
-        return False  # whatever it says, no plate band: no other blur to try
 
-    regions = [Region("face", FACE, 0.9)]
-    content = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8, keeps_verdict=check)
-    assert seen == []
-    assert content == anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
+def test_fine_plate_cells_are_another_blur_that_leaves_nothing_readable() -> None:
+    photo = _photo(7, 48.8607, 2.3507)
+    regions = [Region("plate", FACE, 0.8)]
+    coarse = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8)
+    fine = anonymise(photo, regions, max_pixels=10**8, max_non_jpeg_pixels=10**8, fine_plates=True)
+    assert fine != coarse
+    for content in (coarse, fine):
+        assert _sharpness(content) < 0.05 * _sharpness(photo)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
