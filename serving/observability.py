@@ -64,6 +64,8 @@ MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's own variable (not a ``VIPARE_*`` setting): the folder of the processes' metric files."""
 _LEGACY_MULTIPROC_DIR_VARIABLE = MULTIPROC_DIR_VARIABLE.lower()  # still read by prometheus_client
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+_METRICS_PREFIX = "vipare-metrics-"
+_METRICS_FOLDER = re.compile(re.escape(_METRICS_PREFIX) + r"(\d+)-[^/]+")
 
 
 def multiprocess_dir() -> Path | None:
@@ -83,8 +85,10 @@ def worker_metrics_dir(workers: int) -> Iterator[Path | None]:
 
     With several workers, a new private folder (mode 0700, under the system's temporary folder, so
     never one that another server or an earlier run wrote to) named in ``PROMETHEUS_MULTIPROC_DIR``
-    for the workers to inherit, deleted with its files on exit. Must be entered before the workers
-    import prometheus_client: uvicorn starts them as new interpreters, which do.
+    for the workers to inherit, deleted with its files on exit. Its name carries this process's id:
+    the folders of servers that were killed (``kill -9``, a power cut) are deleted here, those of
+    servers still running are left alone. Must be entered before the workers import
+    prometheus_client: uvicorn starts them as new interpreters, which do.
 
     With one worker, nothing: uvicorn runs it in this process, where prometheus_client may already
     have read the variable, so changing it now would leave the two disagreeing. The worker counts in
@@ -96,7 +100,8 @@ def worker_metrics_dir(workers: int) -> Iterator[Path | None]:
     if workers <= 1:
         yield None
         return
-    folder = Path(tempfile.mkdtemp(prefix="vipare-metrics-"))
+    _forget_dead_servers(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-"))
     os.environ[MULTIPROC_DIR_VARIABLE] = str(folder)
     os.environ.pop(_LEGACY_MULTIPROC_DIR_VARIABLE, None)
     try:
@@ -115,6 +120,19 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process: alive
         return True
     return True
+
+
+def _forget_dead_servers(temp: Path) -> None:
+    """Delete the metrics folders (:func:`worker_metrics_dir`) in ``temp`` of this user's servers that ended without
+    deleting theirs."""
+    for folder in temp.glob(f"{_METRICS_PREFIX}*"):
+        match = _METRICS_FOLDER.fullmatch(folder.name)
+        try:
+            mine = folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if match and mine and not _alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _forget_dead_processes(folder: Path) -> None:

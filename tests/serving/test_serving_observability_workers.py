@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -107,6 +108,25 @@ def test_the_command_gives_several_workers_a_fresh_private_folder(monkeypatch: p
         assert list(first.iterdir()) == [] and first.stat().st_mode & 0o777 == 0o700
         (first / "counter_1.db").write_bytes(b"")
     assert not first.exists() and not second.exists()
+
+
+def test_a_killed_server_s_metrics_folder_is_deleted_by_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_DIR_VARIABLE, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    killed = tmp_path / f"vipare-metrics-{int(ended.stdout)}-x1y2z3"  # its server is gone: nothing deletes it
+    running = tmp_path / f"vipare-metrics-{os.getppid()}-a1b2c3"  # a server still running
+    other = tmp_path / "vipare-metrics-notes"  # not a server's folder
+    for folder in (killed, running, other):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"")
+    with worker_metrics_dir(2) as mine:
+        assert mine is not None and mine.name.startswith(f"vipare-metrics-{os.getpid()}-")
+        assert not killed.exists() and running.exists() and other.exists()
+    assert not mine.exists()
 
 
 def _per_process_healthz(folder: Path, scratch: Path) -> dict[int, float]:
