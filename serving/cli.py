@@ -23,6 +23,8 @@ from serving.db import active_key_count, engine_from_settings, migrate, session_
 from serving.errors import UnknownCameraError
 from serving.models import ApiKey
 from serving.observability import worker_metrics_dir
+from serving.photos.location import open_photos
+from serving.storage import claim_photos
 from serving.text import check_name
 from vipare.errors import LocationError
 from vipare.geotag import CameraPosition
@@ -80,17 +82,21 @@ def serve(host: str | None, port: int | None, workers: int | None, data_dir: Pat
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"VIPARE_{name.upper()}"] = str(value)
+    # Migrated once, before the workers start (each worker's start-up then finds it done), and the photo
+    # store checked to be this database's, so that a wrong one stops the command with what to do.
     try:
         check_exposure(settings)
+        with _store(settings) as sessions:
+            claim_photos(open_photos(settings), sessions)
+            with sessions() as session:
+                keys_exist = active_key_count(session) > 0
     except UnsafeConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
-    # Migrated once, before the workers start (each worker's start-up then finds it done).
-    with _store(settings) as sessions, sessions() as session:
-        if active_key_count(session) == 0 and not settings.trial_mode:
-            click.echo(
-                "No API key exists yet: every API call will be refused until an administrator creates one "
-                "(vipare keys create --role admin --name <who>).", err=True,
-            )
+    if not keys_exist and not settings.trial_mode:
+        click.echo(
+            "No API key exists yet: every API call will be refused until an administrator creates one "
+            "(vipare keys create --role admin --name <who>).", err=True,
+        )
     # Several workers count in files of one folder that /metrics reads whole (serving.observability).
     with worker_metrics_dir(settings.workers):
         uvicorn.run(

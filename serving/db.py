@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 """The revision :mod:`serving.models` matches: the newest in ``serving/migrations`` (a test checks it)."""
 SQLITE_BEGIN_OPTION = "vipare_sqlite_begin"
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024

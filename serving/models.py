@@ -16,6 +16,7 @@ what vipare returns about a photo, and timestamps stored as UTC.
     model_promotions  every model the service was told to use; the latest is the current one
     write_locks   one row every write transaction updates first on SQLite, so writers take turns
     scheduled_passes  when each periodic pass of the service (the daily purge) last ran
+    installation  one row: this database's own id, which the photo store it uses records
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "Camera",
     "CameraKey",
     "Incident",
+    "Installation",
     "NOTED",
     "ModelPromotion",
     "OriginalRead",
@@ -370,6 +372,20 @@ class CameraKey(Base):
 
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id"), index=True)
+
+
+class Installation(Base):
+    """This database: one row, written by the migration that made the table, never changed.
+
+    ``uid`` names the database to its photo store (:func:`serving.storage.claim_photos`): a store's
+    sweep deletes the photos no report of its database refers to, so a store must never serve two.
+    """
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ScheduledPass(Base):

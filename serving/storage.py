@@ -15,15 +15,16 @@ from datetime import timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.config import ServiceSettings
+from serving.config import ServiceSettings, UnsafeConfigurationError
 from serving.db import engine_from_settings, migrate, session_factory
 from serving.grouping import GroupingPolicy
-from serving.models import Report
+from serving.models import Installation, Report
 from serving.photos.backend import PhotoBackend
 from serving.photos.location import open_photos
+from serving.photos.store import OWNER_FILE
 from serving.photos.workers import WorkerLock
 
-__all__ = ["Storage", "grouping_policy", "open_storage"]
+__all__ = ["Storage", "claim_photos", "grouping_policy", "open_storage"]
 
 logger = logging.getLogger("serving.storage")
 
@@ -61,7 +62,11 @@ def open_storage(settings: ServiceSettings) -> Storage:
     Blocking. Used by the service at start-up and by batch jobs, which write to the same store: a
     process that holds the worker lock keeps the others from deleting its files between file and commit.
     The store is swept only when a worker died without closing since the last sweep (see
-    :class:`serving.photos.workers.WorkerLock`).
+    :class:`serving.photos.workers.WorkerLock`), and only once it is known to be this database's
+    (:func:`claim_photos`).
+
+    Raises:
+        UnsafeConfigurationError: the photo store belongs to another database.
     """
     engine = engine_from_settings(settings)
     lock: WorkerLock | None = None
@@ -69,6 +74,7 @@ def open_storage(settings: ServiceSettings) -> Storage:
         migrate(engine)
         sessions = session_factory(engine)
         photos = open_photos(settings)
+        claim_photos(photos, sessions)
         lock = WorkerLock(settings.data_dir / ".workers.lock")
         alone = lock.acquire()
         removed = 0
@@ -90,6 +96,29 @@ def open_storage(settings: ServiceSettings) -> Storage:
             lock.release()
         raise
     return Storage(engine=engine, sessions=sessions, photos=photos, worker_lock=lock)
+
+
+def claim_photos(photos: PhotoBackend, sessions: sessionmaker[Session]) -> None:
+    """Check that the photo store is this database's, recording it in a store that names none yet.
+
+    A store's sweep deletes the photos no report of its database refers to: a store that two
+    databases used (a second host or a move to PostgreSQL pointed at a new, empty database with the
+    same bucket or folder) would lose the other's photos at the next sweep.
+
+    Raises:
+        UnsafeConfigurationError: the store records another database's id.
+    """
+    with sessions() as session:
+        ours = session.scalars(select(Installation.uid)).one()
+    owner = photos.claim(ours)
+    if owner != ours:
+        raise UnsafeConfigurationError(
+            f"the photo store {photos.location} holds the photos of another vipare database (id {owner}); this "
+            f"database's id is {ours}. A photo store serves one database: point VIPARE_DATABASE_URL at the database "
+            f"those photos belong to, or VIPARE_PHOTO_STORE (or VIPARE_DATA_DIR) at a store of this database's own. "
+            f"If that other database is gone for good, delete the store's {OWNER_FILE} entry to give the store "
+            "to this one: its next sweep then deletes the photos no report of this database refers to."
+        )
 
 
 def _referenced(sessions: sessionmaker[Session]) -> Callable[[Sequence[str]], set[str]]:

@@ -115,7 +115,7 @@ def batch(
     from serving.batch.sinks import SinkError
     from serving.batch.sources import SourceError
     from serving.cameras import CameraFileError
-    from serving.config import ServiceSettings
+    from serving.config import ServiceSettings, UnsafeConfigurationError
     from vipare.errors import ModelError
 
     overrides: dict[str, Any] = {"data_dir": data_dir, "model_path": model_path, "conf_threshold": conf_threshold}
@@ -137,7 +137,7 @@ def batch(
     reporter = Reporter(live=progress, every_s=log_every)
     try:
         summary = run_batch(config, settings, reporter)
-    except (SourceError, SinkError, CameraFileError, ModelError) as exc:
+    except (SourceError, SinkError, CameraFileError, ModelError, UnsafeConfigurationError) as exc:
         raise click.ClickException(str(exc)) from exc
     except BrokenProcessPool as exc:
         raise click.ClickException(

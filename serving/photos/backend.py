@@ -103,3 +103,11 @@ class PhotoBackend(Protocol):
     def remove_orphans(self, referenced: Callable[[Sequence[str]], set[str]], *, older_than_s: float = 0.0) -> int:
         """Delete the copies no report references, older than ``older_than_s`` seconds; returns how many."""
         ...
+
+    def claim(self, database_uid: str) -> str:
+        """The id of the database whose reports the store's photos belong to, recorded in the store.
+
+        ``database_uid`` when the store recorded none yet (it is recorded now, unless another process
+        recorded its own first: then that one); else the one recorded, whatever ``database_uid`` is.
+        """
+        ...

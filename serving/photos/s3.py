@@ -39,17 +39,27 @@ from botocore.exceptions import BotoCoreError, ClientError
 from serving.config import S3_SCHEME
 from serving.photos.backend import Kind
 from serving.photos.metadata import clean_metadata
-from serving.photos.store import HELD, MEDIA_TYPES, ORIGINALS
+from serving.photos.store import HELD, MEDIA_TYPES, ORIGINALS, OWNER_FILE
 
 __all__ = ["S3PhotoStore"]
 
 POOL_CONNECTIONS = 32
 """HTTP connections each process keeps to the store: one per analysis slot and blurring thread at busy times
 (botocore's default of 10 would make the threads queue for one)."""
+CONNECT_TIMEOUT_S = 5.0
+"""How long a connection to the store may take to open; botocore's default (60 s) would hold an agent's upload for
+minutes when the store's host is down."""
+READ_TIMEOUT_S = 20.0
+"""How long the store may stay silent on an open connection before the request is tried again (botocore: 60 s)."""
+ATTEMPTS = 3
+"""Tries per request, the first included (botocore's standard retries): an unreachable store fails an operation after
+at most ``ATTEMPTS`` times the timeouts, and the upload is answered 503 ``storage_unavailable``."""
 _DELETE_BATCH = 1000
 """The most keys one DeleteObjects request takes (the S3 API's limit)."""
 _ORPHAN_BATCH = 500
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_WRITTEN_FIRST = "PreconditionFailed"
+"""The answer to a PUT with ``If-None-Match: *`` when the object exists."""
 _DENIED = {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _NAME = re.compile(r"(?P<sha256>[0-9a-f]{64})\.(?P<ext>[a-z0-9]+)")
 
@@ -76,7 +86,10 @@ class S3PhotoStore:
     def from_url(cls, url: str, *, endpoint_url: str | None = None) -> S3PhotoStore:
         """The store at ``s3://bucket/prefix``, through a client boto3 configures from the AWS environment."""
         bucket, _, prefix = url.removeprefix(S3_SCHEME).partition("/")
-        config = Config(max_pool_connections=POOL_CONNECTIONS, retries={"mode": "standard"})
+        config = Config(
+            max_pool_connections=POOL_CONNECTIONS, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+            retries={"mode": "standard", "max_attempts": ATTEMPTS},
+        )
         return cls(boto3.client("s3", endpoint_url=endpoint_url, config=config), bucket, prefix)
 
     def key(self, sha256: str, ext: str, kind: Kind = "photo") -> str:
@@ -215,6 +228,22 @@ class S3PhotoStore:
                     if match is None or folder not in (HELD, ORIGINALS, match["sha256"][:2]):
                         continue
                     yield item["Key"], match["sha256"], match["ext"], item["LastModified"].timestamp()
+
+    def claim(self, database_uid: str) -> str:
+        """The id of the database the photos belong to (:meth:`serving.photos.backend.PhotoBackend.claim`),
+        in the object ``<prefix>.database``, written only when absent (``If-None-Match: *``)."""
+        key = f"{self.prefix}{OWNER_FILE}"
+        try:
+            return self._get(key).decode("ascii").strip()
+        except FileNotFoundError:
+            pass
+        with _errors(key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=f"{database_uid}\n".encode(), IfNoneMatch="*")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != _WRITTEN_FIRST:  # else another process recorded its own first
+                    raise
+        return self._get(key).decode("ascii").strip()
 
     def remove_orphans(self, referenced: Callable[[Sequence[str]], set[str]], *, older_than_s: float = 0.0) -> int:
         """Delete the objects no report references (held copies and originals too), listed under the prefix.

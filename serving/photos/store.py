@@ -22,6 +22,7 @@ which files it may delete.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +45,10 @@ HELD = ".held"
 ORIGINALS = ".originals"
 """Folder of the store where unblurred originals are kept, when a setting says so (:mod:`serving.originals`)."""
 _ORPHAN_BATCH = 500
+
+
+OWNER_FILE = ".database"
+"""The file under the store's root that names the database its photos belong to (:meth:`PhotoStore.claim`)."""
 
 
 class PhotoStore:
@@ -235,6 +240,25 @@ class PhotoStore:
             with os.scandir(folder) as entries:
                 names = sorted(entry.path for entry in entries if entry.is_file(follow_symlinks=False))
             yield from map(Path, names)
+
+    def claim(self, database_uid: str) -> str:
+        """The id of the database the photos belong to (:meth:`serving.photos.backend.PhotoBackend.claim`),
+        in ``<root>/.database``, made whole or not at all (written aside, then linked under its name)."""
+        marker = self.root / OWNER_FILE
+        if not marker.exists():
+            aside = self.root / f"{OWNER_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(aside, "w", encoding="ascii") as handle:
+                handle.write(f"{database_uid}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(aside, marker)  # fails when another process linked its own first
+            except FileExistsError:
+                pass
+            finally:
+                aside.unlink(missing_ok=True)
+            fsync_path(self.root)
+        return marker.read_text(encoding="ascii").strip()
 
     def remove_orphans(self, referenced: Callable[[Sequence[str]], set[str]], *, older_than_s: float = 0.0) -> int:
         """Delete files no report references, and leftover temporary files.

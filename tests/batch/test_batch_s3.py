@@ -21,6 +21,7 @@ from serving.config import ServiceSettings
 from serving.db import engine_from_settings, session_factory
 from serving.models import Report
 from serving.photos.location import photo_location
+from serving.photos.store import OWNER_FILE
 from tests.batch.test_batch_job import _run, frame, source  # noqa: F401 - source is a fixture
 from tests.s3store import new_bucket, s3_client, s3_endpoint
 from vipare import Settings
@@ -40,9 +41,10 @@ def s3_settings(settings: ServiceSettings, endpoint: str) -> ServiceSettings:
 
 
 def bucket_keys(settings: ServiceSettings) -> set[str]:
+    """The keys of the photos' copies in the bucket (not the object naming the store's database)."""
     bucket = settings.photo_store.removeprefix("s3://").split("/")[0]
     listed = s3_client(str(settings.s3_endpoint_url)).list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {item["Key"] for item in listed}
+    return {item["Key"] for item in listed if not item["Key"].endswith(f"/{OWNER_FILE}")}
 
 
 def test_a_job_puts_its_frames_photos_in_the_bucket_and_a_second_run_skips_them(

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from serving import launch
 from serving.config import SQLITE_FILE
 from serving.launch import HOST, LiveServer, free_port
+from serving.photos.store import OWNER_FILE
 from tests.database import ON_POSTGRES, database_env, url_for
 
 __all__ = [
@@ -103,6 +104,7 @@ def integrity(data_dir: Path) -> list[str]:
 
 
 def photo_files(data_dir: Path) -> list[Path]:
-    """Every file in the photo store, temporary ones included."""
+    """Every file in the photo store, temporary ones included, but the one naming its database (``.database``)."""
     root = data_dir / "photos"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    owner = root / OWNER_FILE
+    return sorted(p for p in root.rglob("*") if p.is_file() and p != owner) if root.exists() else []

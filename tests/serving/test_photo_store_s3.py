@@ -8,12 +8,16 @@ folder each sharing one bucket and one database. Skipped without boto3 or moto's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import pickle
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from serving.models import Report, utcnow
 from serving.photos.annotated import ANNOTATED_CACHE
 from serving.photos.backend import PhotoBackend
 from serving.photos.location import PhotoLocation, open_photos, photo_location
-from serving.photos.store import PhotoStore
+from serving.photos.store import OWNER_FILE, PhotoStore
 from serving.retention import purge
 from tests.imagegen import make_photo, pattern_array
 from tests.s3store import new_bucket, s3_client, s3_endpoint
@@ -67,9 +71,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> PhotoBackend:
     return store
 
 
-def keys(endpoint: str, bucket: str) -> list[str]:
+def keys(endpoint: str, bucket: str, *, owner: bool = False) -> list[str]:
+    """The bucket's keys: its photos' copies, and with ``owner`` the object naming the store's database."""
     listed = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
-    return sorted(item["Key"] for item in listed)
+    return sorted(item["Key"] for item in listed if owner or not item["Key"].endswith(f"/{OWNER_FILE}"))
 
 
 def jpeg(seed: int) -> bytes:
@@ -184,6 +189,89 @@ def test_a_missing_bucket_is_an_error_of_the_store_not_a_missing_photo(endpoint:
     with pytest.raises(OSError) as raised:
         store.put(jpeg(9), sha(jpeg(9)), "jpg")
     assert not isinstance(raised.value, FileNotFoundError) and "NoSuchBucket" in str(raised.value)
+
+
+@contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint on 127.0.0.1 that accepts connections and never answers (a hung store)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+def test_a_store_that_never_answers_fails_after_its_tries_instead_of_hanging(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``endpoint``: moto's server, for the fake credentials it puts in the environment; the store is another."""
+    from serving.photos import s3
+
+    monkeypatch.setattr(s3, "READ_TIMEOUT_S", 0.5)
+    with silent_endpoint() as silent:
+        store = s3.S3PhotoStore.from_url("s3://photos/city", endpoint_url=silent)
+        start = time.monotonic()
+        with pytest.raises(OSError, match="cannot reach the photo store") as refused:
+            store.put(jpeg(1), sha(jpeg(1)), "jpg")
+        took = time.monotonic() - start
+    assert refused.value.errno == errno.EIO
+    # three tries of 0.5 s each, and the standard retries' short back-off between them; not botocore's 3 x 60 s
+    assert s3.ATTEMPTS * 0.5 <= took < 15, took
+
+
+def test_the_bucket_records_the_first_database_that_claims_it(store: Any, endpoint: str, bucket: str) -> None:
+    from serving.photos.s3 import S3PhotoStore
+
+    assert store.claim("a" * 32) == "a" * 32
+    assert keys(endpoint, bucket, owner=True) == [f"city/{OWNER_FILE}"]
+    assert store.claim("b" * 32) == "a" * 32  # another database is told whose store it is
+    assert S3PhotoStore.from_url(f"s3://{bucket}/other", endpoint_url=endpoint).claim("b" * 32) == "b" * 32
+
+
+def test_a_database_that_loses_the_race_to_claim_the_bucket_is_told_the_winner(
+    store: Any, endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = store._get
+    reads: list[str] = []
+
+    def written_meanwhile(key: str) -> bytes:
+        reads.append(key)
+        if len(reads) == 1:  # not there yet when read; another process writes its own before this one's PUT
+            s3_client(endpoint).put_object(Bucket=bucket, Key=key, Body=b"a" * 32 + b"\n")
+            raise FileNotFoundError(errno.ENOENT, "no such object in the photo store", key)
+        return read(key)
+
+    monkeypatch.setattr(store, "_get", written_meanwhile)
+    assert store.claim("b" * 32) == "a" * 32
+    assert reads == [f"city/{OWNER_FILE}"] * 2
+    assert s3_client(endpoint).get_object(Bucket=bucket, Key=reads[0])["Body"].read() == b"a" * 32 + b"\n"
+
+
+def test_a_service_of_another_database_refuses_the_bucket(tmp_path: Path, detector: Detector, endpoint: str,
+                                                          bucket: str) -> None:
+    with s3_server(tmp_path / "one", detector, endpoint, bucket) as server:
+        report = sent(server)
+    refused = pytest.raises(UnsafeConfigurationError, match="holds the photos of another vipare database")
+    with refused, s3_server(tmp_path / "two", detector, endpoint, bucket):
+        pass
+    assert photo_key(report) in keys(endpoint, bucket)  # nothing swept
 
 
 def test_settings_name_the_bucket_and_its_location_travels_to_worker_processes(endpoint: str, bucket: str) -> None:
@@ -345,7 +433,7 @@ def test_an_upload_the_bucket_refuses_is_answered_clearly_and_stores_nothing(
     with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
         sent(server)
         client = s3_client(endpoint)
-        for key in keys(endpoint, bucket):
+        for key in keys(endpoint, bucket, owner=True):
             client.delete_object(Bucket=bucket, Key=key)
         client.delete_bucket(Bucket=bucket)
         with server.service.sessions() as session:

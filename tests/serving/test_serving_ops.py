@@ -107,7 +107,7 @@ def test_not_ready_until_warm(tmp_path: Path, detector: Detector, monkeypatch: p
 def test_the_database_is_at_head_after_start_and_restart_keeps_data(tmp_path: Path, detector: Detector) -> None:
     with server_at(tmp_path, detector) as first:
         engine = first.service.engine
-        assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0010"
+        assert current_revision(engine) == head_revision() == SCHEMA_REVISION == "0011"
         with engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
             if connection.dialect.name == "sqlite":
@@ -135,7 +135,7 @@ def test_a_store_at_the_latest_revision_opens_without_alembic(tmp_path: Path) ->
     )
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
-    assert runs == ["0010 True\n", "0010 False\n"]
+    assert runs == ["0011 True\n", "0011 False\n"]
 
 
 def test_orphan_photos_are_removed_at_start(tmp_path: Path, detector: Detector) -> None:
@@ -290,7 +290,7 @@ def test_workers_starting_together_migrate_one_after_the_other(tmp_path: Path) -
             engine.dispose()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        assert list(pool.map(start, range(4))) == ["0010"] * 4
+        assert list(pool.map(start, range(4))) == ["0011"] * 4
 
 
 def test_a_postgresql_url_without_a_driver_uses_psycopg_3(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,12 +349,12 @@ def test_processes_starting_together_on_a_new_database_migrate_once(tmp_path: Pa
     ]
     answers = [process.communicate("", timeout=120) for process in processes]
     assert [(process.returncode, out, err) for process, (out, err) in zip(processes, answers, strict=True)] == [
-        (0, "0010\n", "")
+        (0, "0011\n", "")
     ] * 4
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("0010",)]
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("0011",)]
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     finally:
         engine.dispose()
