@@ -241,8 +241,8 @@ class S3PhotoStore:
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=f"{database_uid}\n".encode(), IfNoneMatch="*")
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != _WRITTEN_FIRST:  # else another process recorded its own first
-                    raise
+                if exc.response.get("Error", {}).get("Code") != _WRITTEN_FIRST:
+                    raise  # else another process recorded its own first
         return self._get(key).decode("ascii").strip()
 
     def remove_orphans(self, referenced: Callable[[Sequence[str]], set[str]], *, older_than_s: float = 0.0) -> int:
