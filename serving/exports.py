@@ -41,12 +41,14 @@ if TYPE_CHECKING:  # loaded only when an index is configured (serving.service)
 
 __all__ = [
     "CSV_BLOCK_ROWS",
+    "CSV_LINE_END",
     "CSV_COLUMNS",
     "FRENCH_EXCEL",
     "OPEN311_SERVICES",
     "SCRIPT_CSV",
     "CsvFormat",
     "csv_blocks",
+    "csv_header",
     "csv_lines",
     "incident_addresses",
     "incident_feature",
@@ -184,6 +186,8 @@ def incident_feature(
     )
 
 
+CSV_LINE_END = "\r\n"
+"""How every CSV line of vipare ends (RFC 4180)."""
 CSV_BLOCK_ROWS = 1000
 """Rows per piece of text :func:`csv_lines` yields: a streamed response's pieces each cost a hop between
 threads, so a national export goes in blocks, not a row at a time."""
@@ -198,15 +202,21 @@ def csv_lines(
     return csv_blocks(iter(lambda: list(islice(rows, CSV_BLOCK_ROWS)), []), fmt=fmt, header=header)
 
 
+def csv_header(fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS) -> str:
+    """A CSV file's start: the BOM when ``fmt`` asks for it, then the header line."""
+    buffer = io.StringIO()
+    buffer.write("\ufeff" if fmt.bom else "")
+    csv.writer(buffer, delimiter=fmt.separator, lineterminator=CSV_LINE_END).writerow(header)
+    return buffer.getvalue()
+
+
 def csv_blocks(
     blocks: Iterable[Iterable[Sequence[object]]], *, fmt: CsvFormat = SCRIPT_CSV, header: Sequence[str] = CSV_COLUMNS
 ) -> Iterator[str]:
     """As :func:`csv_lines`, one piece of text per block of rows (the header goes with the first)."""
     buffer = io.StringIO()
-    if fmt.bom:
-        buffer.write("\ufeff")
-    writer = csv.writer(buffer, delimiter=fmt.separator, lineterminator="\r\n")
-    writer.writerow(header)
+    buffer.write(csv_header(fmt, header))
+    writer = csv.writer(buffer, delimiter=fmt.separator, lineterminator=CSV_LINE_END)
     for block in blocks:
         writer.writerows(block)
         yield buffer.getvalue()

@@ -12,20 +12,23 @@ values, ``tests/serving/test_sql_text.py``):
 - :func:`formula_safe`: text a person typed, with a ``'`` before a leading ``=``, ``+``, ``-``, ``@``,
   tab or carriage return, so that no spreadsheet reads it as a formula (OWASP's CSV injection).
 
-NULL stays NULL in each: :mod:`csv` writes it as an empty cell.
+NULL stays NULL in each: :mod:`csv` writes it as an empty cell. :func:`csv_row` goes one step
+further: a row's cells joined into its CSV text, quoted as :mod:`csv` quotes them, so that Python
+only joins the lines of a block (tested against :mod:`csv`, ``tests/serving/test_sql_text.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, func, literal
+from sqlalchemy import ColumnElement, String, case, cast, func, literal, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["FORMULA_START", "decimal_text", "formula_safe", "iso_text"]
+__all__ = ["FORMULA_START", "CsvCell", "csv_quoted", "csv_row", "decimal_text", "formula_safe", "iso_text"]
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet read a cell as a formula."""
@@ -105,3 +108,44 @@ def formula_safe(value: ColumnElement[Any] | InstrumentedAttribute[Any]) -> Colu
         (first.in_([literal(c) for c in FORMULA_START]), literal("'") + value),
         else_=value,
     )
+
+
+CsvCell = tuple[ColumnElement[Any] | InstrumentedAttribute[Any], bool]
+"""A cell of :func:`csv_row`: its value, and whether it may hold a separator, a quote or a line break
+(text a person typed, a link, a decimal comma): only those are checked for quoting."""
+
+_QUOTE = '"'
+
+
+def _quote_specials(separator: str) -> tuple[str, ...]:
+    return separator, _QUOTE, "\r", "\n"
+
+
+def csv_row(cells: Sequence[CsvCell], separator: str) -> ColumnElement[str]:
+    """The cells as one CSV row's text, without its line end, as :mod:`csv`'s writer writes them
+    (``QUOTE_MINIMAL``): separated by ``separator``, NULL as an empty cell, a cell that holds the
+    separator, a double quote, a carriage return or a line feed put in double quotes, its own
+    double quotes doubled (:func:`csv_quoted` in Python)."""
+    texts: list[ColumnElement[str]] = []
+    for value, free in cells:
+        text: ColumnElement[str] = func.coalesce(cast(value, String), "")
+        if free:
+            text = case(
+                (or_(*(text.like(f"%{c}%") for c in _quote_specials(separator))),
+                 literal(_QUOTE) + func.replace(text, _QUOTE, _QUOTE * 2, type_=String) + _QUOTE),
+                else_=text,
+            )
+        texts.append(text)
+    row = texts[0]
+    for text in texts[1:]:
+        row = row + literal(separator) + text
+    return row
+
+
+def csv_quoted(value: str | None, separator: str) -> str:
+    """One cell as :func:`csv_row` writes it in SQL, in Python (for cells the database does not have)."""
+    if value is None:
+        return ""
+    if any(c in value for c in _quote_specials(separator)):
+        return _QUOTE + value.replace(_QUOTE, _QUOTE * 2) + _QUOTE
+    return value

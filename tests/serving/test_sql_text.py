@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +15,7 @@ from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, 
 
 from serving.db import make_engine
 from serving.models import UTCDateTime
-from serving.sql_text import FORMULA_START, decimal_text, formula_safe, iso_text
+from serving.sql_text import FORMULA_START, csv_quoted, csv_row, decimal_text, formula_safe, iso_text
 from tests.database import store_url
 
 metadata = MetaData()
@@ -84,3 +86,35 @@ def test_typed_text_that_starts_like_a_formula_gets_a_quote(engine: Engine) -> N
     with engine.connect() as connection:
         written = connection.execute(select(formula_safe(values.c.text)).order_by(values.c.id)).scalars().all()
     assert written == [*(f"'{c}1+1" for c in FORMULA_START), "sacs devant la porte", "a=b", None, None, "'déjà'"]
+
+
+def _awkward_texts() -> list[str | None]:
+    """Cells a person may type: separators, quotes, line breaks of every kind, accents, spaces; and NULL."""
+    rng = random.Random(2027)
+    alphabet = ['a', 'é', ' ', ',', ';', '"', "'", '\r', '\n', '\t', '=', '%', '_', '\\']
+    return [
+        None, "", "plain", "a,b", "a;b", 'say "hi"', '"', '""', "line\nbreak", "cr\rhere", "crlf\r\nend",
+        " lead", "trail ", "100%_done", "déjà vu", "\\", *(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(400)
+        ),
+    ]
+
+
+@pytest.mark.parametrize("separator", [",", ";"])
+def test_rows_are_written_as_the_csv_module_writes_them(engine: Engine, separator: str) -> None:
+    texts = _awkward_texts()
+    with engine.begin() as connection:
+        connection.execute(insert(values), [{"id": i, "text": t} for i, t in enumerate(texts)])
+    cells = [(values.c.id, False), (values.c.text, True), (values.c.number, False), (values.c.text, True)]
+    with engine.connect() as connection:
+        written = connection.execute(select(csv_row(cells, separator)).order_by(values.c.id)).scalars().all()
+    expected, in_python = [], []
+    for i, text in enumerate(texts):
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter=separator, lineterminator="\r\n").writerow([i, text, None, text])
+        expected.append(buffer.getvalue().removesuffix("\r\n"))
+        in_python.append(separator.join([str(i), csv_quoted(text, separator), "", csv_quoted(text, separator)]))
+    wrong = [(t, w, e) for t, w, e in zip(texts, written, expected, strict=True) if w != e]
+    assert not wrong, wrong[:10]
+    assert in_python == expected
+    assert sum('"' in line for line in written) > 100  # the quoting was exercised, not only plain cells

@@ -3,12 +3,13 @@ writes it."""
 
 from __future__ import annotations
 
+import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, text
 
-from serving.bulk_exports import csv_statement
+from serving.bulk_exports import csv_row_statement
 from serving.config import ServiceSettings
 from serving.db import make_engine, migrate, write_session
 from serving.exports import CSV_COLUMNS, SCRIPT_CSV
@@ -21,8 +22,8 @@ from tests.database import store_url
 T0 = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 
 
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat().replace("+00:00", "Z")
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def test_each_status_change_sets_its_time_and_a_note_in_the_history_does_not(tmp_path: Path) -> None:
@@ -44,13 +45,13 @@ def test_each_status_change_sets_its_time_and_a_note_in_the_history_does_not(tmp
                                    at=T0 + timedelta(days=5), actor="reviewer", comment="review of report #1"))
             incident_id = incident.id
         with storage.sessions() as session:
-            row = session.execute(csv_statement(IncidentFilter(ids=[incident_id]), SCRIPT_CSV, "/")).one()
-        cells = dict(zip(CSV_COLUMNS, row, strict=True))
+            line = session.execute(csv_row_statement(IncidentFilter(ids=[incident_id]), SCRIPT_CSV, "/")).scalar_one()
+        cells = dict(zip(CSV_COLUMNS, next(csv.reader([line], delimiter=SCRIPT_CSV.separator)), strict=True))
         assert cells["new_at"] == _iso(T0)
         assert cells["confirmed_at"] == _iso(T0 + timedelta(hours=1))
         assert cells["scheduled_at"] == _iso(T0 + timedelta(hours=2))
         assert cells["cleaned_at"] == _iso(T0 + timedelta(hours=30))
-        assert cells["rejected_at"] is None and cells["duplicate_at"] is None
+        assert cells["rejected_at"] == "" and cells["duplicate_at"] == ""
     finally:
         storage.engine.dispose()
 
