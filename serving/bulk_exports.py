@@ -108,8 +108,8 @@ def csv_row_statement(flt: IncidentFilter, fmt: CsvFormat, photos_at: str, *, ad
     included). With ``addresses``: the row's text before its address cells and after them (with the line
     end), then ``lat`` and ``lon`` as numbers, for the address lookup.
     """
-    matching = _matching(flt)
-    cells = _csv_cells(matching, fmt, photos_at)
+    matching = _matching(flt, photos_at)
+    cells = _csv_cells(matching, fmt)
     sep, end = fmt.separator, literal(CSV_LINE_END)
     if addresses:
         before, after = csv_row(cells[:_ADDRESS], sep), csv_row(cells[_ADDRESS + _ADDRESS_CELLS :], sep) + end
@@ -119,8 +119,10 @@ def csv_row_statement(flt: IncidentFilter, fmt: CsvFormat, photos_at: str, *, ad
     return select(*columns).order_by(matching.c.last_seen.desc(), matching.c.id.desc())
 
 
-def _matching(flt: IncidentFilter) -> CTE:
-    """The matching incidents' stored values for the CSV, each read once.
+def _matching(flt: IncidentFilter, photos_at: str) -> CTE:
+    """The matching incidents' values for the CSV, each read or written once: the stored ones, and the texts
+    that may need quoting (the photo link, the note, the size, the crew), which :func:`_csv_cells` then
+    checks and quotes without writing them again.
 
     When it last entered each status is on the incident's row (:data:`serving.models.STATUS_TIMES`); its
     latest photo still kept and its latest note are read by correlated subqueries from indexes (``reports
@@ -131,23 +133,28 @@ def _matching(flt: IncidentFilter) -> CTE:
              .where(Report.incident_id == Incident.id, Report.photo_deleted_at.is_(None)).scalar_subquery())
     note = (select(Report.note).where(Report.incident_id == Incident.id, *NOTED)
             .order_by(Report.id.desc()).limit(1).scalar_subquery())
-    stored = (
+    size, estimate = func.nullif(Incident.size, ""), func.nullif(Incident.size_estimate, "")
+    columns = (
         Incident.id, Incident.label, Incident.status, Incident.lat, Incident.lon, Incident.first_seen,
         Incident.last_seen, *(getattr(Incident, STATUS_TIMES[status.value]) for status in Status),
         Incident.merged_into_id, Incident.report_count, Incident.recurrence_count, Incident.recurrence_of_id,
-        Incident.max_score, Incident.size, Incident.size_estimate, Incident.scheduled_for, Incident.crew,
+        Incident.max_score,
+        (literal(photos_at) + cast(photo, String) + literal(PHOTO_LINK_END)).label("photo_url"),
+        formula_safe(note).label("note"),
+        func.coalesce(size, estimate).label("size"),
+        case((size.is_not(None), "manager"), (estimate.is_not(None), "estimate")).label("size_source"),
+        Incident.scheduled_for,
+        formula_safe(Incident.crew).label("crew"),
     )
-    return (select(*stored, photo.label("photo_id"), note.label("note")).where(*flt.conditions())
-            .cte("matching").prefix_with("MATERIALIZED"))
+    return select(*columns).where(*flt.conditions()).cte("matching").prefix_with("MATERIALIZED")
 
 
-def _csv_cells(matching: CTE, fmt: CsvFormat, photos_at: str) -> list[CsvCell]:
+def _csv_cells(matching: CTE, fmt: CsvFormat) -> list[CsvCell]:
     """The CSV's cells from :func:`_matching`, each with whether it may need quoting (a
     :data:`~serving.sql_text.CsvCell`)."""
     m = matching.c
     comma = fmt.decimal_comma
     decimal_quoted = comma and fmt.separator == ","  # 49,1193 between commas
-    size, estimate = func.nullif(m.size, ""), func.nullif(m.size_estimate, "")
     return [
         (m.id, False),
         (m.label, True),
@@ -163,12 +170,12 @@ def _csv_cells(matching: CTE, fmt: CsvFormat, photos_at: str) -> list[CsvCell]:
         (m.recurrence_count, False),
         (m.recurrence_of_id, False),
         (decimal_text(m.max_score, SCORE_DECIMALS, comma=comma), decimal_quoted),
-        (literal(photos_at) + cast(m.photo_id, String) + literal(PHOTO_LINK_END), True),
-        (formula_safe(m.note), True),
-        (func.coalesce(size, estimate), True),
-        (case((size.is_not(None), "manager"), (estimate.is_not(None), "estimate")), False),
+        (m.photo_url, True),
+        (m.note, True),
+        (m.size, True),
+        (m.size_source, False),
         (iso_text(m.scheduled_for), False),
-        (formula_safe(m.crew), True),
+        (m.crew, True),
     ]
 
 
