@@ -42,6 +42,7 @@ invalid fields, query or form           422     invalid_request (``errors`` list
 :class:`StorageFullError` (disk full)   507     storage_full
 :class:`StorageReadOnlyError`           503     storage_read_only (data folder not writable)
 :class:`StorageUnavailableError`        503     storage_unavailable (I/O error; photo store unreachable)
+:class:`StorageUnreadableError`         503     storage_unreadable (a read refused or failed: photo store, disk)
 malformed multipart body                400     bad_request
 unknown path; method not allowed        404     not_found; 405 method_not_allowed
 anything else                           500     internal_error
@@ -50,7 +51,8 @@ anything else                           500     internal_error
 Routes raise these and never catch bare ``Exception``; anything else is a bug, answered 500
 ``internal_error`` in the same shape (and logged with its traceback). A write that fails because the
 disk is full or read-only (:func:`storage_error`, whichever step hit it: the photo store, the
-database) is answered 507 or 503 with what to do, not 500.
+database) is answered 507 or 503 with what to do, not 500; so is a read the storage refuses or fails
+(``storage_unreadable``: the photo store's key refused, the store unreachable).
 :func:`error_status` gives the same status and code for an error caught one by one (the frames of
 ``POST /v1/batches``, each answered in the list).
 """
@@ -96,6 +98,7 @@ __all__ = [
     "StorageFullError",
     "StorageReadOnlyError",
     "StorageUnavailableError",
+    "StorageUnreadableError",
     "UnknownCameraError",
     "error_status",
     "install_error_handlers",
@@ -222,9 +225,17 @@ class StorageUnavailableError(ServiceError):
     status_code, code = 503, "storage_unavailable"
 
 
+class StorageUnreadableError(ServiceError):
+    """A read of the stored data was refused or failed (the photo store refuses the service's key or cannot be
+    reached, a disk's I/O error); nothing was changed."""
+
+    status_code, code = 503, "storage_unreadable"
+
+
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _FAILED_ERRNOS = frozenset({errno.EIO})  # serving.photos.s3 says EIO for a store that fails or cannot be reached
+_UNREADABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EIO})
 # What the database drivers say: SQLite's SQLITE_FULL and SQLITE_READONLY, PostgreSQL's
 # disk_full (53100) and read_only_sql_transaction (25006).
 _FULL_SIGNS = ("database or disk is full", "no space left on device", "disk quota exceeded")
@@ -236,8 +247,9 @@ _FULL = (
     "administrator must free space (or raise the quota) where vipare keeps its data."
 )
 _READ_ONLY = (
-    "The service cannot write its data (the folder is read-only or not writable by it), so nothing was stored; "
-    "send the same request again later. The service's administrator must make vipare's data folder writable."
+    "The service cannot write its data (the folder is read-only or not writable by it, or its photo store refuses "
+    "its key), so nothing was stored; send the same request again later. The service's administrator must make "
+    "vipare's data folder writable, or give the key of its photo store (VIPARE_PHOTO_STORE) the right to write."
 )
 _FAILED = (
     "The service's storage failed to take the data (an I/O error, or its photo store cannot be reached), so "
@@ -246,8 +258,18 @@ _FAILED = (
 )
 
 
-def storage_error(exc: BaseException) -> ServiceError | None:
+_UNREADABLE = (
+    "The service cannot read its stored data now (its photo store refuses its key or cannot be reached, or a disk "
+    "failed); nothing was changed. Ask again later. The service's administrator must check the photo store's "
+    "bucket, endpoint and key (VIPARE_PHOTO_STORE) or the disk of vipare's data folder."
+)
+
+
+def storage_error(exc: BaseException, *, reading: bool = False) -> ServiceError | None:
     """The answer for a write that failed on a full, read-only or failing store, or None when ``exc`` is something else.
+
+    With ``reading`` (a request that changes nothing), a refused or failed access (``EACCES``, ``EPERM``,
+    ``EIO``) is answered :class:`StorageUnreadableError` instead: nothing was to be stored.
 
     Looks at ``exc``, its causes and contexts (a database driver's error wrapped by SQLAlchemy) and the
     members of an exception group: an ``OSError`` with ``ENOSPC``/``EDQUOT`` (full),
@@ -260,6 +282,8 @@ def storage_error(exc: BaseException) -> ServiceError | None:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        if reading and isinstance(current, OSError) and current.errno in _UNREADABLE_ERRNOS:
+            return StorageUnreadableError(_UNREADABLE, headers={"Retry-After": "60"})
         if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
             return StorageFullError(_FULL)
         if isinstance(current, OSError) and current.errno in _READ_ONLY_ERRNOS:
@@ -293,6 +317,8 @@ _HTTP_DETAILS: dict[int, str] = {
     405: "This path does not take this method; the methods each endpoint takes are listed at /docs.",
 }
 """What to say instead of the bare status phrase Starlette gives its own 404 and 405."""
+
+_READING_METHODS = frozenset({"GET", "HEAD"})
 
 _INTERNAL = (
     "Something went wrong on the service's side and the request may not have been carried out; try again, and "
@@ -393,10 +419,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, validation_error)
 
-    async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         # Starlette runs this outermost and raises the error again afterwards, so it is still logged
         # with its traceback; the client gets the one JSON shape instead of a plain-text page.
-        refusal = storage_error(exc)
+        refusal = storage_error(exc, reading=request.method in _READING_METHODS)
         if refusal is not None:
             return _json(refusal.status_code, refusal.code, refusal.detail, refusal.headers)
         return _json(500, "internal_error", _INTERNAL)

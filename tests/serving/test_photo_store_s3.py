@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from serving.config import ServiceSettings, UnsafeConfigurationError
@@ -444,3 +445,78 @@ def test_an_upload_the_bucket_refuses_is_answered_clearly_and_stores_nothing(
         assert "nothing was stored" in response.json()["detail"] and response.headers["retry-after"] == "60"
         with server.service.sessions() as session:
             assert session.scalar(select(func.count()).select_from(Report)) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# A store that refuses access (moto's IAM checks on: keys and policies are enforced)
+
+READ_ONLY_POLICY = """{"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"},
+    {"Effect": "Deny", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": "*"}]}"""
+
+
+def read_only_keys(endpoint: str) -> dict[str, str]:
+    """An IAM user of moto's server allowed to read the store's objects, refused writes: its access key."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    name = f"reader-{next(_places)}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="read-only", PolicyDocument=READ_ONLY_POLICY)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
+@contextmanager
+def access_checked() -> Iterator[None]:
+    """Moto's server (a thread of this process) checks each request's key and policy while inside."""
+    from moto.core.authorization import enable_iam_authentication
+
+    with enable_iam_authentication():
+        yield
+
+
+def test_a_key_refused_writes_reads_but_its_writes_fail_as_refused_access(store: Any, endpoint: str, bucket: str) -> None:
+    import boto3
+
+    from serving.photos.s3 import S3PhotoStore
+
+    kept, refused = jpeg(11), jpeg(12)
+    store.put(kept, sha(kept), "jpg")
+    reader = S3PhotoStore(boto3.client("s3", endpoint_url=endpoint, **read_only_keys(endpoint)), bucket, "city")
+    with access_checked():
+        assert reader.read(sha(kept), "jpg") == kept and reader.exists(sha(kept), "jpg")
+        for write in (lambda: reader.put(refused, sha(refused), "jpg"), lambda: reader.delete(sha(kept), "jpg")):
+            with pytest.raises(OSError, match="AccessDenied") as raised:
+                write()
+            assert raised.value.errno == errno.EACCES and not isinstance(raised.value, FileNotFoundError)
+        with pytest.raises(OSError, match="InvalidAccessKeyId|SignatureDoesNotMatch") as unknown:  # "testing": no such key
+            store.read(sha(kept), "jpg")
+        assert unknown.value.errno == errno.EACCES
+    assert keys(endpoint, bucket) == [f"city/{sha(kept)[:2]}/{sha(kept)}.jpg"]  # nothing written, nothing deleted
+
+
+def test_an_upload_while_the_store_refuses_the_services_key_is_answered_clearly_and_stores_nothing(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    """The service's key revoked or its policy changed: the agent is told to try later, no report, no object."""
+    with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
+        first = sent(server)
+        with server.service.sessions() as session:
+            before = session.scalar(select(func.count()).select_from(Report))
+        with access_checked():
+            lat, lon = moved(*LYON, north_m=500.0 * next(_places))
+            response = server.upload(deposit_photo(next(_seed)), lat=lat, lon=lon, accuracy_m=5)
+            reader = TestClient(server.app, raise_server_exceptions=False)  # the running app, as a real client sees it
+            image = reader.get(f"/v1/reports/{first['id']}/image", headers=server.headers("manager"))
+        assert response.status_code == 503 and response.json()["code"] == "storage_read_only", response.text
+        detail = response.json()["detail"]
+        assert "nothing was stored" in detail and "VIPARE_PHOTO_STORE" in detail, detail
+        assert response.headers["retry-after"] == "60"
+        assert image.status_code == 503 and image.json()["code"] == "storage_unreadable", image.text
+        assert "VIPARE_PHOTO_STORE" in image.json()["detail"] and image.headers["retry-after"] == "60"
+        again = server.client.get(f"/v1/reports/{first['id']}/image", headers=server.headers("manager"))
+        assert again.status_code == 200  # the key accepted again: the same photo is served
+        with server.service.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Report)) == before
+        assert keys(endpoint, bucket) == [photo_key(first)]
