@@ -1,11 +1,15 @@
 """Export jobs: a national export written to a file by a thread of the service, then downloaded.
 
 A job is files, not rows: ``<id>.json`` says what the job is and how far it went, ``<id>.csv`` (or
-``.geojson``) appears whole when it is done (written to ``.part``, synced, renamed), so that any
-worker of the service (a shared data folder) answers for any job. A running job writes its progress
-every few seconds; one whose progress stopped for :data:`STALE_AFTER` (its process died) reads as
-failed, to be started again. Finished files are deleted after ``keep``. What the file holds comes
-from :mod:`serving.bulk_exports`.
+``.geojson``) appears whole when it is done, so that any worker of the service answers for any job.
+Where they are (:class:`JobFiles`): in ``<data_dir>/exports`` (:class:`FolderJobFiles`; written to
+``.part``, synced, renamed), which the workers of one host share; or, when the photos are kept in a
+bucket that several hosts share, under ``<prefix>/.exports/`` in that bucket
+(:class:`BucketJobFiles`: the file is written to a local ``.part`` first, then sent whole), so that
+a job started through one host is followed and downloaded through any other. A running job writes
+its progress every few seconds; one whose progress stopped for :data:`STALE_AFTER` (its process
+died) reads as failed, to be started again. Finished files are deleted after ``keep``. What the file
+holds comes from :mod:`serving.bulk_exports`.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 from serving.errors import ServiceError
 from serving.models import utcnow
 
-__all__ = ["STALE_AFTER", "ExportJob", "ExportJobs", "ExportNotReadyError", "Kind", "Progress"]
+__all__ = [
+    "STALE_AFTER", "BucketJobFiles", "ExportJob", "ExportJobs", "ExportNotReadyError", "FolderJobFiles", "JobFiles",
+    "Kind", "Progress",
+]
 
 logger = logging.getLogger("serving.export_jobs")
 
@@ -88,28 +95,183 @@ class ExportJob:
         return cls(**data)
 
 
-class ExportJobs:
-    """Export jobs of one service process, one running at a time, their files in ``folder``.
+class JobFiles(Protocol):
+    """Where export jobs' descriptions and files are kept.
+
+    Attributes:
+        work: a local folder for the files being written (``<id>.<kind>.part``).
+    """
+
+    work: Path
+
+    def read_meta(self, job_id: str) -> str | None:
+        """A job's description, or None when there is none."""
+        ...
+
+    def write_meta(self, job_id: str, text: str) -> None:
+        """Replace a job's description at once (a reader never sees half of it)."""
+        ...
+
+    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
+        """Make the written ``part`` the job's file (``part`` is gone after); returns its size in bytes."""
+        ...
+
+    def local_file(self, job_id: str, kind: Kind) -> Path | None:
+        """The job's file on this host's disk, or None when it is kept elsewhere (then :meth:`open` it)."""
+        ...
+
+    def open(self, job_id: str, kind: Kind) -> tuple[BinaryIO, int]:
+        """The job's file to read, and its size."""
+        ...
+
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs whose descriptions are kept."""
+        ...
+
+    def delete(self, job_id: str, kind: Kind) -> None:
+        """Delete a job's file and its description (either may be missing)."""
+        ...
+
+
+class FolderJobFiles:
+    """Jobs in a folder of this host: ``<id>.json`` and ``<id>.<kind>``, written under temporary names, renamed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = self.work = folder
+        self._lock = threading.Lock()
+
+    def read_meta(self, job_id: str) -> str | None:
+        try:
+            return (self.folder / f"{job_id}.json").read_text()
+        except FileNotFoundError:
+            return None
+
+    def write_meta(self, job_id: str, text: str) -> None:
+        with self._lock:
+            tmp = self.folder / f".{job_id}.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(self.folder / f"{job_id}.json")
+
+    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
+        final = self.folder / f"{job_id}.{kind}"
+        part.replace(final)
+        return final.stat().st_size
+
+    def local_file(self, job_id: str, kind: Kind) -> Path:
+        return self.folder / f"{job_id}.{kind}"
+
+    def open(self, job_id: str, kind: Kind) -> tuple[BinaryIO, int]:
+        path = self.local_file(job_id, kind)
+        stream = path.open("rb")
+        return stream, os.fstat(stream.fileno()).st_size
+
+    def job_ids(self) -> list[str]:
+        return [meta.stem for meta in self.folder.glob("*.json")]
+
+    def delete(self, job_id: str, kind: Kind) -> None:
+        (self.folder / f"{job_id}.{kind}").unlink(missing_ok=True)
+        (self.folder / f"{job_id}.json").unlink(missing_ok=True)
+
+
+class BucketJobFiles:
+    """Jobs in the photo store's bucket, which several hosts share: ``<prefix>.exports/<id>.json`` and
+    ``<id>.<kind>``; a PUT replaces an object at once, a file goes up whole (in parts when large).
+
+    Failures of the store come back as ``OSError``, as the photo store's do (:mod:`serving.photos.s3`).
 
     Args:
-        folder: ``<data_dir>/exports`` (created when missing).
+        client: a boto3 S3 client (the photo store's).
+        bucket: the bucket.
+        prefix: the photo store's key prefix (``""`` or ending with ``/``).
+        work: a local folder for the files being written.
+    """
+
+    FOLDER = ".exports"
+
+    def __init__(self, client: Any, bucket: str, prefix: str, work: Path) -> None:
+        self.client, self.bucket, self.work = client, bucket, work
+        self.under = f"{prefix}{self.FOLDER}/"
+
+    def read_meta(self, job_id: str) -> str | None:
+        from serving.photos.s3 import store_errors
+
+        try:
+            with store_errors(self.under + f"{job_id}.json"):
+                answer = self.client.get_object(Bucket=self.bucket, Key=self.under + f"{job_id}.json")
+                return bytes(answer["Body"].read()).decode()
+        except FileNotFoundError:
+            return None
+
+    def write_meta(self, job_id: str, text: str) -> None:
+        from serving.photos.s3 import store_errors
+
+        key = self.under + f"{job_id}.json"
+        with store_errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode(), ContentType="application/json")
+
+    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
+        from serving.photos.s3 import store_errors
+
+        key, size = self.under + f"{job_id}.{kind}", part.stat().st_size
+        with store_errors(key):
+            self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": _MEDIA_TYPES[kind]})
+        part.unlink()
+        return size
+
+    def local_file(self, job_id: str, kind: Kind) -> None:
+        return None
+
+    def open(self, job_id: str, kind: Kind) -> tuple[BinaryIO, int]:
+        from serving.photos.s3 import store_errors
+
+        key = self.under + f"{job_id}.{kind}"
+        with store_errors(key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        return answer["Body"], int(answer["ContentLength"])
+
+    def job_ids(self) -> list[str]:
+        from serving.photos.s3 import store_errors
+
+        ids = []
+        with store_errors(self.under):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.under):
+                ids += [item["Key"][len(self.under):-len(".json")] for item in page.get("Contents", [])
+                        if item["Key"].endswith(".json")]
+        return ids
+
+    def delete(self, job_id: str, kind: Kind) -> None:
+        from serving.photos.s3 import store_errors
+
+        for name in (f"{job_id}.{kind}", f"{job_id}.json"):
+            with store_errors(self.under + name):
+                self.client.delete_object(Bucket=self.bucket, Key=self.under + name)
+
+
+_MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
+
+
+class ExportJobs:
+    """Export jobs of one service process, one running at a time, kept in ``files``.
+
+    Args:
+        files: where the jobs are kept (:class:`FolderJobFiles` on ``<data_dir>/exports``, or
+            :class:`BucketJobFiles` beside the photos in a shared bucket).
         keep: how long a finished job and its file are kept.
     """
 
-    def __init__(self, folder: Path, keep: timedelta) -> None:
-        self.folder = folder
+    def __init__(self, files: JobFiles, keep: timedelta) -> None:
+        self.files = files
         self.keep = keep
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipare-export")
         self._stopping = threading.Event()
-        self._meta_lock = threading.Lock()
 
     def start(self, kind: Kind, text: Callable[[Progress], Iterator[str]], *, query: str, created_by: str) -> ExportJob:
         """Start writing ``text(progress)`` to a file; returns the job, running.
 
         Raises:
-            OSError: the folder cannot be written.
+            OSError: the folder (or the bucket) cannot be written.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.files.work.mkdir(parents=True, exist_ok=True)
         self._remove_expired()
         now = utcnow()
         job = ExportJob(id=uuid.uuid4().hex, kind=kind, status="running", query=query, created_by=created_by,
@@ -119,20 +281,29 @@ class ExportJobs:
         return job
 
     def get(self, job_id: str) -> ExportJob | None:
-        """The job, or None when there is none of that id (or it expired)."""
+        """The job, or None when there is none of that id (or it expired).
+
+        Raises:
+            OSError: the bucket that keeps the jobs refused the read or could not be reached.
+        """
         if len(job_id) != _ID_LENGTH or any(c not in "0123456789abcdef" for c in job_id):
             return None
         try:
-            job = ExportJob.from_json(self._meta(job_id).read_text())
-        except (FileNotFoundError, ValueError, TypeError):
+            text = self.files.read_meta(job_id)
+            job = ExportJob.from_json(text) if text is not None else None
+        except (ValueError, TypeError):
             return None
-        if job.status == "running" and utcnow() - job.updated_at > STALE_AFTER:
+        if job is not None and job.status == "running" and utcnow() - job.updated_at > STALE_AFTER:
             return replace(job, status="failed", error="The export stopped (its process ended): start it again.")
         return job
 
-    def file(self, job: ExportJob) -> Path:
-        """Where a done job's file is."""
-        return self.folder / f"{job.id}.{job.kind}"
+    def local_file(self, job: ExportJob) -> Path | None:
+        """A done job's file on this host's disk, or None when it is kept in the bucket (:meth:`open` it)."""
+        return self.files.local_file(job.id, job.kind)
+
+    def open(self, job: ExportJob) -> tuple[BinaryIO, int]:
+        """A done job's file to read, and its size."""
+        return self.files.open(job.id, job.kind)
 
     def close(self) -> None:
         """Stop: a running job ends at its next block, as failed (to be started again)."""
@@ -140,7 +311,7 @@ class ExportJobs:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, job: ExportJob, text: Callable[[Progress], Iterator[str]]) -> None:
-        part = self.folder / f"{job.id}.{job.kind}.part"
+        part = self.files.work / f"{job.id}.{job.kind}.part"
         state = {"incidents": 0, "beat": time.monotonic()}
 
         def progress(incidents: int) -> None:
@@ -157,36 +328,30 @@ class ExportJobs:
                     out.write(piece)
                 out.flush()
                 os.fsync(out.fileno())
-            final = self.file(job)
-            part.replace(final)
+            size = self.files.publish(part, job.id, job.kind)
             now = utcnow()
-            self._save(replace(job, status="done", incidents=int(state["incidents"]), size_bytes=final.stat().st_size,
+            self._save(replace(job, status="done", incidents=int(state["incidents"]), size_bytes=size,
                                updated_at=now, finished_at=now))
             logger.info("export done", extra={"job": job.id, "incidents": state["incidents"]})
         except Exception as exc:  # the job says why; the service goes on
             part.unlink(missing_ok=True)
             detail = str(exc) if isinstance(exc, InterruptedError) else f"The export failed: {exc}"
             now = utcnow()
-            self._save(replace(job, status="failed", incidents=int(state["incidents"]), updated_at=now,
-                               finished_at=now, error=detail))
+            try:
+                self._save(replace(job, status="failed", incidents=int(state["incidents"]), updated_at=now,
+                                   finished_at=now, error=detail))
+            except OSError:  # the store is gone too: the job reads as stopped once its progress is stale
+                logger.exception("an export job's failure could not be recorded", extra={"job": job.id})
             logger.exception("export failed", extra={"job": job.id})
 
-    def _meta(self, job_id: str) -> Path:
-        return self.folder / f"{job_id}.json"
-
     def _save(self, job: ExportJob) -> None:
-        """Write the job's description atomically (a reader never sees half of it)."""
-        with self._meta_lock:
-            tmp = self.folder / f".{job.id}.json.tmp"
-            tmp.write_text(job.to_json())
-            tmp.replace(self._meta(job.id))
+        self.files.write_meta(job.id, job.to_json())
 
     def _remove_expired(self) -> None:
         """Delete the jobs finished longer than ``keep`` ago, and their files."""
         cutoff = utcnow() - self.keep
-        for meta in self.folder.glob("*.json"):
-            job = self.get(meta.stem)
+        for job_id in self.files.job_ids():
+            job = self.get(job_id)
             if job is None or job.status == "running" or (job.finished_at or job.updated_at) >= cutoff:
                 continue
-            self.file(job).unlink(missing_ok=True)
-            meta.unlink(missing_ok=True)
+            self.files.delete(job.id, job.kind)

@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from sqlalchemy import Engine
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from serving.auth import any_key_created
 from serving.config import ServiceSettings, check_exposure, is_loopback
 from serving.errors import ModelNotReadyError
-from serving.export_jobs import ExportJobs
+from serving.export_jobs import BucketJobFiles, ExportJobs, FolderJobFiles, JobFiles
 from serving.grouping import GroupingPolicy
 from serving.model_registry import ModelRejectedError, current_model, load_model, open_detector, promotion_path
 from serving.observability import Metrics
@@ -36,9 +36,12 @@ from vipare.errors import ModelError
 from vipare.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    from serving.addresses import ReverseGeocoder
+    from pathlib import Path
 
-__all__ = ["Service", "start_service"]
+    from serving.addresses import ReverseGeocoder
+    from serving.photos.s3 import S3PhotoStore
+
+__all__ = ["Service", "export_files", "start_service"]
 
 logger = logging.getLogger("serving.service")
 
@@ -86,7 +89,8 @@ class Service:
 
     def __post_init__(self) -> None:
         self.analysis_limiter = anyio.CapacityLimiter(self.settings.effective_analysis_slots)
-        self.exports = ExportJobs(self.settings.export_dir, timedelta(hours=self.settings.export_keep_hours))
+        self.exports = ExportJobs(export_files(self.photos, self.settings.export_dir),
+                                  timedelta(hours=self.settings.export_keep_hours))
 
     @property
     def policy(self) -> GroupingPolicy:
@@ -260,3 +264,12 @@ def _load_geocoder(settings: ServiceSettings) -> ReverseGeocoder | None:
     geocoder = ReverseGeocoder.load(settings.addresses_path, max_distance_m=settings.address_max_distance_m)
     logger.info("address index loaded", extra={"addresses": len(geocoder), "path": str(settings.addresses_path)})
     return geocoder
+
+
+def export_files(photos: PhotoBackend, folder: Path) -> JobFiles:
+    """Where export jobs are kept: beside the photos when they are in a bucket that several hosts share (a job
+    is then followed and downloaded through any host), else in ``folder`` (``<data_dir>/exports``)."""
+    if photos.shared:  # only a bucket is: serving.photos.s3.S3PhotoStore
+        bucket = cast("S3PhotoStore", photos)
+        return BucketJobFiles(bucket.client, bucket.bucket, bucket.prefix, folder)
+    return FolderJobFiles(folder)

@@ -41,7 +41,7 @@ from serving.photos.backend import Kind
 from serving.photos.metadata import clean_metadata
 from serving.photos.store import HELD, MEDIA_TYPES, ORIGINALS, OWNER_FILE
 
-__all__ = ["S3PhotoStore"]
+__all__ = ["S3PhotoStore", "store_errors"]
 
 POOL_CONNECTIONS = 32
 """HTTP connections each process keeps to the store: one per analysis slot and blurring thread at busy times
@@ -118,7 +118,7 @@ class S3PhotoStore:
         md5 = hashlib.md5(content, usedforsecurity=False)
         if self._holds(key, content, md5.hexdigest()):
             return False
-        with _errors(key):
+        with store_errors(key):
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=content, ContentType=MEDIA_TYPES.get(ext, "application/octet-stream"),
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
@@ -144,7 +144,7 @@ class S3PhotoStore:
     def delete(self, sha256: str, ext: str, kind: Kind = "photo") -> None:
         """Delete a copy; nothing when it is not there."""
         key = self.key(sha256, ext, kind)
-        with _errors(key):
+        with store_errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def sync_file(self, sha256: str, ext: str) -> Path | None:
@@ -180,7 +180,7 @@ class S3PhotoStore:
             FileNotFoundError: it is not there.
         """
         key = self.key(sha256, ext, kind)
-        with _errors(key):
+        with store_errors(key):
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
         return cast(BinaryIO, answer["Body"]), int(answer["ContentLength"])
 
@@ -220,7 +220,7 @@ class S3PhotoStore:
         """
         listed = self.prefix + under
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=listed)
-        with _errors(listed):
+        with store_errors(listed):
             for page in pages:
                 for item in page.get("Contents", []):
                     folder, _, name = item["Key"].removeprefix(self.prefix).rpartition("/")
@@ -237,7 +237,7 @@ class S3PhotoStore:
             return self._get(key).decode("ascii").strip()
         except FileNotFoundError:
             pass
-        with _errors(key):
+        with store_errors(key):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=f"{database_uid}\n".encode(), IfNoneMatch="*")
             except ClientError as exc:
@@ -278,7 +278,7 @@ class S3PhotoStore:
     def _delete_keys(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):
             chunk = keys[start : start + _DELETE_BATCH]
-            with _errors(self.prefix):
+            with store_errors(self.prefix):
                 answer = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True}
                 )
@@ -292,19 +292,19 @@ class S3PhotoStore:
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            with _errors(key):
+            with store_errors(key):
                 return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=key))
         except FileNotFoundError:
             return None
 
     def _get(self, key: str) -> bytes:
-        with _errors(key):
+        with store_errors(key):
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
             return cast(bytes, answer["Body"].read())
 
 
 @contextmanager
-def _errors(key: str) -> Iterator[None]:
+def store_errors(key: str) -> Iterator[None]:
     """Turns the store's errors into ``OSError`` (see the module doc), naming the object ``key``."""
     try:
         yield

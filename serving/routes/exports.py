@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from serving.auth import Permission, Principal
 from serving.bulk_exports import csv_text, geojson_text, photo_link
@@ -115,6 +116,8 @@ def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrinci
 
 JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="The job's id (32 hexadecimal digits).")]
 _MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
+_CHUNK = 1 << 20
+"""Bytes read from the bucket at a time when a job's file is streamed from it."""
 
 
 def _job_out(job: ExportJob) -> ExportJobOut:
@@ -185,16 +188,28 @@ def export_job(service: ServiceDep, job_id: JobId, _principal: ExportPrincipal) 
     tags=["exports"],
     summary="An export job's file",
 )
-def export_job_file(service: ServiceDep, job_id: JobId, _principal: ExportPrincipal) -> FileResponse:
-    """The file a done job wrote."""
+def export_job_file(service: ServiceDep, job_id: JobId, _principal: ExportPrincipal) -> Response:
+    """The file a done job wrote (from this host's disk, or streamed from the bucket that keeps it)."""
     job = _job(service, job_id)
     if job.status == "running":
         raise ExportNotReadyError(f"Export job {job_id} is still running ({job.incidents} incidents written): "
                                   "ask again in a moment.", headers={"Retry-After": "5"})
     if job.status == "failed":
         raise ExportNotReadyError(f"Export job {job_id} failed: {job.error}")
-    return FileResponse(service.exports.file(job), media_type=_MEDIA_TYPES[job.kind],
-                        filename=f"incidents-{job.created_at:%Y%m%d-%H%M%S}.{job.kind}")
+    name = f"incidents-{job.created_at:%Y%m%d-%H%M%S}.{job.kind}"
+    local = service.exports.local_file(job)
+    if local is not None:
+        return FileResponse(local, media_type=_MEDIA_TYPES[job.kind], filename=name)
+    stream, size = service.exports.open(job)
+
+    def chunks() -> Iterator[bytes]:
+        with stream:
+            while chunk := stream.read(_CHUNK):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type=_MEDIA_TYPES[job.kind], headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"',
+    })
 
 
 # --------------------------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ def test_finished_jobs_expire(server: Server, three: list[int]) -> None:
     job = _done(server, server.client.post("/v1/exports/jobs", params={"bbox": BOX}, headers=server.headers("manager")))
     stored = jobs.get(job["id"])
     assert stored is not None
+    file = jobs.local_file(stored)
+    assert file is not None and file.exists()
     jobs._save(replace(stored, finished_at=utcnow() - jobs.keep - timedelta(minutes=1)))
     _done(server, server.client.post("/v1/exports/jobs", params={"bbox": BOX}, headers=server.headers("manager")))
-    assert jobs.get(job["id"]) is None and not jobs.file(stored).exists()
+    assert jobs.get(job["id"]) is None and not file.exists()

@@ -8,6 +8,7 @@ folder each sharing one bucket and one database. Skipped without boto3 or moto's
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import itertools
@@ -476,7 +477,9 @@ def access_checked() -> Iterator[None]:
         yield
 
 
-def test_a_key_refused_writes_reads_but_its_writes_fail_as_refused_access(store: Any, endpoint: str, bucket: str) -> None:
+def test_a_key_refused_writes_reads_but_its_writes_fail_as_refused_access(
+    store: Any, endpoint: str, bucket: str
+) -> None:
     import boto3
 
     from serving.photos.s3 import S3PhotoStore
@@ -490,7 +493,8 @@ def test_a_key_refused_writes_reads_but_its_writes_fail_as_refused_access(store:
             with pytest.raises(OSError, match="AccessDenied") as raised:
                 write()
             assert raised.value.errno == errno.EACCES and not isinstance(raised.value, FileNotFoundError)
-        with pytest.raises(OSError, match="InvalidAccessKeyId|SignatureDoesNotMatch") as unknown:  # "testing": no such key
+        unknown_key = pytest.raises(OSError, match="InvalidAccessKeyId|SignatureDoesNotMatch")
+        with unknown_key as unknown:  # the store's own key, "testing", is no IAM user's
             store.read(sha(kept), "jpg")
         assert unknown.value.errno == errno.EACCES
     assert keys(endpoint, bucket) == [f"city/{sha(kept)[:2]}/{sha(kept)}.jpg"]  # nothing written, nothing deleted
@@ -520,3 +524,40 @@ def test_an_upload_while_the_store_refuses_the_services_key_is_answered_clearly_
         with server.service.sessions() as session:
             assert session.scalar(select(func.count()).select_from(Report)) == before
         assert keys(endpoint, bucket) == [photo_key(first)]
+
+
+def test_an_export_job_started_through_one_host_is_followed_and_downloaded_through_another(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    """Two hosts behind one address: each has its own data folder; the job lives beside the photos in the bucket."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    with (
+        s3_server(tmp_path / "a", detector, endpoint, bucket, database_url=database) as first,
+        s3_server(tmp_path / "b", detector, endpoint, bucket, database_url=database) as second,
+    ):
+        sent(first), sent(second)
+        started = first.client.post("/v1/exports/jobs", headers=first.headers("manager"))
+        assert started.status_code == 202, started.text
+        job = started.json()
+        deadline = time.monotonic() + 60
+        while job["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            job = second.client.get(job["status_url"], headers=second.headers("manager")).json()
+        assert job["status"] == "done" and job["incidents"] == 2, job
+        assert f"photos/.exports/{job['id']}.csv" in keys(endpoint, bucket)
+        assert not list((tmp_path / "a").rglob(f"{job['id']}.csv*"))  # nothing left on the first host's disk
+        file = second.client.get(job["file_url"], headers=second.headers("manager"))
+        assert file.status_code == 200, file.text
+        assert file.headers["content-type"].startswith("text/csv")
+        assert "attachment" in file.headers["content-disposition"]
+        assert len(file.content) == job["size_bytes"] == int(file.headers["content-length"])
+        streamed = first.client.get("/v1/exports/incidents.csv", headers=first.headers("manager"))
+        assert file.content == streamed.content and file.content.count(b"\r\n") == 3
+        jobs = second.service.exports  # expired: deleted from the bucket by the next job, whichever host starts it
+        stored = jobs.get(job["id"])
+        assert stored is not None
+        jobs._save(dataclasses.replace(stored, finished_at=utcnow() - jobs.keep - timedelta(minutes=1)))
+        assert second.client.post("/v1/exports/jobs", headers=second.headers("manager")).status_code == 202
+        assert jobs.get(job["id"]) is None
+        assert not [key for key in keys(endpoint, bucket) if job["id"] in key]
