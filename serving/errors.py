@@ -226,8 +226,8 @@ class StorageUnavailableError(ServiceError):
 
 
 class StorageUnreadableError(ServiceError):
-    """A read of the stored data was refused or failed (the photo store refuses the service's key or cannot be
-    reached, a disk's I/O error); nothing was changed."""
+    """A GET or HEAD whose access to the stored data was refused or failed (the photo store refuses the service's
+    key or cannot be reached, a disk's I/O error); nothing was changed."""
 
     status_code, code = 503, "storage_unreadable"
 
@@ -259,17 +259,18 @@ _FAILED = (
 
 
 _UNREADABLE = (
-    "The service cannot read its stored data now (its photo store refuses its key or cannot be reached, or a disk "
-    "failed); nothing was changed. Ask again later. The service's administrator must check the photo store's "
-    "bucket, endpoint and key (VIPARE_PHOTO_STORE) or the disk of vipare's data folder."
+    "The service cannot reach its stored data now: its photo store refuses its key or cannot be reached, or a disk "
+    "failed; nothing was changed. Ask again later. The service's administrator must check the photo store's bucket, "
+    "endpoint and key, with its rights to read and write (VIPARE_PHOTO_STORE), or the disk of vipare's data folder."
 )
 
 
 def storage_error(exc: BaseException, *, reading: bool = False) -> ServiceError | None:
-    """The answer for a write that failed on a full, read-only or failing store, or None when ``exc`` is something else.
+    """The answer for a request that failed on a full, read-only or failing store; None when ``exc`` is something else.
 
-    With ``reading`` (a request that changes nothing), a refused or failed access (``EACCES``, ``EPERM``,
-    ``EIO``) is answered :class:`StorageUnreadableError` instead: nothing was to be stored.
+    With ``reading`` (a GET or HEAD: nothing the client sent was to be stored, though the service may have been
+    storing something of its own, such as a photo's blurred copy), a refused or failed access (``EACCES``,
+    ``EPERM``, ``EIO``) is answered :class:`StorageUnreadableError` instead.
 
     Looks at ``exc``, its causes and contexts (a database driver's error wrapped by SQLAlchemy) and the
     members of an exception group: an ``OSError`` with ``ENOSPC``/``EDQUOT`` (full),

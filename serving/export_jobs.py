@@ -112,8 +112,11 @@ class JobFiles(Protocol):
         """Replace a job's description at once (a reader never sees half of it)."""
         ...
 
-    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
-        """Make the written ``part`` the job's file (``part`` is gone after); returns its size in bytes."""
+    def publish(self, part: Path, job_id: str, kind: Kind, beat: Callable[[], None]) -> int:
+        """Make the written ``part`` the job's file (``part`` is gone after); returns its size in bytes.
+
+        ``beat`` is called now and then while it takes time (an upload), to keep the job's progress fresh.
+        """
         ...
 
     def local_file(self, job_id: str, kind: Kind) -> Path | None:
@@ -152,7 +155,7 @@ class FolderJobFiles:
             tmp.write_text(text)
             tmp.replace(self.folder / f"{job_id}.json")
 
-    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
+    def publish(self, part: Path, job_id: str, kind: Kind, beat: Callable[[], None]) -> int:
         final = self.folder / f"{job_id}.{kind}"
         part.replace(final)
         return final.stat().st_size
@@ -209,12 +212,13 @@ class BucketJobFiles:
         with store_errors(key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode(), ContentType="application/json")
 
-    def publish(self, part: Path, job_id: str, kind: Kind) -> int:
+    def publish(self, part: Path, job_id: str, kind: Kind, beat: Callable[[], None]) -> int:
         from serving.photos.s3 import store_errors
 
         key, size = self.under + f"{job_id}.{kind}", part.stat().st_size
         with store_errors(key):
-            self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": _MEDIA_TYPES[kind]})
+            self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": _MEDIA_TYPES[kind]},
+                                    Callback=lambda _sent: beat())
         part.unlink()
         return size
 
@@ -314,13 +318,16 @@ class ExportJobs:
         part = self.files.work / f"{job.id}.{job.kind}.part"
         state = {"incidents": 0, "beat": time.monotonic()}
 
+        def beat() -> None:
+            if time.monotonic() - state["beat"] >= _BEAT_S:
+                state["beat"] = time.monotonic()
+                self._save(replace(job, incidents=int(state["incidents"]), updated_at=utcnow()))
+
         def progress(incidents: int) -> None:
             state["incidents"] += incidents
             if self._stopping.is_set():
                 raise InterruptedError("The service stopped during the export: start it again.")
-            if time.monotonic() - state["beat"] >= _BEAT_S:
-                state["beat"] = time.monotonic()
-                self._save(replace(job, incidents=int(state["incidents"]), updated_at=utcnow()))
+            beat()
 
         try:
             with part.open("w", encoding="utf-8", newline="") as out:
@@ -328,7 +335,7 @@ class ExportJobs:
                     out.write(piece)
                 out.flush()
                 os.fsync(out.fileno())
-            size = self.files.publish(part, job.id, job.kind)
+            size = self.files.publish(part, job.id, job.kind, beat)
             now = utcnow()
             self._save(replace(job, status="done", incidents=int(state["incidents"]), size_bytes=size,
                                updated_at=now, finished_at=now))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -309,12 +310,21 @@ def store_errors(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code in _NOT_FOUND or (status == "404" and code != "NoSuchBucket"):
-            raise FileNotFoundError(errno.ENOENT, "no such object in the photo store", key) from exc
-        number = errno.EACCES if code in _DENIED or status == "403" else errno.EIO
-        raise OSError(number, f"the photo store answered {code}: {error.get('Message') or code}", key) from exc
+        raise _answered(exc, key) from exc
+    except S3UploadFailedError as exc:  # upload_file's wrapping of the store's answer
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ClientError):
+            raise _answered(cause, key) from exc
+        raise OSError(errno.EIO, "the photo store did not take the upload", key) from exc
     except BotoCoreError as exc:
         raise OSError(errno.EIO, f"cannot reach the photo store: {exc}", key) from exc
+
+
+def _answered(exc: ClientError, key: str) -> OSError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    if code in _NOT_FOUND or (status == "404" and code != "NoSuchBucket"):
+        return FileNotFoundError(errno.ENOENT, "no such object in the photo store", key)
+    number = errno.EACCES if code in _DENIED or status == "403" else errno.EIO
+    return OSError(number, f"the photo store answered {code}: {error.get('Message') or code}", key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -19,6 +18,7 @@ from serving.models import utcnow
 from serving.queries import IncidentFilter, iter_incidents, last_comments, latest_reports
 from serving.routes.deps import IdPath, ServiceDep, require, require_open311
 from serving.routes.incidents import FilterDep
+from serving.routes.photo_response import streamed
 from serving.schemas import MAX_ID, ExportJobOut, Timestamp
 from serving.service import Service
 
@@ -116,8 +116,6 @@ def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrinci
 
 JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="The job's id (32 hexadecimal digits).")]
 _MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
-_CHUNK = 1 << 20
-"""Bytes read from the bucket at a time when a job's file is streamed from it."""
 
 
 def _job_out(job: ExportJob) -> ExportJobOut:
@@ -133,9 +131,13 @@ def _job_out(job: ExportJob) -> ExportJobOut:
 def _job(service: Service, job_id: str) -> ExportJob:
     job = service.exports.get(job_id)
     if job is None:
-        raise NotFoundError(f"There is no export job {job_id} (finished jobs are kept "
-                            f"{service.settings.export_keep_hours} hours).")
+        raise _gone(job_id, service)
     return job
+
+
+def _gone(job_id: str, service: Service) -> NotFoundError:
+    return NotFoundError(f"There is no export job {job_id} (finished jobs are kept "
+                         f"{service.settings.export_keep_hours} hours).")
 
 
 @router.post(
@@ -200,16 +202,12 @@ def export_job_file(service: ServiceDep, job_id: JobId, _principal: ExportPrinci
     local = service.exports.local_file(job)
     if local is not None:
         return FileResponse(local, media_type=_MEDIA_TYPES[job.kind], filename=name)
-    stream, size = service.exports.open(job)
-
-    def chunks() -> Iterator[bytes]:
-        with stream:
-            while chunk := stream.read(_CHUNK):
-                yield chunk
-
-    return StreamingResponse(chunks(), media_type=_MEDIA_TYPES[job.kind], headers={
-        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{name}"',
-    })
+    try:
+        stream, size = service.exports.open(job)
+    except FileNotFoundError:  # expired and deleted by another host since the job was read
+        raise _gone(job_id, service) from None
+    return streamed(stream, size, media_type=_MEDIA_TYPES[job.kind],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from serving.photos.backend import Kind, PhotoBackend
 from serving.photos.store import MEDIA_TYPES
 
-__all__ = ["CHUNK_BYTES", "photo_response"]
+__all__ = ["CHUNK_BYTES", "photo_response", "streamed"]
 
 CHUNK_BYTES = 256 * 1024
 """How much of an object is read from the store per piece sent: a phone photo in a dozen reads, little memory."""
@@ -33,6 +33,14 @@ def photo_response(
     if path is not None:
         return FileResponse(path, media_type=media_type, headers=dict(headers or {}))
     stream, size = photos.open(sha256, ext, kind)
+    return streamed(stream, size, media_type=media_type, headers=headers)
+
+
+def streamed(
+    stream: BinaryIO, size: int, *, media_type: str, headers: Mapping[str, str] | None = None
+) -> StreamingResponse:
+    """``stream`` (``size`` bytes, e.g. an object's body) sent in pieces of :data:`CHUNK_BYTES`, closed once sent
+    or when the client goes away."""
     return StreamingResponse(
         _chunks(stream), media_type=media_type, headers={**(headers or {}), "Content-Length": str(size)}
     )

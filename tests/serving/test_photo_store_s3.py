@@ -554,6 +554,8 @@ def test_an_export_job_started_through_one_host_is_followed_and_downloaded_throu
         assert len(file.content) == job["size_bytes"] == int(file.headers["content-length"])
         streamed = first.client.get("/v1/exports/incidents.csv", headers=first.headers("manager"))
         assert file.content == streamed.content and file.content.count(b"\r\n") == 3
+        assert first.service.photos.remove_orphans(lambda shas: set()) == 2  # the sweep takes photos, not exports
+        assert f"photos/.exports/{job['id']}.csv" in keys(endpoint, bucket)
         jobs = second.service.exports  # expired: deleted from the bucket by the next job, whichever host starts it
         stored = jobs.get(job["id"])
         assert stored is not None
@@ -561,3 +563,57 @@ def test_an_export_job_started_through_one_host_is_followed_and_downloaded_throu
         assert second.client.post("/v1/exports/jobs", headers=second.headers("manager")).status_code == 202
         assert jobs.get(job["id"]) is None
         assert not [key for key in keys(endpoint, bucket) if job["id"] in key]
+
+
+def test_an_export_job_the_bucket_refuses_to_keep_fails_with_why_and_leaves_nothing_behind(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
+        sent(server)
+        jobs = server.service.exports
+        files = jobs.files
+        publish = files.publish
+
+        def refused(*args: Any) -> int:  # the bucket's policy changed while the file was written
+            with access_checked():
+                return publish(*args)
+
+        monkeypatch.setattr(files, "publish", refused)
+        started = server.client.post("/v1/exports/jobs", headers=server.headers("manager"))
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := jobs.get(job_id)) is not None and job.status == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        answer = server.client.get(f"/v1/exports/jobs/{job_id}", headers=server.headers("manager")).json()
+        assert answer["status"] == "failed" and "photo store answered InvalidAccessKeyId" in answer["error"], answer
+        assert ".part" not in answer["error"] and answer["file_url"] is None
+        assert not list((tmp_path / "data").rglob("*.part"))
+        assert [key for key in keys(endpoint, bucket) if ".exports/" in key] == [f"photos/.exports/{job_id}.json"]
+        with access_checked():  # the service's key refused: following the job says so, as any read
+            reader = TestClient(server.app, raise_server_exceptions=False)
+            followed = reader.get(f"/v1/exports/jobs/{job_id}", headers=server.headers("manager"))
+        assert followed.status_code == 503 and followed.json()["code"] == "storage_unreadable", followed.text
+
+
+def test_a_job_file_sent_to_the_bucket_keeps_its_job_alive_while_it_goes_up(
+    store: Any, endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    from serving.export_jobs import BucketJobFiles
+
+    files = BucketJobFiles(store.client, bucket, store.prefix, tmp_path)
+    part = tmp_path / "job.csv.part"
+    content = b"id,lat,lon\r\n" * 800_000  # 9.6 MB: sent in parts
+    part.write_bytes(content)
+    beats: list[float] = []
+    assert files.publish(part, "c" * 32, "csv", lambda: beats.append(time.monotonic())) == len(content)
+    assert beats and not part.exists()
+    stream, size = files.open("c" * 32, "csv")
+    with stream:
+        assert size == len(content) and stream.read() == content
+    files.write_meta("c" * 32, "{}")
+    assert files.job_ids() == ["c" * 32] and files.read_meta("c" * 32) == "{}"
+    files.delete("c" * 32, "csv")
+    assert files.job_ids() == [] and files.read_meta("c" * 32) is None
+    assert keys(endpoint, bucket) == []
