@@ -470,11 +470,23 @@ def read_only_keys(endpoint: str) -> dict[str, str]:
 
 @contextmanager
 def access_checked() -> Iterator[None]:
-    """Moto's server (a thread of this process) checks each request's key and policy while inside."""
-    from moto.core.authorization import enable_iam_authentication
+    """Moto's server (a thread of this process) checks each request's key and policy while inside.
 
-    with enable_iam_authentication():
+    Moto checks them once it has served ``settings.INITIAL_NO_AUTH_ACTION_COUNT`` requests (infinite by default).
+    """
+    from moto import settings
+
+    try:
+        from moto.core.authorization import ActionAuthenticatorMixin
+    except ImportError:  # moto before 5.1 kept it with the responses
+        from moto.core.responses import ActionAuthenticatorMixin  # type: ignore[no-redef,attr-defined]
+
+    before = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = 0, 0
+    try:
         yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = before
 
 
 def test_a_key_refused_writes_reads_but_its_writes_fail_as_refused_access(
