@@ -478,7 +478,7 @@ def access_checked() -> Iterator[None]:
 
     try:
         from moto.core.authorization import ActionAuthenticatorMixin
-    except ImportError:  # moto before 5.1 kept it with the responses
+    except ImportError:  # older moto releases kept it beside the responses
         from moto.core.responses import ActionAuthenticatorMixin  # type: ignore[no-redef,attr-defined]
 
     before = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
