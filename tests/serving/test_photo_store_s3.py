@@ -518,6 +518,8 @@ def test_an_upload_while_the_store_refuses_the_services_key_is_answered_clearly_
     """The service's key revoked or its policy changed: the agent is told to try later, no report, no object."""
     with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
         first = sent(server)
+        stored = server.client.get(f"/v1/reports/{first['id']}/image", headers=server.headers("manager"))
+        assert stored.status_code == 200, stored.text  # blurred and stored: nothing of the service's goes on
         with server.service.sessions() as session:
             before = session.scalar(select(func.count()).select_from(Report))
         with access_checked():
@@ -581,19 +583,26 @@ def test_an_export_job_the_bucket_refuses_to_keep_fails_with_why_and_leaves_noth
     tmp_path: Path, detector: Detector, endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with s3_server(tmp_path / "data", detector, endpoint, bucket) as server:
-        sent(server)
+        report = sent(server)  # its photo read back: blurred and stored, nothing else of the service's goes on
+        image = server.client.get(f"/v1/reports/{report['id']}/image", headers=server.headers("manager"))
+        assert image.status_code == 200, image.text
         jobs = server.service.exports
         files = jobs.files
         publish = files.publish
+        published = threading.Event()
 
         def refused(*args: Any) -> int:  # the bucket's policy changed while the file was written
-            with access_checked():
-                return publish(*args)
+            try:
+                with access_checked():  # every request to the store refused meanwhile: the test's too
+                    return publish(*args)
+            finally:
+                published.set()
 
         monkeypatch.setattr(files, "publish", refused)
         started = server.client.post("/v1/exports/jobs", headers=server.headers("manager"))
         assert started.status_code == 202, started.text
         job_id = started.json()["id"]
+        assert published.wait(60)
         deadline = time.monotonic() + 60
         while (job := jobs.get(job_id)) is not None and job.status == "running":
             assert time.monotonic() < deadline
