@@ -408,14 +408,21 @@ def test_the_start_up_sweep_deletes_old_orphans_of_the_bucket_and_spares_recent_
         assert keys(endpoint, bucket) == [photo_key(report)]
 
 
-def test_two_services_with_their_own_data_folders_share_one_bucket(
-    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
-) -> None:
+@contextmanager
+def two_hosts(tmp_path: Path, detector: Detector, endpoint: str, bucket: str) -> Iterator[tuple[Server, Server]]:
+    """Two services with a data folder each (two hosts), one database and one bucket."""
     database = f"sqlite:///{tmp_path / 'shared.db'}"
     with (
         s3_server(tmp_path / "a", detector, endpoint, bucket, database_url=database) as first,
         s3_server(tmp_path / "b", detector, endpoint, bucket, database_url=database) as second,
     ):
+        yield first, second
+
+
+def test_two_services_with_their_own_data_folders_share_one_bucket(
+    tmp_path: Path, detector: Detector, endpoint: str, bucket: str
+) -> None:
+    with two_hosts(tmp_path, detector, endpoint, bucket) as (first, second):
         one, other = sent(first), sent(second)
         for report in (one, other):
             for server in (first, second):
@@ -544,11 +551,7 @@ def test_an_export_job_started_through_one_host_is_followed_and_downloaded_throu
     tmp_path: Path, detector: Detector, endpoint: str, bucket: str
 ) -> None:
     """Two hosts behind one address: each has its own data folder; the job lives beside the photos in the bucket."""
-    database = f"sqlite:///{tmp_path / 'shared.db'}"
-    with (
-        s3_server(tmp_path / "a", detector, endpoint, bucket, database_url=database) as first,
-        s3_server(tmp_path / "b", detector, endpoint, bucket, database_url=database) as second,
-    ):
+    with two_hosts(tmp_path, detector, endpoint, bucket) as (first, second):
         sent(first), sent(second)
         started = first.client.post("/v1/exports/jobs", headers=first.headers("manager"))
         assert started.status_code == 202, started.text
