@@ -31,8 +31,8 @@ from serving.errors import ServiceError
 from serving.models import utcnow
 
 __all__ = [
-    "STALE_AFTER", "BucketJobFiles", "ExportJob", "ExportJobs", "ExportNotReadyError", "FolderJobFiles", "JobFiles",
-    "Kind", "Progress",
+    "MEDIA_TYPES", "STALE_AFTER", "BucketJobFiles", "ExportJob", "ExportJobs", "ExportNotReadyError", "FolderJobFiles",
+    "JobFiles", "Kind", "Progress",
 ]
 
 logger = logging.getLogger("serving.export_jobs")
@@ -217,7 +217,7 @@ class BucketJobFiles:
 
         key, size = self.under + f"{job_id}.{kind}", part.stat().st_size
         with store_errors(key):
-            self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": _MEDIA_TYPES[kind]},
+            self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": MEDIA_TYPES[kind]},
                                     Callback=lambda _sent: beat())
         part.unlink()
         return size
@@ -251,7 +251,8 @@ class BucketJobFiles:
                 self.client.delete_object(Bucket=self.bucket, Key=self.under + name)
 
 
-_MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
+MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
+"""The media type of each kind of job file, as served and as stored in a bucket."""
 
 
 class ExportJobs:

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from serving.auth import Permission, Principal
 from serving.bulk_exports import csv_text, geojson_text, photo_link
 from serving.errors import ErrorBody, NotFoundError
-from serving.export_jobs import ExportJob, ExportNotReadyError
+from serving.export_jobs import MEDIA_TYPES, ExportJob, ExportNotReadyError
 from serving.exports import FRENCH_EXCEL, OPEN311_SERVICES, SCRIPT_CSV, CsvFormat, incident_addresses, open311_request
 from serving.incidents import OPEN_STATUSES, Status
 from serving.models import utcnow
@@ -115,7 +115,6 @@ def export_geojson(service: ServiceDep, flt: FilterDep, _principal: ExportPrinci
 
 
 JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="The job's id (32 hexadecimal digits).")]
-_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
 
 
 def _job_out(job: ExportJob) -> ExportJobOut:
@@ -201,12 +200,12 @@ def export_job_file(service: ServiceDep, job_id: JobId, _principal: ExportPrinci
     name = f"incidents-{job.created_at:%Y%m%d-%H%M%S}.{job.kind}"
     local = service.exports.local_file(job)
     if local is not None:
-        return FileResponse(local, media_type=_MEDIA_TYPES[job.kind], filename=name)
+        return FileResponse(local, media_type=MEDIA_TYPES[job.kind], filename=name)
     try:
         stream, size = service.exports.open(job)
     except FileNotFoundError:  # expired and deleted by another host since the job was read
         raise _gone(job_id, service) from None
-    return streamed(stream, size, media_type=_MEDIA_TYPES[job.kind],
+    return streamed(stream, size, media_type=MEDIA_TYPES[job.kind],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
