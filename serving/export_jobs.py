@@ -192,31 +192,28 @@ class BucketJobFiles:
     FOLDER = ".exports"
 
     def __init__(self, client: Any, bucket: str, prefix: str, work: Path) -> None:
+        from serving.photos.s3 import store_errors  # boto3: only where a bucket is named
+
         self.client, self.bucket, self.work = client, bucket, work
         self.under = f"{prefix}{self.FOLDER}/"
+        self._errors = store_errors
 
     def read_meta(self, job_id: str) -> str | None:
-        from serving.photos.s3 import store_errors
-
         try:
-            with store_errors(self.under + f"{job_id}.json"):
+            with self._errors(self.under + f"{job_id}.json"):
                 answer = self.client.get_object(Bucket=self.bucket, Key=self.under + f"{job_id}.json")
                 return bytes(answer["Body"].read()).decode()
         except FileNotFoundError:
             return None
 
     def write_meta(self, job_id: str, text: str) -> None:
-        from serving.photos.s3 import store_errors
-
         key = self.under + f"{job_id}.json"
-        with store_errors(key):
+        with self._errors(key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=text.encode(), ContentType="application/json")
 
     def publish(self, part: Path, job_id: str, kind: Kind, beat: Callable[[], None]) -> int:
-        from serving.photos.s3 import store_errors
-
         key, size = self.under + f"{job_id}.{kind}", part.stat().st_size
-        with store_errors(key):
+        with self._errors(key):
             self.client.upload_file(str(part), self.bucket, key, ExtraArgs={"ContentType": MEDIA_TYPES[kind]},
                                     Callback=lambda _sent: beat())
         part.unlink()
@@ -226,28 +223,22 @@ class BucketJobFiles:
         return None
 
     def open(self, job_id: str, kind: Kind) -> tuple[BinaryIO, int]:
-        from serving.photos.s3 import store_errors
-
         key = self.under + f"{job_id}.{kind}"
-        with store_errors(key):
+        with self._errors(key):
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
         return answer["Body"], int(answer["ContentLength"])
 
     def job_ids(self) -> list[str]:
-        from serving.photos.s3 import store_errors
-
         ids = []
-        with store_errors(self.under):
+        with self._errors(self.under):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.under):
                 ids += [item["Key"][len(self.under):-len(".json")] for item in page.get("Contents", [])
                         if item["Key"].endswith(".json")]
         return ids
 
     def delete(self, job_id: str, kind: Kind) -> None:
-        from serving.photos.s3 import store_errors
-
         for name in (f"{job_id}.{kind}", f"{job_id}.json"):
-            with store_errors(self.under + name):
+            with self._errors(self.under + name):
                 self.client.delete_object(Bucket=self.bucket, Key=self.under + name)
 
 
