@@ -33,6 +33,7 @@ import click
 import numpy as np
 import yaml
 
+from training.average import AVERAGE_KEY
 from training.validate import split_images, ultralytics_val
 from vipare.taxonomy import TAXONOMY_VERSION
 
@@ -264,6 +265,7 @@ def export_model(
         "bytes": out.stat().st_size,
         "exported": dt.datetime.now(dt.UTC).isoformat(),
         "source_checkpoint": str(weights),
+        "averaged_from": _averaged_from(weights),
         "base_model": base_model(facts["run"].get("config") or {}),
         "datasets": dataset_credits(facts["dataset"]),
         "dataset": facts["dataset"],
@@ -287,6 +289,13 @@ def export_model(
     card_path = out.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     return ExportResult(out, card_path, score_diff, box_diff)
+
+
+def _averaged_from(weights: Path) -> list[dict[str, Any]] | None:
+    """The checkpoints ``weights`` is the average of (:mod:`training.average`), or None for a run's own."""
+    import torch
+
+    return torch.load(weights, map_location="cpu", weights_only=False).get(AVERAGE_KEY)
 
 
 @click.command()

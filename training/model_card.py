@@ -179,6 +179,14 @@ def _int8_section(card: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _averaged_lines(card: dict[str, Any]) -> list[str]:
+    averaged = card.get("averaged_from")
+    if not averaged:
+        return []
+    parts = [f"{a['weight']:g} x `{a['path']}` (sha256 `{a['sha256'][:12]}`)" for a in averaged]
+    return [f"- weights: the element-wise average of {' and '.join(parts)} (`training.average`)"]
+
+
 def render(card: dict[str, Any]) -> str:
     """The Markdown model card for a JSON twin (with ``evaluations``, ``cost`` and ``comparisons`` when measured)."""
     config = card.get("train_config") or {}
@@ -212,6 +220,7 @@ def render(card: dict[str, Any]) -> str:
         "",
         f"- {card.get('epochs_done')} epochs at {card['imgsz']} px, batch {config.get('batch')}, seed "
         f"{config.get('seed')}, {hours:.2f} h on {card.get('device') or 'cpu'}",
+        *_averaged_lines(card),
         f"- dataset hash `{card.get('data_hash')}`",
         f"- software: {', '.join(f'{k} {v}' for k, v in (card.get('software') or {}).items())}",
         "",

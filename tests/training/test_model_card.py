@@ -181,3 +181,12 @@ def test_card_has_the_thresholds_tiles_ablation_and_energy() -> None:
     assert "| runs/data/swcn/data.yaml (val) | on | 1.000 | 0.890 | 0.811 | 0.929 of 14 | 52.0 |" in text
     assert "| photo | photo_noise 0.2 | 3.2 | 0.800 | 0.700 | 0.930 | 0.900 | 0.850 | 0.960 | 0.800 |" in text
     assert "| 12 MP phone upload | 1,000 photos | 323 | 0.90 |" in text and "10 W per busy core" in text
+
+
+def test_card_names_the_checkpoints_an_averaged_model_comes_from() -> None:
+    averaged = [{"path": "runs/train/b/weights/last.pt", "sha256": "d426b271f4c0" + "0" * 52, "weight": 0.5},
+                {"path": "weights/vipare-yolo11n.pt", "sha256": "348b8fa526da" + "0" * 52, "weight": 0.5}]
+    text = render({**CARD, "averaged_from": averaged})
+    assert ("- weights: the element-wise average of 0.5 x `runs/train/b/weights/last.pt` (sha256 `d426b271f4c0`) "
+            "and 0.5 x `weights/vipare-yolo11n.pt` (sha256 `348b8fa526da`) (`training.average`)") in text
+    assert "element-wise average" not in render(CARD)
