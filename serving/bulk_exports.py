@@ -109,7 +109,7 @@ def csv_row_statement(flt: IncidentFilter, fmt: CsvFormat, photos_at: str, *, ad
     end), then ``lat`` and ``lon`` as numbers, for the address lookup.
     """
     matching = _matching(flt, photos_at)
-    cells = _csv_cells(matching, fmt)
+    cells = _csv_cells(matching, fmt, links_plain=csv_quoted(photos_at, fmt.separator) == photos_at)
     sep, end = fmt.separator, literal(CSV_LINE_END)
     if addresses:
         before, after = csv_row(cells[:_ADDRESS], sep), csv_row(cells[_ADDRESS + _ADDRESS_CELLS :], sep) + end
@@ -149,9 +149,10 @@ def _matching(flt: IncidentFilter, photos_at: str) -> CTE:
     return select(*columns).where(*flt.conditions()).cte("matching").prefix_with("MATERIALIZED")
 
 
-def _csv_cells(matching: CTE, fmt: CsvFormat) -> list[CsvCell]:
+def _csv_cells(matching: CTE, fmt: CsvFormat, *, links_plain: bool) -> list[CsvCell]:
     """The CSV's cells from :func:`_matching`, each with whether it may need quoting (a
-    :data:`~serving.sql_text.CsvCell`)."""
+    :data:`~serving.sql_text.CsvCell`): not the sizes (S, M or L), nor the photo links when
+    ``links_plain`` (their start, the service's address, holds nothing to quote; the rest is digits)."""
     m = matching.c
     comma = fmt.decimal_comma
     decimal_quoted = comma and fmt.separator == ","  # 49,1193 between commas
@@ -170,9 +171,9 @@ def _csv_cells(matching: CTE, fmt: CsvFormat) -> list[CsvCell]:
         (m.recurrence_count, False),
         (m.recurrence_of_id, False),
         (decimal_text(m.max_score, SCORE_DECIMALS, comma=comma), decimal_quoted),
-        (m.photo_url, True),
+        (m.photo_url, not links_plain),
         (m.note, True),
-        (m.size, True),
+        (m.size, False),
         (m.size_source, False),
         (iso_text(m.scheduled_for), False),
         (m.crew, True),

@@ -217,8 +217,9 @@ class _Lines(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def test_csv_photo_links_under_the_public_url(tmp_path: Path, detector: Detector) -> None:
-    public = "https://vipare.example.org/city"
+@pytest.mark.parametrize("public", ["https://vipare.example.org/city", "https://vipare.example.org/a;b,c"])
+def test_csv_photo_links_under_the_public_url(tmp_path: Path, detector: Detector, public: str) -> None:
+    """A link is quoted when the public URL holds the separator (the rest of a link never does)."""
     with server_at(tmp_path, detector, public_url=public + "/") as s:
         s.upload(deposit_photo(11, lat=LYON[0], lon=LYON[1]))
         _, _, rows = _french_csv(s, excel="fr")
