@@ -15,7 +15,7 @@ The default 10 W per busy core is about a server CPU's rated power divided by it
 20-core part); give your own with ``--watts-per-core``. Idle power, memory, disks, network and
 cooling are not counted. ``--record`` writes the figures into the model's JSON twin for the card.
 
-    python -m benchmarks.bench_energy --photos 10 --frames 100 --train-run runs/train/base-480 \\
+    python -m benchmarks.bench_energy --photos 10 --frames 100 --train-run runs/train/base-480b \\
         --record weights/vipare-yolo11n.json
 """
 
