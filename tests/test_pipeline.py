@@ -11,6 +11,7 @@ from tests.imagegen import make_photo
 from tests.onnxgen import make_detector_onnx
 from vipare import Detection, ImageResult, Pipeline, Settings, decide_verdict
 from vipare.geotag import CameraPosition, ClientPosition
+from vipare.pipeline import counted_deposits
 
 
 def _det(label: str, score: float, deposit: bool) -> Detection:
@@ -129,6 +130,13 @@ def test_per_class_thresholds(detections: list[Detection], dumping: bool, score:
 
 def test_a_class_without_a_threshold_never_counts() -> None:
     assert not decide_verdict([_labelled("overflowing_bin", 0.99)], {"dumped_waste": 0.3}).dumping
+
+
+def test_only_deposits_at_their_class_s_threshold_count() -> None:
+    found = [_det("dumped_waste", 0.29, True), _det("dumped_waste", 0.3, True), _det("overflowing_bin", 0.69, True),
+             _det("overflowing_bin", 0.7, True), _det("bin", 0.99, False), _det("litter", 0.99, True)]
+    counted = counted_deposits(found, {"dumped_waste": 0.3, "overflowing_bin": 0.7})
+    assert [(d.label, d.score) for d in counted] == [("dumped_waste", 0.3), ("overflowing_bin", 0.7)]
 
 
 def _calibrated_model(path, thresholds: str | None, raw: np.ndarray) -> None:

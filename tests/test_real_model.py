@@ -71,3 +71,33 @@ def test_boxes_match_ultralytics_on_the_same_onnx(pipeline: Pipeline) -> None:
             assert abs(their_scores[j] - d.score) <= 0.01, f"{photo.name}: score {d.score} vs {their_scores[j]}"
             compared += 1
     assert compared >= 20  # the comparison covered real detections, not empty lists
+
+
+
+FACE_PHOTO = ROOT.parent / "shared" / "datasets" / "street-waste-cn" / "images" / "train" / "000094_jpg.jpg"
+FACE = (338, 113, 432, 199)  # tests/data/privacy_boxes.json: a face checked by eye, on a person's head
+
+
+@pytest.mark.skipif(not FACE_PHOTO.exists(), reason="../shared datasets not present")
+def test_only_deposits_that_count_towards_the_verdict_are_spared_by_the_blur() -> None:
+    """A find too weak for the verdict (below its class's threshold) over a face leaves the face and the
+    head around it blurred; one that counts is left visible, the head cut around it."""
+    from vipare.results import Detection
+
+    blurring = Pipeline(settings=Settings(model_path=DEFAULT_MODEL_PATH, blur_photos=True))
+    image = blurring.decode(FACE_PHOTO)
+    bar = blurring.verdict_thresholds["overflowing_bin"]
+    x1, y1, x2, y2 = FACE
+
+    def face_blurred_whole(score: float) -> bool:
+        deposit = Detection(label="overflowing_bin", class_id=1, score=score, box=(x1 - 10, y1 - 10, x2 + 10, y2 + 10),
+                            area_fraction=0.05, deposit=True)
+        covered = np.zeros((image.info.size.height, image.info.size.width), bool)
+        for region in blurring.private_regions(image, [deposit]):
+            a, b, c, d = (round(v) for v in region.box)
+            covered[b:d, a:c] = True
+        return bool(covered[y1:y2, x1:x2].all())
+
+    assert face_blurred_whole(0.0)
+    assert face_blurred_whole(bar - 0.01)
+    assert not face_blurred_whole(bar)

@@ -14,7 +14,7 @@ from vipare.settings import DEFAULT_VERDICT_THRESHOLD, Settings
 from vipare.taxonomy import is_deposit
 from vipare.tiles import TILE_MARGIN, detect_in_tiles, holds_tiles
 
-__all__ = ["Pipeline", "decide_verdict", "tile_thresholds", "verdict_thresholds"]
+__all__ = ["Pipeline", "counted_deposits", "decide_verdict", "tile_thresholds", "verdict_thresholds"]
 
 
 def decide_verdict(detections: Iterable[Detection], threshold: float | Mapping[str, float]) -> Verdict:
@@ -45,6 +45,12 @@ def decide_verdict(detections: Iterable[Detection], threshold: float | Mapping[s
         return Verdict(dumping=False, score=0.0, threshold=min(values))
     score, bar_of_best = max(scored, key=lambda st: (st[0] - st[1], st[0]))
     return Verdict(dumping=score >= bar_of_best and score > 0.0, score=score, threshold=bar_of_best)
+
+
+def counted_deposits(detections: Iterable[Detection], thresholds: Mapping[str, float]) -> list[Detection]:
+    """The deposits that count towards the verdict: each scoring at least its class's threshold (a deposit
+    class missing from ``thresholds`` never counts, as in :func:`decide_verdict`)."""
+    return [d for d in detections if d.deposit and (t := thresholds.get(d.label)) is not None and d.score >= t]
 
 
 def verdict_thresholds(detector: Detector, settings: Settings) -> dict[str, float]:
@@ -171,7 +177,8 @@ class Pipeline:
         Args:
             image: the photo as :meth:`decode` returned it (its reduced copy is enough).
             detections: what :meth:`analyze` found in it; heads and plate bands are cut around its
-                deposits, so the blur never hides what the report is about.
+                deposits that count towards the verdict (:func:`counted_deposits`), so the blur never
+                hides what the report is about. A weaker find spares nothing: a face on it is blurred.
 
         Returns:
             Regions in pixels of the upright original; none when blurring is off.
@@ -179,4 +186,4 @@ class Pipeline:
         if self.privacy is None:
             return []
         regions = self.privacy.find(image.array, original_size=image.info.size)
-        return spare(regions, [d.box for d in detections if d.deposit])
+        return spare(regions, [d.box for d in counted_deposits(detections, self.verdict_thresholds)])
