@@ -89,11 +89,11 @@ def test_only_deposits_that_count_towards_the_verdict_are_spared_by_the_blur() -
     bar = blurring.verdict_thresholds["overflowing_bin"]
     x1, y1, x2, y2 = FACE
 
-    def face_blurred_whole(score: float) -> bool:
+    def face_blurred_whole(score: float, *, every_deposit: bool = False) -> bool:
         deposit = Detection(label="overflowing_bin", class_id=1, score=score, box=(x1 - 10, y1 - 10, x2 + 10, y2 + 10),
                             area_fraction=0.05, deposit=True)
         covered = np.zeros((image.info.size.height, image.info.size.width), bool)
-        for region in blurring.private_regions(image, [deposit]):
+        for region in blurring.private_regions(image, [deposit], every_deposit=every_deposit):
             a, b, c, d = (round(v) for v in region.box)
             covered[b:d, a:c] = True
         return bool(covered[y1:y2, x1:x2].all())
@@ -101,3 +101,4 @@ def test_only_deposits_that_count_towards_the_verdict_are_spared_by_the_blur() -
     assert face_blurred_whole(0.0)
     assert face_blurred_whole(bar - 0.01)
     assert not face_blurred_whole(bar)
+    assert not face_blurred_whole(bar - 0.01, every_deposit=True)  # an agent said there is a deposit

@@ -171,7 +171,9 @@ class Pipeline:
         setting is on and the decode holds at least the model's input size on its long side."""
         return self.settings.tiles_when_empty and holds_tiles(image.size, self.detector)
 
-    def private_regions(self, image: DecodedImage, detections: Iterable[Detection] = ()) -> list[Region]:
+    def private_regions(
+        self, image: DecodedImage, detections: Iterable[Detection] = (), *, every_deposit: bool = False
+    ) -> list[Region]:
         """Faces, heads and plate bands to blur before the photo is stored (:mod:`vipare.privacy`).
 
         Args:
@@ -179,6 +181,8 @@ class Pipeline:
             detections: what :meth:`analyze` found in it; heads and plate bands are cut around its
                 deposits that count towards the verdict (:func:`counted_deposits`), so the blur never
                 hides what the report is about. A weaker find spares nothing: a face on it is blurred.
+            every_deposit: spare every deposit find, however weak (a person said there is a deposit:
+                the photo is about it even though the model doubts it).
 
         Returns:
             Regions in pixels of the upright original; none when blurring is off.
@@ -186,4 +190,6 @@ class Pipeline:
         if self.privacy is None:
             return []
         regions = self.privacy.find(image.array, original_size=image.info.size)
-        return spare(regions, [d.box for d in counted_deposits(detections, self.verdict_thresholds)])
+        spared = [d for d in detections if d.deposit] if every_deposit else counted_deposits(
+            detections, self.verdict_thresholds)
+        return spare(regions, [d.box for d in spared])

@@ -164,7 +164,8 @@ def spare(regions: Sequence[Region], deposits: Sequence[Box], *, face_share: flo
 
     Args:
         regions: as :meth:`PrivacyDetector.find` gives them.
-        deposits: boxes of the deposits the analysis found, pixels of the same image.
+        deposits: boxes of the deposits to leave visible, pixels of the same image (the pipeline
+            gives those that count towards the verdict: :meth:`vipare.pipeline.Pipeline.private_regions`).
         face_share: the largest share of a deposit's area a face without a person may cover and
             still be blurred over it.
     """

@@ -51,14 +51,18 @@ READ_WAIT_S = 30.0
 
 def blur_later(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    dumping: bool, sha256: str, ext: str,
+    dumping: bool, sha256: str, ext: str, every_deposit: bool = False,
 ) -> None:
-    """Blur a held photo after the answer; the caller claimed it with ``service.in_flight.start(sha256)``."""
+    """Blur a held photo after the answer; the caller claimed it with ``service.in_flight.start(sha256)``.
+
+    ``every_deposit``: the agent said the photo shows a deposit, so every deposit find is spared (see
+    :meth:`vipare.pipeline.Pipeline.private_regions`; the report's ``agent_says_deposit``).
+    """
 
     async def run() -> None:
         try:
             await anyio.to_thread.run_sync(
-                store_blurred, service, pipeline, data, image, detections, dumping, sha256, ext,
+                store_blurred, service, pipeline, data, image, detections, dumping, sha256, ext, every_deposit,
                 limiter=service.analysis_limiter,
             )
         except ImageError as exc:
@@ -76,14 +80,14 @@ def blur_later(
 
 def blurred_copy(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    dumping: bool,
+    dumping: bool, every_deposit: bool = False,
 ) -> tuple[bytes, list[Region]]:
     """The bytes to store for a photo (:func:`serving.photos.anonymise.anonymised_copy`) and its private regions.
 
     Finding the regions and blurring are timed in the service's metrics (stages ``privacy``, ``blur``).
     """
     start = time.perf_counter()
-    regions = pipeline.private_regions(image, detections)
+    regions = pipeline.private_regions(image, detections, every_deposit=every_deposit)
     found = time.perf_counter()
     stored = anonymised_copy(pipeline, data, image, regions, dumping)
     service.metrics.analysis.labels(stage="privacy").observe(found - start)
@@ -94,7 +98,7 @@ def blurred_copy(
 
 def store_blurred(
     service: Service, pipeline: Pipeline, data: bytes, image: DecodedImage, detections: Sequence[Detection],
-    dumping: bool, sha256: str, ext: str,
+    dumping: bool, sha256: str, ext: str, every_deposit: bool = False,
 ) -> None:
     """Find the photo's regions, store its blurred copy and drop the held one.
 
@@ -103,7 +107,7 @@ def store_blurred(
     Stored only while a report keeps the photo: one erased or purged meanwhile (by another process)
     gets no blurred copy or original back.
     """
-    stored, regions = blurred_copy(service, pipeline, data, image, detections, dumping)
+    stored, regions = blurred_copy(service, pipeline, data, image, detections, dumping, every_deposit)
     if regions and service.settings.keep_originals_days > 0:  # read by privacy officers only (serving.originals)
         service.photos.keep_original(data, sha256, ext)
     service.photos.put(stored, sha256, ext)
@@ -113,7 +117,9 @@ def store_blurred(
     service.photos.release(sha256, ext)
 
 
-def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool) -> None:
+def blur_held(
+    service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool, every_deposit: bool = False
+) -> None:
     """Blur a photo from its held file (a reader in another process, or after a crash).
 
     Raises:
@@ -121,11 +127,11 @@ def blur_held(service: Service, sha256: str, ext: str, detections: Sequence[Dete
     """
     data = service.photos.read(sha256, ext, "held")
     pipeline = service.pipeline  # the privacy detectors: ready before the deposit model's warm-up
-    store_blurred(service, pipeline, data, pipeline.decode(data), detections, dumping, sha256, ext)
+    store_blurred(service, pipeline, data, pipeline.decode(data), detections, dumping, sha256, ext, every_deposit)
 
 
 def ensure_stored(
-    service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool
+    service: Service, sha256: str, ext: str, detections: Sequence[Detection], dumping: bool, every_deposit: bool = False
 ) -> bool:
     """Whether the store holds the photo's blurred copy, once this process's blurring of it ended or this call did it.
 
@@ -143,7 +149,7 @@ def ensure_stored(
         return photos.exists(sha256, ext)
     if service.in_flight.start(sha256):
         try:
-            blur_held(service, sha256, ext, detections, dumping)
+            blur_held(service, sha256, ext, detections, dumping, every_deposit)
         except FileNotFoundError:
             pass  # another process stored it meanwhile
         except ImageError as exc:
@@ -186,10 +192,11 @@ def recover_held(service: Service) -> int:
             if report is None:
                 continue
             detections, dumping = [Detection.model_validate(d) for d in report.detections], report.dumping
+            every_deposit = report.agent_says_deposit
         if not service.in_flight.start(sha256):
             continue
         try:
-            blur_held(service, sha256, ext, detections, dumping)
+            blur_held(service, sha256, ext, detections, dumping, every_deposit)
             blurred += 1
         except FileNotFoundError:
             pass

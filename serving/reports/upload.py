@@ -176,7 +176,7 @@ async def submit(
     if not later:
         stored, regions = await anyio.to_thread.run_sync(
             blurred_copy, service, pipeline, data, image, result.detections, result.verdict.dumping,
-            limiter=service.analysis_limiter,
+            form.agent_says_deposit, limiter=service.analysis_limiter,
         )
     written = False
     try:
@@ -203,7 +203,8 @@ async def submit(
         service.metrics.reports.labels(outcome="rejected").inc()
         raise refusal from exc
     if later:
-        blur_later(service, pipeline, data, image, result.detections, result.verdict.dumping, sha256, ext)
+        blur_later(service, pipeline, data, image, result.detections, result.verdict.dumping, sha256, ext,
+                   form.agent_says_deposit)
     service.metrics.reports.labels(outcome="created" if outcome.created else "duplicate").inc()
     if outcome.created:
         service.metrics.count_detections(result.detections)

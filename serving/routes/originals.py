@@ -56,7 +56,8 @@ def get_original(
         report = session.get(Report, report_id)
         if report is not None and report.photo_deleted_at is None:
             detections = [Detection.model_validate(d) for d in report.detections]
-            ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping)
+            ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping,
+                          report.agent_says_deposit)
     sha256, ext = read_original(service.sessions, service.photos, report_id, principal, reason)
     try:
         return photo_response(service.photos, sha256, ext, "original", headers={"Cache-Control": "no-store"})

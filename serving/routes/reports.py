@@ -251,7 +251,8 @@ def get_report_image(
     """
     report = _readable(session, principal, report_id)
     check_photo_kept(report)
-    if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report), report.dumping):
+    if not ensure_stored(service, report.sha256, report.photo_ext, _detections(report), report.dumping,
+                         report.agent_says_deposit):
         raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
     try:
         return photo_response(service.photos, report.sha256, report.photo_ext)
@@ -317,7 +318,8 @@ async def _rendered(service: Service, principal: Principal, report_id: int, *, b
             report = _readable(session, principal, report_id)
             check_photo_kept(report)
             detections = _detections(report)
-            if not ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping):
+            if not ensure_stored(service, report.sha256, report.photo_ext, detections, report.dumping,
+                                 report.agent_says_deposit):
                 raise NotFoundError(f"The photo of report #{report_id} is missing from the store.")
             return report.sha256, report.photo_ext, detections if boxes else []
 

@@ -340,7 +340,7 @@ def test_a_held_photo_in_the_bucket_is_blurred_when_read_and_its_held_copy_dropp
         service = server.service
 
         def lost(*args: Any) -> None:  # the process died before blurring: the held copy stays
-            service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, dumping, sha256, ext)
+            service.in_flight.finish(args[-3])  # (..., dumping, sha256, ext, every_deposit)
 
         monkeypatch.setattr("serving.reports.upload.blur_later", lost)
         photo = _photo(31, 45.75, 4.85)

@@ -81,7 +81,7 @@ def _never_blurred(monkeypatch: pytest.MonkeyPatch) -> None:
     """The process 'dies' after each answer: the blurring it would start never runs."""
 
     def lost(service: Any, *args: Any) -> None:
-        service.in_flight.finish(args[-2])  # (pipeline, data, image, detections, dumping, sha256, ext)
+        service.in_flight.finish(args[-3])  # (..., dumping, sha256, ext, every_deposit)
 
     monkeypatch.setattr(upload, "blur_later", lost)
 

@@ -307,3 +307,26 @@ def test_a_dataset_export_holds_the_blurred_photo(tmp_path: Path, detector: Dete
             assert len(images) == 1
             exported = archive.read(images[0])
     assert _sharpness(exported) < 0.05 * _sharpness(photo)
+
+
+def test_a_deposit_the_agent_reports_stays_visible_when_the_model_doubts_it(tmp_path: Path, detector: Detector) -> None:
+    """Blurring spares the deposits that count towards the verdict; with a bar the stand-in's find does not
+    reach, a head over the deposit hides it, unless the agent said the photo shows a deposit."""
+    column, row = DEPOSIT_CELL
+    x1, y1, x2, y2 = CELL * column, CELL * row, CELL * (column + 1), CELL * (row + 1)
+    head = Region("head", (x1 - 60.0, y1 - 60.0, x2 + 60.0, y2 + 60.0), 0.9)
+    centre = (slice(y1 + 30, y2 - 30), slice(x1 + 30, x2 - 30))
+    magenta = np.array(MAGENTA, dtype=float)
+    with server_at(tmp_path, detector, verdict_threshold=0.999) as server:
+        server.service.pipeline.privacy = FixedRegions([head])  # type: ignore[assignment]
+        off_magenta = {}
+        for seed, says in ((21, True), (22, False)):
+            photo = _photo(seed, 48.8601 + seed * 0.001, 2.3501)
+            response = server.upload(photo, agent_says_deposit="true" if says else None)
+            assert response.status_code in (200, 201), response.text
+            assert not response.json()["verdict"]["dumping"]  # the model alone does not count it
+            stored = server.folder.path(hashlib.sha256(photo).hexdigest(), "jpg").read_bytes()
+            with Image.open(io.BytesIO(stored)) as img:
+                patch = np.asarray(img.convert("RGB"), dtype=float)[centre]
+            off_magenta[says] = float(np.abs(patch - magenta).mean())
+    assert off_magenta[True] < 10 < off_magenta[False], off_magenta

@@ -39,20 +39,29 @@ def test_states_that_do_not_average_are_refused(states: list[dict[str, Any]], we
         average_state(states, weights)
 
 
-def _checkpoint(path: Path, nc: int, seed: int) -> Path:
+def _checkpoint(path: Path, nc: int, seed: int, slot: str = "model") -> Path:
+    """A checkpoint as Ultralytics writes one: the weights under ``model`` (a finished run's) or ``ema``
+    (a run's last.pt mid-training, ``model`` then None)."""
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(seed)
     model = DetectionModel("yolo11n.yaml", nc=nc, verbose=False)
     model.names = {i: f"class{i}" for i in range(nc)}
-    torch.save({"model": model.half(), "ema": None, "train_args": {"imgsz": 64, "seed": seed}}, path)
+    weights = {"model": None, "ema": None, slot: model.half()}
+    torch.save({**weights, "epoch": 3, "train_args": {"imgsz": 64, "seed": seed}}, path)
     return path
 
 
-def test_two_checkpoints_average_into_one_that_loads_and_says_what_it_came_from(tmp_path: Path) -> None:
+def _weights(path: Path) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return (ckpt["ema"] or ckpt["model"]).state_dict()
+
+
+@pytest.mark.parametrize("slot", ["model", "ema"])
+def test_two_checkpoints_average_into_one_that_loads_and_says_what_it_came_from(tmp_path: Path, slot: str) -> None:
     from ultralytics import YOLO
 
-    a, b = _checkpoint(tmp_path / "a.pt", 3, 0), _checkpoint(tmp_path / "b.pt", 3, 1)
+    a, b = _checkpoint(tmp_path / "a.pt", 3, 0, slot), _checkpoint(tmp_path / "b.pt", 3, 1)
     out = str(tmp_path / "avg.pt")
     result = CliRunner().invoke(main, [str(a), str(b), "--out", out, "--weight", "3", "--weight", "1"])
     assert result.exit_code == 0, result.output
@@ -62,7 +71,8 @@ def test_two_checkpoints_average_into_one_that_loads_and_says_what_it_came_from(
     assert [(r["path"], r["weight"]) for r in written[AVERAGE_KEY]] == [(str(a), 0.75), (str(b), 0.25)]
     assert all(len(r["sha256"]) == 64 for r in written[AVERAGE_KEY])
     assert written["train_args"] == {"imgsz": 64, "seed": 0}  # everything but the weights from the first
-    sa, sb = (torch.load(p, map_location="cpu", weights_only=False)["model"].state_dict() for p in (a, b))
+    assert written["epoch"] == -1 and written["ema"] is None and written["optimizer"] is None
+    sa, sb = _weights(a), _weights(b)
     name = next(k for k, v in sa.items() if v.is_floating_point() and v.numel() > 100 and not torch.equal(v, sb[k]))
     expected = 0.75 * sa[name].float() + 0.25 * sb[name].float()
     assert torch.allclose(written["model"].state_dict()[name].float(), expected, atol=2e-3)
@@ -87,3 +97,11 @@ def test_the_command_wants_two_checkpoints_and_one_weight_for_each(tmp_path: Pat
     assert once.exit_code == 2 and "two or more checkpoints" in once.output
     weights = CliRunner().invoke(main, [str(a), str(a), "--out", str(tmp_path / "avg.pt"), "--weight", "1"])
     assert weights.exit_code == 2 and "one --weight per checkpoint" in weights.output
+
+
+def test_a_file_without_weights_is_refused(tmp_path: Path) -> None:
+    a = _checkpoint(tmp_path / "a.pt", 3, 0)
+    torch.save({"epoch": 3, "model": None, "ema": None}, tmp_path / "empty.pt")
+    result = CliRunner().invoke(main, [str(a), str(tmp_path / "empty.pt"), "--out", str(tmp_path / "avg.pt")])
+    assert result.exit_code == 1 and "holds no model weights" in result.output
+    assert not list(tmp_path.glob("avg.pt*"))
