@@ -89,7 +89,10 @@ def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[floa
 
     weights = list(weights) if weights is not None else [1.0] * len(paths)
     checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
-    models = [ckpt.get("ema") or ckpt["model"] for ckpt in checkpoints]
+    models = [ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None for ckpt in checkpoints]
+    for path, model in zip(paths, models, strict=True):
+        if model is None:
+            raise ValueError(f"{path} holds no model weights ('ema' or 'model'): give Ultralytics checkpoints")
     names = [dict(m.names) for m in models]
     if any(n != names[0] for n in names[1:]):
         raise ValueError(f"the checkpoints name different classes: {names}")
@@ -100,11 +103,15 @@ def average_checkpoints(paths: Sequence[Path], out: Path, weights: Sequence[floa
     record = [{"path": str(p), "sha256": _sha256(p), "weight": round(w / total, 6)}
               for p, w in zip(paths, weights, strict=True)]
     written = dict(checkpoints[0])
-    written.update(model=model.half(), ema=None, optimizer=None, updates=None, **{AVERAGE_KEY: record})
+    written.update(model=model.half(), ema=None, optimizer=None, updates=None, epoch=-1, best_fitness=None,
+                   train_metrics=None, **{AVERAGE_KEY: record})  # the run's counters say nothing of an average
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".part")
-    torch.save(written, partial)
-    partial.replace(out)
+    try:
+        torch.save(written, partial)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return {"out": str(out), "averaged": record}
 
 
