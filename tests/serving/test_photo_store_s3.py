@@ -458,9 +458,11 @@ def test_an_upload_the_bucket_refuses_is_answered_clearly_and_stores_nothing(
 # --------------------------------------------------------------------------------------------------
 # A store that refuses access (moto's IAM checks on: keys and policies are enforced)
 
+# Reads by pattern: moto up to 5.2.5 checks a HEAD against s3:GetObject and a listing against s3:ListBucket,
+# as AWS does; 5.2.6 checks them as s3:HeadObject and s3:ListObjectsV2.
 READ_ONLY_POLICY = """{"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"},
-    {"Effect": "Deny", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": "*"}]}"""
+    {"Effect": "Allow", "Action": ["s3:Get*", "s3:Head*", "s3:List*"], "Resource": "*"},
+    {"Effect": "Deny", "Action": ["s3:Put*", "s3:Delete*"], "Resource": "*"}]}"""
 
 
 def read_only_keys(endpoint: str) -> dict[str, str]:
