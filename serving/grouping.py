@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import zip_longest
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, union_all
@@ -124,9 +125,10 @@ def needs_review(session: Session, incident_id: int) -> bool:
 
 
 class Candidates:
-    """The incidents some dumping reports may reach, read in a few queries and then kept in memory.
+    """The incidents some dumping reports may reach, read in one statement and then kept in memory.
 
-    Every incident that :func:`assign` could give any of ``reports`` is read at once, of their class
+    Every incident that :func:`assign` could give any of ``reports`` is read at once (one round trip to
+    the database; a batch spread over more than 200 cells takes one per 200), of their class
     families around them (the cells of :mod:`serving.cells`, or a box on ``lat``/``lon`` for a radius
     too wide for cells):
 
@@ -148,7 +150,8 @@ class Candidates:
         policy: radius and time window.
     """
 
-    _PLACES_PER_QUERY = 200  # cells, or boxes of four bound parameters, within SQLite's limit
+    _PLACES_PER_QUERY = 200  # cells, or boxes of four bound parameters, in one condition
+    _PAIRS_PER_QUERY = 100  # (cell, family) pages of previous cleanings in one statement
     _PREVIOUS_PAGE = 8
 
     def __init__(self, session: Session, reports: Sequence[Report], policy: GroupingPolicy) -> None:
@@ -163,37 +166,50 @@ class Candidates:
         )
         cleaned = Incident.status == Status.CLEANED.value
         late = and_(cleaned, Incident.cleaned_at >= earliest, Incident.first_seen <= latest + policy.window)
-        for place, by_cell in _places(reports, policy.radius_m, self._PLACES_PER_QUERY):
-            for reach, index in ((open_recent, OPEN_CELL_INDEX), (late, CELL_INDEX)):
-                query = select(Incident).where(place, Incident.family.in_(families), reach)
-                query = _by_place(query, index if by_cell else None)
-                self._incidents.update((incident.id, incident) for incident in session.scalars(query))
-        self._add_previous(session, reports, before=earliest)
-
-    def _add_previous(self, session: Session, reports: Sequence[Report], *, before: datetime) -> None:
-        """Read, for each report, the incident most recently cleaned before ``before`` within its radius.
-
-        One statement reads the :data:`_PREVIOUS_PAGE` most recently cleaned of each cell and family
-        (an index range each, however many were cleaned there). A report whose answer may lie further
-        down a cell (the cell's page full, and nothing within the radius newer than its last row)
-        pages through its own place.
-        """
-        around = {id(r): cells_around(r.lat, r.lon, self._policy.radius_m) for r in reports}
-        pairs = sorted({(cell, family_of(r.label or "")) for r in reports for cell in around[id(r)] or ()})
-        pages: dict[tuple[int | None, str], list[Incident]] = {pair: [] for pair in pairs}
-        for start in range(0, len(pairs), self._PLACES_PER_QUERY // 2):
-            firsts = [
-                select(Incident.id).where(
-                    Incident.cell == cell, Incident.family == family, Incident.status == Status.CLEANED.value,
-                    Incident.cleaned_at < before,
-                ).with_hint(Incident, f"INDEXED BY {CELL_INDEX}", "sqlite")
-                .order_by(Incident.cleaned_at.desc(), Incident.id.desc()).limit(self._PREVIOUS_PAGE).subquery()
-                for cell, family in pairs[start : start + self._PLACES_PER_QUERY // 2]
+        reached: list[list[Select[Any]]] = [
+            [
+                _by_place(select(Incident.id).where(place, Incident.family.in_(families), reach),
+                          index if by_cell else None)
+                for reach, index in ((open_recent, OPEN_CELL_INDEX), (late, CELL_INDEX))
             ]
-            paged = union_all(*(select(first.c.id) for first in firsts))
-            for incident in session.scalars(select(Incident).where(Incident.id.in_(paged))):  # one round trip
-                pages[(incident.cell, incident.family)].append(incident)
-                self._incidents[incident.id] = incident
+            for place, by_cell in _places(reports, policy.radius_m, self._PLACES_PER_QUERY)
+        ]
+        around = {id(r): cells_around(r.lat, r.lon, policy.radius_m) for r in reports}
+        pairs = sorted({(cell, family_of(r.label or "")) for r in reports for cell in around[id(r)] or ()})
+        step = self._PAIRS_PER_QUERY
+        previous: list[list[Select[Any]]] = [
+            [_previous_page(cell, family, earliest, self._PREVIOUS_PAGE) for cell, family in pairs[i : i + step]]
+            for i in range(0, len(pairs), step)
+        ]
+        # One round trip for a report or a camera's batch: each place's open and late incidents and each
+        # cell's page of previous cleanings, by their indexes, in one statement.
+        none: list[Select[Any]] = []
+        for place_ids, previous_ids in zip_longest(reached, previous, fillvalue=none):
+            wanted = union_all(*place_ids, *previous_ids)
+            self._incidents.update(
+                (incident.id, incident) for incident in session.scalars(select(Incident).where(Incident.id.in_(wanted)))
+            )
+        self._check_previous(session, reports, around, pairs, before=earliest)
+
+    def _check_previous(
+        self, session: Session, reports: Sequence[Report], around: dict[int, list[int] | None],
+        pairs: list[tuple[int, str]], *, before: datetime,
+    ) -> None:
+        """Make sure each report has the incident most recently cleaned before ``before`` within its radius.
+
+        The statement of ``__init__`` read the :data:`_PREVIOUS_PAGE` most recently cleaned of each cell and
+        family (an index range each, however many were cleaned there). A report whose answer may lie further
+        down a cell (the cell's page full, and nothing within the radius newer than its last row) pages
+        through its own place; so does a report whose radius is too wide for cells.
+        """
+        pages: dict[tuple[int | None, str], list[Incident]] = {pair: [] for pair in pairs}
+        for incident in self._incidents.values():
+            page = pages.get((incident.cell, incident.family))
+            cleaned_before = incident.status == Status.CLEANED.value and incident.cleaned_at is not None and (
+                incident.cleaned_at < before
+            )
+            if page is not None and cleaned_before:
+                page.append(incident)
         for report in reports:
             cells, family = around[id(report)], family_of(report.label or "")
             if cells is None:
@@ -250,6 +266,19 @@ class Candidates:
             if distance <= self._policy.radius_m:
                 found.append((incident, distance))
         return sorted(found, key=lambda pair: (pair[1], pair[0].id))
+
+
+def _previous_page(cell: int, family: str, before: datetime, size: int) -> Select[Any]:
+    """The ids of the ``size`` incidents of ``family`` in ``cell`` most recently cleaned before ``before``
+    (one range of :data:`CELL_INDEX`), as a member of a UNION (SQLite takes no LIMIT in one directly)."""
+    first = (
+        select(Incident.id)
+        .where(Incident.cell == cell, Incident.family == family, Incident.status == Status.CLEANED.value,
+               Incident.cleaned_at < before)
+        .with_hint(Incident, f"INDEXED BY {CELL_INDEX}", "sqlite")
+        .order_by(Incident.cleaned_at.desc(), Incident.id.desc()).limit(size).subquery()
+    )
+    return select(first.c.id)
 
 
 def _cleaning_order(incident: Incident) -> tuple[datetime | None, int]:

@@ -13,7 +13,7 @@ from serving.auth import camera_principal
 from serving.config import ServiceSettings
 from serving.db import write_session
 from serving.errors import LocationMissingError
-from serving.grouping import GroupingPolicy
+from serving.grouping import Candidates, GroupingPolicy
 from serving.incidents import Status, transition
 from serving.models import Incident, Report, Transition
 from serving.reports.store import NewReport, store_report, store_reports
@@ -160,7 +160,13 @@ def _stored_then_cleaned(storage: Storage, policy: GroupingPolicy, cleaned_at: d
             transition(session, incident, Status.CLEANED, actor="crew", actor_key_id=None, at=cleaned_at)
 
 
-def test_grouped_reports_meet_cleaned_and_open_incidents_as_single_ones_do(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_statement", [None, (2, 1)])  # (cells, cell pages): several statements for one call
+def test_grouped_reports_meet_cleaned_and_open_incidents_as_single_ones_do(
+    tmp_path: Path, per_statement: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if per_statement is not None:
+        monkeypatch.setattr(Candidates, "_PLACES_PER_QUERY", per_statement[0])
+        monkeypatch.setattr(Candidates, "_PAIRS_PER_QUERY", per_statement[1])
     days = 24.0
     later = [
         _result(400, east_m=3.0, hours=5 * days, dumping=True),  # taken before its spot was cleaned: late
@@ -196,9 +202,9 @@ def test_grouped_reports_meet_cleaned_and_open_incidents_as_single_ones_do(tmp_p
         assert [o.incident_action for o in outcomes] == [
             "late", "opened", "joined", "opened", "joined", "opened", "opened", None,
         ]
-        # three queries for the whole call, none per report: the open incidents, the cleaned ones a report
-        # may be late at, the last cleaned ones of each cell (none before these reports here, so no fourth)
-        assert len(incident_queries) == 3
+        # one query for the whole call, none per report: the open incidents, the cleaned ones a report may be
+        # late at and the last cleaned ones of each cell together (none before these reports here, so no second)
+        assert len(incident_queries) == 1 if per_statement is None else len(incident_queries) > 1
         with together.sessions() as session:
             recurrences = session.scalars(select(Incident).where(Incident.recurrence_of_id.is_not(None))).all()
             assert sorted(i.recurrence_count for i in recurrences) == [1, 1]
