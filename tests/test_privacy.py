@@ -147,6 +147,16 @@ def test_a_part_cut_around_a_deposit_is_blurred_as_its_whole_region() -> None:
     assert _sharpness(blur(image, parts)[strip]) < _sharpness(blur(image, [alone])[strip])
 
 
+def test_blur_copies_the_photo_unless_told_to_blur_it_in_place() -> None:
+    regions = [Region("face", (20.0, 20.0, 80.0, 80.0), 0.9)]
+    image = _checkerboard(100, 120)
+    copied = blur(image, regions)
+    assert copied is not image and np.array_equal(image, _checkerboard(100, 120))
+    same = blur(image, regions, in_place=True)
+    assert same is image and np.array_equal(image, copied)  # the same pixels as the copy's
+    assert _sharpness(image[20:80, 20:80]) < 0.02 * _sharpness(_checkerboard(100, 120)[20:80, 20:80])
+
+
 def test_fine_plate_cells_are_about_half_a_plate_and_faces_stay_coarse() -> None:
     image = _checkerboard(400, 400, cell=2)
     vehicle = (0.0, 0.0, 400.0, 400.0)

@@ -172,7 +172,8 @@ def _encode(pixels: _Pixels, regions: Sequence[Region], fmt: str, icc: bytes | N
 
     from vipare.blur import blur
 
-    blurred = blur(pixels.array, regions, fine_plates=fine_plates)
+    # decoded for this alone: blurred in place when the decoder left it writable (OpenCV's JPEG decoding does)
+    blurred = blur(pixels.array, regions, fine_plates=fine_plates, in_place=pixels.array.flags.writeable)
     if pixels.bgr:
         ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if ok:
