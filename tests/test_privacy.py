@@ -157,6 +157,32 @@ def test_blur_copies_the_photo_unless_told_to_blur_it_in_place() -> None:
     assert _sharpness(image[20:80, 20:80]) < 0.02 * _sharpness(_checkerboard(100, 120)[20:80, 20:80])
 
 
+# The stored pixels of an upright picture under each EXIF orientation: exif_transpose's inverse.
+_STORED_AS = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+              8: lambda a: np.rot90(a, -1)}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_stored_turned_is_blurred_as_its_upright_picture_would_be(orientation: int) -> None:
+    """Regions are upright; the stored pixels are blurred where the viewer will show them, cells sized upright."""
+    from PIL import Image, ImageOps
+
+    upright = np.random.default_rng(orientation).integers(0, 256, (120, 180, 3), dtype=np.uint8)
+    vehicle = (60.0, 0.0, 180.0, 100.0)  # taller than wide once turned: the fine cells follow its upright height
+    regions = [Region("face", (12.0, 6.0, 48.0, 42.0), 0.9),
+               Region("plate", plate_region(vehicle), 0.9)]
+    stored = np.ascontiguousarray(_STORED_AS[orientation](upright))
+    picture = Image.fromarray(stored)
+    picture.getexif()[0x0112] = orientation
+    assert np.array_equal(np.asarray(ImageOps.exif_transpose(picture)), upright)  # stored as a camera would
+    for fine in (False, True):
+        blurred = Image.fromarray(blur(stored, regions, fine_plates=fine, orientation=orientation))
+        blurred.getexif()[0x0112] = orientation
+        seen = np.asarray(ImageOps.exif_transpose(blurred)).astype(int)
+        assert np.abs(seen - blur(upright, regions, fine_plates=fine)).max() <= 1
+
+
 def test_fine_plate_cells_are_about_half_a_plate_and_faces_stay_coarse() -> None:
     image = _checkerboard(400, 400, cell=2)
     vehicle = (0.0, 0.0, 400.0, 400.0)

@@ -8,9 +8,12 @@ then:
 
 - no region: the uploaded bytes, which :meth:`serving.photos.store.PhotoStore.put` cleans of their
   metadata as for any photo (no decode, no re-encode: the common case stays cheap);
-- regions: the photo is decoded in full, turned upright, blurred (:func:`vipare.blur.blur`)
-  and encoded again in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), with no
-  metadata at all (its colour profile kept), so no unblurred thumbnail survives in an EXIF block.
+- regions: the photo is decoded in full, blurred (:func:`vipare.blur.blur`) and encoded again in
+  its own format (JPEG, WebP and HEIF at quality 90, PNG lossless) with only its colour profile and,
+  for a JPEG, its orientation, as :func:`serving.photos.metadata.clean_metadata` leaves any photo:
+  no unblurred thumbnail survives in an EXIF block. A JPEG is blurred through an upright view of
+  its pixels as stored (:func:`vipare.exif.upright_view`) and encoded as it was taken, so a 12 MP
+  photo is never turned (a third of its decoding time); other formats are decoded upright.
   Whether plate bands take the coarse or the fine cells is decided before, on the reduced copy
   (:func:`fine_plates_needed`): one full-size decode and one encode per photo, whatever the choice.
 
@@ -41,7 +44,6 @@ JPEG_QUALITY = 90
 """Quality of a re-encoded JPEG, WebP or HEIF: a blurred photo loses no visible detail elsewhere."""
 
 _SAVE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "HEIF": "HEIF"}
-_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the picture a quarter
 
 
 def anonymise(
@@ -79,12 +81,11 @@ def anonymise(
     with open_image(data, max_pixels, max_non_jpeg_pixels) as original:
         icc = original.info.get("icc_profile")
         fmt = _SAVE_FORMATS.get(original.format or "", "JPEG")
-        width, height = original.size
-        turned = orientation(original) in _SWAPS_AXES if fmt == "JPEG" else False
+        stored_size = original.size
+        turn = orientation(original) if fmt == "JPEG" else 1
     if not (isinstance(icc, bytes) and icc[16:20] == b"RGB "):
         icc = None  # a CMYK or grey profile would not fit the RGB pixels written
-    pixels = _upright_pixels(data, fmt, (width, height) if not turned else (height, width), max_pixels,
-                             max_non_jpeg_pixels)
+    pixels = _decoded(data, fmt, stored_size, turn, max_pixels, max_non_jpeg_pixels)
     return _encode(pixels, regions, fmt, icc, fine_plates=fine_plates)
 
 
@@ -140,52 +141,58 @@ def _scaled(region: Region, fx: float, fy: float) -> Region:
 
 
 class _Pixels:
-    """The upright photo decoded in full: BGR from OpenCV's JPEG codec, else RGB from vipare's decoding."""
+    """The photo decoded in full: a JPEG as stored, BGR, from OpenCV's codec, with the EXIF
+    ``orientation`` a viewer applies; else upright RGB from vipare's decoding (orientation 1)."""
 
-    def __init__(self, array: np.ndarray, bgr: bool) -> None:
-        self.array, self.bgr = array, bgr
+    def __init__(self, array: np.ndarray, bgr: bool, orientation: int = 1) -> None:
+        self.array, self.bgr, self.orientation = array, bgr, orientation
 
 
-def _upright_pixels(
-    data: bytes, fmt: str, upright: tuple[int, int], max_pixels: int, max_non_jpeg_pixels: int
+def _decoded(
+    data: bytes, fmt: str, stored_size: tuple[int, int], turn: int, max_pixels: int, max_non_jpeg_pixels: int
 ) -> _Pixels:
-    """A JPEG through OpenCV's codec (twice as fast as Pillow's on a 12 MP photo), anything else as vipare decodes it.
+    """A JPEG through OpenCV's codec as stored (twice as fast as Pillow's on a 12 MP photo, and not
+    turned: ``turn``, vipare's reading of its orientation, stays for the viewer), anything else as
+    vipare decodes it: upright.
 
-    ``cv2.imdecode`` applies the EXIF orientation, as vipare's decoding does; a result of another
-    size than ``upright`` (width, height) means it did not, and vipare's decoding is used instead.
+    A JPEG OpenCV cannot decode, or decodes to another size than Pillow read (``stored_size``:
+    width, height), is decoded by vipare instead.
     """
     import cv2
 
     from vipare.imaging import load_image
 
     if fmt == "JPEG":
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is not None and (bgr.shape[1], bgr.shape[0]) == upright:
-            return _Pixels(np.asarray(bgr, dtype=np.uint8), bgr=True)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is not None and (bgr.shape[1], bgr.shape[0]) == stored_size:
+            return _Pixels(np.asarray(bgr, dtype=np.uint8), bgr=True, orientation=turn)
     image = load_image(data, max_bytes=len(data), max_pixels=max_pixels, max_non_jpeg_pixels=max_non_jpeg_pixels)
     return _Pixels(image.array, bgr=False)
 
 
 def _encode(pixels: _Pixels, regions: Sequence[Region], fmt: str, icc: bytes | None, *, fine_plates: bool) -> bytes:
-    """The blurred photo in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), no metadata."""
+    """The blurred photo in its own format (JPEG, WebP and HEIF at quality 90, PNG lossless), no metadata
+    but its colour profile and, for a JPEG decoded as stored, its orientation."""
     import cv2
 
+    from serving.photos.metadata import oriented_jpeg
     from vipare.blur import blur
 
-    # decoded for this alone: blurred in place when the decoder left it writable (OpenCV's JPEG decoding does)
-    blurred = blur(pixels.array, regions, fine_plates=fine_plates, in_place=pixels.array.flags.writeable)
+    # decoded for this alone: blurred in place (a decoder's read-only array copied first)
+    array = blur(pixels.array, regions, fine_plates=fine_plates, in_place=pixels.array.flags.writeable,
+                 orientation=pixels.orientation)
     if pixels.bgr:
-        ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        ok, encoded = cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if ok:
             jpeg = encoded.tobytes()
-            return _with_icc(jpeg, icc) if icc else jpeg
-        blurred = np.ascontiguousarray(blurred[:, :, ::-1])
+            return oriented_jpeg(_with_icc(jpeg, icc) if icc else jpeg, pixels.orientation)
+        array = np.ascontiguousarray(array[:, :, ::-1])  # Pillow's JPEG encoding, the orientation kept as well
     options: dict[str, object] = {} if fmt == "PNG" else {"quality": JPEG_QUALITY}
     if icc:
         options["icc_profile"] = icc
     out = io.BytesIO()
-    Image.fromarray(blurred).save(out, fmt, **options)
-    return out.getvalue()
+    Image.fromarray(array).save(out, fmt, **options)
+    return oriented_jpeg(out.getvalue(), pixels.orientation) if pixels.bgr else out.getvalue()
 
 
 def _with_icc(jpeg: bytes, icc: bytes) -> bytes:

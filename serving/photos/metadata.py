@@ -38,7 +38,7 @@ from serving.photos.heif import strip_heif_items
 from vipare import exif as exif_tags
 from vipare.intake import quiet_pillow
 
-__all__ = ["REENCODE_QUALITY", "clean_metadata"]
+__all__ = ["REENCODE_QUALITY", "clean_metadata", "oriented_jpeg"]
 
 REENCODE_QUALITY = 90
 """Quality of a JPEG, WebP or HEIF encoded again (see the module docstring)."""
@@ -102,6 +102,16 @@ def clean_metadata(data: bytes) -> bytes:
     except (ValueError, IndexError, struct.error, OSError, RuntimeError, SyntaxError):
         pass  # a container that cannot be walked, or a rewrite Pillow cannot read: re-encoded below
     return _reencode(data)
+
+
+def oriented_jpeg(jpeg: bytes, orientation: int) -> bytes:
+    """A JPEG this process encoded, with ``orientation`` (1 to 8) in an EXIF block of that one tag,
+    as :func:`clean_metadata` leaves a photo: a viewer turns the stored picture by it (none for 1).
+
+    Raises:
+        ValueError: ``jpeg`` is not a JPEG whose segments can be walked.
+    """
+    return _clean_jpeg(jpeg, _orientation_tiff(orientation))
 
 
 def _orientation_tiff(orientation: int) -> bytes:

@@ -264,22 +264,36 @@ def test_blurring_can_be_turned_off(tmp_path: Path, detector: Detector) -> None:
         assert stored == clean_metadata(photo)
 
 
+# How a picture is stored to show upright under each EXIF orientation (the inverse of exif_transpose).
+_STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_270}
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_a_jpeg_is_blurred_upright_whatever_its_orientation(orientation: int) -> None:
+def test_a_jpeg_is_blurred_where_its_upright_regions_are_and_keeps_its_orientation(orientation: int) -> None:
+    """Blurred as stored (never turned), with the orientation tag a viewer applies and no other one."""
     from vipare.blur import blur_regions
     from vipare.imaging import load_image
 
-    array = pattern_array((160, 120))
-    array[10:50, 20:90] = (np.indices((40, 70)).sum(axis=0) % 2 * 255)[:, :, None]
-    photo = make_photo("JPEG", array=array, orientation=orientation, quality=95)
+    upright = pattern_array((160, 120))
+    upright[20:60, 30:80] = (np.indices((40, 50)).sum(axis=0) % 2 * 255)[:, :, None]  # a checkerboard in the box
+    method = _STORED_AS.get(orientation)
+    stored = upright if method is None else np.asarray(Image.fromarray(upright).transpose(method))
+    photo = make_photo("JPEG", array=stored, orientation=orientation, quality=95)
     box = (30.0, 20.0, 80.0, 60.0)
     content = anonymise(photo, [Region("face", box, 0.9)], max_pixels=10**8, max_non_jpeg_pixels=10**8)
-    expected = blur_regions(load_image(photo).array, [box])
+    seen = load_image(photo).array  # turned upright by its tag, as any viewer does
+    expected = blur_regions(seen, [box])
     with Image.open(io.BytesIO(content)) as img:
-        assert img.getexif().get(0x0112) is None  # no orientation left to apply: stored upright
-        got = np.asarray(img.convert("RGB"))
-    assert got.shape == expected.shape
+        assert dict(img.getexif()) == ({} if orientation == 1 else {0x0112: orientation})
+        assert img.size == (stored.shape[1], stored.shape[0])  # as it was stored: not turned
+    got = load_image(content).array
+    assert got.shape == expected.shape == (120, 160, 3)
     assert np.abs(got.astype(int) - expected.astype(int)).mean() < 4
+    inside = (slice(20, 60), slice(30, 80))
+    assert np.abs(got[inside].astype(int) - expected[inside]).mean() < 4  # blurred where the box is upright
+    assert np.abs(got[inside].astype(int) - seen[inside]).mean() > 60  # where the checkerboard was
 
 
 def test_an_rgb_colour_profile_is_kept() -> None:
