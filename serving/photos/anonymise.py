@@ -11,9 +11,10 @@ then:
 - regions: the photo is decoded in full, blurred (:func:`vipare.blur.blur`) and encoded again in
   its own format (JPEG, WebP and HEIF at quality 90, PNG lossless) with only its colour profile and,
   for a JPEG, its orientation, as :func:`serving.photos.metadata.clean_metadata` leaves any photo:
-  no unblurred thumbnail survives in an EXIF block. A JPEG is blurred through an upright view of
-  its pixels as stored (:func:`vipare.exif.upright_view`) and encoded as it was taken, so a 12 MP
-  photo is never turned (a third of its decoding time); other formats are decoded upright.
+  no unblurred thumbnail survives in an EXIF block. A JPEG is blurred as stored, its upright regions
+  moved onto its stored pixels (:func:`vipare.blur.blur`'s ``orientation``), and encoded as it was
+  taken, so a 12 MP photo is never turned (a third of its decoding time); other formats are decoded
+  upright.
   Whether plate bands take the coarse or the fine cells is decided before, on the reduced copy
   (:func:`fine_plates_needed`): one full-size decode and one encode per photo, whatever the choice.
 

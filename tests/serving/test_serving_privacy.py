@@ -170,7 +170,7 @@ def test_the_fine_plate_cells_are_taken_only_when_the_coarse_blur_changes_the_ve
     pipeline = _Verdicts(answers)
     assert fine_plates_needed(pipeline, reduced, [Region("plate", FACE, 0.8)], True) is fine  # type: ignore[arg-type]
     assert len(pipeline.seen) == len(answers)
-    half = tuple(v / 2 for v in FACE)
+    half = (FACE[0] / 2, FACE[1] / 2, FACE[2] / 2, FACE[3] / 2)
     for seen in pipeline.seen:  # each try blurred the band where it lies in the reduced copy, nothing else
         assert seen.info == reduced.info and seen.array.shape == reduced.array.shape
         assert _array_sharpness(seen.array, half) < 0.05 * _array_sharpness(reduced.array, half)
