@@ -3,14 +3,22 @@
 A photo counts as dumping when a deposit-class detection scores at least its class's threshold
 (:func:`vipare.pipeline.decide_verdict`). One threshold for every class is a poor fit: an ordinary
 container read as ``overflowing_bin`` at 0.4 makes a clean street "dumping", while a bag at 0.4 is
-usually a bag. This command measures every pair of thresholds on a calibration split the model
-never trained on (``street-waste-cn:train:holdout``, never the test photos), through the same path
-the service takes: the whole photo, then, when it shows nothing, the tiled second look, whose finds
+usually a bag. This command measures every pair of thresholds on a calibration split held out of the
+model's training (``street-waste-cn:train:holdout``, never the test photos), through the same path the
+service takes: the whole photo, then, when it shows nothing, the tiled second look, whose finds
 must reach their class's threshold plus a margin (a tile sees a part of the street out of context).
 It keeps the thresholds and margin with the highest specificity among those whose recall reaches
 ``--recall``; ties go to the higher recall, then to the lower thresholds, then to the larger margin.
 They go into the ONNX metadata (``vipare_verdict_thresholds``, ``vipare_tile_thresholds``), which the
 service reads at load; the JSON twin records the choice.
+
+Specificity can only be traded on clean photos that the model gives some deposit detection (a score
+of at least the grid's lowest threshold): a photo it scores 0 on is clean at every threshold. The
+record counts them, in the whole photo (``negatives_firing``) and in its tiles
+(``negatives_firing_in_tiles``); fewer than :data:`MIN_NEGATIVES_FIRING` in the whole photo is reported:
+then the photos cannot rank thresholds by specificity, and the recall rule alone sets them. A model
+that trained on the calibration photos (or started from one that did) scores its clean ones 0: hold
+them out of its whole lineage.
 
     python -m training.calibrate weights/vipare-yolo11n.onnx runs/data/calib
 """
@@ -41,6 +49,8 @@ log = logging.getLogger(__name__)
 GRID = tuple(round(0.25 + 0.01 * i, 2) for i in range(71))  # 0.25 .. 0.95: nothing below the score threshold survives
 MARGINS = tuple(round(0.05 * i, 2) for i in range(11))  # 0 .. 0.5
 TARGET_RECALL = 0.95
+MIN_NEGATIVES_FIRING = 5
+"""Clean calibration photos with a deposit detection, below which specificity is not measured."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
     if best is None:
         raise ValueError(f"no thresholds reach recall {target_recall} on these photos: lower --recall")
     _, bars, tile_bars, margin, recall, specificity = best
+    clean = ~scores.truth
     return {
         "thresholds": dict(zip(scores.classes, bars, strict=True)),
         "tile_thresholds": {c: round(float(t), 2) for c, t in zip(scores.classes, tile_bars, strict=True)},
@@ -118,6 +129,8 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
         "target_recall": target_recall,
         "positives": positives,
         "negatives": negatives,
+        "negatives_firing": int(((scores.first >= grid[0]).any(axis=1) & clean).sum()),
+        "negatives_firing_in_tiles": int(((scores.tiled >= grid[0]).any(axis=1) & clean).sum()),
     }
 
 
@@ -143,6 +156,11 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
 
     settings = Settings(tiles_when_empty=tiles)
     chosen = choose(collect(model, dataset, splits, settings, tiles), target_recall)
+    if chosen["negatives_firing"] < MIN_NEGATIVES_FIRING:
+        log.warning("%d of the %d photos without a deposit get a deposit detection in the whole photo: they "
+                    "cannot rank thresholds by specificity (has the model, or the one it started from, trained "
+                    "on them?)",
+                    chosen["negatives_firing"], chosen["negatives"])
     write_thresholds(model, chosen["thresholds"], chosen["tile_thresholds"])
     record = {
         **chosen,

@@ -14,7 +14,7 @@ HELD_OUT_NOTE = {
     "`training.sessions`): the `fit` sessions train, the `holdout` sessions are never trained on and are the "
     "test from another country.",
     "street-waste-cn": "street-waste-cn training photos whose file-name sha256 falls in the first 10 % "
-    "(`street-waste-cn:train:holdout`) are never trained on: they choose the verdict thresholds.",
+    "(`street-waste-cn:train:holdout`) are held out of this run's training: they choose the verdict thresholds.",
 }
 
 
@@ -76,7 +76,8 @@ def calibration(card: dict[str, Any]) -> list[str]:
         *lines,
         "A photo counts as dumping when a deposit-class detection scores at least its class's threshold. The "
         "thresholds were chosen by `python -m training.calibrate` on "
-        f"{chosen['positives'] + chosen['negatives']} photos the model never trained on (`{chosen['dataset']}`, "
+        f"{chosen['positives'] + chosen['negatives']} photos held out of the run that made the model "
+        f"(`{chosen['dataset']}`, "
         f"{chosen['positives']} with a deposit, {chosen['negatives']} without), through the service's path "
         f"(tiled second look {'on' if chosen['tiles_when_empty'] else 'off'}): {chosen['rule']}.",
         "",
@@ -88,6 +89,27 @@ def calibration(card: dict[str, Any]) -> list[str]:
         f"On those photos: recall {fmt(chosen['recall'])}, specificity {fmt(chosen['specificity'])} "
         f"(target recall {chosen['target_recall']}). The test figures above use these thresholds; each "
         "evaluation's image-level AUC ranks photos by their best deposit score minus its class's threshold.",
+        "",
+        *_firing(chosen),
+    ]
+
+
+def _firing(chosen: dict[str, Any]) -> list[str]:
+    """How many clean calibration photos the model gives a deposit detection at all: the ones that measure
+    specificity (recorded by ``training.calibrate`` since it counts them)."""
+    from training.calibrate import GRID, MIN_NEGATIVES_FIRING
+
+    firing = chosen.get("negatives_firing")
+    if firing is None:
+        return []
+    line = (f"Photos without a deposit that get a deposit detection (a score of {GRID[0]} or more): {firing} of "
+            f"{chosen['negatives']} in the whole photo, {chosen.get('negatives_firing_in_tiles', 'n/a')} in its tiles")
+    if firing >= MIN_NEGATIVES_FIRING:
+        return [line + ".", ""]
+    return [
+        line + ": too few to rank the verdict thresholds by specificity, so the recall rule alone set them, as low "
+        "as it allows. A model that trained on these photos, or started from one that did, scores its clean ones "
+        "0; the test photos' specificity above is the measure.",
         "",
     ]
 

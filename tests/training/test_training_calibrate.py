@@ -104,3 +104,29 @@ def test_an_adapted_model_keeps_the_base_model_s_thresholds(tmp_path: Path) -> N
     card = {"model": "new.onnx", "bytes": 1, "sha256": "0" * 64, "imgsz": 64, "class_names": list(names.values()),
             "taxonomy_version": "1", "base_model": "old", "verdict_thresholds_carried": carried}
     assert "| overflowing_bin | 0.61 | n/a |" in render(card) and "Carried from `old.onnx`" in render(card)
+
+
+def test_clean_photos_the_model_gives_nothing_are_counted_as_not_measuring_specificity() -> None:
+    # Two clean photos: one read as overflowing at 0.3 in the whole photo, one found only by a tile; the
+    # third gets no deposit detection anywhere, so no threshold can make it a false alarm.
+    scores = _scores([[0.9, 0.0], [0.0, 0.3], [0.0, 0.0], [0.0, 0.0]], [True, False, False, False],
+                     tiled=[[0.0, 0.0], [0.0, 0.0], [0.6, 0.0], [0.0, 0.0]])
+    chosen = choose(scores, target_recall=1.0)
+    assert (chosen["negatives"], chosen["negatives_firing"], chosen["negatives_firing_in_tiles"]) == (3, 1, 1)
+
+
+def test_the_card_says_when_the_clean_calibration_photos_cannot_rank_thresholds() -> None:
+    from training.calibrate import MIN_NEGATIVES_FIRING
+    from training.card_sections import calibration
+
+    record = {"thresholds": {"dumped_waste": 0.25}, "tile_thresholds": {"dumped_waste": 0.75}, "recall": 0.977,
+              "specificity": 1.0, "target_recall": 0.95, "positives": 217, "negatives": 56,
+              "dataset": "runs/data/calib", "tiles_when_empty": True, "rule": "highest specificity",
+              "negatives_firing_in_tiles": 12}
+    few = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": 1}}))
+    assert "get a deposit detection (a score of 0.25 or more): 1 of 56 in the whole photo, 12 in its tiles" in few
+    assert "too few to rank the verdict thresholds" in few
+    enough = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": MIN_NEGATIVES_FIRING}}))
+    assert f"{MIN_NEGATIVES_FIRING} of 56 in the whole photo" in enough and "too few" not in enough
+    older = "\n".join(calibration({"verdict_calibration": record}))  # recorded before the count existed
+    assert "get a deposit detection" not in older and "held out of the run that made the model" in older
