@@ -15,10 +15,12 @@ service reads at load; the JSON twin records the choice.
 Specificity can only be traded on clean photos that the model gives some deposit detection (a score
 of at least the grid's lowest threshold): a photo it scores 0 on is clean at every threshold. The
 record counts them, in the whole photo (``negatives_firing``) and in its tiles
-(``negatives_firing_in_tiles``); fewer than :data:`MIN_NEGATIVES_FIRING` in the whole photo is reported:
-then the photos cannot rank thresholds by specificity, and the recall rule alone sets them. A model
-that trained on the calibration photos (or started from one that did) scores its clean ones 0: hold
-them out of its whole lineage.
+(``negatives_firing_in_tiles``). With fewer than :data:`MIN_NEGATIVES_FIRING` in the whole photo the
+photos cannot rank thresholds by specificity: "the lowest thresholds" would then mean the most false
+alarms on streets nobody measured. So no threshold goes below the uncalibrated default
+(:data:`~vipare.settings.DEFAULT_VERDICT_THRESHOLD`) unless the recall target needs it, and the record
+says so (``floor``). A model that trained on the calibration photos (or started from one that did)
+scores its clean ones 0: hold them out of its whole lineage.
 
     python -m training.calibrate weights/vipare-yolo11n.onnx runs/data/calib
 """
@@ -40,7 +42,7 @@ from training.evaluate import resolve_source
 from vipare.detection import Detector
 from vipare.imaging import load_image
 from vipare.model_metadata import TILE_THRESHOLDS_KEY, VERDICT_THRESHOLDS_KEY
-from vipare.settings import Settings
+from vipare.settings import DEFAULT_VERDICT_THRESHOLD, Settings
 from vipare.taxonomy import is_deposit
 from vipare.tiles import detect_in_tiles, holds_tiles
 
@@ -94,16 +96,16 @@ def verdicts(scores: Scores, bars: np.ndarray, tile_bars: np.ndarray | None = No
     return first | (scores.tiled >= (bars if tile_bars is None else tile_bars)).any(axis=1)
 
 
-def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[float, ...] = GRID,
-           margins: tuple[float, ...] = MARGINS) -> dict[str, Any]:
-    """The thresholds with the best specificity at ``target_recall`` or more (see the module doc).
+def negatives_firing(scores: Scores, tiled: bool = False, lowest: float = GRID[0]) -> int:
+    """Clean photos with a deposit detection of ``lowest`` or more, in the whole photo or in its tiles."""
+    found = scores.tiled if tiled else scores.first
+    return int(((found >= lowest).any(axis=1) & ~scores.truth).sum())
 
-    Raises:
-        ValueError: when the photos hold no deposit or no clean photo, or no pair reaches the recall.
-    """
+
+def _search(scores: Scores, target_recall: float, grid: tuple[float, ...],
+            margins: tuple[float, ...]) -> tuple[Any, ...] | None:
+    """The best (thresholds, tile thresholds, margin, recall, specificity) on ``grid``, or None."""
     positives, negatives = int(scores.truth.sum()), int((~scores.truth).sum())
-    if not positives or not negatives:
-        raise ValueError(f"calibration needs photos with and without a deposit, got {positives} and {negatives}")
     best: tuple[Any, ...] | None = None
     for bars in itertools.product(grid, repeat=len(scores.classes)):
         for margin in margins:
@@ -116,10 +118,33 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
             key = (specificity, recall, -round(sum(bars), 2), margin)
             if best is None or key > best[0]:
                 best = (key, bars, tile_bars, margin, recall, specificity)
-    if best is None:
+    return None if best is None else best[1:]
+
+
+def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[float, ...] = GRID,
+           margins: tuple[float, ...] = MARGINS, floor: float | None = None) -> dict[str, Any]:
+    """The thresholds with the best specificity at ``target_recall`` or more (see the module doc).
+
+    ``floor``: thresholds below it are tried only when none at or above it reach the recall target;
+    the record's ``floor`` is the one that held (None when none was given or it had to give way).
+
+    Raises:
+        ValueError: when the photos hold no deposit or no clean photo, or no pair reaches the recall.
+    """
+    positives, negatives = int(scores.truth.sum()), int((~scores.truth).sum())
+    if not positives or not negatives:
+        raise ValueError(f"calibration needs photos with and without a deposit, got {positives} and {negatives}")
+    found = None
+    if floor is not None:
+        found = _search(scores, target_recall, tuple(g for g in grid if g >= floor), margins)
+        if found is None:
+            log.warning("no thresholds of %s or more reach recall %s: going below", floor, target_recall)
+            floor = None
+    if found is None:
+        found = _search(scores, target_recall, grid, margins)
+    if found is None:
         raise ValueError(f"no thresholds reach recall {target_recall} on these photos: lower --recall")
-    _, bars, tile_bars, margin, recall, specificity = best
-    clean = ~scores.truth
+    bars, tile_bars, margin, recall, specificity = found
     return {
         "thresholds": dict(zip(scores.classes, bars, strict=True)),
         "tile_thresholds": {c: round(float(t), 2) for c, t in zip(scores.classes, tile_bars, strict=True)},
@@ -129,8 +154,9 @@ def choose(scores: Scores, target_recall: float = TARGET_RECALL, grid: tuple[flo
         "target_recall": target_recall,
         "positives": positives,
         "negatives": negatives,
-        "negatives_firing": int(((scores.first >= grid[0]).any(axis=1) & clean).sum()),
-        "negatives_firing_in_tiles": int(((scores.tiled >= grid[0]).any(axis=1) & clean).sum()),
+        "negatives_firing": negatives_firing(scores, lowest=grid[0]),
+        "negatives_firing_in_tiles": negatives_firing(scores, tiled=True, lowest=grid[0]),
+        "floor": floor,
     }
 
 
@@ -155,12 +181,15 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
     import hashlib
 
     settings = Settings(tiles_when_empty=tiles)
-    chosen = choose(collect(model, dataset, splits, settings, tiles), target_recall)
-    if chosen["negatives_firing"] < MIN_NEGATIVES_FIRING:
+    scores = collect(model, dataset, splits, settings, tiles)
+    firing, clean = negatives_firing(scores), int((~scores.truth).sum())
+    floor = None
+    if firing < MIN_NEGATIVES_FIRING:
+        floor = DEFAULT_VERDICT_THRESHOLD
         log.warning("%d of the %d photos without a deposit get a deposit detection in the whole photo: they "
                     "cannot rank thresholds by specificity (has the model, or the one it started from, trained "
-                    "on them?)",
-                    chosen["negatives_firing"], chosen["negatives"])
+                    "on them?); no threshold goes below %s unless the recall target needs it", firing, clean, floor)
+    chosen = choose(scores, target_recall, floor=floor)
     write_thresholds(model, chosen["thresholds"], chosen["tile_thresholds"])
     record = {
         **chosen,
@@ -169,7 +198,8 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
         "tiles_when_empty": tiles,
         "rule": "highest specificity with recall >= target_recall, then highest recall, then lowest thresholds, "
         f"then largest tile margin; thresholds {GRID[0]}..{GRID[-1]} by 0.01, margins {MARGINS[0]}..{MARGINS[-1]} "
-        "by 0.05",
+        f"by 0.05; none below {DEFAULT_VERDICT_THRESHOLD}, unless the recall target needs it, when fewer than "
+        f"{MIN_NEGATIVES_FIRING} photos without a deposit get a deposit detection",
     }
     twin = model.with_suffix(".json")
     if twin.exists():

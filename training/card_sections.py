@@ -106,10 +106,17 @@ def _firing(chosen: dict[str, Any]) -> list[str]:
             f"{chosen['negatives']} in the whole photo, {chosen.get('negatives_firing_in_tiles', 'n/a')} in its tiles")
     if firing >= MIN_NEGATIVES_FIRING:
         return [line + ".", ""]
+    floor = chosen.get("floor")
+    if floor is not None:
+        how = f"so none went below the uncalibrated default, {floor}, which the recall target allowed"
+    elif "floor" in chosen:
+        how = "and the recall target needed thresholds below the uncalibrated default"
+    else:
+        how = "so the recall rule alone set them, as low as it allows"
     return [
-        line + ": too few to rank the verdict thresholds by specificity, so the recall rule alone set them, as low "
-        "as it allows. A model that trained on these photos, or started from one that did, scores its clean ones "
-        "0; the test photos' specificity above is the measure.",
+        line + f": too few to rank the verdict thresholds by specificity, {how}. A model that trained on these "
+        "photos, or started from one that did, scores its clean ones 0; the test photos' specificity above is the "
+        "measure.",
         "",
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,18 @@ def test_clean_photos_the_model_gives_nothing_are_counted_as_not_measuring_speci
     assert (chosen["negatives"], chosen["negatives_firing"], chosen["negatives_firing_in_tiles"]) == (3, 1, 1)
 
 
+def test_a_floor_keeps_thresholds_up_where_the_clean_photos_cannot_rank_them() -> None:
+    # No clean photo fires: every threshold is as specific as every other, and the lowest would win.
+    scores = _scores([[0.9, 0.0], [0.6, 0.0], [0.0, 0.7], [0.0, 0.0], [0.0, 0.0]], [True, True, True, False, False])
+    assert choose(scores, target_recall=1.0)["thresholds"] == {"dumped_waste": 0.25, "overflowing_bin": 0.25}
+    held = choose(scores, target_recall=1.0, floor=0.35)
+    assert held["thresholds"] == {"dumped_waste": 0.35, "overflowing_bin": 0.35} and held["floor"] == 0.35
+    # A deposit found at 0.3 only: the recall target needs a threshold below the floor, and gets it.
+    weak = _scores([[0.9, 0.0], [0.3, 0.0], [0.0, 0.0]], [True, True, False])
+    below = choose(weak, target_recall=1.0, floor=0.35)
+    assert below["thresholds"]["dumped_waste"] <= 0.3 and below["recall"] == 1.0 and below["floor"] is None
+
+
 def test_the_card_says_when_the_clean_calibration_photos_cannot_rank_thresholds() -> None:
     from training.calibrate import MIN_NEGATIVES_FIRING
     from training.card_sections import calibration
@@ -125,8 +138,41 @@ def test_the_card_says_when_the_clean_calibration_photos_cannot_rank_thresholds(
               "negatives_firing_in_tiles": 12}
     few = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": 1}}))
     assert "get a deposit detection (a score of 0.25 or more): 1 of 56 in the whole photo, 12 in its tiles" in few
-    assert "too few to rank the verdict thresholds" in few
+    assert "too few to rank the verdict thresholds" in few and "as low as it allows" in few  # before the floor
+    floored = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": 1, "floor": 0.35}}))
+    assert "none went below the uncalibrated default, 0.35" in floored
+    needed = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": 1, "floor": None}}))
+    assert "the recall target needed thresholds below the uncalibrated default" in needed
     enough = "\n".join(calibration({"verdict_calibration": {**record, "negatives_firing": MIN_NEGATIVES_FIRING}}))
     assert f"{MIN_NEGATIVES_FIRING} of 56 in the whole photo" in enough and "too few" not in enough
     older = "\n".join(calibration({"verdict_calibration": record}))  # recorded before the count existed
     assert "get a deposit detection" not in older and "held out of the run that made the model" in older
+
+
+def test_calibrate_holds_the_floor_and_writes_it_into_the_model_and_its_twin(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from training.calibrate import calibrate
+
+    root = tmp_path / "calib"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "data.yaml").write_text("names:\n  0: dumped_waste\n  1: overflowing_bin\n  2: bin\n")
+    for name, text in {"deposit": "0 0.25 0.5 0.25 0.5", "clean_1": "", "clean_2": "2 0.75 0.5 0.2 0.2"}.items():
+        Image.new("RGB", (64, 64), (90, 90, 90)).save(root / "images" / "val" / f"{name}.jpg")
+        (root / "labels" / "val" / f"{name}.txt").write_text(text)
+    raw = np.zeros((1, 7, 1), dtype=np.float32)
+    raw[0, :, 0] = [16, 32, 16, 32, 0.9, 0.0, 0.0]  # a deposit at 0.9 in every photo, the clean ones too
+    model = tmp_path / "model.onnx"
+    make_detector_onnx(model, names={0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}, raw=raw)
+    model.with_suffix(".json").write_text('{"model": "model.onnx"}\n')
+
+    record = calibrate(model, root, ("val",), 0.95, tiles=False)
+
+    # Two clean photos fire, fewer than MIN_NEGATIVES_FIRING: no threshold below the default.
+    assert (record["negatives"], record["negatives_firing"], record["floor"]) == (2, 2, 0.35)
+    assert record["thresholds"] == {"dumped_waste": 0.35, "overflowing_bin": 0.35}
+    detector = Detector(model, conf_threshold=0.25, iou_threshold=0.45, max_detections=10, intra_op_threads=1)
+    assert detector.verdict_thresholds == {"dumped_waste": 0.35, "overflowing_bin": 0.35}
+    twin = json.loads(model.with_suffix(".json").read_text())
+    assert twin["verdict_calibration"]["floor"] == 0.35 and "none below 0.35" in twin["verdict_calibration"]["rule"]
