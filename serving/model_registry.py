@@ -158,6 +158,7 @@ def open_detector(path: Path, settings: ServiceSettings, *, warmup: bool) -> Det
         max_detections=settings.max_detections,
         intra_op_threads=settings.intra_op_threads,
         warmup=warmup,
+        mirrored=settings.mirrored_view,
     )
 
 

@@ -72,7 +72,8 @@ def _best(detections: list[Any], classes: tuple[str, ...]) -> np.ndarray:
 def collect(model: Path, dataset: Path, splits: tuple[str, ...], settings: Settings, tiles: bool) -> Scores:
     """Run the model over the calibration photos, both passes on every photo."""
     detector = Detector(model, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
-                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads)
+                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads,
+                        mirrored=settings.mirrored_view)
     classes = tuple(n for n in detector.names if is_deposit(n))
     source = resolve_source(dataset)
     first, tiled, truth = [], [], []

@@ -256,7 +256,8 @@ def evaluate(
     settings = settings or Settings()
     source = resolve_source(dataset)
     detector = Detector(model, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
-                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads)
+                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads,
+                        mirrored=settings.mirrored_view)
     names = list(detector.names)
     splits = [split] if isinstance(split, str) else list(split)
     thresholds = verdict_thresholds(detector, settings)
@@ -309,6 +310,7 @@ def evaluate(
         "ms_per_image": round(1000 * seconds / max(len(images), 1), 1),
         "tiles_when_empty": settings.tiles_when_empty,
         "tile_thresholds": tiles,
+        "mirrored_view": settings.mirrored_view,
     }
     return Evaluation(metrics)
 

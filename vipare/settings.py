@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="When the whole photo shows no deposit, look again at it in 2 x 2 overlapping tiles (small, far "
         "deposits; four more inferences on those photos only).",
     )
+    mirrored_view: bool = Field(
+        False,
+        description="Also run the model on the photo's mirror image and average the two views: fewer false alarms, "
+        "weaker small far deposits, twice the inference time (the README gives the measured trade).",
+    )
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0 lets onnxruntime use all cores."
     )
