@@ -197,6 +197,7 @@ def calibrate(model: Path, dataset: Path, splits: tuple[str, ...], target_recall
         "dataset": str(dataset),
         "split": "+".join(splits),
         "tiles_when_empty": tiles,
+        "mirrored_view": settings.mirrored_view,
         "rule": "highest specificity with recall >= target_recall, then highest recall, then lowest thresholds, "
         f"then largest tile margin; thresholds {GRID[0]}..{GRID[-1]} by 0.01, margins {MARGINS[0]}..{MARGINS[-1]} "
         f"by 0.05; none below {DEFAULT_VERDICT_THRESHOLD}, unless the recall target needs it, when fewer than "

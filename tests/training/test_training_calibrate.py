@@ -149,7 +149,9 @@ def test_the_card_says_when_the_clean_calibration_photos_cannot_rank_thresholds(
     assert "get a deposit detection" not in older and "held out of the run that made the model" in older
 
 
-def test_calibrate_holds_the_floor_and_writes_it_into_the_model_and_its_twin(tmp_path: Path) -> None:
+def test_calibrate_holds_the_floor_and_writes_it_into_the_model_and_its_twin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     from training.calibrate import calibrate
@@ -167,6 +169,7 @@ def test_calibrate_holds_the_floor_and_writes_it_into_the_model_and_its_twin(tmp
     make_detector_onnx(model, names={0: "dumped_waste", 1: "overflowing_bin", 2: "bin"}, raw=raw)
     model.with_suffix(".json").write_text('{"model": "model.onnx"}\n')
 
+    monkeypatch.delenv("VIPARE_MIRRORED_VIEW", raising=False)
     record = calibrate(model, root, ("val",), 0.95, tiles=False)
 
     # Two clean photos fire, fewer than MIN_NEGATIVES_FIRING: no threshold below the default.
@@ -176,3 +179,4 @@ def test_calibrate_holds_the_floor_and_writes_it_into_the_model_and_its_twin(tmp
     assert detector.verdict_thresholds == {"dumped_waste": 0.35, "overflowing_bin": 0.35}
     twin = json.loads(model.with_suffix(".json").read_text())
     assert twin["verdict_calibration"]["floor"] == 0.35 and "none below 0.35" in twin["verdict_calibration"]["rule"]
+    assert twin["verdict_calibration"]["mirrored_view"] is False  # VIPARE_MIRRORED_VIEW unset: one view
