@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from training.card_sections import fmt
 from training.evaluate import evaluate
 from vipare.settings import Settings
 
@@ -24,14 +25,10 @@ from vipare.settings import Settings
 def _row(metrics: dict[str, Any]) -> str:
     level, cover = metrics["image_level"], metrics["deposit_coverage"]
     dumped = metrics["per_class"].get("dumped_waste", {})
-
-    def f(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
     views = "photo + mirror" if metrics["mirrored_view"] else "photo"
-    return (f"| {metrics['dataset']} | {views} | {f(metrics['map50'])} | {f(dumped.get('ap50'))} "
-            f"| {f(level['recall'])} | {f(level['specificity'])} | {f(level['auc'])} | {f(cover['covered'])} "
-            f"| {f(cover['small_covered'])} of {cover['small_labels']} | {metrics['ms_per_image']:.1f} |")
+    return (f"| {metrics['dataset']} | {views} | {fmt(metrics['map50'])} | {fmt(dumped.get('ap50'))} "
+            f"| {fmt(level['recall'])} | {fmt(level['specificity'])} | {fmt(level['auc'])} | {fmt(cover['covered'])} "
+            f"| {fmt(cover['small_covered'])} of {cover['small_labels']} | {fmt(metrics['ms_per_image'], 1)} |")
 
 
 @click.command()

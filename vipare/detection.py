@@ -20,6 +20,7 @@ one per core). With several processes (uvicorn workers) on one machine, keep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -102,15 +103,18 @@ def cpu_session(model: bytes, intra_op_threads: int) -> ort.InferenceSession:
 MIRROR_STRIDES = (8, 16, 32)  # YOLO11's detection levels, in the order its head concatenates their anchors
 
 
+@functools.lru_cache(maxsize=8)
 def mirror_index(height: int, width: int, strides: tuple[int, ...] = MIRROR_STRIDES) -> np.ndarray:
     """For each anchor of a ``height x width`` input, the one that sees the same place in its mirror image
-    (column ``c`` of a stride's grid and column ``columns - 1 - c``)."""
+    (column ``c`` of a stride's grid and column ``columns - 1 - c``); read-only, made once per input size."""
     parts, offset = [], 0
     for stride in strides:
         rows, columns = height // stride, width // stride
         parts.append(np.arange(rows * columns).reshape(rows, columns)[:, ::-1].ravel() + offset)
         offset += rows * columns
-    return np.concatenate(parts)
+    index = np.concatenate(parts)
+    index.flags.writeable = False
+    return index
 
 
 class Detector:
