@@ -21,12 +21,13 @@ Run::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -48,6 +49,7 @@ __all__ = [
     "Source",
     "dataset_hash",
     "import_split",
+    "merge_piles",
     "parse_label_text",
     "replay_sample",
     "taxonomy_source",
@@ -71,11 +73,14 @@ class Source:
         name: short identifier used in file names and records.
         root: folder with ``data.yaml``, ``images/<split>`` and ``labels/<split>``.
         mapping: source class name -> project class name, or None to drop the class.
+        per_item: the source boxes every item (each bag of a pile) where the taxonomy boxes a pile as one
+            deposit; ``--piles`` joins them (:func:`merge_piles`).
     """
 
     name: str
     root: Path
     mapping: Mapping[str, str | None]
+    per_item: bool = False
 
     def source_names(self) -> dict[int, str]:
         """Class index -> class name, from the source's ``data.yaml``."""
@@ -95,6 +100,7 @@ SOURCES: dict[str, Source] = {
         "trash-bags-kr",
         SHARED_DATASETS / "trash-bags-kr",
         {"general_trashbag": "dumped_waste", "other_trashbag": "dumped_waste"},
+        per_item=True,
     ),
 }
 
@@ -242,6 +248,49 @@ def parse_label_text(text: str, class_map: Mapping[int, int | None]) -> tuple[li
     return boxes, dropped
 
 
+PILE_GAP = 0.25
+"""Two boxes of a class belong to one pile when they overlap once each is grown by this fraction of its own
+width and height on every side: bags set out together touch or nearly touch."""
+
+
+def merge_piles(boxes: Sequence[Box], gap: float = PILE_GAP) -> list[Box]:
+    """One box per pile: boxes of a class that touch (within ``gap``, see :data:`PILE_GAP`), directly or
+    through others, replaced by the box around them all; other classes' boxes kept as they are.
+
+    street-waste-cn boxes a pile of bags as one deposit, trash-bags-kr every bag: trained on both as
+    labelled, a model learns to box a pile both ways, and each way scores as a false alarm against the
+    other's labels.
+    """
+    corners = [(b.cx - b.w / 2, b.cy - b.h / 2, b.cx + b.w / 2, b.cy + b.h / 2) for b in boxes]
+    grown = [(x0 - gap * b.w, y0 - gap * b.h, x1 + gap * b.w, y1 + gap * b.h)
+             for b, (x0, y0, x1, y1) in zip(boxes, corners, strict=True)]
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in itertools.combinations(range(len(boxes)), 2):
+        a, b = grown[i], grown[j]
+        if boxes[i].cls == boxes[j].cls and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(root(i), []).append(i)
+    merged = []
+    for members in sorted(groups.values()):
+        if len(members) == 1:
+            merged.append(boxes[members[0]])
+            continue
+        x0, y0, x1, y1 = (f(corners[i][k] for i in members) for k, f in enumerate((min, min, max, max)))
+        box = box_from_corners(boxes[members[0]].cls, x0, y0, x1, y1)
+        if box is not None:
+            merged.append(box)
+    return merged
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -335,6 +384,7 @@ def write_dataset(
     names: Sequence[str] | None = None,
     import_dropped: Mapping[str, int] | None = None,
     specs: Mapping[str, Sequence[str]] | None = None,
+    piles: bool = False,
 ) -> DatasetInfo:
     """Write a run-directory dataset (symlinked images, converted labels, data.yaml).
 
@@ -344,6 +394,7 @@ def write_dataset(
         names: class names in model order; defaults to the taxonomy.
         import_dropped: counts of label lines the import dropped, recorded with the dataset.
         specs: the SOURCE:SPLIT specs each split was imported from, recorded with the dataset.
+        piles: whether training boxes of per-item sources were joined into piles, recorded with the dataset.
 
     Returns:
         What was written.
@@ -387,6 +438,8 @@ def write_dataset(
         },
         "mappings": {n: dict(src.mapping) for n, src in SOURCES.items()},
         **({"specs": {k: list(v) for k, v in specs.items()}} if specs else {}),
+        **({"piles": {"gap": PILE_GAP, "sources": sorted(n for n, src in SOURCES.items() if src.per_item)}}
+           if piles else {}),
     }
     (out / "dataset.json").write_text(json.dumps(record, indent=2))
     return info
@@ -419,8 +472,12 @@ def _parse_spec(spec: str) -> tuple[Source, list[str], str | None]:
     return source, splits.split("+"), part or None
 
 
-def import_spec(spec: str) -> tuple[list[Sample], Counter[str]]:
-    """The samples a ``SOURCE:SPLIT[+SPLIT][:PART]`` spec names, and what was dropped."""
+def import_spec(spec: str, piles: bool = False) -> tuple[list[Sample], Counter[str]]:
+    """The samples a ``SOURCE:SPLIT[+SPLIT][:PART]`` spec names, and what was dropped.
+
+    ``piles``: a source that boxes every item (``Source.per_item``) gets one box per pile instead
+    (:func:`merge_piles`); what was joined is counted as ``joined_into_piles``.
+    """
     source, source_splits, part = _parse_spec(spec)
     samples: list[Sample] = []
     dropped: Counter[str] = Counter()
@@ -431,19 +488,28 @@ def import_spec(spec: str) -> tuple[list[Sample], Counter[str]]:
     if part is not None:
         keep = set(split_parts([s.image.name for s in samples]).part(part))
         samples = [s for s in samples if s.image.name in keep]
+    if piles and source.per_item:
+        joined = [replace(s, boxes=tuple(merge_piles(s.boxes))) for s in samples]
+        dropped["joined_into_piles"] += sum(len(a.boxes) - len(b.boxes) for a, b in zip(samples, joined, strict=True))
+        samples = joined
     return samples, dropped
 
 
-def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
-    """Import ``SOURCE:SPLIT[+SPLIT][:PART]`` specs into the train and val splits of a dataset at ``out``."""
+def build(out: Path, train: Sequence[str], val: Sequence[str], piles: bool = False) -> DatasetInfo:
+    """Import ``SOURCE:SPLIT[+SPLIT][:PART]`` specs into the train and val splits of a dataset at ``out``.
+
+    ``piles``: training photos of a source that boxes every item get one box per pile (validation
+    photos keep their labels, so that a held-out test is measured against what was labelled).
+    """
     splits: dict[str, list[Sample]] = {"train": [], VAL_SPLIT: []}
     dropped: Counter[str] = Counter()
     for split, specs in (("train", train), (VAL_SPLIT, val)):
         for spec in specs:
-            samples, why = import_spec(spec)
+            samples, why = import_spec(spec, piles=piles and split != VAL_SPLIT)
             splits[split].extend(samples)
             dropped.update(why)
-    return write_dataset(out, splits, import_dropped=dropped, specs={"train": list(train), VAL_SPLIT: list(val)})
+    return write_dataset(out, splits, import_dropped=dropped, specs={"train": list(train), VAL_SPLIT: list(val)},
+                         piles=piles)
 
 
 @click.command()
@@ -455,7 +521,10 @@ def build(out: Path, train: Sequence[str], val: Sequence[str]) -> DatasetInfo:
 @click.option("--no-train", is_flag=True, help="Write no training split: a validation-only (held-out) dataset.")
 @click.option("--val", "val_specs", multiple=True, default=["street-waste-cn:val"], show_default=True,
               metavar="SOURCE:SPLIT", help="A split imported as validation photos (repeatable).")
-def main(out: Path, train_specs: tuple[str, ...], no_train: bool, val_specs: tuple[str, ...]) -> None:
+@click.option("--piles", is_flag=True,
+              help="Training photos of a source that boxes every bag (trash-bags-kr) get one box per pile, as "
+              "street-waste-cn labels them.")
+def main(out: Path, train_specs: tuple[str, ...], no_train: bool, val_specs: tuple[str, ...], piles: bool) -> None:
     """Import YOLO datasets into the vipare taxonomy at OUT (e.g. runs/data/swcn); print the dataset record."""
     if no_train:
         if click.get_current_context().get_parameter_source("train_specs") is ParameterSource.COMMANDLINE:
@@ -469,7 +538,7 @@ def main(out: Path, train_specs: tuple[str, ...], no_train: bool, val_specs: tup
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=hint) from None
     logging.basicConfig(level=logging.INFO)
-    info = build(out, train_specs, val_specs)
+    info = build(out, train_specs, val_specs, piles=piles)
     click.echo(
         json.dumps(
             {

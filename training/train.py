@@ -71,6 +71,7 @@ class TrainConfig:
         imgsz: square training size in pixels.
         batch: images per batch.
         workers: dataloader processes.
+        threads: torch threads of the training process on a CPU; 0: one per core.
         cache: ``"ram"``, ``"disk"`` or ``""`` (no cache).
         seed: random seed (Ultralytics seeds python, numpy and torch with it).
         device: ``"cpu"``, ``"0"``...; None picks the first GPU when present, else the CPU.
@@ -96,6 +97,7 @@ class TrainConfig:
     imgsz: int = 320
     batch: int = 16
     workers: int = 2
+    threads: int = 0
     cache: str = "ram"
     seed: int = 0
     device: str | None = None
@@ -205,6 +207,25 @@ def _keep_workers(yolo: Any, workers: int) -> None:
     yolo.add_callback("on_pretrain_routine_start", restore)
 
 
+def _use_cores(yolo: Any, threads: int) -> None:
+    """Give torch ``threads`` threads (0: one per core) for CPU training.
+
+    Ultralytics leaves a core to its loader processes (``torch.set_num_threads(cores - 1)``): on a
+    2-core machine the model then computes on one core while the loader, with the photos cached in
+    memory, needs a fraction of the other.
+    """
+    import os
+
+    import torch
+
+    def widen(trainer: Any) -> None:
+        if trainer.device.type == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+            log.info("training on %d CPU threads", torch.get_num_threads())
+
+    yolo.add_callback("on_pretrain_routine_start", widen)
+
+
 def _add_noise(yolo: Any, noise: Any) -> None:
     if noise is not None:
         from training.augment import add_photo_noise
@@ -246,6 +267,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
             log.info("resuming %s", last)
             yolo = YOLO(str(last))
             _keep_workers(yolo, int(record.get("config", {}).get("workers", 0)))
+            _use_cores(yolo, int(record.get("config", {}).get("threads", 0)))
             _add_noise(yolo, TrainConfig(**{**record.get("config", {}), "data": Path(), "model": Path()}).noise())
             yolo.train(resume=True, plots=False)
         else:
@@ -261,6 +283,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
             log.info("training %s", json.dumps(record, default=str))
             yolo = YOLO(str(config.model))
             _keep_workers(yolo, config.workers)
+            _use_cores(yolo, config.threads)
             _add_noise(yolo, config.noise())
             yolo.train(
                 data=str(config.data.resolve()),
@@ -311,6 +334,8 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
 @click.option("--imgsz", type=click.IntRange(32), default=320, show_default=True)
 @click.option("--batch", type=int, default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="Torch threads for CPU training; 0: one per core.")
 @click.option("--cache", default="ram", show_default=True, help="ram, disk, or '' for none.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, 0, ... (default: first GPU if any).")
@@ -331,8 +356,8 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
               help="AdamW at 2e-4 without warm-up, for a start from a trained vipare model (not from COCO).")
 @click.option("--resume", is_flag=True, help="Continue PROJECT/NAME from weights/last.pt.")
 def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, time_hours: float | None,
-         until: str | None, imgsz: int, batch: int, workers: int, cache: str, seed: int, device: str | None,
-         patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, scale: float,
+         until: str | None, imgsz: int, batch: int, workers: int, threads: int, cache: str, seed: int,
+         device: str | None, patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, scale: float,
          perspective: float, photo_noise: float, noise_effects: tuple[str, ...], from_trained: bool,
          resume: bool) -> None:
     """Fine-tune YOLO11n offline; prints the run directory."""
@@ -351,6 +376,7 @@ def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, 
         imgsz=imgsz,
         batch=batch,
         workers=workers,
+        threads=threads,
         cache=cache,
         seed=seed,
         device=device,

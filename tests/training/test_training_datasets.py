@@ -132,3 +132,56 @@ def test_replay_sample_is_seeded_and_keeps_order() -> None:
     assert first == sorted(first, key=lambda s: int(s.image.stem))
     assert first != replay_sample(samples, 5, seed=2)
     assert replay_sample(samples, 50) == samples and replay_sample(samples, 0) == []
+
+
+def _corners(box: Box) -> tuple[float, ...]:
+    return tuple(round(v, 6) for v in (box.cx - box.w / 2, box.cy - box.h / 2, box.cx + box.w / 2, box.cy + box.h / 2))
+
+
+def test_merge_piles_joins_touching_bags_of_a_class_into_one_box() -> None:
+    from training.datasets import merge_piles
+
+    bag, bin_ = class_names().index("dumped_waste"), class_names().index("bin")
+    row = [Box(bag, 0.15, 0.5, 0.1, 0.1), Box(bag, 0.27, 0.5, 0.1, 0.1), Box(bag, 0.39, 0.52, 0.1, 0.1)]
+    far = Box(bag, 0.9, 0.1, 0.05, 0.05)  # a bag across the street: its own pile
+    beside = Box(bin_, 0.2, 0.5, 0.1, 0.2)  # a bin touching the pile is not part of it
+    merged = merge_piles([*row, far, beside])
+    assert sorted(map(_corners, merged)) == sorted(
+        [(0.1, 0.45, 0.44, 0.57), _corners(far), _corners(beside)]
+    )
+    assert [b.cls for b in merged].count(bag) == 2
+    # A gap wider than a quarter of a bag on each side keeps two bags apart; no boxes, nothing to merge.
+    apart = [Box(bag, 0.1, 0.5, 0.1, 0.1), Box(bag, 0.16 + 0.1, 0.5, 0.1, 0.1)]
+    assert merge_piles(apart) == apart and merge_piles([]) == []
+
+
+def test_command_joins_piles_of_per_item_sources_in_training_photos_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import json
+
+    from click.testing import CliRunner
+
+    from training import datasets
+
+    two_bags = "0 0.40 0.5 0.2 0.2\n0 0.61 0.5 0.2 0.2"
+    bags = dataclasses.replace(_write_source(tmp_path / "bags", {"a.jpg": b"image-a"}, {"a": two_bags}), name="bags",
+                               per_item=True)
+    piles = dataclasses.replace(_write_source(tmp_path / "piles", {"b.jpg": b"image-b"}, {"b": two_bags}), name="piles")
+    monkeypatch.setattr(datasets, "SOURCES", {"bags": bags, "piles": piles})
+    out = tmp_path / "out"
+    args = [str(out), "--train", "bags:train", "--train", "piles:train", "--piles"]
+    done = CliRunner().invoke(datasets.main, [*args, "--val", "bags:train"])
+    assert done.exit_code == 0, done.output
+    # a.jpg is in val too, so training keeps b.jpg only: a source that boxes piles keeps its two boxes
+    assert (out / "labels" / "train" / "piles__b.txt").read_text().count("\n") == 2
+    assert (out / "labels" / "val" / "bags__a.txt").read_text().count("\n") == 2  # val keeps what was labelled
+    record = json.loads((out / "dataset.json").read_text())
+    assert record["piles"] == {"gap": datasets.PILE_GAP, "sources": ["bags"]}
+
+    again = CliRunner().invoke(datasets.main, [str(tmp_path / "again"), *args[1:], "--val", "piles:train"])
+    assert again.exit_code == 0, again.output
+    lines = (tmp_path / "again" / "labels" / "train" / "bags__a.txt").read_text().splitlines()
+    assert lines == ["0 0.505000 0.500000 0.410000 0.200000"]
+    assert json.loads(again.stdout)["dropped"]["joined_into_piles"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
     log = (run_dir / "train.log").read_text()
     assert "photo noise in the training pipeline: PhotoNoise(p=1.0, effects=('jpeg', 'night')" in log
     assert "Using 1 dataloader workers" in log  # kept on a CPU, where Ultralytics would use none
+    assert f"training on {os.cpu_count()} CPU threads" in log  # where Ultralytics leaves a core to the loader
     assert (run_dir / "weights" / "best.pt").exists()
 
     out = tmp_path / "weights" / "model.onnx"
