@@ -48,6 +48,12 @@ def training_data(card: dict[str, Any]) -> list[str]:
         lines.append("")
     used = " ".join(str(p) for parts in specs.values() for p in parts)
     notes = [note for source, note in HELD_OUT_NOTE.items() if f"{source}:" in used and ":fit" in used]
+    piles = dataset.get("piles")
+    if piles:
+        notes.append(f"{', '.join(piles['sources'])} boxes every bag; in the training photos, bags that touch (within "
+                     f"{piles['gap']:g} of a bag's size, directly or through others) are joined into one box per pile, "
+                     "street-waste-cn's convention (`training.datasets --piles`); the held-out photos keep one box per "
+                     "bag, and a pile box covers each bag in it.")
     lines += [*(f"- {n}" for n in notes), ""] if notes else []
     lines += ["Both shared datasets are licensed CC BY 4.0; attribution as above.", ""]
     return lines

@@ -147,6 +147,10 @@ def test_card_says_where_the_training_photos_came_from_and_what_was_held_out() -
     assert "| val | `street-waste-cn:val` | 670 | 385 | 0 | 0 |" in text
     assert "trash-bags-kr: `general_trashbag` -> `dumped_waste`" in text
     assert "split by shooting session" in text and "choose the verdict thresholds" in text
+    joined = "bags that touch (within 0.25 of a bag's size, directly or through others) are joined into one box"
+    assert joined not in text
+    piled = render({**CARD, "dataset": {**DATASET, "piles": {"gap": 0.25, "sources": ["trash-bags-kr"]}}})
+    assert f"trash-bags-kr boxes every bag; in the training photos, {joined} per pile" in piled
 
 
 def test_card_has_the_thresholds_tiles_ablation_and_energy() -> None:
