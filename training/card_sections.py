@@ -14,7 +14,8 @@ HELD_OUT_NOTE = {
     "`training.sessions`): the `fit` sessions train, the `holdout` sessions are never trained on and are the "
     "test from another country.",
     "street-waste-cn": "street-waste-cn training photos whose file-name sha256 falls in the first 10 % "
-    "(`street-waste-cn:train:holdout`) are held out of this run's training: they choose the verdict thresholds.",
+    "(`street-waste-cn:train:holdout`) are held out of this run's training (and, for a run from the COCO start, of "
+    "the model's whole lineage): they choose the verdict thresholds.",
 }
 
 
@@ -120,9 +121,8 @@ def _firing(chosen: dict[str, Any]) -> list[str]:
     else:
         how = "so the recall rule alone set them, as low as it allows"
     return [
-        line + f": too few to rank the verdict thresholds by specificity, {how}. A model that trained on these "
-        "photos, or started from one that did, scores its clean ones 0; the test photos' specificity above is the "
-        "measure.",
+        line + f": too few to rank the verdict thresholds by specificity, {how} (a model whose lineage trained on "
+        "these photos scores most of its clean ones 0); the test photos' specificity above is the measure.",
         "",
     ]
 
