@@ -438,7 +438,8 @@ def write_dataset(
         },
         "mappings": {n: dict(src.mapping) for n, src in SOURCES.items()},
         **({"specs": {k: list(v) for k, v in specs.items()}} if specs else {}),
-        **({"piles": {"gap": PILE_GAP, "sources": sorted(n for n, src in SOURCES.items() if src.per_item)}}
+        **({"piles": {"gap": PILE_GAP, "sources": sorted({s.source for s in deduped.get("train", [])
+                                                          if s.source in SOURCES and SOURCES[s.source].per_item})}}
            if piles else {}),
     }
     (out / "dataset.json").write_text(json.dumps(record, indent=2))

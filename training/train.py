@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import platform
 import sys
 from dataclasses import asdict, dataclass, field
@@ -214,8 +215,6 @@ def _use_cores(yolo: Any, threads: int) -> None:
     2-core machine the model then computes on one core while the loader, with the photos cached in
     memory, needs a fraction of the other.
     """
-    import os
-
     import torch
 
     def widen(trainer: Any) -> None:

@@ -178,10 +178,11 @@ def test_command_joins_piles_of_per_item_sources_in_training_photos_only(
     assert (out / "labels" / "train" / "piles__b.txt").read_text().count("\n") == 2
     assert (out / "labels" / "val" / "bags__a.txt").read_text().count("\n") == 2  # val keeps what was labelled
     record = json.loads((out / "dataset.json").read_text())
-    assert record["piles"] == {"gap": datasets.PILE_GAP, "sources": ["bags"]}
+    assert record["piles"] == {"gap": datasets.PILE_GAP, "sources": []}  # no per-bag photo left in training
 
     again = CliRunner().invoke(datasets.main, [str(tmp_path / "again"), *args[1:], "--val", "piles:train"])
     assert again.exit_code == 0, again.output
     lines = (tmp_path / "again" / "labels" / "train" / "bags__a.txt").read_text().splitlines()
     assert lines == ["0 0.505000 0.500000 0.410000 0.200000"]
     assert json.loads(again.stdout)["dropped"]["joined_into_piles"] == 1
+    assert json.loads((tmp_path / "again" / "dataset.json").read_text())["piles"]["sources"] == ["bags"]
