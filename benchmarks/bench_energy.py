@@ -9,13 +9,14 @@ busy core: ``Wh = CPU-seconds x watts_per_core / 3600``. CPU time is the process
 * batch frames: street-camera frames (``--frame-size`` px on the long side) decoded and analysed,
   and blurred like an upload when the verdict is dumping (only those are kept);
 * training: the CPU-seconds a training run recorded (``run.json``'s ``cpu_seconds``, or the last line
-  of the run's ``cpu.log``), when ``--train-run`` names its folder.
+  of the run's ``cpu.log``), when ``--train-run`` names its folder. A model fine-tuned from another
+  run cost both: name each run of its lineage, first to last, and the total is added.
 
 The default 10 W per busy core is about a server CPU's rated power divided by its cores (a 200 W,
 20-core part); give your own with ``--watts-per-core``. Idle power, memory, disks, network and
 cooling are not counted. ``--record`` writes the figures into the model's JSON twin for the card.
 
-    python -m benchmarks.bench_energy --photos 10 --frames 100 --train-run runs/train/base-480b \\
+    python -m benchmarks.bench_energy --photos 10 --frames 100 --train-run runs/train/clean-480 \\
         --record weights/vipare-yolo11n.json
 """
 
@@ -25,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,24 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
     return time.process_time() - start
 
 
+def training_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per training run, and their total when the model took several.
+
+    Raises:
+        click.UsageError: a run recorded no CPU time (started before runs recorded it, or still running).
+    """
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        seconds = training_cpu_seconds(run)
+        if seconds is None:
+            raise click.UsageError(f"{run} recorded no CPU time (no cpu_seconds in run.json, no cpu.log)")
+        rows.append({"work": f"training run {run.name}", "unit": "run", "cpu_seconds": round(seconds, 1)})
+    if len(rows) > 1:
+        total = sum(row["cpu_seconds"] for row in rows)
+        rows.append({"work": f"training, {len(rows)} runs in all", "unit": "model", "cpu_seconds": round(total, 1)})
+    return rows
+
+
 @command(__doc__)
 @click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="ONNX model (default: the shipped model, or VIPARE_MODEL_PATH).")
@@ -70,12 +90,15 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--watts-per-core", type=click.FloatRange(0, min_open=True), default=WATTS_PER_CORE,
               show_default=True, help="Power of one busy core, W.")
-@click.option("--train-run", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="A training run's folder (runs/train/NAME), for its CPU-seconds.")
+@click.option("--train-run", "train_runs", multiple=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A training run's folder (runs/train/NAME), for its CPU-seconds; repeat for each run the model "
+              "was fine-tuned through, first to last.")
 @click.option("--record", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Write the figures into this model JSON twin (its 'energy' entry).")
 def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: int, watts_per_core: float,
-         train_run: Path | None, record: Path | None) -> None:
+         train_runs: tuple[Path, ...], record: Path | None) -> None:
+    training = training_rows(train_runs)  # a run without a figure stops the command before it measures
     settings = Settings(model_path=model or Settings().model_path)
     pipeline = Pipeline(settings=settings)
     work = Path(tempfile.gettempdir())
@@ -92,10 +115,7 @@ def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: 
         {"work": f"camera frames, {frame_size} px, {frames} frames x {rounds}", "unit": "1,000 frames",
          "cpu_seconds": round(1000 * statistics.mean(cost["frame"]), 1)},
     ]
-    if train_run is not None:
-        seconds = training_cpu_seconds(train_run)
-        if seconds is not None:
-            rows.append({"work": f"training run {train_run.name}", "unit": "run", "cpu_seconds": round(seconds, 1)})
+    rows += training
     for row in rows:
         row["wh"] = round(wh(row["cpu_seconds"], watts_per_core), 2)
     result = {

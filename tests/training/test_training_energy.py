@@ -25,3 +25,26 @@ def test_a_run_s_record_wins_over_its_cpu_log(tmp_path: Path) -> None:
 def test_a_run_without_either_has_no_figure(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"started": "x"}))
     assert training_cpu_seconds(tmp_path) is None
+
+
+def test_a_fine_tuned_model_counts_every_run_of_its_lineage(tmp_path: Path) -> None:
+    from benchmarks.bench_energy import training_rows
+
+    first, second = tmp_path / "clean-480", tmp_path / "clean-544"
+    for run, seconds in ((first, 12193.0), (second, 10440.5)):
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"cpu_seconds": seconds}))
+    rows = training_rows([first, second])
+    assert [row["work"] for row in rows] == ["training run clean-480", "training run clean-544",
+                                            "training, 2 runs in all"]
+    assert rows[-1]["cpu_seconds"] == pytest.approx(22633.5)
+    assert training_rows([first]) == rows[:1]
+
+
+def test_a_run_that_recorded_no_cpu_time_is_refused_by_name(tmp_path: Path) -> None:
+    import click
+
+    from benchmarks.bench_energy import training_rows
+
+    with pytest.raises(click.UsageError, match="unfinished.*recorded no CPU time"):
+        training_rows([tmp_path / "unfinished"])
