@@ -172,7 +172,7 @@ def _analysis_cpu_ms(model: Path, frames: Path, photos: Path | None = None) -> f
     from vipare.pipeline import Pipeline
 
     set_thread_budget(1)
-    pipeline = Pipeline(settings=Settings(model_path=model, intra_op_threads=1))
+    pipeline = Pipeline(settings=Settings(model_path=model, intra_op_threads=1)).for_frames()
     camera = CameraPosition(camera_id="bench", lat=49.1193, lon=6.1757)
     paths = sorted(frames.rglob("*.jpg"))
     tasks = [FrameTask(i, path.name, FrameRef(str(path)), hashlib.sha256(path.read_bytes()).hexdigest(), camera, None)

@@ -6,8 +6,9 @@ busy core: ``Wh = CPU-seconds x watts_per_core / 3600``. CPU time is the process
 
 * 12 MP upload: what the service does with a phone photo: decode, detect (with the tiled second
   look when nothing is found), find faces and plates, blur and re-encode, check the verdict holds;
-* batch frames: street-camera frames (``--frame-size`` px on the long side) decoded and analysed,
-  and blurred like an upload when the verdict is dumping (only those are kept);
+* batch frames: street-camera frames (``--frame-size`` px on the long side) decoded and analysed
+  (the tiled look as ``VIPARE_FRAME_TILES_WHEN_EMPTY`` says: off by default), and blurred like an
+  upload when the verdict is dumping (only those are kept);
 * training: the CPU-seconds a training run recorded (``run.json``'s ``cpu_seconds``, or the last line
   of the run's ``cpu.log``), when ``--train-run`` names its folder. A model fine-tuned from another
   run cost both: name each run of its lineage, first to last, and the total is added.
@@ -101,6 +102,7 @@ def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: 
     training = training_rows(train_runs)  # a run without a figure stops the command before it measures
     settings = Settings(model_path=model or Settings().model_path)
     pipeline = Pipeline(settings=settings)
+    frames = pipeline.for_frames()
     work = Path(tempfile.gettempdir())
     uploads = [p.read_bytes() for p in make_phone_photos(work / "vipare-phone-photos", photos)]
     folder = benchmark_frames(frames, work / f"vipare-energy-frames-{frame_size}", size=frame_size)
@@ -108,7 +110,7 @@ def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: 
     cost: dict[str, list[float]] = {"upload": [], "frame": []}
     for _ in range(rounds):
         cost["upload"] += [_upload_cpu(pipeline, data) for data in uploads]
-        cost["frame"] += [_frame_cpu(pipeline, data) for data in camera]
+        cost["frame"] += [_frame_cpu(frames, data) for data in camera]
     rows: list[dict[str, Any]] = [
         {"work": f"12 MP phone upload (analysis, blur), {photos} photos x {rounds}", "unit": "1,000 photos",
          "cpu_seconds": round(1000 * statistics.mean(cost["upload"]), 1)},

@@ -12,6 +12,7 @@ square is dumping at that square's place and an ordinary photo is not.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -244,3 +245,18 @@ def make_colour_detector_onnx(
     onnx.checker.check_model(model)
     onnx.save(model, os.fspath(path))
     return path
+
+
+def small_deposit_photo(variant: int = 0) -> bytes:
+    """For :func:`make_colour_detector_onnx`: a 1280 px grey PNG with a 130 px magenta square, a quarter
+    of one of the whole-image pass's cells (160 photo px at scale 0.2) but a whole cell of the first
+    tile's (91 px at scale 0.35): found only by the tiled second look. ``variant`` changes a corner
+    pixel, for photos alike but for their sha256."""
+    from PIL import Image
+
+    photo = Image.new("RGB", (1280, 1280), (128, 128, 128))
+    photo.paste(MAGENTA, (80, 80, 210, 210))
+    photo.putpixel((1279, 1279), (128, 128, 128 - variant))
+    out = io.BytesIO()
+    photo.save(out, "PNG")
+    return out.getvalue()

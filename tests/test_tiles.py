@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.onnxgen import MAGENTA, make_colour_detector_onnx
+from tests.onnxgen import MAGENTA, make_colour_detector_onnx, small_deposit_photo
 from vipare import Pipeline, Settings
 from vipare.size import Size
 from vipare.tiles import tile_windows
@@ -31,16 +31,6 @@ def test_impossible_tilings_are_refused(grid: int, overlap: float) -> None:
         tile_windows(Size(100, 100), grid=grid, overlap=overlap)
 
 
-def _small_deposit_photo() -> bytes:
-    """A 1280 px grey photo with a 130 px magenta square: a quarter of one of the whole-image pass's
-    cells (160 photo px at scale 0.2), but a whole cell of the first tile's (91 px at scale 0.35)."""
-    photo = Image.new("RGB", (1280, 1280), (128, 128, 128))
-    photo.paste(MAGENTA, (80, 80, 210, 210))
-    out = io.BytesIO()
-    photo.save(out, "PNG")
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_colour_detector_onnx(tmp_path_factory.mktemp("tiles") / "colour.onnx")
@@ -52,7 +42,7 @@ def _pipeline(model: Path, tiles: bool) -> Pipeline:
 
 
 def test_a_small_deposit_missed_whole_is_found_in_a_tile(colour_model: Path) -> None:
-    photo = _small_deposit_photo()
+    photo = small_deposit_photo()
     assert not _pipeline(colour_model, tiles=False).analyze(photo).verdict.dumping
     result = _pipeline(colour_model, tiles=True).analyze(photo)
     assert result.verdict.dumping
@@ -92,5 +82,21 @@ def test_a_tile_find_under_its_tile_threshold_is_dropped(colour_model: Path) -> 
     for fixed, found in ((0.6, True), (0.7, False)):
         settings = Settings(model_path=colour_model, verdict_threshold=fixed, blur_photos=False, intra_op_threads=1,
                             tiles_when_empty=True)
-        result = Pipeline(settings=settings).analyze(_small_deposit_photo())
+        result = Pipeline(settings=settings).analyze(small_deposit_photo())
         assert result.verdict.dumping is found and any(d.deposit for d in result.detections) is found
+
+
+def test_photos_get_the_second_look_by_default_and_camera_frames_do_not(colour_model: Path) -> None:
+    photo = small_deposit_photo()
+    pipeline = Pipeline(settings=Settings(model_path=colour_model, blur_photos=False, intra_op_threads=1))
+    assert pipeline.analyze(photo).verdict.dumping
+    frames = pipeline.for_frames()
+    assert frames.detector is pipeline.detector and frames.privacy is pipeline.privacy
+    assert not frames.analyze(photo).verdict.dumping
+
+
+def test_frames_may_have_the_second_look_too(colour_model: Path) -> None:
+    settings = Settings(model_path=colour_model, blur_photos=False, intra_op_threads=1, frame_tiles_when_empty=True)
+    pipeline = Pipeline(settings=settings)
+    assert pipeline.for_frames() is pipeline
+    assert pipeline.for_frames().analyze(small_deposit_photo()).verdict.dumping

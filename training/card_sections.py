@@ -140,8 +140,9 @@ def tiles(card: dict[str, Any]) -> list[str]:
     if not pairs:
         return [*lines, "Not measured yet.", ""]
     lines += [
-        "When the whole photo shows no deposit, the service looks at it again in 2 x 2 overlapping tiles "
-        "(`VIPARE_TILES_WHEN_EMPTY`). Each dataset below through `vipare evaluate`, without and "
+        "When the whole photo shows no deposit, the service looks at it again in 2 x 2 overlapping tiles: "
+        "on by default for photos (`VIPARE_TILES_WHEN_EMPTY`), off for street-camera frames "
+        "(`VIPARE_FRAME_TILES_WHEN_EMPTY`). Each dataset below through `vipare evaluate`, without and "
         "with it (same model, same thresholds). Covered: a labelled deposit with half its box or more inside a "
         "detected deposit box; small: under 1 % of the photo. ms: per photo, decode to detections, this run.",
         "",

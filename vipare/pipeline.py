@@ -166,6 +166,13 @@ class Pipeline:
             model=self.detector.info,
         )
 
+    def for_frames(self) -> Pipeline:
+        """This pipeline as street-camera frames use it: the same detectors with :meth:`Settings.for_frames`."""
+        frames = self.settings.for_frames()
+        if frames == self.settings:
+            return self
+        return Pipeline(self.detector, frames, self.privacy)
+
     def looks_again(self, image: DecodedImage) -> bool:
         """Whether a photo without a deposit gets the tiled second look (:mod:`vipare.tiles`): when the
         setting is on and the decode holds at least the model's input size on its long side."""

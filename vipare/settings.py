@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Self
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,9 +58,15 @@ class Settings(BaseSettings):
         "model that carries none.",
     )
     tiles_when_empty: bool = Field(
-        False,
+        True,
         description="When the whole photo shows no deposit, look again at it in 2 x 2 overlapping tiles (small, far "
-        "deposits; four more inferences on those photos only).",
+        "deposits; four more inferences on those photos only). Applies to photos (uploads, vipare detect and "
+        "evaluate); street-camera frames follow frame_tiles_when_empty.",
+    )
+    frame_tiles_when_empty: bool = Field(
+        False,
+        description="The same second look for street-camera frames (batch jobs, photos pushed with a camera key): "
+        "off, as most frames show no deposit and each would cost four more inferences.",
     )
     mirrored_view: bool = Field(
         False,
@@ -98,3 +105,7 @@ class Settings(BaseSettings):
     privacy_threshold: float = Field(
         0.25, ge=0, le=1, description="A person or vehicle scoring above this has its head or plate band blurred."
     )
+
+    def for_frames(self) -> Self:
+        """These settings as street-camera frames use them: the tiled second look as ``frame_tiles_when_empty`` says."""
+        return self.model_copy(update={"tiles_when_empty": self.frame_tiles_when_empty})

@@ -146,7 +146,7 @@ def run_batch(config: BatchConfig, settings: ServiceSettings, reporter: Reporter
     library = Settings(**{name: getattr(settings, name) for name in Settings.model_fields})
     # JSON lines keep no photo: nothing to blur, so the workers neither load nor run the face and plate search.
     stores_photos = config.output is None
-    library = library.model_copy(
+    library = library.for_frames().model_copy(
         update={"intra_op_threads": threads, "blur_photos": library.blur_photos and stores_photos}
     )
     # The workers start, and load their models, while this process migrates, lists and hashes;

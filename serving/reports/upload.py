@@ -116,6 +116,8 @@ async def submit(
         ModelNotReadyError: the model is not warm yet.
     """
     pipeline = service.require_ready()
+    if principal.camera is not None:
+        pipeline = pipeline.for_frames()  # a street camera's frame, not an agent's photo
     if form.after_of is not None and form.agent_says_deposit:
         raise AfterPhotoError(
             "A photo taken after a cleaning proves the incident's state: send it without agent_says_deposit."

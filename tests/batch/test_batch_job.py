@@ -38,6 +38,7 @@ from serving.photos.store import OWNER_FILE, PhotoStore
 from serving.reports.store import NewReport, Submitted
 from tests.batch.store_view import report_rows
 from tests.imagegen import make_photo, pattern_array
+from tests.onnxgen import make_colour_detector_onnx, small_deposit_photo
 from vipare import Settings
 from vipare.cli import main
 from vipare.errors import ModelError
@@ -399,3 +400,20 @@ def test_into_the_store_a_job_uses_the_promoted_model(
     finally:
         engine.dispose()
     assert shas == {hashlib.sha256(city.read_bytes()).hexdigest()}
+
+
+@pytest.mark.parametrize("frame_tiles", [False, True])
+def test_frames_get_the_tiled_second_look_only_when_set(tmp_path: Path, frame_tiles: bool) -> None:
+    """Photos get it by default; a camera's frames, mostly without a deposit, only with frame_tiles_when_empty."""
+    root = tmp_path / "frames"
+    (root / "cam-a").mkdir(parents=True)
+    (root / "cam-a" / "cam-a_20240501_093000.png").write_bytes(small_deposit_photo())
+    (tmp_path / "cameras.csv").write_text(CAMERAS_CSV)
+    model = make_colour_detector_onnx(tmp_path / "colour.onnx")
+    settings = ServiceSettings(data_dir=tmp_path / "data", model_path=model, intra_op_threads=1,
+                               frame_tiles_when_empty=frame_tiles)
+    assert settings.tiles_when_empty  # the photos' default
+    out = tmp_path / "out.jsonl"
+    assert _run(root, settings, output=out).written == 1
+    (line,) = [json.loads(text) for text in out.read_text().splitlines()]
+    assert line["result"]["verdict"]["dumping"] is frame_tiles

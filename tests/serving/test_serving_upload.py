@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from PIL.ExifTags import IFD, Base
 
-from tests.onnxgen import CYAN, MAGENTA
+from tests.onnxgen import CYAN, MAGENTA, small_deposit_photo
 from tests.serving.helpers import (
     DEPOSIT_BOX,
     DEPOSIT_SCORE,
@@ -263,3 +263,20 @@ def test_an_agent_reads_its_own_reports_only(server: Server) -> None:
     assert theirs["id"] not in {r["id"] for r in listed["items"]} and mine["id"] in {r["id"] for r in listed["items"]}
     everything = server.client.get("/v1/reports", params={"limit": 1000}, headers=server.headers("manager")).json()
     assert {mine["id"], theirs["id"]} <= {r["id"] for r in everything["items"]}
+
+
+def test_an_agent_s_photo_gets_the_tiled_second_look_and_a_camera_s_frame_does_not(server: Server) -> None:
+    from serving.auth import Role, create_key
+    from serving.db import write_session
+    from vipare.geotag import CameraPosition
+
+    lat, lon = place(18)
+    agent = server.upload(small_deposit_photo(), lat=lat, lon=lon)
+    assert agent.status_code == 201, agent.text
+    assert agent.json()["verdict"]["dumping"] is True
+    with write_session(server.service.sessions) as session:
+        _, key = create_key(session, Role.CAMERA, "cam-tiles", CameraPosition(camera_id="cam-t", lat=lat, lon=lon))
+    frame = server.client.post("/v1/reports", files={"photo": ("frame.png", small_deposit_photo(1), "image/png")},
+                               headers={"X-API-Key": key})
+    assert frame.status_code == 201, frame.text
+    assert frame.json()["verdict"]["dumping"] is False and frame.json()["detections"] == []
