@@ -86,9 +86,10 @@ def test_a_tile_find_under_its_tile_threshold_is_dropped(colour_model: Path) -> 
         assert result.verdict.dumping is found and any(d.deposit for d in result.detections) is found
 
 
-def test_photos_get_the_second_look_by_default_and_camera_frames_do_not(colour_model: Path) -> None:
+def test_photos_may_get_the_second_look_while_camera_frames_do_not(colour_model: Path) -> None:
     photo = small_deposit_photo()
-    pipeline = Pipeline(settings=Settings(model_path=colour_model, blur_photos=False, intra_op_threads=1))
+    assert not Settings().tiles_when_empty and not Settings().frame_tiles_when_empty  # both off by default
+    pipeline = _pipeline(colour_model, tiles=True)
     assert pipeline.analyze(photo).verdict.dumping
     frames = pipeline.for_frames()
     assert frames.detector is pipeline.detector and frames.privacy is pipeline.privacy
@@ -98,5 +99,7 @@ def test_photos_get_the_second_look_by_default_and_camera_frames_do_not(colour_m
 def test_frames_may_have_the_second_look_too(colour_model: Path) -> None:
     settings = Settings(model_path=colour_model, blur_photos=False, intra_op_threads=1, frame_tiles_when_empty=True)
     pipeline = Pipeline(settings=settings)
-    assert pipeline.for_frames() is pipeline
+    assert not pipeline.analyze(small_deposit_photo()).verdict.dumping
     assert pipeline.for_frames().analyze(small_deposit_photo()).verdict.dumping
+    both = Pipeline(pipeline.detector, settings.model_copy(update={"tiles_when_empty": True}))
+    assert both.for_frames() is both

@@ -141,10 +141,10 @@ def tiles(card: dict[str, Any]) -> list[str]:
         return [*lines, "Not measured yet.", ""]
     lines += [
         "When the whole photo shows no deposit, the service looks at it again in 2 x 2 overlapping tiles: "
-        "on by default for photos (`VIPARE_TILES_WHEN_EMPTY`), off for street-camera frames "
-        "(`VIPARE_FRAME_TILES_WHEN_EMPTY`). Each dataset below through `vipare evaluate`, without and "
-        "with it (same model, same thresholds). Covered: a labelled deposit with half its box or more inside a "
-        "detected deposit box; small: under 1 % of the photo. ms: per photo, decode to detections, this run.",
+        "for photos with `VIPARE_TILES_WHEN_EMPTY`, for street-camera frames with "
+        "`VIPARE_FRAME_TILES_WHEN_EMPTY` (both off by default). Each dataset below through `vipare evaluate`, "
+        "without and with it (same model, same thresholds). Covered: a labelled deposit with half its box or more "
+        "inside a detected deposit box; small: under 1 % of the photo. ms: per photo, decode to detections, this run.",
         "",
         "| dataset | tiles | image recall | image specificity | covered | small covered | ms/photo |",
         "|---|---|---|---|---|---|---|",

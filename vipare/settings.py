@@ -58,15 +58,15 @@ class Settings(BaseSettings):
         "model that carries none.",
     )
     tiles_when_empty: bool = Field(
-        True,
+        False,
         description="When the whole photo shows no deposit, look again at it in 2 x 2 overlapping tiles (small, far "
         "deposits; four more inferences on those photos only). Applies to photos (uploads, vipare detect and "
         "evaluate); street-camera frames follow frame_tiles_when_empty.",
     )
     frame_tiles_when_empty: bool = Field(
         False,
-        description="The same second look for street-camera frames (batch jobs, photos pushed with a camera key): "
-        "off, as most frames show no deposit and each would cost four more inferences.",
+        description="The same second look for street-camera frames (batch jobs, photos pushed with a camera key), "
+        "whatever tiles_when_empty says: most frames show no deposit, and each would cost four more inferences.",
     )
     mirrored_view: bool = Field(
         False,

@@ -404,15 +404,15 @@ def test_into_the_store_a_job_uses_the_promoted_model(
 
 @pytest.mark.parametrize("frame_tiles", [False, True])
 def test_frames_get_the_tiled_second_look_only_when_set(tmp_path: Path, frame_tiles: bool) -> None:
-    """Photos get it by default; a camera's frames, mostly without a deposit, only with frame_tiles_when_empty."""
+    """Photos get it with tiles_when_empty; a camera's frames, mostly without a deposit, only with
+    frame_tiles_when_empty."""
     root = tmp_path / "frames"
     (root / "cam-a").mkdir(parents=True)
     (root / "cam-a" / "cam-a_20240501_093000.png").write_bytes(small_deposit_photo())
     (tmp_path / "cameras.csv").write_text(CAMERAS_CSV)
     model = make_colour_detector_onnx(tmp_path / "colour.onnx")
     settings = ServiceSettings(data_dir=tmp_path / "data", model_path=model, intra_op_threads=1,
-                               frame_tiles_when_empty=frame_tiles)
-    assert settings.tiles_when_empty  # the photos' default
+                               tiles_when_empty=True, frame_tiles_when_empty=frame_tiles)
     out = tmp_path / "out.jsonl"
     assert _run(root, settings, output=out).written == 1
     (line,) = [json.loads(text) for text in out.read_text().splitlines()]

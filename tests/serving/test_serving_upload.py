@@ -10,6 +10,7 @@ import io
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ from tests.serving.helpers import (
     moved,
     phone_photo,
     plain_photo,
+    server_at,
 )
+from vipare.detection import Detector
 from vipare.imaging import load_image
 
 # Each test works at its own place, about 1 km from the others, so incidents never mix.
@@ -265,18 +268,22 @@ def test_an_agent_reads_its_own_reports_only(server: Server) -> None:
     assert {mine["id"], theirs["id"]} <= {r["id"] for r in everything["items"]}
 
 
-def test_an_agent_s_photo_gets_the_tiled_second_look_and_a_camera_s_frame_does_not(server: Server) -> None:
+def test_an_agent_s_photo_gets_the_tiled_second_look_and_a_camera_s_frame_does_not(
+    tmp_path: Path, detector: Detector
+) -> None:
+    """With VIPARE_TILES_WHEN_EMPTY on, an agent's photo is looked at again in tiles; a camera's frame is not."""
     from serving.auth import Role, create_key
     from serving.db import write_session
     from vipare.geotag import CameraPosition
 
     lat, lon = place(18)
-    agent = server.upload(small_deposit_photo(), lat=lat, lon=lon)
-    assert agent.status_code == 201, agent.text
-    assert agent.json()["verdict"]["dumping"] is True
-    with write_session(server.service.sessions) as session:
-        _, key = create_key(session, Role.CAMERA, "cam-tiles", CameraPosition(camera_id="cam-t", lat=lat, lon=lon))
-    frame = server.client.post("/v1/reports", files={"photo": ("frame.png", small_deposit_photo(1), "image/png")},
-                               headers={"X-API-Key": key})
-    assert frame.status_code == 201, frame.text
-    assert frame.json()["verdict"]["dumping"] is False and frame.json()["detections"] == []
+    with server_at(tmp_path, detector, tiles_when_empty=True) as server:
+        agent = server.upload(small_deposit_photo(), lat=lat, lon=lon)
+        assert agent.status_code == 201, agent.text
+        assert agent.json()["verdict"]["dumping"] is True
+        with write_session(server.service.sessions) as session:
+            _, key = create_key(session, Role.CAMERA, "cam-tiles", CameraPosition(camera_id="cam-t", lat=lat, lon=lon))
+        frame = server.client.post("/v1/reports", headers={"X-API-Key": key},
+                                   files={"photo": ("frame.png", small_deposit_photo(1), "image/png")})
+        assert frame.status_code == 201, frame.text
+        assert frame.json()["verdict"]["dumping"] is False and frame.json()["detections"] == []
