@@ -102,7 +102,7 @@ def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: 
     training = training_rows(train_runs)  # a run without a figure stops the command before it measures
     settings = Settings(model_path=model or Settings().model_path)
     pipeline = Pipeline(settings=settings)
-    frames = pipeline.for_frames()
+    framed = pipeline.for_frames()
     work = Path(tempfile.gettempdir())
     uploads = [p.read_bytes() for p in make_phone_photos(work / "vipare-phone-photos", photos)]
     folder = benchmark_frames(frames, work / f"vipare-energy-frames-{frame_size}", size=frame_size)
@@ -110,7 +110,7 @@ def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: 
     cost: dict[str, list[float]] = {"upload": [], "frame": []}
     for _ in range(rounds):
         cost["upload"] += [_upload_cpu(pipeline, data) for data in uploads]
-        cost["frame"] += [_frame_cpu(frames, data) for data in camera]
+        cost["frame"] += [_frame_cpu(framed, data) for data in camera]
     rows: list[dict[str, Any]] = [
         {"work": f"12 MP phone upload (analysis, blur), {photos} photos x {rounds}", "unit": "1,000 photos",
          "cpu_seconds": round(1000 * statistics.mean(cost["upload"]), 1)},
