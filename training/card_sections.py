@@ -140,7 +140,7 @@ def tiles(card: dict[str, Any]) -> list[str]:
     if not pairs:
         return [*lines, "Not measured yet.", ""]
     lines += [
-        "When the whole photo shows no deposit, the service looks at it again in 2 x 2 overlapping tiles: "
+        "When the whole photo shows no deposit, the service can look at it again in 2 x 2 overlapping tiles: "
         "for photos with `VIPARE_TILES_WHEN_EMPTY`, for street-camera frames with "
         "`VIPARE_FRAME_TILES_WHEN_EMPTY` (both off by default). Each dataset below through `vipare evaluate`, "
         "without and with it (same model, same thresholds). Covered: a labelled deposit with half its box or more "

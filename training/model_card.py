@@ -187,6 +187,18 @@ def _averaged_lines(card: dict[str, Any]) -> list[str]:
     return [f"- weights: the element-wise average of {' and '.join(parts)} (`training.average`)"]
 
 
+def _start_lines(config: dict[str, Any]) -> list[str]:
+    """Where a run fine-tuned from a trained model (``training.train --fine-tune``) started, and how."""
+    optimizer = config.get("optimizer") or {}
+    if not optimizer or not config.get("model"):
+        return []
+    start = Path(config["model"])
+    if start.is_absolute() and start.is_relative_to(Path.cwd()):
+        start = start.relative_to(Path.cwd())
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in optimizer.items())
+    return [f"- fine-tuned from `{start}` ({settings}); the energy table counts every run of the lineage"]
+
+
 def render(card: dict[str, Any]) -> str:
     """The Markdown model card for a JSON twin (with ``evaluations``, ``cost`` and ``comparisons`` when measured)."""
     config = card.get("train_config") or {}
@@ -220,6 +232,7 @@ def render(card: dict[str, Any]) -> str:
         "",
         f"- {card.get('epochs_done')} epochs at {card['imgsz']} px, batch {config.get('batch')}, seed "
         f"{config.get('seed')}, {hours:.2f} h on {card.get('device') or 'cpu'}",
+        *_start_lines(config),
         *_averaged_lines(card),
         f"- dataset hash `{card.get('data_hash')}`",
         f"- software: {', '.join(f'{k} {v}' for k, v in (card.get('software') or {}).items())}",

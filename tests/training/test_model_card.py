@@ -194,3 +194,13 @@ def test_card_names_the_checkpoints_an_averaged_model_comes_from() -> None:
     assert ("- weights: the element-wise average of 0.5 x `runs/train/b/weights/last.pt` (sha256 `d426b271f4c0`) "
             "and 0.5 x `weights/vipare-yolo11n.pt` (sha256 `348b8fa526da`) (`training.average`)") in text
     assert "element-wise average" not in render(CARD)
+
+
+def test_a_fine_tuned_model_names_the_run_it_started_from() -> None:
+    from training.model_card import _start_lines
+
+    config = {"model": str(Path.cwd() / "runs/train/clean-480/weights/last.pt"),
+              "optimizer": {"optimizer": "AdamW", "lr0": 2e-4, "warmup_epochs": 0.0}}
+    (line,) = _start_lines(config)
+    assert "`runs/train/clean-480/weights/last.pt` (optimizer AdamW, lr0 0.0002, warmup_epochs 0)" in line
+    assert _start_lines({"model": "/somewhere/yolo11n-coco.pt", "optimizer": {}}) == []
