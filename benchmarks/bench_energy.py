@@ -27,7 +27,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import click
 from benchmarks.camera_frames import benchmark_frames
 from benchmarks.cli import command
 from serving.photos.anonymise import anonymised_copy
-from training.energy import WATTS_PER_CORE, training_cpu_seconds, wh
+from training.energy import WATTS_PER_CORE, training_rows, wh
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import machine
@@ -63,24 +62,6 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
     return time.process_time() - start
 
 
-def training_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """One row per training run, and their total when the model took several.
-
-    Raises:
-        click.UsageError: a run recorded no CPU time (started before runs recorded it, or still running).
-    """
-    rows: list[dict[str, Any]] = []
-    for run in runs:
-        seconds = training_cpu_seconds(run)
-        if seconds is None:
-            raise click.UsageError(f"{run} recorded no CPU time (no cpu_seconds in run.json, no cpu.log)")
-        rows.append({"work": f"training run {run.name}", "unit": "run", "cpu_seconds": round(seconds, 1)})
-    if len(rows) > 1:
-        total = sum(row["cpu_seconds"] for row in rows)
-        rows.append({"work": f"training, {len(rows)} runs in all", "unit": "model", "cpu_seconds": round(total, 1)})
-    return rows
-
-
 @command(__doc__)
 @click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="ONNX model (default: the shipped model, or VIPARE_MODEL_PATH).")
@@ -99,7 +80,10 @@ def training_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
               help="Write the figures into this model JSON twin (its 'energy' entry).")
 def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: int, watts_per_core: float,
          train_runs: tuple[Path, ...], record: Path | None) -> None:
-    training = training_rows(train_runs)  # a run without a figure stops the command before it measures
+    try:  # a run without a figure stops the command before it measures
+        training = training_rows(train_runs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     settings = Settings(model_path=model or Settings().model_path)
     pipeline = Pipeline(settings=settings)
     framed = pipeline.for_frames()

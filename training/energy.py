@@ -9,7 +9,9 @@ Used by ``benchmarks/bench_energy.py``, which writes the model card's energy tab
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 WATTS_PER_CORE = 10.0
 SECONDS_PER_HOUR = 3600.0
@@ -33,3 +35,21 @@ def training_cpu_seconds(run: Path) -> float | None:
 def wh(cpu_seconds: float, watts_per_core: float) -> float:
     """Watt-hours for ``cpu_seconds`` of one busy core at ``watts_per_core``."""
     return cpu_seconds * watts_per_core / SECONDS_PER_HOUR
+
+
+def training_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """One row per training run, and their total when the model took several (a fine-tuned lineage).
+
+    Raises:
+        ValueError: a run recorded no CPU time (started before runs recorded it, or still running).
+    """
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        seconds = training_cpu_seconds(run)
+        if seconds is None:
+            raise ValueError(f"{run} recorded no CPU time (no cpu_seconds in run.json, no cpu.log)")
+        rows.append({"work": f"training run {run.name}", "unit": "run", "cpu_seconds": round(seconds, 1)})
+    if len(rows) > 1:
+        total = sum(row["cpu_seconds"] for row in rows)
+        rows.append({"work": f"training, {len(rows)} runs in all", "unit": "model", "cpu_seconds": round(total, 1)})
+    return rows

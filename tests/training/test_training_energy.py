@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.energy import training_cpu_seconds, wh
+from training.energy import training_cpu_seconds, training_rows, wh
 
 
 def test_watt_hours_are_cpu_seconds_times_power_over_an_hour() -> None:
@@ -28,8 +28,6 @@ def test_a_run_without_either_has_no_figure(tmp_path: Path) -> None:
 
 
 def test_a_fine_tuned_model_counts_every_run_of_its_lineage(tmp_path: Path) -> None:
-    from benchmarks.bench_energy import training_rows
-
     first, second = tmp_path / "clean-480", tmp_path / "clean-544"
     for run, seconds in ((first, 12193.0), (second, 10440.5)):
         run.mkdir()
@@ -42,9 +40,5 @@ def test_a_fine_tuned_model_counts_every_run_of_its_lineage(tmp_path: Path) -> N
 
 
 def test_a_run_that_recorded_no_cpu_time_is_refused_by_name(tmp_path: Path) -> None:
-    import click
-
-    from benchmarks.bench_energy import training_rows
-
-    with pytest.raises(click.UsageError, match="unfinished.*recorded no CPU time"):
+    with pytest.raises(ValueError, match="unfinished.*recorded no CPU time"):
         training_rows([tmp_path / "unfinished"])
