@@ -80,6 +80,8 @@ class TrainConfig:
         close_mosaic: last epochs trained without mosaic.
         fraction: share of the training split used (Ultralytics ``fraction=``), for budget runs.
         val: validate after every epoch (False: only after the last one).
+        save_period: also keep ``weights/epochN.pt`` (N counted from 0) every this many epochs (-1: only
+            ``last.pt`` and ``best.pt``), e.g. to average a run's checkpoints (:mod:`training.average`).
         augment: extra Ultralytics augmentation arguments (``hsv_v`` etc.).
         photo_noise: probability of each phone/camera effect of :class:`training.augment.PhotoNoise`
             (0: none).
@@ -106,6 +108,7 @@ class TrainConfig:
     close_mosaic: int = 10
     fraction: float = 1.0
     val: bool = True
+    save_period: int = -1
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.5})
     photo_noise: float = 0.0
     noise_effects: tuple[str, ...] = ()
@@ -299,6 +302,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
                 close_mosaic=config.close_mosaic,
                 fraction=config.fraction,
                 val=config.val,
+                save_period=config.save_period,
                 project=str(config.project.resolve()),
                 name=config.name,
                 exist_ok=True,
@@ -351,14 +355,16 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
               help="Probability of each phone/camera effect (motion and defocus blur, low light, night, JPEG, rain).")
 @click.option("--noise-effect", "noise_effects", multiple=True, type=click.Choice(EFFECTS),
               help="Only these effects (repeatable; default all).")
+@click.option("--save-period", type=click.IntRange(-1), default=-1, show_default=True,
+              help="Keep weights/epochN.pt (N from 0) every this many epochs (-1: only last.pt and best.pt).")
 @click.option("--fine-tune", "from_trained", is_flag=True,
               help="AdamW at 2e-4 without warm-up, for a start from a trained vipare model (not from COCO).")
 @click.option("--resume", is_flag=True, help="Continue PROJECT/NAME from weights/last.pt.")
 def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, time_hours: float | None,
          until: str | None, imgsz: int, batch: int, workers: int, threads: int, cache: str, seed: int,
          device: str | None, patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, scale: float,
-         perspective: float, photo_noise: float, noise_effects: tuple[str, ...], from_trained: bool,
-         resume: bool) -> None:
+         perspective: float, photo_noise: float, noise_effects: tuple[str, ...], save_period: int,
+         from_trained: bool, resume: bool) -> None:
     """Fine-tune YOLO11n offline; prints the run directory."""
     if time_hours is not None and until is not None:
         raise click.UsageError("give --time or --until, not both")
@@ -384,6 +390,7 @@ def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, 
         augment={"hsv_h": hsv_h, "hsv_s": hsv_s, "hsv_v": hsv_v, "scale": scale, "perspective": perspective},
         photo_noise=photo_noise,
         noise_effects=noise_effects,
+        save_period=save_period,
         optimizer=dict(FINE_TUNE_OPTIMIZER) if from_trained else {},
     )
     click.echo(fine_tune(config, resume=resume))

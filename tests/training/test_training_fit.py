@@ -51,6 +51,7 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
         device="cpu",
         photo_noise=1.0,
         noise_effects=("jpeg", "night"),
+        save_period=1,
     )
     run_dir = fine_tune(config)
     record = json.loads((run_dir / "run.json").read_text())
@@ -61,6 +62,7 @@ def test_fine_tune_and_export(data_yaml: Path, tmp_path: Path) -> None:
     assert "Using 1 dataloader workers" in log  # kept on a CPU, where Ultralytics would use none
     assert f"training on {os.cpu_count()} CPU threads" in log  # where Ultralytics leaves a core to the loader
     assert (run_dir / "weights" / "best.pt").exists()
+    assert (run_dir / "weights" / "epoch0.pt").exists()  # kept for averaging (training.average)
 
     out = tmp_path / "weights" / "model.onnx"
     # An untrained net's scores sit near zero, so parity is checked with the shipping tolerances.
