@@ -151,15 +151,7 @@ def open_detector(path: Path, settings: ServiceSettings, *, warmup: bool) -> Det
     Raises:
         vipare.ModelError: the file cannot be loaded as a detector.
     """
-    return Detector(
-        path,
-        conf_threshold=settings.conf_threshold,
-        iou_threshold=settings.iou_threshold,
-        max_detections=settings.max_detections,
-        intra_op_threads=settings.intra_op_threads,
-        warmup=warmup,
-        mirrored=settings.mirrored_view,
-    )
+    return Detector.from_settings(settings, model_path=path, warmup=warmup)
 
 
 def load_model(path: Path, settings: ServiceSettings, *, name: str | None = None) -> Detector:

@@ -441,6 +441,10 @@ class ModelOut(BaseModel):
     model: ModelInfo
     conf_threshold: float = Field(description="The detector's score threshold: a detection scores above it.")
     iou_threshold: float = Field(description="The detector's class-aware NMS overlap threshold.")
+    box_merge_iou: float = Field(
+        description="Each kept box is the score-weighted mean of its class's candidates overlapping it by more "
+        "than this IoU; 1: boxes as the network drew them."
+    )
     max_detections: int = Field(description="Most detections the detector keeps per photo.")
     verdict_threshold: float | None = Field(
         description="The one verdict threshold set for every class (VIPARE_VERDICT_THRESHOLD); null when the model's "

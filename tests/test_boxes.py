@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vipare import boxes as boxes_module
-from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
+from vipare.boxes import Letterbox, decode, iou_matrix, letterbox, merge_boxes, nms, scale_boxes, to_blob
 from vipare.size import Size
 
 
@@ -318,3 +318,57 @@ def test_decode_multi_label_keeps_every_class_above_threshold() -> None:
     assert sorted(classes.tolist()) == [0, 1, 2]
     np.testing.assert_allclose(scores[np.argsort(classes)], [0.6, 0.3, 0.9], rtol=1e-6)
     np.testing.assert_allclose(boxes[classes == 1][0], [8, 8, 12, 12])
+
+
+def test_iou_matrix_against_hand_values() -> None:
+    iou = iou_matrix(np.array([A, P]), np.array([A, B, C, Q, [5, 5, 5, 5]]))
+    # A-B: 9 x 10 / (100 + 100 - 90); A-C: 50 / 150; P or Q inside A: 3 / 100; P-B: 2 / 101; P-Q: 2 / 4;
+    # an empty box overlaps nothing
+    expected = [[1.0, 90 / 110, 50 / 150, 3 / 100, 0.0], [3 / 100, 2 / 101, 0.0, 0.5, 0.0]]
+    np.testing.assert_allclose(iou, expected)
+    assert iou_matrix(np.empty((0, 4)), np.array([A])).shape == (0, 1)
+
+
+def _merge(boxes: list[list[float]], scores: list[float], classes: list[int], threshold: float) -> np.ndarray:
+    b = np.array(boxes, np.float32)
+    s = np.array(scores, np.float32)
+    c = np.array(classes, np.int64)
+    keep = nms(b, s, c, iou_threshold=0.45, max_detections=100)
+    return merge_boxes(b, s, c, keep, iou_threshold=threshold)
+
+
+def test_merge_boxes_averages_a_kept_box_with_its_neighbours_by_score() -> None:
+    # B overlaps A by 0.82: suppressed, and it pulls A's box 0.8 / (0.9 + 0.8) of the way to itself
+    merged = _merge([A, B, FAR1], [0.9, 0.8, 0.5], [0, 0, 0], 0.7)
+    shift = 0.8 / 1.7
+    np.testing.assert_allclose(merged, [[shift, 0, 10 + shift, 10], FAR1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("classes", "threshold", "why"),
+    [
+        pytest.param([0, 1], 0.7, "a neighbour of another class never counts", id="other-class"),
+        pytest.param([0, 0], 0.9, "B's IoU with A, 0.82, is under the threshold", id="below-threshold"),
+        pytest.param([0, 0], 1.0, "1 turns merging off", id="off"),
+    ],
+)
+def test_merge_boxes_leaves_a_box_alone(classes: list[int], threshold: float, why: str) -> None:
+    merged = _merge([A, B], [0.9, 0.8], classes, threshold)
+    assert merged[0].tolist() == A, why
+
+
+def test_merge_boxes_keeps_the_order_of_keep_and_handles_empty_input() -> None:
+    boxes = np.array([A, FAR1, B], np.float32)
+    scores = np.array([0.9, 0.95, 0.6], np.float32)
+    merged = merge_boxes(boxes, scores, np.zeros(3, np.int64), np.array([1, 0]), iou_threshold=0.7)
+    assert merged[0].tolist() == FAR1
+    assert merged[1, 0] == pytest.approx(0.6 / 1.5)
+    none = merge_boxes(np.empty((0, 4)), np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64), iou_threshold=0.7)
+    assert none.shape == (0, 4)
+
+
+@pytest.mark.parametrize(("threshold", "n_classes"), [(1.5, 2), (-0.1, 2), (0.5, 3)])
+def test_merge_boxes_rejects_bad_arguments(threshold: float, n_classes: int) -> None:
+    with pytest.raises(ValueError):
+        merge_boxes(np.array([A, B], np.float32), np.ones(2, np.float32), np.zeros(n_classes, np.int64),
+                    np.array([0]), iou_threshold=threshold)

@@ -166,6 +166,41 @@ def test_from_settings(model_path: Path) -> None:
     detector = Detector.from_settings(settings)
     assert (detector.conf_threshold, detector.iou_threshold, detector.max_detections) == (0.55, 0.45, 7)
     assert [d.label for d in detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))] == ["dumped_waste"]
+    assert detector.merge_iou == Settings().box_merge_iou < 1.0
+
+
+def test_from_settings_loads_another_file_with_the_same_settings(model_path: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.onnx"
+    make_detector_onnx(other, names=NAMES, raw=head_output(3, [BOX_C]))
+    settings = Settings(model_path=model_path, conf_threshold=0.3, box_merge_iou=0.8, intra_op_threads=1)
+    detector = Detector.from_settings(settings, model_path=other, warmup=False)
+    assert (detector.info.name, detector.conf_threshold, detector.merge_iou) == ("other", 0.3, 0.8)
+    assert [d.label for d in detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))] == ["bin"]
+
+
+@pytest.mark.parametrize(
+    ("merge_iou", "expected"),
+    [
+        # A's shadow (IoU 0.94, score 0.6) pulls A's box 0.6 / 1.5 of a pixel to the right
+        pytest.param(0.7, [(16.4, 24, 48.4, 40), (8, 8, 24, 16)], id="merged"),
+        pytest.param(0.95, [(16, 24, 48, 40), (8, 8, 24, 16)], id="shadow-below-threshold"),
+        pytest.param(1.0, [(16, 24, 48, 40), (8, 8, 24, 16)], id="off"),
+    ],
+)
+def test_kept_boxes_merge_with_their_class_s_candidates(
+    model_path: Path, merge_iou: float, expected: list[tuple[float, ...]]
+) -> None:
+    detector = Detector(model_path, conf_threshold=0.25, iou_threshold=0.45, max_detections=100,
+                        intra_op_threads=1, warmup=False, merge_iou=merge_iou)
+    detections = detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+    assert _boxes(detections) == expected
+    assert [d.score for d in detections] == pytest.approx([0.9, 0.5])  # scores are never averaged
+
+
+def test_merge_iou_out_of_range_is_refused(model_path: Path) -> None:
+    with pytest.raises(ValueError, match="merge_iou"):
+        Detector(model_path, conf_threshold=0.25, iou_threshold=0.45, max_detections=100, intra_op_threads=1,
+                 merge_iou=1.5)
 
 
 def test_warm_up_runs_one_inference_at_load_or_when_called(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

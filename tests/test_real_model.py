@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vipare import Pipeline, Settings
+from vipare.detection import Detector
 from vipare.settings import DEFAULT_MODEL_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +46,10 @@ PARITY_PHOTOS = sorted(SHARED_VAL.glob("*.jpg"))[:20]
 @pytest.mark.skipif(not PARITY_PHOTOS, reason="../shared datasets not present")
 def test_boxes_match_ultralytics_on_the_same_onnx(pipeline: Pipeline) -> None:
     ultralytics = pytest.importorskip("ultralytics")
-    # One pass over the whole photo, as Ultralytics makes: the tiled second look is tests/test_tiles.py's.
-    pipeline = Pipeline(pipeline.detector, pipeline.settings.model_copy(update={"tiles_when_empty": False}))
+    # One pass over the whole photo, as Ultralytics makes (the tiled second look is tests/test_tiles.py's),
+    # and the boxes as the network drew them, which Ultralytics does not merge.
+    settings = pipeline.settings.model_copy(update={"tiles_when_empty": False, "box_merge_iou": 1.0})
+    pipeline = Pipeline(Detector.from_settings(settings), settings)
     settings = pipeline.settings
     yolo = ultralytics.YOLO(str(settings.model_path), task="detect")
     compared = 0

@@ -71,9 +71,7 @@ def _best(detections: list[Any], classes: tuple[str, ...]) -> np.ndarray:
 
 def collect(model: Path, dataset: Path, splits: tuple[str, ...], settings: Settings, tiles: bool) -> Scores:
     """Run the model over the calibration photos, both passes on every photo."""
-    detector = Detector(model, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
-                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads,
-                        mirrored=settings.mirrored_view)
+    detector = Detector.from_settings(settings, model_path=model)
     classes = tuple(n for n in detector.names if is_deposit(n))
     source = resolve_source(dataset)
     first, tiled, truth = [], [], []

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from training.datasets import SOURCES, Source, import_split, taxonomy_source
+from vipare.boxes import iou_matrix
 from vipare.detection import Detector
 from vipare.imaging import load_image
 from vipare.pipeline import decide_verdict, tile_thresholds, verdict_thresholds
@@ -63,16 +64,6 @@ class Evaluation:
         return self.metrics
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of (N, 4) and (M, 4) xyxy boxes."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def match_detections(
     gt_boxes: np.ndarray, gt_classes: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
     iou_thresholds: np.ndarray = IOU_THRESHOLDS,
@@ -89,7 +80,7 @@ def match_detections(
     correct = np.zeros((len(boxes), len(iou_thresholds)), dtype=bool)
     if len(boxes) == 0 or len(gt_boxes) == 0:
         return correct
-    iou = _iou(gt_boxes, boxes) * (gt_classes[:, None] == classes[None, :])
+    iou = iou_matrix(gt_boxes, boxes) * (gt_classes[:, None] == classes[None, :])
     for t, threshold in enumerate(iou_thresholds):
         gi, di = np.nonzero(iou >= threshold)
         if gi.size == 0:
@@ -255,9 +246,7 @@ def evaluate(
     """
     settings = settings or Settings()
     source = resolve_source(dataset)
-    detector = Detector(model, conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
-                        max_detections=settings.max_detections, intra_op_threads=settings.intra_op_threads,
-                        mirrored=settings.mirrored_view)
+    detector = Detector.from_settings(settings, model_path=model)
     names = list(detector.names)
     splits = [split] if isinstance(split, str) else list(split)
     thresholds = verdict_thresholds(detector, settings)
@@ -303,6 +292,7 @@ def evaluate(
         "per_class": per_class,
         "conf_threshold": settings.conf_threshold,
         "iou_threshold": settings.iou_threshold,
+        "box_merge_iou": settings.box_merge_iou,
         "precision": round(tp_all / len(op_hits), 4) if len(op_hits) else None,
         "recall": round(tp_all / len(gt_classes), 4) if len(gt_classes) else None,
         "image_level": verdicts,

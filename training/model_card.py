@@ -59,15 +59,22 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _unmerged(ev: dict[str, Any]) -> str:
+    """Why Ultralytics' mAP may differ: it keeps the boxes as drawn, where the evaluation merged them."""
+    return ", boxes as drawn, not merged" if ev.get("box_merge_iou", 1.0) < 1.0 else ""
+
+
 def _evaluation_section(ev: dict[str, Any]) -> list[str]:
     level = ev["image_level"]
     lines = [
         f"### {ev['dataset']} ({ev['split']}): {ev['images']} photos, {ev['labels']} labelled boxes",
         "",
         f"- mAP50 {_fmt(ev['map50'])}, mAP50-95 {_fmt(ev['map50_95'])}"
-        + (f" (Ultralytics' validator on the same ONNX file: mAP50 {_fmt(ev['ultralytics_map50'])})"
+        + (f" (Ultralytics' validator on the same ONNX file{_unmerged(ev)}: mAP50 {_fmt(ev['ultralytics_map50'])})"
            if "ultralytics_map50" in ev else ""),
-        f"- at the shipped thresholds (score > {ev['conf_threshold']}, NMS IoU {ev['iou_threshold']}): "
+        f"- at the shipped thresholds (score > {ev['conf_threshold']}, NMS IoU {ev['iou_threshold']}"
+        + (f", boxes merged above IoU {ev['box_merge_iou']}" if ev.get("box_merge_iou", 1.0) < 1.0 else "")
+        + "): "
         f"precision {_fmt(ev['precision'])}, recall {_fmt(ev['recall'])}",
         "",
         "| class | labels | AP50 | AP50-95 | precision | recall |",

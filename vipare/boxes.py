@@ -25,7 +25,7 @@ import numpy as np
 from vipare.checks import check_fraction
 from vipare.size import Size
 
-__all__ = ["Letterbox", "decode", "letterbox", "nms", "scale_boxes", "to_blob"]
+__all__ = ["Letterbox", "decode", "iou_matrix", "letterbox", "merge_boxes", "nms", "scale_boxes", "to_blob"]
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,75 @@ def nms(
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box of ``a`` (``N x 4`` xyxy) with every box of ``b`` (``M x 4``).
+
+    Returns:
+        ``N x M`` float64; 0 where both boxes are empty.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0.0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0.0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0.0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def merge_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    keep: np.ndarray,
+    *,
+    iou_threshold: float,
+) -> np.ndarray:
+    """The boxes NMS kept, each moved to the score-weighted mean of its class's candidates around it.
+
+    Neighbouring anchors of one object each draw a slightly different box; NMS keeps the best-scoring
+    one and drops the rest. Averaging the candidates that overlap the kept box by more than
+    ``iou_threshold`` (itself included), weighted by score, places its edges where the anchors
+    agree: for a pile without clear edges, closer to where a person draws it. Scores, classes and
+    which boxes are kept do not change.
+
+    Args:
+        boxes: ``K x 4`` xyxy, every candidate that went into :func:`nms`.
+        scores: ``K`` scores of the candidates.
+        class_ids: ``K`` class ids of the candidates.
+        keep: ``M`` indices :func:`nms` returned.
+        iou_threshold: overlap in [0, 1] above which a candidate counts towards a kept box; 1 keeps
+            the boxes as drawn (no candidate overlaps by more than 1).
+
+    Returns:
+        ``M x 4`` float64 xyxy, in the order of ``keep``.
+
+    Raises:
+        ValueError: when the threshold is out of range or the arrays' lengths disagree.
+    """
+    check_fraction("iou_threshold", iou_threshold)
+    n = len(scores)
+    if boxes.shape != (n, 4) or class_ids.shape != (n,):
+        raise ValueError(
+            f"boxes {boxes.shape}, scores {scores.shape} and class_ids {class_ids.shape} disagree"
+        )
+    merged = boxes[keep].astype(np.float64)
+    if iou_threshold >= 1.0 or len(keep) == 0:
+        return merged
+    kept_classes = class_ids[keep]
+    for cls in np.unique(kept_classes):
+        rows = np.flatnonzero(kept_classes == cls)
+        pool = np.flatnonzero(class_ids == cls)
+        weights = np.where(iou_matrix(merged[rows], boxes[pool]) > iou_threshold, scores[pool].astype(np.float64), 0.0)
+        # a kept box always counts towards itself, even an empty one whose IoU with itself is 0
+        weights[np.arange(len(rows)), np.searchsorted(pool, keep[rows])] = scores[keep[rows]]
+        total = weights.sum(axis=1, keepdims=True)
+        merged[rows] = np.divide(weights @ boxes[pool].astype(np.float64), total,
+                                 out=merged[rows], where=total > 0)
+    return merged
 
 
 def scale_boxes(

@@ -37,7 +37,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
 )
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
-from vipare.boxes import Letterbox, decode, letterbox, nms, scale_boxes, to_blob
+from vipare.boxes import Letterbox, decode, letterbox, merge_boxes, nms, scale_boxes, to_blob
 from vipare.checks import check_fraction, check_threads
 from vipare.errors import ModelError
 from vipare.model_metadata import parse_metadata
@@ -131,6 +131,9 @@ class Detector:
             calls :meth:`warm_up` itself, so the model warms up once, when readiness can show it.
         mirrored: run the model on the photo and on its mirror image and average the two outputs
             anchor by anchor (:meth:`run`): fewer one-view false alarms, twice the inference time.
+        merge_iou: each box NMS keeps becomes the score-weighted mean of its class's candidates that
+            overlap it by more than this IoU (:func:`vipare.boxes.merge_boxes`); 1, the default,
+            keeps the boxes as the network drew them, as Ultralytics does.
 
     Raises:
         ModelError: the file is missing, unreadable, not ONNX, or its inputs/outputs do not fit a
@@ -149,14 +152,17 @@ class Detector:
         intra_op_threads: int,
         warmup: bool = True,
         mirrored: bool = False,
+        merge_iou: float = 1.0,
     ) -> None:
         check_fraction("conf_threshold", conf_threshold)
         check_fraction("iou_threshold", iou_threshold)
+        check_fraction("merge_iou", merge_iou)
         if max_detections < 1:
             raise ValueError(f"max_detections must be at least 1, got {max_detections}")
         check_threads(intra_op_threads)
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
+        self.merge_iou = merge_iou
         self.max_detections = max_detections
         self.mirrored = mirrored
 
@@ -185,21 +191,25 @@ class Detector:
             self.warm_up()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, warmup: bool = True) -> Detector:
+    def from_settings(
+        cls, settings: Settings, *, model_path: str | os.PathLike[str] | None = None, warmup: bool = True
+    ) -> Detector:
         """Load ``settings.model_path`` with the thresholds and thread count from ``settings``.
 
         Args:
             settings: model path, thresholds and thread count.
+            model_path: load this file instead of ``settings.model_path``, with the same settings.
             warmup: call :meth:`warm_up` at load (see the class's arguments).
         """
         return cls(
-            settings.model_path,
+            settings.model_path if model_path is None else model_path,
             conf_threshold=settings.conf_threshold,
             iou_threshold=settings.iou_threshold,
             max_detections=settings.max_detections,
             intra_op_threads=settings.intra_op_threads,
             warmup=warmup,
             mirrored=settings.mirrored_view,
+            merge_iou=settings.box_merge_iou,
         )
 
     def warm_up(self) -> None:
@@ -346,8 +356,9 @@ class Detector:
         cap = self.max_detections if max_detections is None else max_detections
         boxes, scores, class_ids = decode(raw, conf_threshold=conf, multi_label=multi_label)
         keep = nms(boxes, scores, class_ids, iou_threshold=self.iou_threshold, max_detections=cap)
+        kept = merge_boxes(boxes, scores, class_ids, keep, iou_threshold=self.merge_iou)
         size = original_size or lb.source
-        mapped = scale_boxes(boxes[keep], lb, original_size=size)
+        mapped = scale_boxes(kept, lb, original_size=size)
         image_area = float(size.width * size.height)
         detections = []
         for (x1, y1, x2, y2), score, class_id in zip(

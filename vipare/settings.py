@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         0.25, ge=0, le=1, description="A detection must score above this to be kept."
     )
     iou_threshold: float = Field(0.45, ge=0, le=1, description="Class-aware NMS overlap threshold.")
+    box_merge_iou: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Each box kept by NMS becomes the score-weighted mean of its class's candidate boxes overlapping "
+        "it by more than this IoU (closer edges on piles; scores and verdicts unchanged). 1 keeps the boxes as the "
+        "network drew them, as Ultralytics does.",
+    )
     max_detections: int = Field(100, ge=1, description="Most detections kept per image.")
     verdict_threshold: float | None = Field(
         None,

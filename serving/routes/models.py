@@ -104,6 +104,7 @@ def _state(service: Service, *, full: bool) -> ModelStateOut:
         model=detector.info,
         conf_threshold=detector.conf_threshold,
         iou_threshold=detector.iou_threshold,
+        box_merge_iou=detector.merge_iou,
         max_detections=detector.max_detections,
         verdict_threshold=pipeline.settings.verdict_threshold,
         verdict_thresholds=pipeline.verdict_thresholds,

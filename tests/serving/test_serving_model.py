@@ -45,11 +45,13 @@ def test_model_reports_the_model_s_calibrated_thresholds_when_none_is_set(tmp_pa
 
 
 def test_model_reports_the_loaded_detectors_thresholds_and_identity(tmp_path: Path, wide_model: Path) -> None:
-    detector = Detector(wide_model, conf_threshold=0.6, iou_threshold=0.3, max_detections=7, intra_op_threads=1)
-    settings = service_settings(tmp_path, verdict_threshold=0.5)  # conf 0.25, iou 0.45, 100 detections
+    detector = Detector(wide_model, conf_threshold=0.6, iou_threshold=0.3, max_detections=7, intra_op_threads=1,
+                        merge_iou=0.8)
+    settings = service_settings(tmp_path, verdict_threshold=0.5)  # conf 0.25, iou 0.45, 100 detections, merge 0.7
     with running(create_app(settings, detector=detector)) as client:
         model = client.get("/v1/model").json()
     assert (model["conf_threshold"], model["iou_threshold"], model["max_detections"]) == (0.6, 0.3, 7)
+    assert model["box_merge_iou"] == 0.8
     assert model["verdict_threshold"] == 0.5
     assert model["verdict_thresholds"] == {"dumped_waste": 0.5, "overflowing_bin": 0.5}
     assert model["model"]["sha256"] == detector.info.sha256 and model["model"]["name"] == "wide"

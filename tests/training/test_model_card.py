@@ -40,6 +40,14 @@ def test_card_carries_the_measured_figures() -> None:
     assert "CC BY 4.0" in text
 
 
+def test_card_says_the_boxes_were_merged_and_ultralytics_did_not_merge_them() -> None:
+    plain = render({**CARD, "evaluations": [EVALUATION]})
+    merged = render({**CARD, "evaluations": [{**EVALUATION, "box_merge_iou": 0.7}]})
+    assert "merged" not in plain  # older records, and evaluations with VIPARE_BOX_MERGE_IOU=1
+    assert "(score > 0.25, NMS IoU 0.45, boxes merged above IoU 0.7)" in merged
+    assert "(Ultralytics' validator on the same ONNX file, boxes as drawn, not merged: mAP50 0.870)" in merged
+
+
 UNMEASURED = ("Evaluation", "Second look in tiles", "Cost per photo on a CPU", "Comparisons at the same budget",
               "Augmentation ablation", "Energy")
 
