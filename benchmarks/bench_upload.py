@@ -4,6 +4,10 @@ Photos are phone-like 4032x3024 JPEGs of 3-5 MB with EXIF GPS and orientation (`
 On the same photos, with the same onnxruntime thread count, it times:
 
 * library: ``Pipeline.analyze(<file bytes>)`` (decode, detect, verdict, location) in this process;
+* library, anonymised: the same, then what the service does to every photo it stores, in this
+  process: the search for faces and plates (``Pipeline.private_regions``) and, for a photo with
+  some, the blurred copy (``serving.photos.anonymise.anonymised_copy``: the plate cells' check,
+  the full-size decode, the blur and the encoding);
 * upload: ``POST /v1/reports`` to ``vipare serve`` on 127.0.0.1 (one worker, a fresh SQLite data
   folder), from sending the request to the end of the 201 answer: multipart transfer, sha256,
   decode, detect, removing GPS, writing the photo with fsync, committing the rows, the JSON answer.
@@ -17,8 +21,10 @@ each with its connection). Library and upload measurements alternate in small bl
 the same background load. It prints p50/p95 of each, the ratio p50 upload / p50 library at the same
 concurrency (the service's overhead; with several clients the server also queues analyses beyond
 ``VIPARE_ANALYSIS_SLOTS``), the mean decode + detect time the server measured itself (its Prometheus
-metrics), and the throughput over the blocks. Requests are bounded by ``--requests`` per concurrency; two uploads
-warm the server first and are not counted.
+metrics), and the throughput over the blocks, the upload's as a share of each library line's: against
+the anonymised line, what the service adds to the work it must do for a photo it keeps (an upload is
+answered before its photo is blurred, so its p50 is compared with the library's analysis alone). Requests are
+bounded by ``--requests`` per concurrency; two uploads warm the server first and are not counted.
 
     python -m benchmarks.bench_upload --photos 8 --requests 24 --clients 4
 """
@@ -43,6 +49,7 @@ import httpx2
 
 from benchmarks.cli import command
 from serving.launch import cli_key, start_server
+from serving.photos.anonymise import anonymised_copy
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import cpu_name
@@ -85,6 +92,23 @@ class Timings:
         self.wall += time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Summary:
+    """p50 and p95 of one line, milliseconds, and its throughput over its blocks."""
+
+    p50: float
+    p95: float
+    rate: float
+
+    @property
+    def text(self) -> str:
+        return f"p50 {self.p50:6.0f} ms  p95 {self.p95:6.0f} ms  {self.rate:5.2f} photos/s"
+
+
+def _summary(timings: Timings) -> Summary:
+    return Summary(*_percentiles(timings.seconds), len(timings.seconds) / timings.wall)
+
+
 def _analysis_totals(url: str) -> tuple[float, float]:
     """(seconds the server spent decoding and detecting, analyses) so far, from its metrics."""
     text = httpx2.get(f"{url}/metrics", timeout=60).text
@@ -116,13 +140,25 @@ def main(count: int, requests: int, clients: int, threads: int, slots: int, phot
     pipeline = Pipeline(settings=Settings(intra_op_threads=threads))
     pipeline.analyze(photos[0])
 
+    pipeline.private_regions(pipeline.decode(photos[0]))  # loads the face and plate detectors
+
     def analyze(i: int) -> float:
         start = time.perf_counter()
         pipeline.analyze(photos[i % len(photos)])
         return time.perf_counter() - start
 
+    def analyze_anonymised(i: int) -> float:
+        data = photos[i % len(photos)]
+        start = time.perf_counter()
+        image = pipeline.decode(data)
+        result = pipeline.analyze(image)
+        regions = pipeline.private_regions(image, result.detections)
+        anonymised_copy(pipeline, data, image, regions, result.verdict.dumping)
+        return time.perf_counter() - start
+
     concurrencies = (1, clients)
     library = {c: Timings() for c in concurrencies}
+    anonymised = {c: Timings() for c in concurrencies}
     uploads = {c: Timings() for c in concurrencies}
     in_server: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="vipare-bench-upload-") as tmp:
@@ -161,6 +197,7 @@ def main(count: int, requests: int, clients: int, threads: int, slots: int, phot
                 for block in range(0, requests, concurrency):  # alternate: same background load for both
                     indices = range(block, min(block + concurrency, requests))
                     library[concurrency].run(analyze, indices, concurrency)
+                    anonymised[concurrency].run(analyze_anonymised, indices, concurrency)
                     uploads[concurrency].run(upload, indices, concurrency)
                 after = _analysis_totals(server.url)
                 in_server[concurrency] = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1000.0
@@ -177,18 +214,17 @@ def main(count: int, requests: int, clients: int, threads: int, slots: int, phot
     print(f"photos: {len(paths)} JPEGs 4032x3024, {min(sizes):.1f}-{max(sizes):.1f} MB, EXIF GPS + orientation; "
           f"{requests} timed requests per concurrency, each upload a distinct file")
     for concurrency in concurrencies:
-        lib_p50, lib_p95 = _percentiles(library[concurrency].seconds)
-        up_p50, up_p95 = _percentiles(uploads[concurrency].seconds)
         who = "1 client " if concurrency == 1 else f"{concurrency} clients"
-        lib_rate = len(library[concurrency].seconds) / library[concurrency].wall
-        up_rate = len(uploads[concurrency].seconds) / uploads[concurrency].wall
-        print(f"  {who}  library Pipeline.analyze  p50 {lib_p50:6.0f} ms  p95 {lib_p95:6.0f} ms  "
-              f"{lib_rate:5.2f} photos/s")
-        print(f"  {who}  upload POST /v1/reports   p50 {up_p50:6.0f} ms  p95 {up_p95:6.0f} ms  {up_rate:5.2f} photos/s"
+        lib, anon, up = (_summary(t[concurrency]) for t in (library, anonymised, uploads))
+        print(f"  {who}  library Pipeline.analyze  {lib.text}")
+        print(f"  {who}  library, anonymised       {anon.text}")
+        print(f"  {who}  upload POST /v1/reports   {up.text}"
               f"  (decode+detect in the server: {in_server[concurrency]:.0f} ms mean)")
-        alone = _percentiles(library[1].seconds)[0]
-        versus_alone = "" if concurrency == 1 else f"; / p50 library one photo at a time = {up_p50 / alone:.2f}"
-        print(f"  {who}  p50 upload / p50 library = {up_p50 / lib_p50:.2f}{versus_alone}")
+        alone = _summary(library[1]).p50
+        versus_alone = "" if concurrency == 1 else f"; / p50 library one photo at a time = {up.p50 / alone:.2f}"
+        print(f"  {who}  p50 upload / p50 library = {up.p50 / lib.p50:.2f}{versus_alone}")
+        print(f"  {who}  upload throughput = {up.rate / lib.rate:.0%} of the library's, "
+              f"{up.rate / anon.rate:.0%} of the library's anonymised")
 
 
 if __name__ == "__main__":
