@@ -139,7 +139,6 @@ def main(count: int, requests: int, clients: int, threads: int, slots: int, phot
     slots = slots or max(1, cores // (threads or cores))
     pipeline = Pipeline(settings=Settings(intra_op_threads=threads))
     pipeline.analyze(photos[0])
-
     pipeline.private_regions(pipeline.decode(photos[0]))  # loads the face and plate detectors
 
     def analyze(i: int) -> float:
