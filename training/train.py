@@ -351,6 +351,9 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
               help="Scale jitter (+/- gain): higher shows more small, far deposits.")
 @click.option("--perspective", type=click.FloatRange(0, 0.001), default=0.0, show_default=True,
               help="Perspective warp, as from a phone held at an angle.")
+@click.option("--multi-scale", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Each batch at a random size within +/- this fraction of --imgsz (Ultralytics multi_scale): "
+              "deposits seen at more scales.")
 @click.option("--photo-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Probability of each phone/camera effect (motion and defocus blur, low light, night, JPEG, rain).")
 @click.option("--noise-effect", "noise_effects", multiple=True, type=click.Choice(EFFECTS),
@@ -363,7 +366,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
 def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, time_hours: float | None,
          until: str | None, imgsz: int, batch: int, workers: int, threads: int, cache: str, seed: int,
          device: str | None, patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, scale: float,
-         perspective: float, photo_noise: float, noise_effects: tuple[str, ...], save_period: int,
+         perspective: float, multi_scale: float, photo_noise: float, noise_effects: tuple[str, ...], save_period: int,
          from_trained: bool, resume: bool) -> None:
     """Fine-tune YOLO11n offline; prints the run directory."""
     if time_hours is not None and until is not None:
@@ -387,7 +390,8 @@ def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, 
         device=device,
         patience=patience,
         close_mosaic=close_mosaic,
-        augment={"hsv_h": hsv_h, "hsv_s": hsv_s, "hsv_v": hsv_v, "scale": scale, "perspective": perspective},
+        augment={"hsv_h": hsv_h, "hsv_s": hsv_s, "hsv_v": hsv_v, "scale": scale, "perspective": perspective,
+                 "multi_scale": multi_scale},
         photo_noise=photo_noise,
         noise_effects=noise_effects,
         save_period=save_period,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from training.train import hours_until, software_versions
+from training import train
+from training.train import TrainConfig, hours_until, software_versions
 
 NOW = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)
 
@@ -18,3 +21,25 @@ def test_hours_until(end: str, hours: float) -> None:
 
 def test_software_versions_has_python() -> None:
     assert "python" in software_versions()
+
+
+@pytest.mark.parametrize(("args", "multi_scale"), [((), 0.0), (("--multi-scale", "0.25"), 0.25)])
+def test_cli_passes_multi_scale_to_ultralytics(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], multi_scale: float
+) -> None:
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train, "fine_tune", lambda config, resume: seen.append(config) or tmp_path)
+    data = tmp_path / "data.yaml"
+    data.write_text("names: {0: dumped_waste}\n")
+    result = CliRunner().invoke(train.main, ["--data", str(data), "--imgsz", "544", *args])
+    assert result.exit_code == 0, result.output
+    assert seen[0].augment["multi_scale"] == multi_scale
+    assert seen[0].imgsz == 544
+
+
+def test_cli_refuses_a_multi_scale_beyond_half(tmp_path: Path) -> None:
+    data = tmp_path / "data.yaml"
+    data.write_text("names: {0: dumped_waste}\n")
+    result = CliRunner().invoke(train.main, ["--data", str(data), "--multi-scale", "0.8"])
+    assert result.exit_code == 2
+    assert "--multi-scale" in result.output
