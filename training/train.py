@@ -86,6 +86,8 @@ class TrainConfig:
         photo_noise: probability of each phone/camera effect of :class:`training.augment.PhotoNoise`
             (0: none).
         noise_effects: which of those effects (all by default; a subset for the ablation).
+        cls_gain: weight of the classification loss (Ultralytics ``cls``, 0.5 by default) against the box
+            and distribution losses: higher asks more of the scores that rank a deposit above a false alarm.
         optimizer: Ultralytics optimizer arguments (``optimizer``, ``lr0``, ``warmup_epochs``...);
             empty for its defaults, which suit training from COCO weights, not fine-tuning a
             trained model further.
@@ -112,6 +114,7 @@ class TrainConfig:
     augment: dict[str, float] = field(default_factory=lambda: {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.5})
     photo_noise: float = 0.0
     noise_effects: tuple[str, ...] = ()
+    cls_gain: float = 0.5
     optimizer: dict[str, float | str] = field(default_factory=dict)
 
     def noise(self) -> Any:
@@ -308,6 +311,7 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
                 exist_ok=True,
                 plots=False,
                 amp=device != "cpu",
+                cls=config.cls_gain,
                 **config.augment,
                 **config.optimizer,
             )
@@ -358,6 +362,8 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
               help="Probability of each phone/camera effect (motion and defocus blur, low light, night, JPEG, rain).")
 @click.option("--noise-effect", "noise_effects", multiple=True, type=click.Choice(EFFECTS),
               help="Only these effects (repeatable; default all).")
+@click.option("--cls-gain", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True,
+              help="Weight of the classification loss (Ultralytics cls) against the box losses.")
 @click.option("--save-period", type=click.IntRange(-1), default=-1, show_default=True,
               help="Keep weights/epochN.pt (N from 0) every this many epochs (-1: only last.pt and best.pt).")
 @click.option("--fine-tune", "from_trained", is_flag=True,
@@ -366,8 +372,8 @@ def fine_tune(config: TrainConfig, resume: bool = False) -> Path:
 def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, time_hours: float | None,
          until: str | None, imgsz: int, batch: int, workers: int, threads: int, cache: str, seed: int,
          device: str | None, patience: int, close_mosaic: int, hsv_v: float, hsv_s: float, hsv_h: float, scale: float,
-         perspective: float, multi_scale: float, photo_noise: float, noise_effects: tuple[str, ...], save_period: int,
-         from_trained: bool, resume: bool) -> None:
+         perspective: float, multi_scale: float, photo_noise: float, noise_effects: tuple[str, ...], cls_gain: float,
+         save_period: int, from_trained: bool, resume: bool) -> None:
     """Fine-tune YOLO11n offline; prints the run directory."""
     if time_hours is not None and until is not None:
         raise click.UsageError("give --time or --until, not both")
@@ -394,6 +400,7 @@ def main(data: Path | None, model: Path, project: Path, name: str, epochs: int, 
                  "multi_scale": multi_scale},
         photo_noise=photo_noise,
         noise_effects=noise_effects,
+        cls_gain=cls_gain,
         save_period=save_period,
         optimizer=dict(FINE_TUNE_OPTIMIZER) if from_trained else {},
     )

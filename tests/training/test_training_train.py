@@ -37,6 +37,19 @@ def test_cli_passes_multi_scale_to_ultralytics(
     assert seen[0].imgsz == 544
 
 
+@pytest.mark.parametrize(("args", "gain"), [((), 0.5), (("--cls-gain", "1.0"), 1.0)])
+def test_cli_passes_the_classification_loss_gain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, args: tuple[str, ...], gain: float
+) -> None:
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train, "fine_tune", lambda config, resume: seen.append(config) or tmp_path)
+    data = tmp_path / "data.yaml"
+    data.write_text("names: {0: dumped_waste}\n")
+    result = CliRunner().invoke(train.main, ["--data", str(data), *args])
+    assert result.exit_code == 0, result.output
+    assert seen[0].cls_gain == gain
+
+
 def test_cli_refuses_a_multi_scale_beyond_half(tmp_path: Path) -> None:
     data = tmp_path / "data.yaml"
     data.write_text("names: {0: dumped_waste}\n")
