@@ -11,7 +11,9 @@ busy core: ``Wh = CPU-seconds x watts_per_core / 3600``. CPU time is the process
   upload when the verdict is dumping (only those are kept);
 * training: the CPU-seconds a training run recorded (``run.json``'s ``cpu_seconds``, or the last line
   of the run's ``cpu.log``), when ``--train-run`` names its folder. A model fine-tuned from another
-  run cost both: name each run of its lineage, first to last, and the total is added.
+  run cost both: name each run of its lineage, first to last, and the total is added. Runs whose
+  folders are gone (another machine) come from the JSON twin of the model they led to
+  (``--earlier-runs``: its recorded per-run rows, first in the lineage).
 
 The default 10 W per busy core is about a server CPU's rated power divided by its cores (a 200 W,
 20-core part); give your own with ``--watts-per-core``. Idle power, memory, disks, network and
@@ -35,7 +37,7 @@ import click
 from benchmarks.camera_frames import benchmark_frames
 from benchmarks.cli import command
 from serving.photos.anonymise import anonymised_copy
-from training.energy import WATTS_PER_CORE, training_rows, wh
+from training.energy import WATTS_PER_CORE, recorded_runs, training_rows, wh
 from training.phone_photos import make_phone_photos
 from vipare import Pipeline, Settings
 from vipare.machine import machine
@@ -76,12 +78,15 @@ def _frame_cpu(pipeline: Pipeline, data: bytes) -> float:
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A training run's folder (runs/train/NAME), for its CPU-seconds; repeat for each run the model "
               "was fine-tuned through, first to last.")
+@click.option("--earlier-runs", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The JSON twin of the model the first --train-run started from: its recorded training runs "
+              "come first in the lineage (for run folders no longer at hand).")
 @click.option("--record", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Write the figures into this model JSON twin (its 'energy' entry).")
 def main(model: Path | None, photos: int, frames: int, frame_size: int, rounds: int, watts_per_core: float,
-         train_runs: tuple[Path, ...], record: Path | None) -> None:
+         train_runs: tuple[Path, ...], earlier_runs: Path | None, record: Path | None) -> None:
     try:  # a run without a figure stops the command before it measures
-        training = training_rows(train_runs)
+        training = training_rows(train_runs, recorded_runs(earlier_runs) if earlier_runs else ())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     settings = Settings(model_path=model or Settings().model_path)

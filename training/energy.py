@@ -37,13 +37,32 @@ def wh(cpu_seconds: float, watts_per_core: float) -> float:
     return cpu_seconds * watts_per_core / SECONDS_PER_HOUR
 
 
-def training_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+def recorded_runs(twin: Path) -> list[dict[str, Any]]:
+    """The per-run training rows a model's JSON twin recorded (``bench_energy --record``).
+
+    For a model fine-tuned from that one on another machine, whose earlier run folders are not
+    at hand: its lineage starts with these rows, measured when those runs ended.
+
+    Raises:
+        ValueError: the twin records no training run.
+    """
+    energy = json.loads(twin.read_text()).get("energy") or {}
+    rows = [{key: row[key] for key in ("work", "unit", "cpu_seconds")}
+            for row in energy.get("rows", []) if row.get("unit") == "run"]
+    if not rows:
+        raise ValueError(f"{twin} records no training run (no 'energy' rows per run: bench_energy --record)")
+    return rows
+
+
+def training_rows(runs: Sequence[Path], earlier: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """One row per training run, and their total when the model took several (a fine-tuned lineage).
+
+    ``earlier``: rows of the runs before ``runs`` (:func:`recorded_runs`), first in the lineage.
 
     Raises:
         ValueError: a run recorded no CPU time (started before runs recorded it, or still running).
     """
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [dict(row) for row in earlier]
     for run in runs:
         seconds = training_cpu_seconds(run)
         if seconds is None:

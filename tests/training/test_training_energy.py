@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.energy import training_cpu_seconds, training_rows, wh
+from training.energy import recorded_runs, training_cpu_seconds, training_rows, wh
 
 
 def test_watt_hours_are_cpu_seconds_times_power_over_an_hour() -> None:
@@ -42,3 +42,31 @@ def test_a_fine_tuned_model_counts_every_run_of_its_lineage(tmp_path: Path) -> N
 def test_a_run_that_recorded_no_cpu_time_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unfinished.*recorded no CPU time"):
         training_rows([tmp_path / "unfinished"])
+
+
+def test_a_lineage_goes_on_from_the_runs_an_earlier_model_recorded(tmp_path: Path) -> None:
+    twin = tmp_path / "earlier.json"
+    twin.write_text(json.dumps({"energy": {"rows": [
+        {"work": "12 MP phone upload", "unit": "1,000 photos", "cpu_seconds": 407.7, "wh": 1.13},
+        {"work": "training run clean-480", "unit": "run", "cpu_seconds": 12192.6, "wh": 33.87},
+        {"work": "training run clean-544", "unit": "run", "cpu_seconds": 10098.3, "wh": 28.05},
+        {"work": "training, 2 runs in all", "unit": "model", "cpu_seconds": 22290.9, "wh": 61.92},
+    ]}}))
+    earlier = recorded_runs(twin)
+    assert [row["work"] for row in earlier] == ["training run clean-480", "training run clean-544"]
+    latest = tmp_path / "clean-544b"
+    latest.mkdir()
+    (latest / "run.json").write_text(json.dumps({"cpu_seconds": 9000.0}))
+    rows = training_rows([latest], earlier)
+    assert [row["work"] for row in rows] == ["training run clean-480", "training run clean-544",
+                                            "training run clean-544b", "training, 3 runs in all"]
+    assert rows[-1]["cpu_seconds"] == pytest.approx(31290.9)
+    assert "wh" not in rows[0]  # recomputed at the power the new measurement states
+
+
+def test_a_twin_without_training_runs_is_refused_by_name(tmp_path: Path) -> None:
+    twin = tmp_path / "bare.json"
+    twin.write_text(json.dumps({"energy": {"rows": [{"work": "upload", "unit": "1,000 photos", "cpu_seconds": 1.0}]}}))
+    with pytest.raises(ValueError, match="bare.json records no training run"):
+        recorded_runs(twin)
+
