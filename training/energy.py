@@ -44,11 +44,13 @@ def recorded_runs(twin: Path) -> list[dict[str, Any]]:
     at hand: its lineage starts with these rows, measured when those runs ended.
 
     Raises:
-        ValueError: the twin records no training run.
+        ValueError: the twin is not JSON, records no training run, or a row lacks its figure.
     """
     energy = json.loads(twin.read_text()).get("energy") or {}
-    rows = [{key: row[key] for key in ("work", "unit", "cpu_seconds")}
-            for row in energy.get("rows", []) if row.get("unit") == "run"]
+    runs = [row for row in energy.get("rows", []) if row.get("unit") == "run"]
+    if any(not isinstance(row.get("cpu_seconds"), int | float) or "work" not in row for row in runs):
+        raise ValueError(f"{twin} has a training row without its work or cpu_seconds: record it again")
+    rows = [{"work": row["work"], "unit": "run", "cpu_seconds": float(row["cpu_seconds"])} for row in runs]
     if not rows:
         raise ValueError(f"{twin} records no training run (no 'energy' rows per run: bench_energy --record)")
     return rows

@@ -70,3 +70,9 @@ def test_a_twin_without_training_runs_is_refused_by_name(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="bare.json records no training run"):
         recorded_runs(twin)
 
+
+def test_a_twin_with_a_run_missing_its_figure_is_refused_by_name(tmp_path: Path) -> None:
+    twin = tmp_path / "torn.json"
+    twin.write_text(json.dumps({"energy": {"rows": [{"work": "training run a", "unit": "run"}]}}))
+    with pytest.raises(ValueError, match="torn.json has a training row without its work or cpu_seconds"):
+        recorded_runs(twin)
